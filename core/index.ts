@@ -1,0 +1,13 @@
+/**
+ * The render core: plain functions from a cluster description to the files each node runs.
+ * Nothing here imports Pulumi, so the Pulumi program, the local runner and the tests share it.
+ */
+export * from "./errors";
+export * from "./plans";
+export * from "./profiles";
+export * from "./topology";
+export * from "./settings";
+export * from "./secrets";
+export * from "./paths";
+export * from "./render";
+export * from "./cluster";

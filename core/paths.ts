@@ -1,0 +1,84 @@
+import * as path from "node:path";
+import type { NodeSpec } from "./topology";
+
+/** The files rendered for every node, by the name they have in a render directory. */
+export const NODE_FILES = [
+  "patroni.yml",
+  "etcd.conf",
+  "redis.conf",
+  "sentinel.conf",
+  "haproxy.cfg",
+  "pgbackrest.conf",
+  "user-data.yaml",
+] as const;
+export type NodeFile = (typeof NODE_FILES)[number];
+
+/** Where a node keeps its configuration, data, sockets and logs. */
+export interface NodePaths {
+  /** Where each rendered file is installed on the node (user-data.yaml is consumed by cloud-init). */
+  config: Record<Exclude<NodeFile, "user-data.yaml">, string>;
+  pgDataDir: string;
+  pgSocketDir: string;
+  pgpassFile: string;
+  etcdDataDir: string;
+  redisDir: string;
+  sentinelDir: string;
+  haproxySocket: string;
+  pgbackrestLogDir: string;
+  pgbackrestSpoolDir: string;
+  pgbackrestLockDir: string;
+  /** Where PostgreSQL's data volume is mounted on a server. */
+  volumeMount: string;
+}
+
+/** The Debian 12 layout on a Hetzner server: the packages' own paths, data on the volume. */
+export function serverPaths(): NodePaths {
+  return {
+    config: {
+      "patroni.yml": "/etc/patroni/config.yml",
+      "etcd.conf": "/etc/default/etcd",
+      "redis.conf": "/etc/redis/redis.conf",
+      "sentinel.conf": "/etc/redis/sentinel.conf",
+      "haproxy.cfg": "/etc/haproxy/haproxy.cfg",
+      "pgbackrest.conf": "/etc/pgbackrest.conf",
+    },
+    pgDataDir: "/var/lib/postgresql/15/madbase",
+    pgSocketDir: "/var/run/postgresql",
+    pgpassFile: "/var/lib/postgresql/.pgpass.patroni",
+    etcdDataDir: "/var/lib/etcd/madbase",
+    redisDir: "/var/lib/redis",
+    sentinelDir: "/var/lib/redis",
+    haproxySocket: "/run/haproxy/admin.sock",
+    pgbackrestLogDir: "/var/log/pgbackrest",
+    pgbackrestSpoolDir: "/var/spool/pgbackrest",
+    pgbackrestLockDir: "/tmp/pgbackrest",
+    volumeMount: "/var/lib/postgresql",
+  };
+}
+
+/** A local node: everything under `<root>/<node name>/`, so several nodes share one machine. */
+export function localPaths(root: string, node: Pick<NodeSpec, "name">): NodePaths {
+  const base = path.resolve(root, node.name);
+  const etc = path.join(base, "etc");
+  return {
+    config: {
+      "patroni.yml": path.join(etc, "patroni.yml"),
+      "etcd.conf": path.join(etc, "etcd.conf"),
+      "redis.conf": path.join(etc, "redis.conf"),
+      "sentinel.conf": path.join(etc, "sentinel.conf"),
+      "haproxy.cfg": path.join(etc, "haproxy.cfg"),
+      "pgbackrest.conf": path.join(etc, "pgbackrest.conf"),
+    },
+    pgDataDir: path.join(base, "pgdata"),
+    pgSocketDir: path.join(base, "run", "postgresql"),
+    pgpassFile: path.join(base, "run", "pgpass"),
+    etcdDataDir: path.join(base, "etcd"),
+    redisDir: path.join(base, "redis"),
+    sentinelDir: path.join(base, "sentinel"),
+    haproxySocket: path.join(base, "run", "haproxy.sock"),
+    pgbackrestLogDir: path.join(base, "log", "pgbackrest"),
+    pgbackrestSpoolDir: path.join(base, "spool", "pgbackrest"),
+    pgbackrestLockDir: path.join(base, "run", "pgbackrest"),
+    volumeMount: base,
+  };
+}

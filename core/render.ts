@@ -1,0 +1,188 @@
+import * as fs from "node:fs";
+import * as path from "node:path";
+import Handlebars from "handlebars";
+import { NODE_FILES, NodeFile, NodePaths } from "./paths";
+import { Plan, postgresTuning } from "./plans";
+import { FailoverProfile, checkProfile } from "./profiles";
+import { APP_DATABASE, ClusterSecrets, USERS, checkSecrets } from "./secrets";
+import { NodeSpec, PORTS, Topology } from "./topology";
+
+/** Where pgBackRest keeps the repository: any S3-compatible store. */
+export interface BackupTarget {
+  bucket: string;
+  /** Host name (no scheme); pgBackRest always speaks TLS to it. */
+  endpoint: string;
+  region: string;
+  retentionFull: number;
+  verifyTls: boolean;
+  /** Only when the store is not on 443 (a local test store). */
+  port?: number;
+}
+
+/** Settings that are the same for every node of the cluster. */
+export interface ClusterOptions {
+  plan: Plan;
+  profile: FailoverProfile;
+  synchronousMode: boolean;
+  backup: BackupTarget;
+  /** Memory to size PostgreSQL and Redis for; defaults to the plan's. Local runs pass less. */
+  memoryMb?: number;
+}
+
+export interface NodeRenderInput {
+  topology: Topology;
+  node: NodeSpec;
+  options: ClusterOptions;
+  secrets: ClusterSecrets;
+  paths: NodePaths;
+  /** `existing` for a member joining a running etcd cluster (scaling); `new` when the cluster is created. */
+  etcdInitialClusterState?: "new" | "existing";
+  /** The Redis master to replicate from; the first node when the cluster is created. */
+  redisMasterIp?: string;
+}
+
+export type RenderedNode = Record<NodeFile, string>;
+
+/** Debian packages every node installs. */
+export const NODE_PACKAGES = [
+  "postgresql-15",
+  "postgresql-client-15",
+  "patroni",
+  "python3-psycopg2",
+  "etcd-server",
+  "etcd-client",
+  "redis-server",
+  "redis-sentinel",
+  "redis-tools",
+  "haproxy",
+  "pgbackrest",
+];
+
+const TEMPLATE_DIR = path.resolve(__dirname, "..", "templates");
+
+const hb = Handlebars.create();
+hb.registerHelper("json", (value: unknown) => JSON.stringify(value));
+hb.registerHelper("hostPort", (host: string, port: number) => `${host}:${port}`);
+hb.registerHelper("concat", (...args: unknown[]) => args.slice(0, -1).join(""));
+hb.registerHelper("indent", (text: string, width: number) => {
+  const pad = " ".repeat(width);
+  return text
+    .replace(/\n$/, "")
+    .split("\n")
+    .map((line) => (line === "" ? "" : pad + line))
+    .join("\n");
+});
+
+const compiled = new Map<string, Handlebars.TemplateDelegate>();
+/** Templates compile in strict mode: a value the model lacks is an error, never an empty string. */
+export function template(name: string): Handlebars.TemplateDelegate {
+  let t = compiled.get(name);
+  if (!t) {
+    const source = fs.readFileSync(path.join(TEMPLATE_DIR, `${name}.hbs`), "utf8");
+    t = hb.compile(source, { strict: true, noEscape: true });
+    compiled.set(name, t);
+  }
+  return t;
+}
+
+/** Who owns each file on a server, and its mode: secrets readable only by their daemon. */
+const FILE_OWNERSHIP: Record<Exclude<NodeFile, "user-data.yaml">, { owner: string; mode: string }> = {
+  "patroni.yml": { owner: "postgres:postgres", mode: "0600" },
+  "etcd.conf": { owner: "root:root", mode: "0644" },
+  "redis.conf": { owner: "redis:redis", mode: "0640" },
+  "sentinel.conf": { owner: "redis:redis", mode: "0640" },
+  "haproxy.cfg": { owner: "root:haproxy", mode: "0640" },
+  "pgbackrest.conf": { owner: "postgres:postgres", mode: "0640" },
+};
+
+/** The lag a replica may have and still serve reads through 5434. */
+const REPLICA_MAX_LAG = "16MB";
+
+function model(input: NodeRenderInput) {
+  const { topology, node, options, secrets, paths } = input;
+  const memoryMb = options.memoryMb ?? options.plan.memoryGb * 1024;
+  const redisMasterIp = input.redisMasterIp ?? topology.nodes[0].privateIp;
+  const { interMs } = options.profile.haproxy;
+  return {
+    topology,
+    node,
+    secrets,
+    paths,
+    users: USERS,
+    ports: PORTS,
+    profile: options.profile,
+    synchronousMode: options.synchronousMode,
+    backup: { port: 0, ...options.backup },
+    tuning: postgresTuning(options.plan, memoryMb),
+    memoryMb,
+    // Redis shares the node with PostgreSQL: an eighth of memory, at least 64 MB.
+    redisMaxMemoryMb: Math.max(64, Math.floor(memoryMb / 8)),
+    // A lone node has no replica to wait for.
+    redisMinReplicasToWrite: topology.nodeCount >= 3 ? 1 : 0,
+    redisMasterIp,
+    redisReplicaOf: node.privateIp === redisMasterIp ? "" : redisMasterIp,
+    etcdInitialClusterState: input.etcdInitialClusterState ?? "new",
+    etcdInitialCluster: topology.etcdInitialCluster,
+    checkTimeoutMs: Math.max(1000, interMs),
+    fastInterMs: Math.max(250, Math.floor(interMs / 2)),
+    replicaMaxLag: REPLICA_MAX_LAG,
+    archiveCommand: `pgbackrest --config=${paths.config["pgbackrest.conf"]} --stanza=${topology.clusterName} archive-push %p`,
+    postBootstrap: postBootstrapCommand(secrets),
+    pgHba: [
+      `local all ${USERS.postgresSuperuser} peer`,
+      "local all all scram-sha-256",
+      "host all all 127.0.0.1/32 scram-sha-256",
+      `host replication ${USERS.replication} 127.0.0.1/32 scram-sha-256`,
+      `host replication ${USERS.replication} ${topology.subnetCidr} scram-sha-256`,
+      `host all all ${topology.subnetCidr} scram-sha-256`,
+    ],
+  };
+}
+
+/**
+ * Patroni runs this once, with a connection string appended, after it creates the cluster:
+ * the application's login role and its database. (Patroni itself creates the replication and
+ * rewind roles and grants pg_rewind what it needs.)
+ */
+function postBootstrapCommand(secrets: ClusterSecrets): string {
+  return [
+    "psql -v ON_ERROR_STOP=1",
+    `-c "CREATE ROLE ${USERS.app} LOGIN PASSWORD '${secrets.app}'"`,
+    `-c "CREATE DATABASE ${APP_DATABASE} OWNER ${USERS.app}"`,
+  ].join(" ");
+}
+
+/** Renders the files one node runs. Pure: the same input always gives the same files. */
+export function renderNode(input: NodeRenderInput): RenderedNode {
+  checkProfile(input.options.profile);
+  checkSecrets(input.secrets);
+  const m = model(input);
+  const files = {} as RenderedNode;
+  for (const name of NODE_FILES) {
+    if (name !== "user-data.yaml") files[name] = template(name)(m);
+  }
+  files["user-data.yaml"] = template("user-data.yaml")({
+    ...m,
+    packages: NODE_PACKAGES,
+    mountScript: template("scripts/mount-volume.sh")({}),
+    pgVersionDir: path.posix.dirname(input.paths.pgDataDir),
+    configFiles: Object.entries(FILE_OWNERSHIP).map(([name, own]) => ({
+      path: input.paths.config[name as keyof typeof FILE_OWNERSHIP],
+      ...own,
+      content: files[name as NodeFile],
+    })),
+  });
+  return files;
+}
+
+/** Renders every node of a topology. */
+export function renderCluster(
+  topology: Topology,
+  options: ClusterOptions,
+  secrets: ClusterSecrets,
+  pathsFor: (node: NodeSpec) => NodePaths,
+): Record<string, RenderedNode> {
+  return Object.fromEntries(
+    topology.nodes.map((node) => [node.name, renderNode({ topology, node, options, secrets, paths: pathsFor(node) })]),
+  );
+}

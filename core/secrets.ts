@@ -1,0 +1,75 @@
+import { ConfigError } from "./errors";
+
+/** Every secret the rendered files carry. On Hetzner they come from @pulumi/random (and stack config for S3 keys). */
+export interface ClusterSecrets {
+  postgresSuperuser: string;
+  replication: string;
+  rewind: string;
+  /** The application's PostgreSQL user (`madbase`). */
+  app: string;
+  redis: string;
+  patroniRest: string;
+  haproxyStats: string;
+  s3AccessKey: string;
+  s3SecretKey: string;
+}
+
+export const SECRET_NAMES: (keyof ClusterSecrets)[] = [
+  "postgresSuperuser",
+  "replication",
+  "rewind",
+  "app",
+  "redis",
+  "patroniRest",
+  "haproxyStats",
+  "s3AccessKey",
+  "s3SecretKey",
+];
+
+/** Generated secrets (not the S3 keys, which the operator brings). */
+export const GENERATED_SECRET_NAMES = SECRET_NAMES.filter((n) => !n.startsWith("s3"));
+
+/** User names that go with the secrets; fixed so that scripts and docs can name them. */
+export const USERS = {
+  postgresSuperuser: "postgres",
+  replication: "replicator",
+  rewind: "rewinder",
+  app: "madbase",
+  patroniRest: "patroni",
+  haproxyStats: "stats",
+} as const;
+
+export const APP_DATABASE = "madbase";
+
+/**
+ * Secrets go unquoted into redis.conf, haproxy.cfg, URLs and YAML, so they are kept to characters
+ * that need no escaping in any of them. @pulumi/random passwords are generated with `special: false`.
+ */
+const SAFE_SECRET = /^[A-Za-z0-9._~-]{8,128}$/;
+
+export function checkSecrets(secrets: ClusterSecrets): ClusterSecrets {
+  for (const name of SECRET_NAMES) {
+    const value = secrets[name];
+    if (typeof value !== "string" || !SAFE_SECRET.test(value)) {
+      // Never echo the value itself: it is a secret.
+      throw new ConfigError(`secrets.${name}`, "(hidden)", "use 8-128 characters from A-Z a-z 0-9 . _ ~ -");
+    }
+  }
+  return secrets;
+}
+
+/** Clearly marked stand-ins for `npm run render`, which has no Pulumi state to read secrets from. */
+export function placeholderSecrets(): ClusterSecrets {
+  return Object.fromEntries(SECRET_NAMES.map((n) => [n, `PLACEHOLDER-${n}-not-a-secret`])) as unknown as ClusterSecrets;
+}
+
+/** Replaces every secret value in `text` with `<secret:name>`, for snapshots and logs. */
+export function maskSecrets(text: string, secrets: ClusterSecrets): string {
+  let out = text;
+  // Longest first, so a secret that contains another is masked whole.
+  const entries = SECRET_NAMES.map((n) => [n, secrets[n]] as const).sort((a, b) => b[1].length - a[1].length);
+  for (const [name, value] of entries) {
+    if (value) out = out.split(value).join(`<secret:${name}>`);
+  }
+  return out;
+}
