@@ -1,0 +1,42 @@
+import * as crypto from "node:crypto";
+import * as pulumi from "@pulumi/pulumi";
+import * as hcloud from "@pulumi/hcloud";
+
+export interface SshKeysArgs {
+  /** Prefix of the Hetzner names, e.g. `madbase-prod`. */
+  baseName: string;
+  publicKeys: string[];
+  labels: Record<string, string>;
+}
+
+/**
+ * A short, stable tag for a public key: the same key always gets the same resource name, wherever
+ * it sits in the list, so reordering or removing another key never touches it.
+ */
+export function keyTag(publicKey: string): string {
+  const body = publicKey.trim().split(/\s+/)[1] ?? publicKey;
+  return crypto.createHash("sha256").update(body).digest("hex").slice(0, 12);
+}
+
+/** The SSH keys Hetzner installs for root on new servers. */
+export class SshKeys extends pulumi.ComponentResource {
+  readonly keys: hcloud.SshKey[];
+  readonly ids: pulumi.Output<string>[];
+
+  constructor(name: string, args: SshKeysArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("madbase-state:index:SshKeys", name, {}, opts);
+    const seen = new Set<string>();
+    this.keys = [];
+    for (const publicKey of args.publicKeys) {
+      const tag = keyTag(publicKey);
+      // Hetzner refuses the same key twice in a project; a repeated entry is one key.
+      if (seen.has(tag)) continue;
+      seen.add(tag);
+      this.keys.push(
+        new hcloud.SshKey(`${name}-${tag}`, { name: `${args.baseName}-${tag}`, publicKey: publicKey.trim(), labels: args.labels }, { parent: this }),
+      );
+    }
+    this.ids = this.keys.map((k) => k.id);
+    this.registerOutputs({ ids: this.ids });
+  }
+}

@@ -1,0 +1,80 @@
+/**
+ * Reads the stack's `madbase-state:*` config and validates it with the core's schema.
+ *
+ * Every key under the namespace is passed to the schema, so a misspelt key is refused rather than
+ * silently ignored. The S3 keys are the exception: they are secrets, read with getSecret and never
+ * handed to code that might echo them in an error message.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import { CONFIG_NAMESPACE, ConfigError, StackSettings, checkSecrets, parseSettings, placeholderSecrets } from "../core";
+
+/** Secret config keys, kept apart from the settings the schema validates. */
+export const SECRET_CONFIG_KEYS = ["backupAccessKey", "backupSecretKey"] as const;
+
+export interface BackupCredentials {
+  accessKey: pulumi.Output<string>;
+  secretKey: pulumi.Output<string>;
+}
+
+export interface StackConfig {
+  settings: StackSettings;
+  /** Absent when neither key is set: the nodes then carry clearly named placeholders. */
+  backupCredentials?: BackupCredentials;
+}
+
+/** The raw `madbase-state:*` values (strings, as Pulumi passes them), without the secret keys. */
+export function rawSettings(all: Record<string, string> = pulumi.runtime.allConfig()): Record<string, unknown> {
+  const prefix = `${CONFIG_NAMESPACE}:`;
+  const raw: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(all)) {
+    if (!key.startsWith(prefix)) continue;
+    const name = key.slice(prefix.length);
+    if ((SECRET_CONFIG_KEYS as readonly string[]).includes(name)) continue;
+    raw[name] = structured(value);
+  }
+  return raw;
+}
+
+/**
+ * Pulumi hands list values (`sshPublicKeys`, `adminCidrs`, `clientCidrs`) to the program as JSON
+ * text. Parse them here, so that a bad element is reported as that element rather than as the
+ * text it came in; anything that is not JSON stays as it was for the schema to reject.
+ */
+function structured(value: string): unknown {
+  const text = value.trim();
+  if (!text.startsWith("[") && !text.startsWith("{")) return value;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return value;
+  }
+}
+
+/**
+ * Validates the whole stack config. Throws a ConfigError that names the key, the value and what is
+ * allowed; call it before declaring any resource.
+ */
+export function readStackConfig(stack: string = pulumi.getStack()): StackConfig {
+  const settings = parseSettings(stack, rawSettings());
+  const config = new pulumi.Config(CONFIG_NAMESPACE);
+  const accessKey = config.getSecret("backupAccessKey");
+  const secretKey = config.getSecret("backupSecretKey");
+  if (!accessKey && !secretKey) return { settings };
+  if (!accessKey || !secretKey) {
+    const missing = accessKey ? "backupSecretKey" : "backupAccessKey";
+    throw new ConfigError(`${CONFIG_NAMESPACE}:${missing}`, undefined, "set both S3 keys (pulumi config set --secret ...), or neither");
+  }
+  // Check the keys' shape now, so a bad one stops the program before anything is declared. The
+  // values are read from the config map only for this check; the error never shows them.
+  const all = pulumi.runtime.allConfig();
+  for (const key of SECRET_CONFIG_KEYS) {
+    const name = key === "backupAccessKey" ? "s3AccessKey" : "s3SecretKey";
+    try {
+      checkSecrets({ ...placeholderSecrets(), [name]: all[`${CONFIG_NAMESPACE}:${key}`] });
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      throw new ConfigError(`${CONFIG_NAMESPACE}:${key}`, "(hidden)", e.allowed);
+    }
+  }
+  return { settings, backupCredentials: { accessKey, secretKey } };
+}

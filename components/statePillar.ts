@@ -1,0 +1,140 @@
+import * as pulumi from "@pulumi/pulumi";
+import * as hcloud from "@pulumi/hcloud";
+import { APP_DATABASE, PORTS, USERS, renderNode, serverPaths } from "../core";
+import { ClusterSecrets } from "./clusterSecrets";
+import { DatabaseNode } from "./databaseNode";
+import { EntryPoint } from "./entryPoint";
+import { NodeFirewall } from "./nodeFirewall";
+import { StackPlan, checkUserDataSize, databaseNodeSelector, nodeLabels, stackLabels } from "./plan";
+import { PrivateNetwork } from "./privateNetwork";
+import { SshKeys } from "./sshKeys";
+import { BackupCredentials } from "./stackConfig";
+
+export interface StatePillarArgs {
+  /** From `planStack`: validated settings, topology and everything derived from them. */
+  plan: StackPlan;
+  backupCredentials?: BackupCredentials;
+}
+
+export interface NodeSummary {
+  name: string;
+  privateIp: string;
+  publicIpv4: pulumi.Output<string>;
+}
+
+/**
+ * The whole State Pillar on Hetzner Cloud: private network, firewall, spread placement group, SSH
+ * keys, generated secrets, one DatabaseNode per node of the topology and the entry point in front.
+ */
+export class StatePillar extends pulumi.ComponentResource {
+  readonly network: PrivateNetwork;
+  readonly firewall: NodeFirewall;
+  readonly secrets: ClusterSecrets;
+  readonly nodes: DatabaseNode[];
+  readonly entryPoint: EntryPoint;
+
+  /** `postgresql://madbase:…@entry:5433/madbase` — the leader, through HAProxy (secret). */
+  readonly databaseUrl: pulumi.Output<string>;
+  /** The same user through 5434: streaming replicas for reads (secret). */
+  readonly databaseReadUrl: pulumi.Output<string>;
+  /** `redis://:…@entry:6379/0` — the Redis master, through HAProxy (secret). */
+  readonly redisUrl: pulumi.Output<string>;
+  readonly haproxyStatsPassword: pulumi.Output<string>;
+
+  constructor(name: string, args: StatePillarArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("madbase-state:index:StatePillar", name, {}, opts);
+    const { settings, topology, options } = args.plan;
+    const stack = settings.stack;
+    // Hetzner names: every stack's objects start with its cluster name (madbase-<stack>).
+    const baseName = topology.clusterName;
+    const labels = stackLabels(stack);
+    const protect = settings.protectNodes;
+
+    this.network = new PrivateNetwork(
+      `${name}-net`,
+      {
+        baseName,
+        networkCidr: settings.networkCidr,
+        subnetCidr: settings.subnetCidr,
+        networkZone: args.plan.networkZone,
+        labels,
+        protect,
+      },
+      { parent: this },
+    );
+
+    this.firewall = new NodeFirewall(`${name}-firewall`, { firewallName: `${baseName}-nodes`, rules: args.plan.firewallRules, labels }, { parent: this });
+
+    // A spread group puts each node on a different physical host, so one host failure costs one
+    // node. Its inputs do not depend on the node count (Hetzner allows up to 10 servers in one).
+    const placementGroup = new hcloud.PlacementGroup(`${name}-spread`, { name: `${baseName}-spread`, type: "spread", labels }, { parent: this });
+    const placementGroupId = placementGroup.id.apply(Number);
+
+    const sshKeys = new SshKeys(`${name}-ssh`, { baseName, publicKeys: settings.sshPublicKeys, labels }, { parent: this });
+
+    this.secrets = new ClusterSecrets(`${name}-secrets`, { backupCredentials: args.backupCredentials, backupBucket: settings.backupBucket, protect }, { parent: this });
+
+    this.nodes = topology.nodes.map((node) => {
+      // Node i's cloud-init is rendered from the cluster as it is now. It is used once, when the
+      // server is created; DatabaseNode ignores later changes to it (a grown node list, a new
+      // template), so this value may change with the count without touching a running node.
+      const userData = pulumi.secret(
+        this.secrets.values.apply((secrets) =>
+          checkUserDataSize(node, renderNode({ topology, node, options, secrets, paths: serverPaths() })["user-data.yaml"]),
+        ),
+      );
+      return new DatabaseNode(
+        node.name,
+        {
+          node,
+          serverType: args.plan.serverType,
+          location: settings.location,
+          networkId: this.network.networkId,
+          subnet: this.network.subnet,
+          firewallId: this.firewall.firewallId,
+          placementGroupId,
+          sshKeyIds: sshKeys.ids,
+          userData,
+          volumeSizeGb: settings.volumeSizeGb,
+          labels: nodeLabels(stack, node),
+          protect,
+        },
+        { parent: this },
+      );
+    });
+
+    this.entryPoint = new EntryPoint(
+      `${name}-entry`,
+      {
+        entry: args.plan.entry,
+        loadBalancerName: `${baseName}-entry`,
+        location: settings.location,
+        networkId: this.network.networkId,
+        subnet: this.network.subnet,
+        nodeSelector: databaseNodeSelector(stack),
+        labels,
+      },
+      { parent: this },
+    );
+
+    const host = this.entryPoint.host;
+    const pw = this.secrets.passwords;
+    const enc = encodeURIComponent;
+    this.databaseUrl = pulumi.secret(pw.app.result.apply((p) => `postgresql://${USERS.app}:${enc(p)}@${host}:${PORTS.postgresPrimary}/${APP_DATABASE}`));
+    this.databaseReadUrl = pulumi.secret(pw.app.result.apply((p) => `postgresql://${USERS.app}:${enc(p)}@${host}:${PORTS.postgresReplicas}/${APP_DATABASE}`));
+    this.redisUrl = pulumi.secret(pw.redis.result.apply((p) => `redis://:${enc(p)}@${host}:${PORTS.redisMaster}/0`));
+    this.haproxyStatsPassword = pulumi.secret(pw.haproxyStats.result);
+
+    this.registerOutputs({
+      databaseUrl: this.databaseUrl,
+      databaseReadUrl: this.databaseReadUrl,
+      redisUrl: this.redisUrl,
+      patroniScope: topology.clusterName,
+    });
+  }
+
+  /** Name, private address and public IPv4 of each node, in index order. */
+  nodeSummaries(): NodeSummary[] {
+    return this.nodes.map((n) => ({ name: n.name, privateIp: n.privateIp, publicIpv4: n.publicIpv4 }));
+  }
+}

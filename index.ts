@@ -1,0 +1,36 @@
+/**
+ * madbase-state: the MadBase State Pillar on Hetzner Cloud.
+ *
+ * Reads and validates the stack's `madbase-state:*` config first (a bad value stops the program
+ * before any resource is declared, with a message naming the key, the value and what is allowed),
+ * then declares the StatePillar. The Hetzner token comes from `hcloud:token` (secret) or
+ * HCLOUD_TOKEN, read by the hcloud provider itself.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import { PORTS, USERS } from "./core";
+import { planStack } from "./components/plan";
+import { readStackConfig } from "./components/stackConfig";
+import { StatePillar } from "./components/statePillar";
+
+const { settings, backupCredentials } = readStackConfig();
+const plan = planStack(settings);
+for (const warning of plan.warnings) pulumi.log.warn(warning);
+
+const pillar = new StatePillar(plan.topology.clusterName, { plan, backupCredentials });
+
+/** Connection strings through the entry point (secret): the leader on 5433, replicas on 5434, Redis on 6379. */
+export const databaseUrl = pillar.databaseUrl;
+export const databaseReadUrl = pillar.databaseReadUrl;
+export const redisUrl = pillar.redisUrl;
+/** Patroni's scope: also the pgBackRest stanza and the Sentinel master name. */
+export const patroniScope = plan.topology.clusterName;
+export const nodes = pillar.nodeSummaries();
+export const entryPoint = {
+  kind: pillar.entryPoint.kind,
+  host: pillar.entryPoint.host,
+  ports: pillar.entryPoint.ports,
+};
+/** HAProxy's stats page on the first node (every node serves its own on the same port); log in as haproxyStatsUser. */
+export const haproxyStatsUrl = `http://${plan.topology.nodes[0].privateIp}:${PORTS.haproxyStats}/`;
+export const haproxyStatsUser = USERS.haproxyStats;
+export const haproxyStatsPassword = pillar.haproxyStatsPassword;
