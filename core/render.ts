@@ -17,6 +17,11 @@ export interface BackupTarget {
   verifyTls: boolean;
   /** Only when the store is not on 443 (a local test store). */
   port?: number;
+  /**
+   * A directory every node shares, used instead of the bucket (the local runner: WAL archiving and
+   * pg_rewind's archive step must work without an S3 store on this machine).
+   */
+  localRepoPath?: string;
 }
 
 /** Settings that are the same for every node of the cluster. */
@@ -112,7 +117,7 @@ function model(input: NodeRenderInput) {
     ports: PORTS,
     profile: options.profile,
     synchronousMode: options.synchronousMode,
-    backup: { port: 0, ...options.backup },
+    backup: { port: 0, localRepoPath: "", ...options.backup },
     tuning: postgresTuning(options.plan, memoryMb),
     memoryMb,
     // Redis shares the node with PostgreSQL: an eighth of memory, at least 64 MB.

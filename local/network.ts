@@ -117,3 +117,34 @@ export function inNamespace(ns: string, argv: string[], user?: string): string[]
   const cmd = user ? ["runuser", "-u", user, "--", ...argv] : argv;
   return ["ip", "netns", "exec", ns, ...cmd];
 }
+
+function linkIsUp(args: string[]): boolean {
+  try {
+    // `ip -br link`: "<name>@<peer> <STATE> ..."; a veth whose own side is up reports UP or LOWERLAYERDOWN.
+    const fields = ip(["-br", ...args]).trim().split(/\s+/);
+    return fields[1] === "UP";
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * True when this machine's link into the network is up and holds `hostIp`. Check it before any
+ * connection from this machine to a node address: without the link, such an address would leave
+ * through the machine's own routes instead of reaching a namespace of ours.
+ */
+export function hostLinkUp(id: string, hostIp: string): boolean {
+  const dev = `${id}-host`;
+  if (!linkIsUp(["link", "show", "dev", dev])) return false;
+  try {
+    return ip(["-br", "-4", "addr", "show", "dev", dev]).split(/\s+/).some((a) => a.split("/")[0] === hostIp);
+  } catch {
+    return false;
+  }
+}
+
+/** Whether a node's link on the bridge is up (false while it is partitioned). */
+export function nodeLinkUp(net: Pick<LocalNetwork, "hub">, node: NodeAddress): boolean {
+  const index = Number(node.privateIp.split(".")[3]);
+  return linkIsUp(["-n", net.hub, "link", "show", "dev", hubLink(index)]);
+}

@@ -1,0 +1,152 @@
+/**
+ * npm run local -- <command>: the State Pillar on this machine's Debian daemons, one node per
+ * network namespace at its production address. The work is done by local/ (a library the tests
+ * and the benchmark call directly); this file only parses arguments and prints.
+ *
+ * Environment: MADBASE_LOCAL_ROOT (default .local-cluster/) and MADBASE_LOCAL_NET (network id,
+ * default "mb") keep several clusters apart.
+ */
+import { parseArgs } from "node:util";
+import { ConfigError } from "../core";
+import {
+  AlreadyRunningError,
+  Location,
+  NotRunningError,
+  UnhealthyError,
+  clusterUrls,
+  down,
+  heal,
+  killNode,
+  partition,
+  startNode,
+  status,
+  up,
+} from "../local/cluster";
+import { formatHealth } from "../local/health";
+import { MissingPackagesError } from "../local/packages";
+
+const USAGE = `usage: npm run local -- <command> [options]
+
+  up [--stack dev|prod] [--nodes N] [--profile fast|norm|safe]
+                      render and start a cluster (default: prod, 3 nodes); waits until healthy
+  status [--json]     roles, lag, Redis, etcd, HAProxy backends and PIDs; exits 1 when degraded
+  down                stop every process, remove the namespaces and all local data
+  kill-node NAME      kill -9 every process of a node (postmaster included)
+  start-node NAME     start a killed node's processes again (Redis as a replica of the current master)
+  partition NAME      cut a node's network; its processes keep running
+  heal NAME           restore it`;
+
+class UsageError extends Error {}
+
+const COMMANDS: Record<string, { options: Record<string, { type: "string" | "boolean" }>; positionals: number }> = {
+  up: { options: { stack: { type: "string" }, nodes: { type: "string" }, profile: { type: "string" } }, positionals: 0 },
+  status: { options: { json: { type: "boolean" } }, positionals: 0 },
+  down: { options: {}, positionals: 0 },
+  "kill-node": { options: {}, positionals: 1 },
+  "start-node": { options: {}, positionals: 1 },
+  partition: { options: {}, positionals: 1 },
+  heal: { options: {}, positionals: 1 },
+};
+
+function parse(argv: string[]) {
+  const [command, ...rest] = argv;
+  if (!command || command === "--help" || command === "-h" || command === "help") return { command: "help", values: {}, positionals: [] };
+  const spec = COMMANDS[command];
+  if (!spec) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+  let parsed;
+  try {
+    parsed = parseArgs({ args: rest, options: spec.options, strict: true, allowPositionals: true });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  if (parsed.positionals.length !== spec.positionals) {
+    throw new UsageError(spec.positionals === 0 ? `${command} takes no arguments` : `${command} needs a node name, such as madbase-prod-1`);
+  }
+  return { command, values: parsed.values as Record<string, string | boolean | undefined>, positionals: parsed.positionals };
+}
+
+const log = (line: string) => console.log(line);
+
+async function run(argv: string[], loc: Location): Promise<number> {
+  const { command, values, positionals } = parse(argv);
+  switch (command) {
+    case "help":
+      console.log(USAGE);
+      return 0;
+    case "up": {
+      const result = await up({
+        ...loc,
+        stack: values.stack as string | undefined,
+        nodes: values.nodes as string | undefined,
+        profile: values.profile as string | undefined,
+        onProgress: log,
+      });
+      const urls = clusterUrls(result.state, result.secrets);
+      console.log(`\nHealthy in ${result.seconds.toFixed(1)} s.\n\n${formatHealth(result.health)}\n`);
+      console.log(`DATABASE_URL=${urls.databaseUrl}`);
+      console.log(`REDIS_URL=${urls.redisUrl}`);
+      console.log("\nAny node's address works the same (5433 leader, 5434 replicas, 6379 Redis master). Stop with `npm run local -- down`.");
+      return 0;
+    }
+    case "status": {
+      const { state, secrets, health } = await status(loc);
+      const urls = clusterUrls(state, secrets);
+      if (values.json) {
+        console.log(JSON.stringify({ ...health, nodes: health.nodes, ...urls }, null, 2));
+      } else {
+        console.log(formatHealth(health));
+        console.log(health.healthy ? "\nhealthy" : `\ndegraded:\n  ${health.problems.join("\n  ")}`);
+        console.log(`\nDATABASE_URL=${urls.databaseUrl}\nREDIS_URL=${urls.redisUrl}`);
+      }
+      return health.healthy ? 0 : 1;
+    }
+    case "down": {
+      const { stopped, forced } = await down({ ...loc, onProgress: log });
+      console.log(`stopped ${stopped} process(es)${forced ? `, ${forced} with SIGKILL` : ""}; namespaces and data removed`);
+      return 0;
+    }
+    case "kill-node": {
+      const pids = await killNode(positionals[0], loc);
+      console.log(`killed ${positionals[0]}: ${pids.length} process(es) (${pids.join(", ")})`);
+      return 0;
+    }
+    case "start-node": {
+      const { started, redisReplicaOf } = await startNode(positionals[0], loc);
+      console.log(started.length ? `started ${started.join(", ")} on ${positionals[0]}` : `${positionals[0]}: everything is already running`);
+      if (redisReplicaOf) console.log(`redis starts as a replica of ${redisReplicaOf} (the master the Sentinels name)`);
+      return 0;
+    }
+    case "partition":
+      partition(positionals[0], loc);
+      console.log(`${positionals[0]}: network cut (processes keep running); \`npm run local -- heal ${positionals[0]}\` restores it`);
+      return 0;
+    case "heal":
+      heal(positionals[0], loc);
+      console.log(`${positionals[0]}: network restored`);
+      return 0;
+  }
+  return 2;
+}
+
+async function main(): Promise<void> {
+  const loc: Location = { root: process.env.MADBASE_LOCAL_ROOT || undefined, networkId: process.env.MADBASE_LOCAL_NET || undefined };
+  try {
+    process.exitCode = await run(process.argv.slice(2), loc);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`local: ${e.message}\n\n${USAGE}`);
+      process.exitCode = 2;
+    } else if (e instanceof ConfigError || e instanceof MissingPackagesError || e instanceof AlreadyRunningError || e instanceof NotRunningError) {
+      console.error(`local: ${e.message}`);
+      process.exitCode = 2;
+    } else if (e instanceof UnhealthyError) {
+      console.error(`local: ${e.message}\nThe cluster is left running for inspection; \`npm run local -- down\` removes it.`);
+      process.exitCode = 1;
+    } else {
+      console.error(`local: ${(e as Error).stack ?? e}`);
+      process.exitCode = 1;
+    }
+  }
+}
+
+if (require.main === module) void main();

@@ -1,0 +1,242 @@
+/**
+ * The cluster's health as one value: what each node runs and reports, and the list of reasons it
+ * is not (yet) healthy. `up` waits for an empty list, `status` prints it, the tests assert on it.
+ */
+import type { ClusterSecrets } from "../core";
+import { hostLinkUp, nodeLinkUp } from "./network";
+import {
+  HaproxyServer,
+  PatroniMember,
+  PatroniNode,
+  RedisReplication,
+  etcdHealthy,
+  haproxyServers,
+  patroniCluster,
+  patroniNode,
+  redisReplication,
+  sentinelMaster,
+} from "./probes";
+import { LocalClusterState, LocalNode, SERVICES } from "./state";
+import { isAlive, postmasterPid } from "./supervisor";
+import { localPathsOf } from "./layout";
+
+export const PROCESS_NAMES = ["etcd", "patroni", "postgres", "redis", "sentinel", "haproxy"] as const;
+export type ProcessName = (typeof PROCESS_NAMES)[number];
+
+/** The HAProxy listeners (backends) of the rendered haproxy.cfg. */
+export const BACKENDS = ["postgres_primary", "postgres_replicas", "redis_master"] as const;
+export type Backend = (typeof BACKENDS)[number];
+
+export interface NodeHealth {
+  name: string;
+  address: string;
+  namespace: string;
+  linkUp: boolean;
+  /** Live PIDs; null for a process that is not running. */
+  pids: Record<ProcessName, number | null>;
+  /** Patroni's role for the member: leader, sync_standby, replica; "down" when Patroni does not answer. */
+  role: string;
+  /** Patroni's member state: running, streaming, starting, stopped... */
+  postgresState: string;
+  /** Bytes behind the leader (replicas). */
+  lagBytes: number | null;
+  streaming: boolean;
+  redisRole: "master" | "replica" | "down";
+  /** Address of the master this node's Redis replicates from (replicas). */
+  redisMasterHost: string | null;
+  sentinelMaster: string | null;
+  etcdHealthy: boolean;
+  /** Each backend's servers and their HAProxy status, by node name; null when HAProxy does not answer. */
+  haproxy: Record<Backend, Record<string, string>> | null;
+}
+
+export interface ClusterHealth {
+  nodes: NodeHealth[];
+  leader: string | null;
+  syncStandby: string | null;
+  redisMaster: string | null;
+  /** Empty when the cluster is healthy. */
+  problems: string[];
+  healthy: boolean;
+}
+
+export class HostLinkDownError extends Error {
+  constructor(state: LocalClusterState) {
+    super(
+      `this machine's link into the local network (${state.networkId}-host, ${state.hostIp}) is not up; ` +
+        "refusing to contact node addresses without it. Run `npm run local -- down` and `up` again.",
+    );
+  }
+}
+
+/** Throws unless connections from this machine to the nodes' addresses will reach our namespaces. */
+export function assertHostLink(state: LocalClusterState): void {
+  if (!hostLinkUp(state.networkId, state.hostIp)) throw new HostLinkDownError(state);
+}
+
+export function livePids(state: LocalClusterState, node: LocalNode): Record<ProcessName, number | null> {
+  const pid = (p: number | undefined) => (isAlive(p) ? p : null);
+  const out = Object.fromEntries(SERVICES.map((s) => [s, pid(node.pids[s])])) as Record<ProcessName, number | null>;
+  out.postgres = postmasterPid(localPathsOf(state, node).pgDataDir) ?? null;
+  return out;
+}
+
+function groupHaproxy(servers: HaproxyServer[] | undefined): Record<Backend, Record<string, string>> | null {
+  if (!servers) return null;
+  const out = Object.fromEntries(BACKENDS.map((b) => [b, {}])) as Record<Backend, Record<string, string>>;
+  for (const s of servers) if ((BACKENDS as readonly string[]).includes(s.proxy)) out[s.proxy as Backend][s.server] = s.status;
+  return out;
+}
+
+/** Patroni's member list as most reachable nodes report it. */
+function agreedMembers(views: (PatroniMember[] | undefined)[]): PatroniMember[] {
+  const answered = views.filter((v): v is PatroniMember[] => Array.isArray(v));
+  const leaderOf = (v: PatroniMember[]) => v.find((m) => m.role === "leader")?.name ?? "";
+  const votes = new Map<string, number>();
+  for (const v of answered) votes.set(leaderOf(v), (votes.get(leaderOf(v)) ?? 0) + 1);
+  const best = [...votes.entries()].sort((a, b) => b[1] - a[1])[0]?.[0];
+  return answered.find((v) => leaderOf(v) === best) ?? [];
+}
+
+export async function clusterHealth(state: LocalClusterState, secrets: ClusterSecrets): Promise<ClusterHealth> {
+  assertHostLink(state);
+  const net = { hub: `${state.networkId}-hub` };
+  const probes = await Promise.all(
+    state.nodes.map(async (node) => {
+      const [members, self, redis, sentinel, etcd, haproxy] = await Promise.all([
+        patroniCluster(node.address),
+        patroniNode(node.address),
+        redisReplication(node.address, secrets.redis),
+        sentinelMaster(node.address, state.clusterName),
+        etcdHealthy(node.address),
+        haproxyServers(localPathsOf(state, node).haproxySocket),
+      ]);
+      return { node, members, self, redis, sentinel, etcd, haproxy };
+    }),
+  );
+  const members = agreedMembers(probes.map((p) => p.members));
+  const leader = members.find((m) => m.role === "leader")?.name ?? null;
+  const syncStandby = members.find((m) => m.role === "sync_standby")?.name ?? null;
+  const leaderSelf: PatroniNode | undefined = probes.find((p) => p.node.name === leader)?.self;
+  const streamingNames = new Set((leaderSelf?.replication ?? []).filter((r) => r.state === "streaming").map((r) => r.application_name));
+  const masters = probes.filter((p) => p.redis?.role === "master");
+  const redisMaster = masters.length === 1 ? masters[0].node : null;
+
+  const nodes: NodeHealth[] = probes.map(({ node, self, redis, sentinel, etcd, haproxy }) => {
+    const member = members.find((m) => m.name === node.name);
+    return {
+      name: node.name,
+      address: node.address,
+      namespace: node.namespace,
+      linkUp: nodeLinkUp(net, { name: node.name, privateIp: node.address }),
+      pids: livePids(state, node),
+      role: self ? (member?.role ?? "unknown") : "down",
+      postgresState: member?.state ?? self?.state ?? "unreachable",
+      lagBytes: typeof member?.lag === "number" ? member.lag : null,
+      streaming: streamingNames.has(node.name),
+      redisRole: redisRoleOf(redis),
+      redisMasterHost: redis?.role === "slave" ? (redis.masterHost ?? null) : null,
+      sentinelMaster: sentinel ?? null,
+      etcdHealthy: etcd,
+      haproxy: groupHaproxy(haproxy),
+    };
+  });
+
+  const problems: string[] = [];
+  for (const n of nodes) {
+    if (!n.linkUp) problems.push(`${n.name}: network link is cut`);
+    for (const p of PROCESS_NAMES) if (n.pids[p] === null) problems.push(`${n.name}: ${p} is not running`);
+    if (!n.etcdHealthy) problems.push(`${n.name}: etcd is not healthy`);
+  }
+  if (!leader) problems.push("postgres: no leader");
+  for (const n of nodes) {
+    if (n.name !== leader && !n.streaming) problems.push(`postgres: ${n.name} is not streaming from the leader`);
+  }
+  if (state.synchronousMode && state.nodes.length > 1 && !syncStandby) problems.push("postgres: no synchronous standby");
+  if (masters.length !== 1) problems.push(`redis: ${masters.length} masters (${masters.map((m) => m.node.name).join(", ") || "none"})`);
+  for (const n of nodes) {
+    if (redisMaster && n.name !== redisMaster.name) {
+      const r = probes.find((p) => p.node.name === n.name)?.redis;
+      if (!r || r.role !== "slave" || r.masterHost !== redisMaster.address || !r.masterLinkUp) {
+        problems.push(`redis: ${n.name} is not a connected replica of ${redisMaster.name}`);
+      }
+    }
+    if (redisMaster && n.sentinelMaster !== redisMaster.address) {
+      problems.push(`sentinel on ${n.name} names ${n.sentinelMaster ?? "nothing"} as master`);
+    }
+  }
+  for (const n of nodes) {
+    if (!n.haproxy) {
+      if (n.pids.haproxy !== null) problems.push(`haproxy on ${n.name}: stats socket does not answer`);
+      continue;
+    }
+    const expectUp: Record<Backend, (server: NodeHealth) => boolean> = {
+      postgres_primary: (s) => s.name === leader,
+      postgres_replicas: (s) => s.name !== leader && s.streaming,
+      redis_master: (s) => s.name === redisMaster?.name,
+    };
+    for (const backend of BACKENDS) {
+      for (const server of nodes) {
+        const status = n.haproxy[backend][server.name] ?? "missing";
+        const expected = expectUp[backend](server) ? "UP" : "DOWN";
+        if (status !== expected) problems.push(`haproxy on ${n.name}: ${backend}/${server.name} is ${status}, expected ${expected}`);
+      }
+    }
+  }
+  return { nodes, leader, syncStandby, redisMaster: redisMaster?.name ?? null, problems, healthy: problems.length === 0 };
+}
+
+function redisRoleOf(r: RedisReplication | undefined): NodeHealth["redisRole"] {
+  if (!r) return "down";
+  return r.role === "master" ? "master" : "replica";
+}
+
+/** Which servers a backend routes to (the UP ones), as node numbers: "1", "2,3", "-". */
+function upServers(n: NodeHealth, backend: Backend, names: string[]): string {
+  if (!n.haproxy) return "?";
+  const up = names.filter((s) => n.haproxy![backend][s] === "UP").map((s) => String(names.indexOf(s) + 1));
+  const settling = names.some((s) => !["UP", "DOWN"].includes(n.haproxy![backend][s] ?? ""));
+  return (up.join(",") || "-") + (settling ? "~" : "");
+}
+
+function formatLag(n: NodeHealth): string {
+  if (n.role === "leader") return "";
+  if (n.lagBytes === null) return "?";
+  return n.lagBytes < 1024 ? `${n.lagBytes} B` : `${(n.lagBytes / 1024).toFixed(0)} kB`;
+}
+
+/** A plain-text table of the cluster, one row per node. */
+export function formatHealth(h: ClusterHealth): string {
+  const names = h.nodes.map((n) => n.name);
+  const header = ["NODE", "ADDRESS", "POSTGRES", "LAG", "REDIS", "SENTINEL", "ETCD", "HAPROXY pg/ro/redis", "PIDS etcd patroni postgres redis sentinel haproxy"];
+  const rows = h.nodes.map((n) => [
+    n.linkUp ? n.name : `${n.name} (cut)`,
+    n.address,
+    n.role === "down" ? "down" : `${n.role}${n.postgresState === "running" || n.postgresState === "streaming" ? "" : ` (${n.postgresState})`}`,
+    formatLag(n),
+    n.redisRole,
+    n.sentinelMaster ? `-> ${n.sentinelMaster}` : "-",
+    n.etcdHealthy ? "ok" : "down",
+    BACKENDS.map((b) => upServers(n, b, names)).join(" / "),
+    PROCESS_NAMES.map((p) => n.pids[p] ?? "-").join(" "),
+  ]);
+  const widths = header.map((_, i) => Math.max(header[i].length, ...rows.map((r) => String(r[i]).length)));
+  const line = (cells: (string | number)[]) => cells.map((c, i) => String(c).padEnd(widths[i])).join("  ").trimEnd();
+  return [line(header), ...rows.map(line)].join("\n");
+}
+
+/** One line summing up how far the cluster has come, for progress while it starts. */
+export function summarize(h: ClusterHealth, state: LocalClusterState): string {
+  const total = h.nodes.length;
+  const etcd = h.nodes.filter((n) => n.etcdHealthy).length;
+  const streaming = h.nodes.filter((n) => n.streaming).length;
+  const redisReplicas = h.nodes.filter((n) => n.redisRole === "replica" && h.redisMaster && n.redisMasterHost === state.nodes.find((x) => x.name === h.redisMaster)?.address).length;
+  const haproxySettled = h.nodes.filter((n) => !h.problems.some((p) => p.startsWith(`haproxy on ${n.name}:`)) && n.haproxy).length;
+  return [
+    `etcd ${etcd}/${total}`,
+    `postgres ${h.leader ? `leader ${h.leader}` : "electing"}, ${streaming}/${total - 1} streaming`,
+    `redis ${h.redisMaster ? `master ${h.redisMaster}` : "no master"}, ${redisReplicas}/${total - 1} replicas`,
+    `haproxy ${haproxySettled}/${total} settled`,
+  ].join(" · ");
+}
+

@@ -1,0 +1,152 @@
+/**
+ * Read-only probes of each daemon, the way an operator would look: Patroni's REST API, Redis and
+ * Sentinel INFO, etcd's /health and HAProxy's runtime API (`show stat` on its stats socket).
+ * Every probe is bounded in time and reports "unreachable" instead of throwing.
+ */
+import * as net from "node:net";
+import Redis from "ioredis";
+import { PORTS } from "../core";
+
+const PROBE_TIMEOUT_MS = 1500;
+
+async function getJson(url: string): Promise<unknown | undefined> {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(PROBE_TIMEOUT_MS) });
+    return await res.json();
+  } catch {
+    return undefined;
+  }
+}
+
+/** A member as Patroni's GET /cluster lists it. */
+export interface PatroniMember {
+  name: string;
+  role: string;
+  state: string;
+  host: string;
+  timeline?: number;
+  /** Bytes behind the leader; "unknown" while Patroni cannot tell. */
+  lag?: number | string;
+}
+
+export async function patroniCluster(ip: string): Promise<PatroniMember[] | undefined> {
+  const body = (await getJson(`http://${ip}:${PORTS.patroni}/cluster`)) as { members?: PatroniMember[] } | undefined;
+  return body?.members;
+}
+
+/** Patroni's own view of its node (GET /patroni): role, state and, on a primary, its replication. */
+export interface PatroniNode {
+  state: string;
+  role: string;
+  timeline?: number;
+  replication?: { application_name: string; state: string; sync_state: string }[];
+}
+
+export async function patroniNode(ip: string): Promise<PatroniNode | undefined> {
+  return (await getJson(`http://${ip}:${PORTS.patroni}/patroni`)) as PatroniNode | undefined;
+}
+
+export async function etcdHealthy(ip: string): Promise<boolean> {
+  const body = (await getJson(`http://${ip}:${PORTS.etcdClient}/health`)) as { health?: string } | undefined;
+  return body?.health === "true";
+}
+
+async function redisCommand(ip: string, port: number, password: string | undefined, args: string[]): Promise<unknown> {
+  const client = new Redis({
+    host: ip,
+    port,
+    password,
+    lazyConnect: true,
+    connectTimeout: PROBE_TIMEOUT_MS,
+    commandTimeout: PROBE_TIMEOUT_MS,
+    maxRetriesPerRequest: 0,
+    enableOfflineQueue: false,
+    retryStrategy: () => null,
+  });
+  client.on("error", () => undefined);
+  try {
+    await client.connect();
+    return await client.call(args[0], ...args.slice(1));
+  } catch {
+    return undefined;
+  } finally {
+    client.disconnect();
+  }
+}
+
+export interface RedisReplication {
+  role: "master" | "slave";
+  connectedReplicas: number;
+  masterHost?: string;
+  masterLinkUp?: boolean;
+}
+
+export function parseInfo(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of text.split("\r\n")) {
+    const i = line.indexOf(":");
+    if (i > 0 && !line.startsWith("#")) out[line.slice(0, i)] = line.slice(i + 1);
+  }
+  return out;
+}
+
+export async function redisReplication(ip: string, password: string, port: number = PORTS.redis): Promise<RedisReplication | undefined> {
+  const text = await redisCommand(ip, port, password, ["INFO", "replication"]);
+  if (typeof text !== "string") return undefined;
+  const info = parseInfo(text);
+  return {
+    role: info.role === "master" ? "master" : "slave",
+    connectedReplicas: Number(info.connected_slaves ?? 0),
+    masterHost: info.master_host,
+    masterLinkUp: info.master_link_status === undefined ? undefined : info.master_link_status === "up",
+  };
+}
+
+/** The master address a Sentinel names for the cluster, as "ip". */
+export async function sentinelMaster(ip: string, masterName: string): Promise<string | undefined> {
+  const reply = await redisCommand(ip, PORTS.sentinel, undefined, ["SENTINEL", "get-master-addr-by-name", masterName]);
+  return Array.isArray(reply) && typeof reply[0] === "string" ? reply[0] : undefined;
+}
+
+/** One line of HAProxy's `show stat`: a server of a backend and its check status. */
+export interface HaproxyServer {
+  proxy: string;
+  server: string;
+  /** "UP", "DOWN", or a transition such as "UP 1/2", "DOWN 1/2"; "no check" before checks run. */
+  status: string;
+}
+
+export function parseShowStat(csv: string): HaproxyServer[] {
+  const lines = csv.split("\n").filter((l) => l.trim() !== "");
+  if (lines.length === 0 || !lines[0].startsWith("# ")) return [];
+  const header = lines[0].slice(2).split(",");
+  const col = (name: string) => header.indexOf(name);
+  const [px, sv, st] = [col("pxname"), col("svname"), col("status")];
+  return lines
+    .slice(1)
+    .map((l) => l.split(","))
+    .filter((f) => f[sv] !== "FRONTEND" && f[sv] !== "BACKEND")
+    .map((f) => ({ proxy: f[px], server: f[sv], status: f[st] }));
+}
+
+/** Sends one command to HAProxy's stats socket (a file, so no network is involved). */
+export function haproxyCommand(socketPath: string, command: string): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const sock = net.createConnection(socketPath);
+    let out = "";
+    const done = (value: string | undefined) => {
+      sock.destroy();
+      resolve(value);
+    };
+    sock.setTimeout(PROBE_TIMEOUT_MS, () => done(undefined));
+    sock.on("connect", () => sock.write(`${command}\n`));
+    sock.on("data", (chunk) => (out += chunk.toString()));
+    sock.on("end", () => done(out));
+    sock.on("error", () => done(undefined));
+  });
+}
+
+export async function haproxyServers(socketPath: string): Promise<HaproxyServer[] | undefined> {
+  const csv = await haproxyCommand(socketPath, "show stat");
+  return csv === undefined ? undefined : parseShowStat(csv);
+}
