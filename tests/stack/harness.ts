@@ -97,6 +97,8 @@ export function stackFileConfig(stack: string): Record<string, string> {
 }
 
 export async function runProgram(opts: RunOptions): Promise<ProgramRun> {
+  // Every fresh copy of @pulumi/pulumi adds a process exit hook; a test file loads several.
+  process.setMaxListeners(Math.max(process.getMaxListeners(), 100));
   const preview = opts.preview ?? false;
   jest.resetModules();
   const pulumi = await import("@pulumi/pulumi");
@@ -251,6 +253,16 @@ export function revealSecrets(value: any): any {
   if (value && typeof value === "object") {
     if (value[SIG_KEY] === SECRET_SIG) return revealSecrets(value.value);
     return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, revealSecrets(v)]));
+  }
+  return value;
+}
+
+/** A serialized value with every secret envelope replaced by "[secret]". */
+export function maskSecrets(value: any): any {
+  if (Array.isArray(value)) return value.map(maskSecrets);
+  if (value && typeof value === "object") {
+    if (value[SIG_KEY] === SECRET_SIG) return "[secret]";
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, maskSecrets(v)]));
   }
   return value;
 }
