@@ -1,0 +1,104 @@
+/**
+ * The cluster forms from the rendered configuration: a leader with streaming replicas, one Redis
+ * master with connected replicas, every HAProxy settled; writes through the entry points land on
+ * the leader/master and reach every replica. Also: `status --json` and a second `up`.
+ */
+import { PORTS } from "../../core";
+import { UpResult, down } from "../../local/cluster";
+import { AckWriter } from "../../local/writer";
+import { address, cli, redisClient, sleep, sql, startCluster, testLocation } from "./harness";
+
+const loc = testLocation(1);
+let cluster: UpResult;
+
+beforeAll(async () => {
+  cluster = await startCluster(loc);
+}, 240_000);
+
+afterAll(async () => {
+  await down(loc);
+}, 120_000);
+
+test("up ends healthy: one leader, replicas streaming, one Redis master, HAProxy settled on every node", () => {
+  const h = cluster.health;
+  expect(h.problems).toEqual([]);
+  expect(h.nodes).toHaveLength(3);
+  expect(h.nodes.filter((n) => n.role === "leader")).toHaveLength(1);
+  // prod runs synchronous_mode: one replica is the synchronous standby.
+  expect(h.nodes.filter((n) => n.role === "sync_standby")).toHaveLength(1);
+  expect(h.nodes.filter((n) => n.role !== "leader").every((n) => n.streaming)).toBe(true);
+  expect(h.nodes.filter((n) => n.redisRole === "master")).toHaveLength(1);
+  for (const n of h.nodes) {
+    expect(n.haproxy!.postgres_primary[h.leader!]).toBe("UP");
+    expect(Object.values(n.haproxy!.postgres_primary).filter((s) => s === "UP")).toHaveLength(1);
+    expect(Object.values(n.haproxy!.redis_master).filter((s) => s === "UP")).toHaveLength(1);
+  }
+});
+
+test("a write through any node's 5433 lands on the leader and reaches every replica", async () => {
+  const { state, secrets, health } = cluster;
+  const leaderIp = address(state, health.leader!);
+  const entry = state.nodes.find((n) => n.name !== health.leader)!; // not the leader's own HAProxy
+  const writer = new AckWriter({ host: entry.address, port: PORTS.postgresPrimary, password: secrets.app, firstId: 1 }).start();
+  await writer.waitForAcks(5, 30_000);
+  await writer.stop();
+  const [row] = await sql<{ server: string }>(state, secrets.app, entry.address, PORTS.postgresPrimary, "SELECT host(inet_server_addr()) AS server");
+  expect(row.server).toBe(leaderIp);
+  const ids = writer.ackedIds;
+  for (const node of state.nodes) {
+    let present = 0;
+    for (let i = 0; i < 40 && present < ids.length; i++) {
+      const rows = await sql<{ n: string }>(state, secrets.app, node.address, PORTS.postgres, "SELECT count(*) AS n FROM acked_writes WHERE id = ANY($1::bigint[])", [ids]);
+      present = Number(rows[0].n);
+      if (present < ids.length) await sleep(250);
+    }
+    expect({ node: node.name, present }).toEqual({ node: node.name, present: ids.length });
+  }
+}, 90_000);
+
+test("a SET through 6379 lands on the Redis master and reaches the replicas", async () => {
+  const { state, secrets, health } = cluster;
+  const entry = state.nodes[2];
+  const viaHaproxy = redisClient(state, secrets.redis, entry.address);
+  await viaHaproxy.connect();
+  await viaHaproxy.set("forms:key", "forms-value");
+  const info = await viaHaproxy.info("replication");
+  // Two replicas acknowledge the write before we look at them.
+  const acked = (await viaHaproxy.call("WAIT", "2", "5000")) as number;
+  viaHaproxy.disconnect();
+  expect(info).toContain("role:master");
+  expect(acked).toBe(2);
+  for (const node of state.nodes) {
+    const direct = redisClient(state, secrets.redis, node.address, PORTS.redis);
+    await direct.connect();
+    const [value, role] = [await direct.get("forms:key"), await direct.info("replication")];
+    direct.disconnect();
+    expect({ node: node.name, value }).toEqual({ node: node.name, value: "forms-value" });
+    expect(role).toContain(node.name === health.redisMaster ? "role:master" : "role:slave");
+  }
+}, 60_000);
+
+test("status --json names every node's role and processes, and the URLs", () => {
+  const r = cli(["status", "--json"], { loc });
+  expect(r.code).toBe(0);
+  const out = JSON.parse(r.stdout);
+  expect(out.nodes.map((n: { name: string }) => n.name)).toEqual(cluster.state.nodes.map((n) => n.name));
+  for (const n of out.nodes) {
+    expect(n.address).toMatch(/^10\.42\.101\.1[0-2]$/);
+    expect(["leader", "sync_standby", "replica"]).toContain(n.role);
+    for (const p of ["etcd", "patroni", "postgres", "redis", "sentinel", "haproxy"]) expect(n.pids[p]).toBeGreaterThan(1);
+  }
+  expect(out.databaseUrl).toBe(`postgresql://madbase:${cluster.secrets.app}@10.42.101.10:5433/madbase`);
+  expect(out.redisUrl).toBe(`redis://:${cluster.secrets.redis}@10.42.101.10:6379/0`);
+});
+
+test("a second up says the cluster is already running and starts nothing", () => {
+  const before = cli(["status", "--json"], { loc });
+  const r = cli(["up", "--profile", "fast"], { loc });
+  expect(r.code).not.toBe(0);
+  expect(r.stderr).toContain("already running");
+  expect(r.stderr).toContain("npm run local -- status");
+  expect(r.stderr).toContain("npm run local -- down");
+  const after = cli(["status", "--json"], { loc });
+  expect(JSON.parse(after.stdout).nodes.map((n: { pids: unknown }) => n.pids)).toEqual(JSON.parse(before.stdout).nodes.map((n: { pids: unknown }) => n.pids));
+}, 60_000);

@@ -1,0 +1,144 @@
+/**
+ * Shared by the end-to-end tests of the local runner: each test file gets its own root directory,
+ * network id and subnet, so files never collide with each other or with a developer's cluster
+ * (`.local-cluster/`, network "mb", 10.42.1.0/24).
+ */
+import { spawn, spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { Client } from "pg";
+import Redis from "ioredis";
+import { APP_DATABASE, PORTS, USERS } from "../../core";
+import { Location, UpResult, down, status, up, waitHealthy } from "../../local/cluster";
+import { ClusterHealth, assertHostLink } from "../../local/health";
+import { LocalClusterState, findNode } from "../../local/state";
+import { Ack } from "../../local/writer";
+
+export const REPO = path.resolve(__dirname, "..", "..");
+
+export interface TestCluster extends Required<Location> {
+  subnetCidr: string;
+}
+
+/** A test file's own place: `n` (1-9) picks network `lt<n>` and subnet 10.42.10<n>.0/24. */
+export function testLocation(n: number): TestCluster {
+  return {
+    root: path.join(os.tmpdir(), `madbase-local-test-${n}`),
+    networkId: `lt${n}`,
+    subnetCidr: `10.42.${100 + n}.0/24`,
+  };
+}
+
+/** Starts a fresh fast-profile prod cluster (removing leftovers of an earlier crashed run first). */
+export async function startCluster(loc: TestCluster, opts: { stack?: string; nodes?: number } = {}): Promise<UpResult> {
+  await down(loc);
+  return up({ ...loc, stack: opts.stack ?? "prod", nodes: opts.nodes, profile: "fast", timeoutMs: 180_000 });
+}
+
+export async function health(loc: TestCluster): Promise<ClusterHealth> {
+  return (await status(loc)).health;
+}
+
+/** Polls until `predicate` holds for the cluster's health; fails with the last health seen. */
+export async function waitFor(loc: TestCluster, what: string, predicate: (h: ClusterHealth) => boolean, timeoutMs = 90_000): Promise<ClusterHealth> {
+  const deadline = Date.now() + timeoutMs;
+  let last: ClusterHealth | undefined;
+  while (Date.now() < deadline) {
+    last = await health(loc);
+    if (predicate(last)) return last;
+    await sleep(500);
+  }
+  throw new Error(`timed out waiting for ${what}; last problems:\n  ${last?.problems.join("\n  ")}`);
+}
+
+export async function waitUntilHealthy(loc: TestCluster, state: LocalClusterState, secrets: { redis: string } & Parameters<typeof waitHealthy>[1]) {
+  return waitHealthy(state, secrets, { timeoutMs: 120_000 });
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+export function address(state: LocalClusterState, name: string): string {
+  return findNode(state, name).address;
+}
+
+/** A SQL client to a node's port (5433 HAProxy, 5432 PostgreSQL), as the application user. */
+export async function sql<T extends Record<string, unknown>>(
+  state: LocalClusterState,
+  password: string,
+  host: string,
+  port: number,
+  text: string,
+  params: unknown[] = [],
+): Promise<T[]> {
+  assertHostLink(state);
+  const client = new Client({ host, port, user: USERS.app, password, database: APP_DATABASE, connectionTimeoutMillis: 3000, query_timeout: 10_000 });
+  client.on("error", () => undefined);
+  await client.connect();
+  try {
+    return (await client.query(text, params)).rows as T[];
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+export function redisClient(state: LocalClusterState, password: string, host: string, port: number = PORTS.redisMaster): Redis {
+  assertHostLink(state);
+  const client = new Redis({ host, port, password, lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  client.on("error", () => undefined);
+  return client;
+}
+
+/** Runs the CLI as a user would (`npm run local -- ...`), against the test's own cluster. */
+export function cli(args: string[], opts: { loc?: TestCluster; env?: NodeJS.ProcessEnv } = {}) {
+  const env = { ...process.env, ...(opts.env ?? {}) };
+  if (opts.loc) {
+    env.MADBASE_LOCAL_ROOT = opts.loc.root;
+    env.MADBASE_LOCAL_NET = opts.loc.networkId;
+  }
+  const r = spawnSync(process.execPath, ["--import", "tsx", path.join(REPO, "cli", "local.ts"), ...args], {
+    cwd: REPO,
+    env,
+    encoding: "utf8",
+    timeout: 120_000,
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/**
+ * A writer running inside a node's namespace (local/writer.ts as a process), for writes from the
+ * far side of a partition. Its acknowledged writes arrive as `ack <id> <ms>` lines.
+ */
+export function namespaceWriter(ns: string, opts: { host: string; port: number; password: string; firstId: number }) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "madbase-writer-"));
+  const passwordFile = path.join(dir, "password");
+  fs.writeFileSync(passwordFile, opts.password, { mode: 0o600 });
+  const child = spawn(
+    "ip",
+    ["netns", "exec", ns, process.execPath, "--import", "tsx", path.join(REPO, "local", "writer.ts"),
+      "--host", opts.host, "--port", String(opts.port), "--password-file", passwordFile, "--first", String(opts.firstId), "--interval-ms", "20"],
+    { cwd: REPO, stdio: ["ignore", "pipe", "inherit"] },
+  );
+  const acks: Ack[] = [];
+  let buffer = "";
+  child.stdout.on("data", (chunk: Buffer) => {
+    buffer += chunk.toString();
+    const lines = buffer.split("\n");
+    buffer = lines.pop() ?? "";
+    for (const line of lines) {
+      const m = /^ack (\d+) (\d+)$/.exec(line);
+      if (m) acks.push({ id: Number(m[1]), at: Number(m[2]) });
+    }
+  });
+  const exited = new Promise<void>((resolve) => child.on("exit", () => resolve()));
+  return {
+    acks,
+    pid: child.pid,
+    async stop() {
+      if (child.exitCode === null) child.kill("SIGTERM");
+      await Promise.race([exited, sleep(10_000)]);
+      if (child.exitCode === null) child.kill("SIGKILL");
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
