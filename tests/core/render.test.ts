@@ -1,0 +1,129 @@
+import * as fs from "node:fs";
+import * as path from "node:path";
+import * as yaml from "js-yaml";
+import { NODE_FILES, SECRET_NAMES, maskSecrets, serverPaths, template } from "../../core";
+import { renderStack } from "../support/fixtures";
+
+const root = path.resolve(__dirname, "..", "..");
+
+describe("rendering", () => {
+  it("renders exactly the seven files for every node", () => {
+    const { files, topology } = renderStack({ nodeCount: 3 });
+    expect(Object.keys(files)).toEqual(topology.nodes.map((n) => n.name));
+    for (const node of Object.values(files)) expect(Object.keys(node).sort()).toEqual([...NODE_FILES].sort());
+  });
+
+  it("is deterministic: the same input renders the same bytes", () => {
+    const a = renderStack({ nodeCount: 3 });
+    const b = renderStack({ nodeCount: 3, secrets: a.secrets });
+    expect(b.files).toEqual(a.files);
+  });
+
+  it("fails on a value the template needs but the model lacks, instead of writing an empty string", () => {
+    expect(() => template("redis.conf")({ node: { privateIp: "10.0.0.1" } })).toThrow(/"name" not defined/);
+  });
+
+  it("parses every YAML file it renders", () => {
+    const { files } = renderStack({ nodeCount: 5 });
+    for (const node of Object.values(files)) {
+      expect(() => yaml.load(node["patroni.yml"])).not.toThrow();
+      expect(() => yaml.load(node["user-data.yaml"])).not.toThrow();
+    }
+  });
+
+  it("points Patroni at every etcd member and keeps pg_hba to the private subnet with scram", () => {
+    const { files, topology } = renderStack({ nodeCount: 3 });
+    const patroni = yaml.load(files["madbase-prod-2"]["patroni.yml"]) as any;
+    expect(patroni.etcd3.hosts).toEqual(topology.nodes.map((n) => `${n.privateIp}:2379`));
+    expect(patroni.restapi.listen).toBe("10.42.1.11:8008");
+    expect(patroni.bootstrap.dcs).toMatchObject({ failsafe_mode: true, synchronous_mode: true, ttl: 20, loop_wait: 5, retry_timeout: 5 });
+    expect(patroni.bootstrap.dcs.postgresql).toMatchObject({ use_pg_rewind: true, use_slots: true });
+    expect(patroni.bootstrap.dcs.postgresql.parameters.max_connections).toBe(200);
+    expect(patroni.postgresql.parameters.shared_buffers).toBe("4096MB");
+    const hostRules = (patroni.postgresql.pg_hba as string[]).filter((r) => r.startsWith("host"));
+    for (const rule of hostRules) {
+      expect(rule).toMatch(/ (10\.42\.1\.0\/24|127\.0\.0\.1\/32) scram-sha-256$/);
+    }
+    expect(hostRules.join("\n")).not.toMatch(/0\.0\.0\.0|::\/0|trust|md5/);
+  });
+
+  it("switches synchronous replication per stack", () => {
+    const off = yaml.load(renderStack({ nodeCount: 3, synchronousMode: false }).files["madbase-prod-1"]["patroni.yml"]) as any;
+    expect(off.bootstrap.dcs.synchronous_mode).toBe(false);
+  });
+
+  it("makes the first node the Redis master and the others its replicas", () => {
+    const { files } = renderStack({ nodeCount: 3 });
+    expect(files["madbase-prod-1"]["redis.conf"]).not.toMatch(/^replicaof /m);
+    expect(files["madbase-prod-2"]["redis.conf"]).toMatch(/^replicaof 10\.42\.1\.10 6380$/m);
+    expect(files["madbase-prod-3"]["sentinel.conf"]).toMatch(/^sentinel monitor madbase-prod 10\.42\.1\.10 6380 2$/m);
+  });
+
+  it("does not ask a lone Redis to wait for replicas it will never have", () => {
+    expect(renderStack({ nodeCount: 1 }).files["madbase-prod-1"]["redis.conf"]).toMatch(/^min-replicas-to-write 0$/m);
+    expect(renderStack({ nodeCount: 3 }).files["madbase-prod-1"]["redis.conf"]).toMatch(/^min-replicas-to-write 1$/m);
+  });
+
+  it("gives HAProxy one backend server per node on each entry port, checked the documented way", () => {
+    const { files } = renderStack({ nodeCount: 5, profile: "fast" });
+    const cfg = files["madbase-prod-4"]["haproxy.cfg"];
+    for (const section of ["postgres_primary", "postgres_replicas", "redis_master"]) {
+      const body = cfg.split(`listen ${section}`)[1].split(/\nlisten /)[0];
+      expect(body.match(/^\s+server /gm)).toHaveLength(5);
+    }
+    expect(cfg).toMatch(/http-check send meth OPTIONS uri \/primary/);
+    expect(cfg).toMatch(/http-check send meth OPTIONS uri \/replica\?lag=16MB/);
+    expect(cfg).toMatch(/tcp-check expect string role:master/);
+    expect(cfg).toMatch(/inter 1000ms .*fall 2 rise 2 on-marked-down shutdown-sessions/);
+    expect(cfg).toMatch(/stats auth stats:\S+/);
+  });
+
+  it("keeps user-data.yaml under Hetzner's 32 KiB for the largest topology", () => {
+    const { files } = renderStack({ nodeCount: 7, plan: "cx41" });
+    for (const node of Object.values(files)) expect(Buffer.byteLength(node["user-data.yaml"])).toBeLessThan(32 * 1024);
+  });
+
+  it("writes every rendered file through cloud-init byte for byte, with owners and modes", () => {
+    const { files } = renderStack({ nodeCount: 3 });
+    const node = files["madbase-prod-3"];
+    const doc = yaml.load(node["user-data.yaml"]) as any;
+    const byPath = Object.fromEntries((doc.write_files as any[]).map((f) => [f.path, f]));
+    const paths = serverPaths();
+    for (const [file, target] of Object.entries(paths.config)) {
+      expect(byPath[target].content).toBe(node[file as keyof typeof node]);
+      expect(byPath[target].defer).toBe(true);
+    }
+    expect(byPath["/etc/patroni/config.yml"]).toMatchObject({ owner: "postgres:postgres", permissions: "0600" });
+    expect(byPath["/etc/postgresql-common/createcluster.conf"].content).toMatch(/create_main_cluster = false/);
+    expect(doc.packages).toEqual(expect.arrayContaining(["postgresql-15", "patroni", "etcd-server", "redis-sentinel", "haproxy", "pgbackrest"]));
+  });
+
+  it("matches the reviewed files, with every secret masked", () => {
+    const { files, secrets } = renderStack({ nodeCount: 3 });
+    for (const file of NODE_FILES) {
+      const masked = maskSecrets(files["madbase-prod-2"][file], secrets);
+      for (const name of SECRET_NAMES) expect(masked).not.toContain(secrets[name]);
+      expect(masked).toMatchSnapshot(file);
+    }
+  });
+
+  it("masks every secret it carries, and only secrets", () => {
+    const { files, secrets } = renderStack({ nodeCount: 3 });
+    const all = Object.values(files["madbase-prod-1"]).join("\n");
+    const masked = maskSecrets(all, secrets);
+    for (const name of SECRET_NAMES) {
+      expect(all).toContain(secrets[name]);
+      expect(masked).toContain(`<secret:${name}>`);
+    }
+    // Masking changes nothing but the secrets: putting them back gives the original.
+    const unmasked = masked.replace(/<secret:(\w+)>/g, (_, name: keyof typeof secrets) => secrets[name]);
+    expect(unmasked).toBe(all);
+  });
+
+  it("keeps the core free of Pulumi, so it runs the same on Hetzner and locally", () => {
+    const coreDir = path.join(root, "core");
+    for (const file of fs.readdirSync(coreDir).filter((f) => f.endsWith(".ts"))) {
+      expect(fs.readFileSync(path.join(coreDir, file), "utf8")).not.toMatch(/from ["']@pulumi\//);
+    }
+  });
+});

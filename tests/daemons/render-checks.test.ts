@@ -1,0 +1,171 @@
+/**
+ * Every rendered file, for 1, 3 and 5 nodes and each failover profile, passes its own daemon's
+ * check on this machine's Debian binaries. Each node is a network namespace holding its
+ * production private IP, so the files are checked exactly as they go to Hetzner.
+ */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { ChildProcess } from "node:child_process";
+import { NODE_FILES, PROFILE_NAMES, RenderedNode, Topology } from "../../core";
+import { createNetwork, destroyNetwork, inNamespace, LocalNetwork } from "../../local/network";
+import { renderStack } from "../support/fixtures";
+import { mapLimit, parseEnvFile, run, start, stop, waitFor } from "../support/proc";
+
+jest.setTimeout(240_000);
+
+type Check = (ns: string, file: string, scratch: string) => Promise<{ ok: boolean; detail: string }>;
+
+/** One check per file: each passes on a good file and fails on a broken one (see the controls below). */
+const CHECKS: Record<(typeof NODE_FILES)[number], Check> = {
+  "haproxy.cfg": async (ns, file) => {
+    const r = await run(inNamespace(ns, ["haproxy", "-c", "-f", file]), { timeoutMs: 20_000 });
+    return { ok: r.code === 0 && /Configuration file is valid/.test(r.stdout + r.stderr), detail: r.stdout + r.stderr };
+  },
+  "patroni.yml": async (ns, file) => {
+    const r = await run(inNamespace(ns, ["/usr/bin/patroni", "--validate-config", file]), { timeoutMs: 30_000 });
+    return { ok: r.code === 0, detail: r.stdout + r.stderr };
+  },
+  // Redis has no check flag: a file that parses keeps the server running until the timeout (124).
+  "redis.conf": async (ns, file, scratch) => {
+    const r = await run(
+      inNamespace(ns, ["timeout", "1", "redis-server", file, "--port", "0", "--unixsocket", path.join(scratch, "redis.sock"), "--dir", scratch, "--save", ""]),
+      { timeoutMs: 20_000 },
+    );
+    return { ok: r.code === 124 && !/FATAL CONFIG FILE ERROR/.test(r.stdout), detail: r.stdout + r.stderr };
+  },
+  // Sentinel rewrites its file, so it checks a writable copy; it exits 1 on a bad statement.
+  "sentinel.conf": async (ns, file, scratch) => {
+    const copy = path.join(scratch, "sentinel.conf");
+    fs.copyFileSync(file, copy);
+    const r = await run(inNamespace(ns, ["timeout", "1", "redis-sentinel", copy, "--dir", scratch]), { timeoutMs: 20_000 });
+    return { ok: r.code === 124 && !/FATAL CONFIG FILE ERROR/.test(r.stdout), detail: r.stdout + r.stderr };
+  },
+  "user-data.yaml": async (_ns, file) => {
+    const r = await run(["cloud-init", "schema", "-c", file], { timeoutMs: 60_000 });
+    return { ok: r.code === 0 && /Valid cloud-config/.test(r.stdout), detail: r.stdout + r.stderr };
+  },
+  // `help` loads the file and validates every option in it without touching the repository (a
+  // real command would try the bucket, which this namespace cannot reach).
+  "pgbackrest.conf": async (ns, file) => {
+    const results = await Promise.all(
+      ["backup", "archive-push"].map((command) =>
+        run(inNamespace(ns, ["pgbackrest", `--config=${file}`, "--stanza=madbase-prod", "--log-level-console=warn", "--log-level-file=off", "help", command]), {
+          timeoutMs: 20_000,
+        }),
+      ),
+    );
+    const text = results.map((r) => r.stdout + r.stderr).join("\n");
+    return { ok: results.every((r) => r.code === 0) && !/^(WARN|ERROR):/m.test(text), detail: text };
+  },
+  // etcd.conf is proven by the running cluster itself (below).
+  "etcd.conf": async () => ({ ok: true, detail: "started as a cluster" }),
+};
+
+interface NodeRun {
+  topology: Topology;
+  net: LocalNetwork;
+  etcd: ChildProcess[];
+}
+
+const work = fs.mkdtempSync(path.join(os.tmpdir(), "madbase-daemons-"));
+const running: NodeRun[] = [];
+
+afterAll(async () => {
+  for (const r of running) {
+    await Promise.all(r.etcd.map((p) => stop(p)));
+    destroyNetwork(r.net.id);
+  }
+  fs.rmSync(work, { recursive: true, force: true });
+});
+
+function writeRender(dir: string, files: Record<string, RenderedNode>): void {
+  for (const [node, rendered] of Object.entries(files)) {
+    fs.mkdirSync(path.join(dir, node), { recursive: true });
+    for (const [name, content] of Object.entries(rendered)) fs.writeFileSync(path.join(dir, node, name), content);
+  }
+}
+
+/** Starts every node's etcd from its etcd.conf (only the data dir moved to scratch space). */
+async function startEtcd(net: LocalNetwork, topology: Topology, files: Record<string, RenderedNode>, dir: string): Promise<ChildProcess[]> {
+  const procs = topology.nodes.map((node) => {
+    const env = parseEnvFile(files[node.name]["etcd.conf"]);
+    env.ETCD_DATA_DIR = path.join(dir, node.name, "etcd-data");
+    return start(inNamespace(net.namespaces[node.name], ["etcd"]), { env: { PATH: process.env.PATH, ...env } });
+  });
+  const first = net.namespaces[topology.nodes[0].name];
+  await waitFor(
+    `etcd cluster of ${topology.nodeCount}`,
+    async () => {
+      const r = await run(inNamespace(first, ["etcdctl", `--endpoints=${topology.nodes[0].privateIp}:2379`, "endpoint", "health", "--cluster"]), {
+        timeoutMs: 10_000,
+        env: { ...process.env, ETCDCTL_API: "3" },
+      });
+      return r.code === 0 && (r.stdout + r.stderr).split("is healthy").length - 1 === topology.nodeCount;
+    },
+    60_000,
+    500,
+  );
+  return procs;
+}
+
+describe.each([1, 3, 5])("rendered files for %i node(s)", (nodeCount) => {
+  let topology: Topology;
+  let net: LocalNetwork;
+  const rendered: Record<string, Record<string, RenderedNode>> = {};
+
+  beforeAll(async () => {
+    for (const profile of PROFILE_NAMES) {
+      const r = renderStack({ nodeCount, profile });
+      topology = r.topology;
+      rendered[profile] = r.files;
+      writeRender(path.join(work, `${nodeCount}`, profile), r.files);
+    }
+    const id = `mbd${nodeCount}`;
+    destroyNetwork(id);
+    net = createNetwork({ id, subnetPrefix: topology.subnetPrefix, nodes: topology.nodes });
+    const etcd = await startEtcd(net, topology, rendered.norm, path.join(work, `${nodeCount}`));
+    running.push({ topology, net, etcd });
+  });
+
+  it("etcd forms a cluster from every node's etcd.conf", async () => {
+    const first = net.namespaces[topology.nodes[0].name];
+    const r = await run(inNamespace(first, ["etcdctl", `--endpoints=${topology.nodes[0].privateIp}:2379`, "member", "list"]), { timeoutMs: 10_000 });
+    const members = r.stdout.trim().split("\n");
+    expect(members).toHaveLength(nodeCount);
+    for (const node of topology.nodes) expect(r.stdout).toContain(`${node.name}, http://${node.privateIp}:2380, http://${node.privateIp}:2379`);
+  });
+
+  it.each(PROFILE_NAMES)("every file passes its daemon's check (profile %s)", async (profile) => {
+    const jobs = topology.nodes.flatMap((node) =>
+      NODE_FILES.map((file) => ({ node: node.name, file })),
+    );
+    const failures = (
+      await mapLimit(jobs, 2, async ({ node, file }) => {
+        const scratch = fs.mkdtempSync(path.join(work, "scratch-"));
+        const result = await CHECKS[file](net.namespaces[node], path.join(work, `${nodeCount}`, profile, node, file), scratch);
+        return result.ok ? undefined : `${node}/${file}: ${result.detail.slice(-800)}`;
+      })
+    ).filter(Boolean);
+    expect(failures).toEqual([]);
+  });
+
+  if (nodeCount === 3) {
+    it.each<[(typeof NODE_FILES)[number], (text: string) => string]>([
+      ["haproxy.cfg", (t) => t.replace("balance first", "balance fastest")],
+      ["patroni.yml", (t) => t.replace("loop_wait: 5", "loop_wait: soon")],
+      ["redis.conf", (t) => t.replace("maxmemory-policy noeviction", "maxmemory-policy forget-everything")],
+      ["sentinel.conf", (t) => t.replace("sentinel parallel-syncs", "sentinel parallel-sinks")],
+      ["user-data.yaml", (t) => t.replace("package_update: true", "package_update: [1, 2]")],
+      ["pgbackrest.conf", (t) => t.replace("repo1-type=s3", "repo1-type=s3\nrepo1-kind=bucket")],
+    ])("the %s check catches a broken file", async (file, breakIt) => {
+      const node = topology.nodes[1].name;
+      const broken = path.join(work, `broken-${file}`);
+      fs.writeFileSync(broken, breakIt(rendered.norm[node][file]));
+      expect(fs.readFileSync(broken, "utf8")).not.toBe(rendered.norm[node][file]);
+      const scratch = fs.mkdtempSync(path.join(work, "scratch-"));
+      const result = await CHECKS[file](net.namespaces[node], broken, scratch);
+      expect(result.ok).toBe(false);
+    });
+  }
+});

@@ -1,0 +1,38 @@
+import { randomBytes } from "node:crypto";
+import {
+  ClusterSecrets,
+  NodePaths,
+  NodeSpec,
+  ProfileName,
+  SECRET_NAMES,
+  Topology,
+  describeCluster,
+  parseSettings,
+  renderCluster,
+  serverPaths,
+} from "../../core";
+
+/** Fresh random secrets for each test run, so a snapshot can only pass if every value is masked. */
+export function randomSecrets(): ClusterSecrets {
+  return Object.fromEntries(SECRET_NAMES.map((n) => [n, randomBytes(24).toString("base64url").replace(/[-_]/g, "x")])) as unknown as ClusterSecrets;
+}
+
+export function renderStack(opts: {
+  stack?: string;
+  nodeCount: number;
+  profile?: ProfileName;
+  plan?: string;
+  synchronousMode?: boolean;
+  secrets?: ClusterSecrets;
+  pathsFor?: (node: NodeSpec) => NodePaths;
+}): { topology: Topology; secrets: ClusterSecrets; files: ReturnType<typeof renderCluster> } {
+  const settings = parseSettings(opts.stack ?? "prod", {
+    nodeCount: opts.nodeCount,
+    failoverProfile: opts.profile ?? "norm",
+    plan: opts.plan ?? "cx31",
+    synchronousMode: opts.synchronousMode ?? true,
+  });
+  const { topology, options } = describeCluster(settings);
+  const secrets = opts.secrets ?? randomSecrets();
+  return { topology, secrets, files: renderCluster(topology, options, secrets, opts.pathsFor ?? (() => serverPaths())) };
+}
