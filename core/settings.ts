@@ -109,7 +109,7 @@ export function parseSettings(stack: string, raw: Record<string, unknown>): Stac
     const value =
       issue.code === "unrecognized_keys"
         ? issue.keys.join(", ")
-        : issue.path.slice(1).reduce<unknown>((v, k) => (v as Record<PropertyKey, unknown> | undefined)?.[k as PropertyKey], raw[key]);
+        : issue.path.slice(1).reduce<unknown>((v, k) => (v as Record<PropertyKey, unknown> | undefined)?.[k as PropertyKey], issue.path.length > 1 ? toList(raw[key]) : raw[key]);
     const allowed =
       issue.code === "unrecognized_keys"
         ? `known keys are ${Object.keys(settingsSchema.shape).join(", ")}`

@@ -59,6 +59,7 @@ describe("stack settings", () => {
     [{ synchronousMode: "yes" }, /^madbase-state:synchronousMode: "yes" is not allowed; use true or false$/],
     [{ volumeSizeGb: 5 }, /^madbase-state:volumeSizeGb: 5 is not allowed; use a whole number of GB from 10 to 10240/],
     [{ adminCidrs: ["203.0.113.4/32", "everyone"] }, /^madbase-state:adminCidrs.1: "everyone" is not allowed; use a list of .* CIDR form/],
+    [{ adminCidrs: '["203.0.113.4/32","0.0.0.0/99"]' }, /^madbase-state:adminCidrs.1: "0.0.0.0\/99" is not allowed/],
     [{ sshPublicKeys: ["hunter2"] }, /^madbase-state:sshPublicKeys.0: "hunter2" is not allowed; use a list of OpenSSH public keys/],
     [{ subnetCidr: "10.43.1.0/24" }, /^madbase-state:subnetCidr: "10.43.1.0\/24" is not allowed; use a subnet inside networkCidr 10.42.0.0\/16$/],
     [{ networkCidr: "1.2.3.0/24", subnetCidr: "1.2.3.0/24" }, /^madbase-state:networkCidr: "1.2.3.0\/24" is not allowed; use a private range/],
