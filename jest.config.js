@@ -1,7 +1,8 @@
-/** Tests live under tests/, one folder per layer (core, stack, daemons, local). */
+/** Tests live under tests/, one folder per layer (core, daemons, stack, local). */
 module.exports = {
   testEnvironment: "node",
   roots: ["<rootDir>/tests"],
   transform: { "^.+\\.ts$": "ts-jest" },
   testTimeout: 60000,
+  reporters: ["default", "<rootDir>/tests/support/summary-reporter.js"],
 };

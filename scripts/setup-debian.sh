@@ -35,6 +35,7 @@ apt-get install -y -q --no-install-recommends \
   etcd-server etcd-client \
   redis-server redis-sentinel redis-tools \
   haproxy pgbackrest \
+  cloud-init \
   iproute2 procps util-linux
 
 echo "setup-debian: packages installed; start a cluster with: npm run local -- up"
