@@ -22,14 +22,15 @@ import {
   status,
   up,
 } from "../local/cluster";
-import { formatHealth } from "../local/health";
+import { formatHealth, formatOverview } from "../local/health";
 import { MissingPackagesError } from "../local/packages";
 
 const USAGE = `usage: npm run local -- <command> [options]
 
   up [--stack dev|prod] [--nodes N] [--profile fast|norm|safe]
                       render and start a cluster (default: prod, 3 nodes); waits until healthy
-  status [--json]     roles, lag, Redis, etcd, HAProxy backends and PIDs; exits 1 when degraded
+  status [--json]     roles, lag, Redis, etcd, HAProxy backends, exporters, connections and PIDs;
+                      exits 1 when degraded
   down                stop every process, remove the namespaces and all local data
   kill-node NAME      kill -9 every process of a node (postmaster included)
   start-node NAME     start a killed node's processes again (Redis as a replica of the current master)
@@ -82,7 +83,7 @@ async function run(argv: string[], loc: Location): Promise<number> {
         onProgress: log,
       });
       const urls = clusterUrls(result.state, result.secrets);
-      console.log(`\nHealthy in ${result.seconds.toFixed(1)} s.\n\n${formatHealth(result.health)}\n`);
+      console.log(`\nHealthy in ${result.seconds.toFixed(1)} s.\n\n${formatHealth(result.health)}\n\n${formatOverview(result.health)}\n`);
       console.log(`DATABASE_URL=${urls.databaseUrl}`);
       console.log(`REDIS_URL=${urls.redisUrl}`);
       console.log("\nAny node's address works the same (5433 leader, 5434 replicas, 6379 Redis master). Stop with `npm run local -- down`.");
@@ -95,6 +96,7 @@ async function run(argv: string[], loc: Location): Promise<number> {
         console.log(JSON.stringify({ ...health, nodes: health.nodes, ...urls }, null, 2));
       } else {
         console.log(formatHealth(health));
+        console.log(`\n${formatOverview(health)}`);
         console.log(health.healthy ? "\nhealthy" : `\ndegraded:\n  ${health.problems.join("\n  ")}`);
         console.log(`\nDATABASE_URL=${urls.databaseUrl}\nREDIS_URL=${urls.redisUrl}`);
       }

@@ -11,3 +11,4 @@ export * from "./secrets";
 export * from "./paths";
 export * from "./render";
 export * from "./cluster";
+export * from "./monitoring";

@@ -9,6 +9,10 @@ export const NODE_FILES = [
   "sentinel.conf",
   "haproxy.cfg",
   "pgbackrest.conf",
+  "node-exporter.env",
+  "postgres-exporter.env",
+  "redis-exporter.env",
+  "redis-exporter-passwords.json",
   "user-data.yaml",
 ] as const;
 export type NodeFile = (typeof NODE_FILES)[number];
@@ -41,6 +45,11 @@ export function serverPaths(): NodePaths {
       "sentinel.conf": "/etc/redis/sentinel.conf",
       "haproxy.cfg": "/etc/haproxy/haproxy.cfg",
       "pgbackrest.conf": "/etc/pgbackrest.conf",
+      // Debian's exporter units read these environment files (EnvironmentFile=).
+      "node-exporter.env": "/etc/default/prometheus-node-exporter",
+      "postgres-exporter.env": "/etc/default/prometheus-postgres-exporter",
+      "redis-exporter.env": "/etc/default/prometheus-redis-exporter",
+      "redis-exporter-passwords.json": "/etc/prometheus/redis-exporter-passwords.json",
     },
     pgDataDir: "/var/lib/postgresql/15/madbase",
     pgSocketDir: "/var/run/postgresql",
@@ -68,6 +77,10 @@ export function localPaths(root: string, node: Pick<NodeSpec, "name">): NodePath
       "sentinel.conf": path.join(etc, "sentinel.conf"),
       "haproxy.cfg": path.join(etc, "haproxy.cfg"),
       "pgbackrest.conf": path.join(etc, "pgbackrest.conf"),
+      "node-exporter.env": path.join(etc, "node-exporter.env"),
+      "postgres-exporter.env": path.join(etc, "postgres-exporter.env"),
+      "redis-exporter.env": path.join(etc, "redis-exporter.env"),
+      "redis-exporter-passwords.json": path.join(etc, "redis-exporter-passwords.json"),
     },
     pgDataDir: path.join(base, "pgdata"),
     pgSocketDir: path.join(base, "run", "postgresql"),

@@ -48,6 +48,9 @@ export interface NodeRenderInput {
 
 export type RenderedNode = Record<NodeFile, string>;
 
+/** Debian's Prometheus exporters; each package's systemd unit has the same name. */
+export const EXPORTER_PACKAGES = ["prometheus-node-exporter", "prometheus-postgres-exporter", "prometheus-redis-exporter"] as const;
+
 /** Debian packages every node installs. */
 export const NODE_PACKAGES = [
   "postgresql-15",
@@ -61,6 +64,7 @@ export const NODE_PACKAGES = [
   "redis-tools",
   "haproxy",
   "pgbackrest",
+  ...EXPORTER_PACKAGES,
 ];
 
 const TEMPLATE_DIR = path.resolve(__dirname, "..", "templates");
@@ -98,6 +102,11 @@ const FILE_OWNERSHIP: Record<Exclude<NodeFile, "user-data.yaml">, { owner: strin
   "sentinel.conf": { owner: "redis:redis", mode: "0640" },
   "haproxy.cfg": { owner: "root:haproxy", mode: "0640" },
   "pgbackrest.conf": { owner: "postgres:postgres", mode: "0640" },
+  // The exporters run as the `prometheus` user their packages create (written after the packages).
+  "node-exporter.env": { owner: "root:root", mode: "0644" },
+  "postgres-exporter.env": { owner: "root:prometheus", mode: "0640" },
+  "redis-exporter.env": { owner: "root:prometheus", mode: "0640" },
+  "redis-exporter-passwords.json": { owner: "root:prometheus", mode: "0640" },
 };
 
 /** The lag a replica may have and still serve reads through 5434. */
@@ -146,14 +155,16 @@ function model(input: NodeRenderInput) {
 
 /**
  * Patroni runs this once, with a connection string appended, after it creates the cluster:
- * the application's login role and its database. (Patroni itself creates the replication and
- * rewind roles and grants pg_rewind what it needs.)
+ * the application's login role and its database, and the metrics exporter's read-only role
+ * (pg_monitor: statistics and settings, no table data; a few connections at most). Patroni itself
+ * creates the replication and rewind roles and grants pg_rewind what it needs.
  */
 function postBootstrapCommand(secrets: ClusterSecrets): string {
   return [
     "psql -v ON_ERROR_STOP=1",
     `-c "CREATE ROLE ${USERS.app} LOGIN PASSWORD '${secrets.app}'"`,
     `-c "CREATE DATABASE ${APP_DATABASE} OWNER ${USERS.app}"`,
+    `-c "CREATE ROLE ${USERS.monitoring} LOGIN CONNECTION LIMIT 5 PASSWORD '${secrets.monitoring}' IN ROLE pg_monitor"`,
   ].join(" ");
 }
 
@@ -169,6 +180,7 @@ export function renderNode(input: NodeRenderInput): RenderedNode {
   files["user-data.yaml"] = template("user-data.yaml")({
     ...m,
     packages: NODE_PACKAGES,
+    exporterUnits: EXPORTER_PACKAGES,
     mountScript: template("scripts/mount-volume.sh")({}),
     pgVersionDir: path.posix.dirname(input.paths.pgDataDir),
     configFiles: Object.entries(FILE_OWNERSHIP).map(([name, own]) => ({

@@ -10,6 +10,8 @@ export interface ClusterSecrets {
   redis: string;
   patroniRest: string;
   haproxyStats: string;
+  /** The PostgreSQL role the metrics exporter logs in as (`monitor`, member of pg_monitor). */
+  monitoring: string;
   s3AccessKey: string;
   s3SecretKey: string;
 }
@@ -22,6 +24,7 @@ export const SECRET_NAMES: (keyof ClusterSecrets)[] = [
   "redis",
   "patroniRest",
   "haproxyStats",
+  "monitoring",
   "s3AccessKey",
   "s3SecretKey",
 ];
@@ -37,6 +40,8 @@ export const USERS = {
   app: "madbase",
   patroniRest: "patroni",
   haproxyStats: "stats",
+  /** Read-only PostgreSQL role of the Prometheus exporter: pg_monitor, nothing more. */
+  monitoring: "monitor",
 } as const;
 
 export const APP_DATABASE = "madbase";

@@ -23,6 +23,7 @@ import {
 } from "../core";
 import { loadStackSettings } from "../cli/render";
 import { ClusterHealth, assertHostLink, clusterHealth, livePids, summarize } from "./health";
+import { EXPORTER_SERVICES, exporterDaemonSpec } from "./exporters";
 import { localPathsOf, logFile, runtimeFiles } from "./layout";
 import { createNetwork, destroyNetwork, namespaceExists, nodeNamespace, setNodeLink } from "./network";
 import { Programs, findPrograms } from "./packages";
@@ -141,6 +142,11 @@ const RENDERED_OWNERS: Record<string, { owner: string; mode: number }> = {
   "redis.conf": { owner: "root", mode: 0o600 },
   "sentinel.conf": { owner: "root", mode: 0o600 },
   "haproxy.cfg": { owner: "root", mode: 0o600 },
+  // The runner reads the exporters' environment files; the Redis exporter reads its password file itself.
+  "node-exporter.env": { owner: "root", mode: 0o600 },
+  "postgres-exporter.env": { owner: "root", mode: 0o600 },
+  "redis-exporter.env": { owner: "root", mode: 0o600 },
+  "redis-exporter-passwords.json": { owner: "prometheus", mode: 0o600 },
 };
 
 /** Lays out one node's directories (owned by the user of each daemon) and its rendered files. */
@@ -200,6 +206,10 @@ function daemonSpec(state: LocalClusterState, node: LocalNode, service: Service,
     case "haproxy":
       // Master-worker (-W) in the foreground (-db): SIGUSR2 to the master reloads gracefully.
       return { ...common, argv: [prog.haproxy, "-W", "-db", "-f", p.config["haproxy.cfg"]], env: daemonEnv(), cwd: path.dirname(p.haproxySocket) };
+    case "node_exporter":
+    case "postgres_exporter":
+    case "redis_exporter":
+      return exporterDaemonSpec(state, node, service);
   }
 }
 
@@ -289,7 +299,7 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
   }
   // etcd first (Patroni needs its DCS), then everything else; each node's daemons in its namespace.
   for (const node of state.nodes) startService(state, node, "etcd");
-  for (const service of ["patroni", "redis", "sentinel", "haproxy"] as const) {
+  for (const service of ["patroni", "redis", "sentinel", "haproxy", ...EXPORTER_SERVICES] as const) {
     for (const node of state.nodes) startService(state, node, service);
   }
   const health = await waitHealthy(state, secrets, { timeoutMs: opts.timeoutMs ?? 180_000, onProgress: progress, since: startedAt });
@@ -445,7 +455,7 @@ function setLink(name: string, up: boolean, loc: Location): void {
 }
 
 /** Order of a graceful stop: entry points first, the DCS last. */
-const STOP_ORDER: Service[] = ["haproxy", "sentinel", "redis", "patroni", "etcd"];
+const STOP_ORDER: Service[] = [...EXPORTER_SERVICES, "haproxy", "sentinel", "redis", "patroni", "etcd"];
 
 /**
  * Stops every process (SIGTERM, then SIGKILL after a grace period), removes the namespaces and

@@ -19,6 +19,8 @@ import {
 import { LocalClusterState, LocalNode, SERVICES } from "./state";
 import { isAlive, postmasterPid } from "./supervisor";
 import { localPathsOf } from "./layout";
+import { EXPORTERS, EXPORTER_PORTS, Exporter, ExporterService, ExporterStatus, exporterService, probeExporters } from "./exporters";
+import { sampleSum, sampleValue } from "./metrics";
 
 export const PROCESS_NAMES = ["etcd", "patroni", "postgres", "redis", "sentinel", "haproxy"] as const;
 export type ProcessName = (typeof PROCESS_NAMES)[number];
@@ -33,7 +35,7 @@ export interface NodeHealth {
   namespace: string;
   linkUp: boolean;
   /** Live PIDs; null for a process that is not running. */
-  pids: Record<ProcessName, number | null>;
+  pids: NodePids;
   /** Patroni's role for the member: leader, sync_standby, replica; "down" when Patroni does not answer. */
   role: string;
   /** Patroni's member state: running, streaming, starting, stopped... */
@@ -48,6 +50,10 @@ export interface NodeHealth {
   etcdHealthy: boolean;
   /** Each backend's servers and their HAProxy status, by node name; null when HAProxy does not answer. */
   haproxy: Record<Backend, Record<string, string>> | null;
+  /** PostgreSQL timeline as Patroni reports it: one more after every failover or switchover. */
+  timeline: number | null;
+  /** The node's Prometheus exporters, scraped at its private address (see local/exporters.ts). */
+  exporters: Record<Exporter, ExporterStatus>;
 }
 
 export interface ClusterHealth {
@@ -55,6 +61,10 @@ export interface ClusterHealth {
   leader: string | null;
   syncStandby: string | null;
   redisMaster: string | null;
+  /** Client connections on the leader against max_connections (the plan's), from its exporter. */
+  postgresConnections: { used: number; max: number } | null;
+  /** Memory the Redis master uses against its maxmemory, from its exporter. */
+  redisMemory: { usedBytes: number; maxBytes: number } | null;
   /** Empty when the cluster is healthy. */
   problems: string[];
   healthy: boolean;
@@ -74,9 +84,12 @@ export function assertHostLink(state: LocalClusterState): void {
   if (!hostLinkUp(state.networkId, state.hostIp)) throw new HostLinkDownError(state);
 }
 
-export function livePids(state: LocalClusterState, node: LocalNode): Record<ProcessName, number | null> {
+/** The PIDs of a node's daemons, its postmaster and its exporters. */
+export type NodePids = Record<ProcessName, number | null> & Partial<Record<ExporterService, number | null>>;
+
+export function livePids(state: LocalClusterState, node: LocalNode): NodePids {
   const pid = (p: number | undefined) => (isAlive(p) ? p : null);
-  const out = Object.fromEntries(SERVICES.map((s) => [s, pid(node.pids[s])])) as Record<ProcessName, number | null>;
+  const out = Object.fromEntries(SERVICES.map((s) => [s, pid(node.pids[s])])) as NodePids;
   out.postgres = postmasterPid(localPathsOf(state, node).pgDataDir) ?? null;
   return out;
 }
@@ -103,15 +116,16 @@ export async function clusterHealth(state: LocalClusterState, secrets: ClusterSe
   const net = { hub: `${state.networkId}-hub` };
   const probes = await Promise.all(
     state.nodes.map(async (node) => {
-      const [members, self, redis, sentinel, etcd, haproxy] = await Promise.all([
+      const [members, self, redis, sentinel, etcd, haproxy, exporters] = await Promise.all([
         patroniCluster(node.address),
         patroniNode(node.address),
         redisReplication(node.address, secrets.redis),
         sentinelMaster(node.address, state.clusterName),
         etcdHealthy(node.address),
         haproxyServers(localPathsOf(state, node).haproxySocket),
+        probeExporters(node.address),
       ]);
-      return { node, members, self, redis, sentinel, etcd, haproxy };
+      return { node, members, self, redis, sentinel, etcd, haproxy, exporters };
     }),
   );
   const members = agreedMembers(probes.map((p) => p.members));
@@ -122,7 +136,7 @@ export async function clusterHealth(state: LocalClusterState, secrets: ClusterSe
   const masters = probes.filter((p) => p.redis?.role === "master");
   const redisMaster = masters.length === 1 ? masters[0].node : null;
 
-  const nodes: NodeHealth[] = probes.map(({ node, self, redis, sentinel, etcd, haproxy }) => {
+  const nodes: NodeHealth[] = probes.map(({ node, self, redis, sentinel, etcd, haproxy, exporters }) => {
     const member = members.find((m) => m.name === node.name);
     return {
       name: node.name,
@@ -139,6 +153,8 @@ export async function clusterHealth(state: LocalClusterState, secrets: ClusterSe
       sentinelMaster: sentinel ?? null,
       etcdHealthy: etcd,
       haproxy: groupHaproxy(haproxy),
+      timeline: typeof self?.timeline === "number" ? self.timeline : (member?.timeline ?? null),
+      exporters: exporters.status,
     };
   });
 
@@ -183,7 +199,32 @@ export async function clusterHealth(state: LocalClusterState, secrets: ClusterSe
       }
     }
   }
-  return { nodes, leader, syncStandby, redisMaster: redisMaster?.name ?? null, problems, healthy: problems.length === 0 };
+  for (const n of nodes) {
+    for (const e of EXPORTERS) {
+      const pid = n.pids[exporterService(e)] ?? null;
+      if (n.exporters[e] === "down" && pid !== null) problems.push(`metrics: ${e} exporter on ${n.name} does not answer on ${n.address}:${EXPORTER_PORTS[e]}`);
+      if (n.exporters[e] === "down" && pid === null) problems.push(`metrics: ${e} exporter on ${n.name} is not running`);
+      // Only worth a line when the daemon runs: then the exporter cannot reach it or log in.
+      const target = e === "postgres" ? n.pids.postgres : e === "redis" ? n.pids.redis : null;
+      if (n.exporters[e] === "target-down" && target !== null) problems.push(`metrics: ${e} exporter on ${n.name} cannot reach its ${e}`);
+    }
+  }
+  const leaderPg = probes.find((p) => p.node.name === leader)?.exporters.samples.postgres;
+  const used = leaderPg && sampleSum(leaderPg, "pg_stat_database_numbackends");
+  const max = leaderPg && sampleValue(leaderPg, "pg_settings_max_connections");
+  const masterRedis = redisMaster ? probes.find((p) => p.node.name === redisMaster.name)?.exporters.samples.redis : undefined;
+  const usedBytes = masterRedis && sampleValue(masterRedis, "redis_memory_used_bytes");
+  const maxBytes = masterRedis && sampleValue(masterRedis, "redis_memory_max_bytes");
+  return {
+    nodes,
+    leader,
+    syncStandby,
+    redisMaster: redisMaster?.name ?? null,
+    postgresConnections: used !== undefined && max !== undefined ? { used, max } : null,
+    redisMemory: usedBytes !== undefined && maxBytes !== undefined ? { usedBytes, maxBytes } : null,
+    problems,
+    healthy: problems.length === 0,
+  };
 }
 
 function redisRoleOf(r: RedisReplication | undefined): NodeHealth["redisRole"] {
@@ -205,10 +246,41 @@ function formatLag(n: NodeHealth): string {
   return n.lagBytes < 1024 ? `${n.lagBytes} B` : `${(n.lagBytes / 1024).toFixed(0)} kB`;
 }
 
+/** "ok" when all three exporters answer and reach their daemons; otherwise which do not. */
+function formatExporters(n: NodeHealth): string {
+  const bad = EXPORTERS.filter((e) => n.exporters[e] !== "up");
+  return bad.length === 0 ? "ok" : bad.map((e) => `${e}:${n.exporters[e]}`).join(",");
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+/**
+ * The few cluster-wide lines an operator reads first: who leads (and on which timeline), how full
+ * the connection slots and Redis memory are, and whether metrics are being exported everywhere.
+ */
+export function formatOverview(h: ClusterHealth): string {
+  const leader = h.nodes.find((n) => n.name === h.leader);
+  const pg = h.leader
+    ? `postgres: leader ${h.leader}${leader?.timeline != null ? ` (timeline ${leader.timeline})` : ""}, sync standby ${h.syncStandby ?? "none"}`
+    : "postgres: no leader";
+  const conns = h.postgresConnections
+    ? `, connections ${h.postgresConnections.used}/${h.postgresConnections.max} (${Math.round((100 * h.postgresConnections.used) / h.postgresConnections.max)}%)`
+    : "";
+  const mem = h.redisMemory ? `, memory ${mib(h.redisMemory.usedBytes)} of ${mib(h.redisMemory.maxBytes)}` : "";
+  const exporting = h.nodes.filter((n) => EXPORTERS.every((e) => n.exporters[e] === "up")).length;
+  return [
+    pg + conns,
+    `redis: ${h.redisMaster ? `master ${h.redisMaster}` : "no single master"}${mem}`,
+    `metrics: ${exporting}/${h.nodes.length} nodes export node/postgres/redis metrics (${EXPORTERS.map((e) => EXPORTER_PORTS[e]).join("/")})`,
+  ].join("\n");
+}
+
 /** A plain-text table of the cluster, one row per node. */
 export function formatHealth(h: ClusterHealth): string {
   const names = h.nodes.map((n) => n.name);
-  const header = ["NODE", "ADDRESS", "POSTGRES", "LAG", "REDIS", "SENTINEL", "ETCD", "HAPROXY pg/ro/redis", "PIDS etcd patroni postgres redis sentinel haproxy"];
+  const header = ["NODE", "ADDRESS", "POSTGRES", "LAG", "REDIS", "SENTINEL", "ETCD", "HAPROXY pg/ro/redis", "METRICS", "PIDS etcd patroni postgres redis sentinel haproxy"];
   const rows = h.nodes.map((n) => [
     n.linkUp ? n.name : `${n.name} (cut)`,
     n.address,
@@ -218,6 +290,7 @@ export function formatHealth(h: ClusterHealth): string {
     n.sentinelMaster ? `-> ${n.sentinelMaster}` : "-",
     n.etcdHealthy ? "ok" : "down",
     BACKENDS.map((b) => upServers(n, b, names)).join(" / "),
+    formatExporters(n),
     PROCESS_NAMES.map((p) => n.pids[p] ?? "-").join(" "),
   ]);
   const widths = header.map((_, i) => Math.max(header[i].length, ...rows.map((r) => String(r[i]).length)));

@@ -20,6 +20,9 @@ const ON_PATH = {
   psql: "postgresql-client-15",
   ip: "iproute2",
   setpriv: "util-linux",
+  nodeExporter: "prometheus-node-exporter",
+  postgresExporter: "prometheus-postgres-exporter",
+  redisExporter: "prometheus-redis-exporter",
 } as const;
 const COMMAND_NAMES: Record<keyof typeof ON_PATH, string> = {
   etcd: "etcd",
@@ -30,6 +33,9 @@ const COMMAND_NAMES: Record<keyof typeof ON_PATH, string> = {
   psql: "psql",
   ip: "ip",
   setpriv: "setpriv",
+  nodeExporter: "prometheus-node-exporter",
+  postgresExporter: "prometheus-postgres-exporter",
+  redisExporter: "prometheus-redis-exporter",
 };
 
 /**

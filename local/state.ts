@@ -8,7 +8,7 @@ import * as path from "node:path";
 import type { ClusterSecrets } from "../core";
 import type { Programs } from "./packages";
 
-export const SERVICES = ["etcd", "patroni", "redis", "sentinel", "haproxy"] as const;
+export const SERVICES = ["etcd", "patroni", "redis", "sentinel", "haproxy", "node_exporter", "postgres_exporter", "redis_exporter"] as const;
 export type Service = (typeof SERVICES)[number];
 
 export interface LocalNode {

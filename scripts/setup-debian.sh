@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages the local runner (`npm run local -- up`) and its tests start:
-# the same daemons a Hetzner node runs, plus the tools the runner and the benchmark use.
+# the same daemons a Hetzner node runs (Prometheus exporters included), plus the tools the runner,
+# the benchmark and the tests use (Prometheus itself and promtool check the rendered scrape config
+# and the dashboard's queries; curl scrapes from inside a node's namespace).
 # Run as root (or with sudo). Safe to run again. No service is enabled or started: the runner
 # starts each daemon itself, inside a network namespace per node.
 set -euo pipefail
@@ -35,7 +37,9 @@ apt-get install -y -q --no-install-recommends \
   etcd-server etcd-client \
   redis-server redis-sentinel redis-tools \
   haproxy pgbackrest \
+  prometheus-node-exporter prometheus-postgres-exporter prometheus-redis-exporter \
+  prometheus \
   cloud-init \
-  iproute2 procps util-linux
+  iproute2 procps util-linux curl
 
 echo "setup-debian: packages installed; start a cluster with: npm run local -- up"

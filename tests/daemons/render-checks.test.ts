@@ -7,14 +7,51 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { ChildProcess } from "node:child_process";
-import { NODE_FILES, PROFILE_NAMES, RenderedNode, Topology } from "../../core";
+import { NODE_FILES, PORTS, PROFILE_NAMES, RenderedNode, Topology, readEnvFile } from "../../core";
 import { createNetwork, destroyNetwork, inNamespace, LocalNetwork } from "../../local/network";
 import { renderStack } from "../support/fixtures";
-import { mapLimit, parseEnvFile, run, start, stop, waitFor } from "../support/proc";
+import { parseEnvFile } from "../../local/cluster";
+import { mapLimit, run, start, stop, waitFor } from "../support/proc";
 
 jest.setTimeout(240_000);
 
 type Check = (ns: string, file: string, scratch: string) => Promise<{ ok: boolean; detail: string }>;
+
+/**
+ * An exporter's environment file, read the way Debian's init script reads it (the shell sources
+ * it) and started with `$ARGS`. It passes when the exporter serves /metrics at the address the file
+ * names (the node's private one) and the answer holds `expect`. `overrides` replace variables after
+ * the file is read (paths that only exist on a server).
+ */
+function exporterCheck(
+  program: string,
+  listenVar: (env: Record<string, string>) => string,
+  expect: RegExp,
+  overrides: (scratch: string) => Record<string, string> = () => ({}),
+): Check {
+  return async (ns, file, scratch) => {
+    const listen = listenVar(readEnvFile(fs.readFileSync(file, "utf8")));
+    const extra = Object.entries(overrides(scratch)).map(([k, v]) => `${k}=${v}`);
+    const script = 'set -a; . "$0"; set +a; for kv in "$@"; do export "$kv"; done; exec $PROGRAM $ARGS';
+    const proc = start(inNamespace(ns, ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", `PROGRAM=${program}`, "sh", "-c", script, file, ...extra]));
+    try {
+      const body = await waitFor(
+        `${program} on ${listen}`,
+        async () => {
+          // An exporter that refused its configuration has exited: no need to wait any longer.
+          if (proc.exitCode !== null || proc.signalCode !== null) return `EXITED (${proc.exitCode ?? proc.signalCode})`;
+          const r = await run(inNamespace(ns, ["curl", "-sf", "-m", "2", `http://${listen}/metrics`]), { timeoutMs: 5000 });
+          return r.code === 0 ? r.stdout : undefined;
+        },
+        10_000,
+        250,
+      ).catch((e: Error) => `FAILED: ${e.message}`);
+      return { ok: expect.test(body), detail: `${body.slice(0, 300)}\n${proc.output()}` };
+    } finally {
+      await stop(proc);
+    }
+  };
+}
 
 /** One check per file: each passes on a good file and fails on a broken one (see the controls below). */
 const CHECKS: Record<(typeof NODE_FILES)[number], Check> = {
@@ -60,7 +97,23 @@ const CHECKS: Record<(typeof NODE_FILES)[number], Check> = {
   },
   // etcd.conf is proven by the running cluster itself (below).
   "etcd.conf": async () => ({ ok: true, detail: "started as a cluster" }),
+  "node-exporter.env": exporterCheck("prometheus-node-exporter", (env) => env.ARGS.replace(/^.*--web\.listen-address=(\S+).*$/, "$1"), /^node_cpu_seconds_total\{/m),
+  // No PostgreSQL runs here: the exporter still serves, and says so with pg_up 0.
+  "postgres-exporter.env": exporterCheck("prometheus-postgres-exporter", (env) => env.PG_EXPORTER_WEB_LISTEN_ADDRESS, /^pg_up 0$/m),
+  "redis-exporter.env": exporterCheck("prometheus-redis-exporter", (env) => env.REDIS_EXPORTER_WEB_LISTEN_ADDRESS, /^redis_up 0$/m, (scratch) => {
+    const passwords = path.join(scratch, "passwords.json");
+    fs.writeFileSync(passwords, "{}");
+    return { REDIS_PASSWORD_FILE: passwords };
+  }),
+  // The Redis exporter loads the file at start and refuses to run on one it cannot read.
+  "redis-exporter-passwords.json": async (ns, file, scratch) => {
+    const env = path.join(scratch, "redis-exporter.env");
+    fs.writeFileSync(env, `REDIS_ADDR='redis://127.0.0.1:${PORTS.redis}'\nREDIS_PASSWORD_FILE='${file}'\nREDIS_EXPORTER_WEB_LISTEN_ADDRESS='127.0.0.1:${PORTS.redisExporter}'\n`);
+    return exporterCheck("prometheus-redis-exporter", (e) => e.REDIS_EXPORTER_WEB_LISTEN_ADDRESS, /^redis_up 0$/m)(ns, env, scratch);
+  },
 };
+
+const PROFILE_INDEPENDENT: readonly string[] = ["node-exporter.env", "postgres-exporter.env", "redis-exporter.env", "redis-exporter-passwords.json"];
 
 interface NodeRun {
   topology: Topology;
@@ -137,9 +190,9 @@ describe.each([1, 3, 5])("rendered files for %i node(s)", (nodeCount) => {
   });
 
   it.each(PROFILE_NAMES)("every file passes its daemon's check (profile %s)", async (profile) => {
-    const jobs = topology.nodes.flatMap((node) =>
-      NODE_FILES.map((file) => ({ node: node.name, file })),
-    );
+    // The exporters' files do not depend on the failover profile: starting them once per node is enough.
+    const files = NODE_FILES.filter((f) => profile === "norm" || !PROFILE_INDEPENDENT.includes(f));
+    const jobs = topology.nodes.flatMap((node) => files.map((file) => ({ node: node.name, file })));
     const failures = (
       await mapLimit(jobs, 2, async ({ node, file }) => {
         const scratch = fs.mkdtempSync(path.join(work, "scratch-"));
@@ -158,6 +211,10 @@ describe.each([1, 3, 5])("rendered files for %i node(s)", (nodeCount) => {
       ["sentinel.conf", (t) => t.replace("sentinel parallel-syncs", "sentinel parallel-sinks")],
       ["user-data.yaml", (t) => t.replace("package_update: true", "package_update: [1, 2]")],
       ["pgbackrest.conf", (t) => t.replace("repo1-type=s3", "repo1-type=s3\nrepo1-kind=bucket")],
+      ["node-exporter.env", (t) => t.replace("--web.listen-address=", "--web.listen-adress=")],
+      ["postgres-exporter.env", (t) => t.replace(/^PG_EXPORTER_WEB_LISTEN_ADDRESS='[^']*'/m, "PG_EXPORTER_WEB_LISTEN_ADDRESS='10.99.0.1:9187'")],
+      ["redis-exporter.env", (t) => t.replace(/^REDIS_EXPORTER_WEB_LISTEN_ADDRESS='[^']*'/m, "REDIS_EXPORTER_WEB_LISTEN_ADDRESS='10.42.1.10:9121'")],
+      ["redis-exporter-passwords.json", (t) => t.replace(/ }\s*$/, "\n")],
     ])("the %s check catches a broken file", async (file, breakIt) => {
       const node = topology.nodes[1].name;
       const broken = path.join(work, `broken-${file}`);
