@@ -7,7 +7,7 @@
  * HCLOUD_TOKEN, read by the hcloud provider itself.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { PORTS, USERS } from "./core";
+import { PORTS, USERS, renderPrometheusConfig } from "./core";
 import { planStack } from "./components/plan";
 import { readStackConfig } from "./components/stackConfig";
 import { StatePillar } from "./components/statePillar";
@@ -34,3 +34,8 @@ export const entryPoint = {
 export const haproxyStatsUrl = `http://${plan.topology.nodes[0].privateIp}:${PORTS.haproxyStats}/`;
 export const haproxyStatsUser = USERS.haproxyStats;
 export const haproxyStatsPassword = pillar.haproxyStatsPassword;
+/**
+ * prometheus.yml for a Prometheus server on the private network: every node's exporters, Patroni,
+ * HAProxy, Sentinel and etcd. No secret in it (HAProxy's password is read from a file).
+ */
+export const prometheusConfig = renderPrometheusConfig(plan.topology);

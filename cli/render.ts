@@ -2,7 +2,8 @@
  * npm run render -- --stack <dev|prod> [--nodes N] [--profile P] --out DIR
  *
  * Renders every node's files from Pulumi.<stack>.yaml with clearly marked placeholder secrets,
- * so the configuration can be read and checked without a Pulumi backend.
+ * so the configuration can be read and checked without a Pulumi backend, and the Prometheus scrape
+ * configuration for the whole cluster (out/prometheus.yml).
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -15,6 +16,7 @@ import {
   parseSettings,
   placeholderSecrets,
   renderCluster,
+  renderPrometheusConfig,
   serverPaths,
   settingsFromStackFile,
 } from "../core";
@@ -79,6 +81,10 @@ function main(argv: string[]): number {
         console.log(`  wrote ${path.relative(process.cwd(), target) || target} (${Buffer.byteLength(rendered[node.name][file])} bytes)`);
       }
     }
+    // The scrape configuration for a Prometheus server on the private network (no secret in it).
+    const prometheus = path.join(out, "prometheus.yml");
+    fs.writeFileSync(prometheus, renderPrometheusConfig(topology));
+    console.log(`  wrote ${path.relative(process.cwd(), prometheus) || prometheus} (Prometheus scrape configuration for every node)`);
     return 0;
   } catch (e) {
     if (e instanceof ConfigError) {
