@@ -21,6 +21,9 @@ import {
   settingsFromStackFile,
 } from "../core";
 
+/** What `DIR/<node>/` holds: the files a node runs, by the names the docs use. */
+export const NODE_DIR_FILES = ["patroni.yml", "etcd.conf", "redis.conf", "sentinel.conf", "haproxy.cfg", "pgbackrest.conf", "user-data.yaml"] as const;
+
 const USAGE = "usage: npm run render -- --stack <dev|prod> [--nodes N] [--profile fast|norm|safe] --out DIR";
 
 export function loadStackSettings(stack: string, overrides: Record<string, unknown> = {}, root = path.resolve(__dirname, "..")) {
@@ -74,9 +77,11 @@ function main(argv: string[]): number {
     console.log("Secrets are placeholders (PLACEHOLDER-...): a real stack gets them from Pulumi.");
     for (const node of topology.nodes) {
       const dir = path.join(out, node.name);
-      fs.mkdirSync(dir, { recursive: true });
       for (const file of NODE_FILES) {
-        const target = path.join(dir, file);
+        // The seven files every node runs sit in its directory; exporter settings (also inside
+        // user-data.yaml) go to a subfolder so the node directory keeps its documented shape.
+        const target = (NODE_DIR_FILES as readonly string[]).includes(file) ? path.join(dir, file) : path.join(dir, "exporters", file);
+        fs.mkdirSync(path.dirname(target), { recursive: true });
         fs.writeFileSync(target, rendered[node.name][file], { mode: 0o600 });
         console.log(`  wrote ${path.relative(process.cwd(), target) || target} (${Buffer.byteLength(rendered[node.name][file])} bytes)`);
       }
