@@ -174,7 +174,8 @@ describe.each([1, 3, 5])("rendered files for %i node(s)", (nodeCount) => {
       rendered[profile] = r.files;
       writeRender(path.join(work, `${nodeCount}`, profile), r.files);
     }
-    const id = `mbd${nodeCount}`;
+    // Unique per run: two runs at once must not remove each other's namespaces.
+    const id = `d${nodeCount}${(process.pid % 46656).toString(36).padStart(3, "0")}`;
     destroyNetwork(id);
     net = createNetwork({ id, subnetPrefix: topology.subnetPrefix, nodes: topology.nodes });
     const etcd = await startEtcd(net, topology, rendered.norm, path.join(work, `${nodeCount}`));
