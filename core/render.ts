@@ -141,6 +141,9 @@ function model(input: NodeRenderInput) {
     fastInterMs: Math.max(250, Math.floor(interMs / 2)),
     replicaMaxLag: REPLICA_MAX_LAG,
     archiveCommand: `pgbackrest --config=${paths.config["pgbackrest.conf"]} --stanza=${topology.clusterName} archive-push %p`,
+    // Patroni's etcd endpoints: the other nodes' members, never this node's own (see patroni.yml).
+    etcdHosts: topology.nodeCount >= 3 ? topology.nodes.filter((n) => n.name !== node.name) : topology.nodes,
+    etcdUseProxies: topology.nodeCount >= 3,
     postBootstrap: postBootstrapCommand(secrets),
     pgHba: [
       `local all ${USERS.postgresSuperuser} peer`,

@@ -340,8 +340,10 @@ export async function waitHealthy(
   const deadline = Date.now() + (opts.timeoutMs ?? 120_000);
   let last = "";
   for (;;) {
-    const health = await clusterHealth(state, secrets);
-    const line = summarize(health, state);
+    // Re-read: kill-node and start-node (maybe another process) record new PIDs in the state file.
+    const current = readState(state.root) ?? state;
+    const health = await clusterHealth(current, secrets);
+    const line = summarize(health, current);
     if (line !== last && opts.onProgress) opts.onProgress(`[${((Date.now() - since) / 1000).toFixed(1).padStart(5)} s] ${line}`);
     last = line;
     if (health.healthy) return health;

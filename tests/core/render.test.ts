@@ -31,10 +31,14 @@ describe("rendering", () => {
     }
   });
 
-  it("points Patroni at every etcd member and keeps pg_hba to the private subnet with scram", () => {
+  it("points Patroni at the other nodes' etcd members and keeps pg_hba to the private subnet with scram", () => {
     const { files, topology } = renderStack({ nodeCount: 3 });
     const patroni = yaml.load(files["madbase-prod-2"]["patroni.yml"]) as any;
-    expect(patroni.etcd3.hosts).toEqual(topology.nodes.map((n) => `${n.privateIp}:2379`));
+    // Never its own member, and no discovery of it (a cut-off node must not read its stale data).
+    expect(patroni.etcd3.hosts).toEqual(topology.nodes.filter((n) => n.name !== "madbase-prod-2").map((n) => `${n.privateIp}:2379`));
+    expect(patroni.etcd3.use_proxies).toBe(true);
+    const single = yaml.load(renderStack({ nodeCount: 1 }).files["madbase-prod-1"]["patroni.yml"]) as any;
+    expect(single.etcd3.hosts).toEqual(["10.42.1.10:2379"]);
     expect(patroni.restapi.listen).toBe("10.42.1.11:8008");
     expect(patroni.bootstrap.dcs).toMatchObject({ failsafe_mode: true, synchronous_mode: true, ttl: 20, loop_wait: 5, retry_timeout: 5 });
     expect(patroni.bootstrap.dcs.postgresql).toMatchObject({ use_pg_rewind: true, use_slots: true });

@@ -4,9 +4,9 @@
  * the leader/master and reach every replica. Also: `status --json` and a second `up`.
  */
 import { PORTS } from "../../core";
-import { UpResult, down } from "../../local/cluster";
+import { UpResult } from "../../local/cluster";
 import { AckWriter } from "../../local/writer";
-import { address, cli, redisClient, sleep, sql, startCluster, testLocation } from "./harness";
+import { address, cli, redisClient, sleep, sql, startCluster, testLocation, finish } from "./harness";
 
 const loc = testLocation(1);
 let cluster: UpResult;
@@ -16,7 +16,7 @@ beforeAll(async () => {
 }, 240_000);
 
 afterAll(async () => {
-  await down(loc);
+  await finish(loc);
 }, 120_000);
 
 test("up ends healthy: one leader, replicas streaming, one Redis master, HAProxy settled on every node", () => {

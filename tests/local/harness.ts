@@ -10,7 +10,7 @@ import * as path from "node:path";
 import { Client } from "pg";
 import Redis from "ioredis";
 import { APP_DATABASE, PORTS, USERS } from "../../core";
-import { Location, UpResult, down, status, up, waitHealthy } from "../../local/cluster";
+import { Location, UpResult, down, status, up } from "../../local/cluster";
 import { ClusterHealth, assertHostLink } from "../../local/health";
 import { LocalClusterState, findNode } from "../../local/state";
 import { Ack } from "../../local/writer";
@@ -28,6 +28,15 @@ export function testLocation(n: number): TestCluster {
     networkId: `lt${n}`,
     subnetCidr: `10.42.${100 + n}.0/24`,
   };
+}
+
+/** Stops and removes a test's cluster; MADBASE_TEST_KEEP=1 keeps it (and its logs) for a look. */
+export async function finish(loc: TestCluster): Promise<void> {
+  if (process.env.MADBASE_TEST_KEEP === "1") {
+    console.log(`MADBASE_TEST_KEEP=1: cluster left running; remove with MADBASE_LOCAL_ROOT=${loc.root} MADBASE_LOCAL_NET=${loc.networkId} npm run local -- down`);
+    return;
+  }
+  await down(loc);
 }
 
 /** Starts a fresh fast-profile prod cluster (removing leftovers of an earlier crashed run first). */
@@ -50,10 +59,6 @@ export async function waitFor(loc: TestCluster, what: string, predicate: (h: Clu
     await sleep(500);
   }
   throw new Error(`timed out waiting for ${what}; last problems:\n  ${last?.problems.join("\n  ")}`);
-}
-
-export async function waitUntilHealthy(loc: TestCluster, state: LocalClusterState, secrets: { redis: string } & Parameters<typeof waitHealthy>[1]) {
-  return waitHealthy(state, secrets, { timeoutMs: 120_000 });
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

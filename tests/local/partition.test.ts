@@ -1,0 +1,90 @@
+/**
+ * Cutting the leader's network (its processes keep running): it demotes itself, the others elect
+ * a new leader, no write is acknowledged by two primaries, and after healing it rejoins as a
+ * replica. One writer goes through a surviving node's HAProxy; another sits on the cut-off node
+ * and writes straight to its PostgreSQL, so anything the old primary acknowledges is counted.
+ */
+import { PORTS } from "../../core";
+import { UpResult, heal, partition, waitHealthy } from "../../local/cluster";
+import { localPathsOf } from "../../local/layout";
+import { findNode } from "../../local/state";
+import { runIn } from "../../local/supervisor";
+import { AckWriter, missingIds } from "../../local/writer";
+import { address, namespaceWriter, sleep, startCluster, testLocation, waitFor, finish } from "./harness";
+
+const loc = testLocation(3);
+let cluster: UpResult;
+const stops: (() => Promise<void>)[] = [];
+
+beforeAll(async () => {
+  cluster = await startCluster(loc);
+}, 240_000);
+
+afterAll(async () => {
+  await Promise.all(stops.map((s) => s()));
+  await finish(loc);
+}, 120_000);
+
+/**
+ * Whether a node's PostgreSQL takes writes, asked over its Unix socket inside its namespace (so
+ * it works while the node is cut off). A demoted node answers read-only, or is stopped while
+ * Patroni waits for the DCS.
+ */
+function acceptsWrites(name: string): boolean {
+  const { state } = cluster;
+  const node = findNode(state, name);
+  const socketDir = localPathsOf(state, node).pgSocketDir;
+  try {
+    const sql = "SELECT pg_is_in_recovery()";
+    const out = runIn(node.namespace, ["psql", "-h", socketDir, "-p", String(PORTS.postgres), "-d", "postgres", "-Atc", sql], { user: "postgres", timeoutMs: 5000 });
+    return out.trim() === "f";
+  } catch {
+    return false;
+  }
+}
+
+test("a partitioned leader demotes itself, no write is acknowledged by two primaries, and it rejoins after healing", async () => {
+  const { state, secrets } = cluster;
+  const oldLeader = cluster.health.leader!;
+  const cut = findNode(state, oldLeader);
+  const survivor = state.nodes.find((n) => n.name !== oldLeader)!;
+
+  const outside = new AckWriter({ host: survivor.address, port: PORTS.postgresPrimary, password: secrets.app, firstId: 1_000_000, intervalMs: 20 }).start();
+  stops.push(() => outside.stop());
+  const inside = namespaceWriter(cut.namespace, { host: "127.0.0.1", port: PORTS.postgres, password: secrets.app, firstId: 2_000_000 });
+  stops.push(() => inside.stop());
+  await outside.waitForAcks(20, 30_000);
+  while (inside.acks.length < 20) await sleep(100);
+  expect(acceptsWrites(oldLeader)).toBe(true);
+
+  const cutAt = Date.now();
+  partition(oldLeader, loc);
+  // The majority side elects a new leader and takes writes through its HAProxy.
+  const h = await waitFor(loc, "a new leader on the majority side", (x) => x.leader !== null && x.leader !== oldLeader);
+  const newLeaderAt = Date.now();
+  await outside.waitForAcks(20, 60_000);
+  // The cut-off primary demotes itself once it can neither reach etcd nor every member.
+  const deadline = Date.now() + 60_000;
+  while (acceptsWrites(oldLeader) && Date.now() < deadline) await sleep(500);
+  expect(acceptsWrites(oldLeader)).toBe(false);
+  // Acknowledgements by the old primary once the new one was serving: two primaries at once.
+  const insideAcksAfterElection = inside.acks.filter((a) => a.at >= newLeaderAt);
+  const insideAcksWhileCut = inside.acks.filter((a) => a.at >= cutAt).length;
+
+  heal(oldLeader, loc);
+  const healed = await waitHealthy(state, secrets, { timeoutMs: 120_000 });
+  expect(healed.leader).toBe(h.leader);
+  const old = healed.nodes.find((n) => n.name === oldLeader)!;
+  expect(["replica", "sync_standby"]).toContain(old.role);
+  expect(old.streaming).toBe(true);
+
+  await outside.stop();
+  await inside.stop();
+  // Whatever either side acknowledged is on the one leader: nothing was acknowledged by a
+  // primary whose history was then thrown away. (With synchronous_mode the cut-off primary
+  // cannot acknowledge at all: its synchronous standby is on the other side.)
+  const acked = [...outside.ackedIds, ...inside.acks.map((a) => a.id)];
+  expect(await missingIds({ host: address(state, healed.leader!), port: PORTS.postgresPrimary, password: secrets.app }, acked)).toEqual([]);
+  expect(insideAcksAfterElection).toEqual([]);
+  console.log(`partition: ${outside.ackedIds.length} writes acknowledged through the majority, ${inside.acks.length} by the cut-off node (${insideAcksWhileCut} after the cut)`);
+}, 600_000);
