@@ -33,6 +33,8 @@ export interface Ack {
   id: number;
   /** Date.now() when the commit was acknowledged. */
   at: number;
+  /** The address of the server that acknowledged it (behind HAProxy: the leader at that moment). */
+  server?: string;
 }
 
 export class AckWriter {
@@ -67,9 +69,9 @@ export class AckWriter {
     await this.loop;
   }
 
-  /** The first acknowledgement at or after `since` (ms since epoch). */
-  firstAckAfter(since: number): Ack | undefined {
-    return this.acks.find((a) => a.at >= since);
+  /** The first acknowledgement at or after `since` (ms since epoch), optionally from another server than `notFrom`. */
+  firstAckAfter(since: number, notFrom?: string): Ack | undefined {
+    return this.acks.find((a) => a.at >= since && (notFrom === undefined || a.server !== notFrom));
   }
 
   /** Resolves once `count` more writes than now have been acknowledged; rejects after `timeoutMs`. */
@@ -104,9 +106,9 @@ export class AckWriter {
       try {
         this.client ??= await this.connect();
         const id = this.nextId++;
-        await this.client.query(`INSERT INTO ${this.table} (id) VALUES ($1)`, [id]);
+        const { rows } = await this.client.query<{ server: string }>(`INSERT INTO ${this.table} (id) VALUES ($1) RETURNING host(inet_server_addr()) AS server`, [id]);
         const at = Date.now();
-        this.acks.push({ id, at });
+        this.acks.push({ id, at, server: rows[0]?.server });
         this.opts.onAck?.(id, at);
         if (this.opts.intervalMs) await new Promise((r) => setTimeout(r, this.opts.intervalMs));
       } catch {

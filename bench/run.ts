@@ -1,0 +1,372 @@
+/**
+ * npm run bench [-- --profiles fast,norm,safe --kills 5 --redis-kills 3]
+ *
+ * Measures the local cluster on this machine's real daemons and writes bench/RESULTS.md:
+ * PostgreSQL failover (kill -9 of the leader's node -> first write acknowledged by a new leader
+ * through a surviving node's HAProxy) per failover profile; Redis failover (kill -9 of the master
+ * -> first SET acknowledged through a surviving HAProxy); cold start; HAProxy overhead (pgbench -S
+ * through 5433 vs the leader's 5432, redis-benchmark through 6379 vs the master's 6380); the
+ * cluster's RAM; false failovers while both cores are saturated for 60 s.
+ *
+ * Runs on its own network id, subnet and root, so it never touches a developer's cluster.
+ */
+import { execFileSync, spawn } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { parseArgs } from "node:util";
+import Redis from "ioredis";
+import { PORTS, PROFILES, ProfileName } from "../core";
+import { Location, down, killNode, loadCluster, startNode, stopService, up, waitHealthy } from "../local/cluster";
+import { assertHostLink, clusterHealth } from "../local/health";
+import { LocalClusterState, findNode } from "../local/state";
+import { namespacePids, sleep } from "../local/supervisor";
+import { AckWriter } from "../local/writer";
+
+const LOC: Location & { subnetCidr: string } = { root: path.join(os.tmpdir(), "madbase-bench"), networkId: "bench", subnetCidr: "10.42.200.0/24" };
+const TARGETS = { fastMedian: 10, fastMax: 15, norm: 30, redis: 7, coldStart: 30, pgRatio: 0.9, redisRatio: 0.8 };
+
+interface ProfileResult {
+  profile: ProfileName;
+  coldStartS: number;
+  pgFailoverS: number[];
+  redisFailoverS: number[];
+}
+
+interface Results {
+  profiles: ProfileResult[];
+  pgbench?: { haproxyTps: number; directTps: number };
+  redisBench?: { haproxyRps: number; directRps: number };
+  ramMiB?: number;
+  processes?: number;
+  falseFailovers?: { leaderChanges: number; redisMasterChanges: number; writerFailures: number; seconds: number };
+}
+
+const log = (line: string) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${line}`);
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+const fmt = (x: number | undefined, digits = 1) => (x === undefined || Number.isNaN(x) ? "-" : x.toFixed(digits));
+
+function current(): { state: LocalClusterState; secrets: ReturnType<typeof loadCluster>["secrets"] } {
+  return loadCluster(LOC);
+}
+
+async function leaderOf(): Promise<string> {
+  const { state, secrets } = current();
+  const h = await clusterHealth(state, secrets);
+  if (!h.leader) throw new Error("no leader");
+  return h.leader;
+}
+
+/** kill -9 of the leader's node; seconds until a new leader acknowledges a write through a survivor's 5433. */
+async function pgFailover(): Promise<number> {
+  const { state, secrets } = current();
+  const leader = await leaderOf();
+  const leaderIp = findNode(state, leader).address;
+  const entry = state.nodes.find((n) => n.name !== leader)!;
+  const writer = new AckWriter({ host: entry.address, port: PORTS.postgresPrimary, password: secrets.app, firstId: Date.now(), intervalMs: 10, retryMs: 50 }).start();
+  try {
+    await writer.waitForAcks(10, 30_000);
+    const killedAt = Date.now();
+    await killNode(leader, LOC);
+    const deadline = Date.now() + 120_000;
+    let ack = writer.firstAckAfter(killedAt, leaderIp);
+    while (!ack && Date.now() < deadline) {
+      await sleep(20);
+      ack = writer.firstAckAfter(killedAt, leaderIp);
+    }
+    if (!ack) throw new Error("no write acknowledged by a new leader within 120 s");
+    return (ack.at - killedAt) / 1000;
+  } finally {
+    await writer.stop();
+    await startNode(leader, LOC);
+    await waitHealthy(current().state, secrets, { timeoutMs: 180_000 });
+  }
+}
+
+/** One SET per fresh connection through `host:port`; true when acknowledged. */
+async function redisSet(host: string, port: number, password: string): Promise<boolean> {
+  const client = new Redis({ host, port, password, lazyConnect: true, connectTimeout: 500, commandTimeout: 500, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  client.on("error", () => undefined);
+  try {
+    await client.connect();
+    return (await client.set("bench:failover", String(Date.now()))) === "OK";
+  } catch {
+    return false;
+  } finally {
+    client.disconnect();
+  }
+}
+
+/** kill -9 of the Redis master; seconds until a SET is acknowledged through a survivor's 6379. */
+async function redisFailover(): Promise<number> {
+  const { state, secrets } = current();
+  const h = await clusterHealth(state, secrets);
+  const master = h.redisMaster!;
+  const entry = state.nodes.find((n) => n.name !== master)!;
+  assertHostLink(state);
+  const killedAt = Date.now();
+  await stopService(master, "redis", { ...LOC, graceMs: 0 });
+  try {
+    for (;;) {
+      // Every attempt is a new connection made after the kill: an OK can only come from a new master.
+      if (await redisSet(entry.address, PORTS.redisMaster, secrets.redis)) return (Date.now() - killedAt) / 1000;
+      if (Date.now() - killedAt > 120_000) throw new Error("no Redis write acknowledged within 120 s");
+      await sleep(50);
+    }
+  } finally {
+    await startNode(master, LOC);
+    await waitHealthy(current().state, secrets, { timeoutMs: 180_000 });
+  }
+}
+
+function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): string {
+  return execFileSync(cmd, args, { encoding: "utf8", env: { ...process.env, ...env }, maxBuffer: 64 * 1024 * 1024, stdio: ["ignore", "pipe", "pipe"] });
+}
+
+async function pgbench(): Promise<Results["pgbench"]> {
+  const { state, secrets } = current();
+  assertHostLink(state);
+  const leaderIp = findNode(state, await leaderOf()).address;
+  const entry = state.nodes[0].address;
+  const env = { PGPASSWORD: secrets.app, PGUSER: "madbase", PGDATABASE: "madbase", PGCONNECT_TIMEOUT: "5" };
+  run("pgbench", ["-i", "-q", "-s", "10", "-h", entry, "-p", String(PORTS.postgresPrimary)], env);
+  const tps = (host: string, port: number) => {
+    const out = run("pgbench", ["-S", "-n", "-c", "8", "-j", "2", "-T", "15", "-h", host, "-p", String(port)], env);
+    const m = /tps = ([0-9.]+) \(without initial connection time\)/.exec(out);
+    if (!m) throw new Error(`pgbench output not understood:\n${out}`);
+    return Number(m[1]);
+  };
+  // Alternate, twice each, so drift (caches, the other daemons' timers) hits both sides alike.
+  const viaHaproxy: number[] = [];
+  const direct: number[] = [];
+  for (let i = 0; i < 2; i++) {
+    viaHaproxy.push(tps(entry, PORTS.postgresPrimary));
+    direct.push(tps(leaderIp, PORTS.postgres));
+  }
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  return { haproxyTps: mean(viaHaproxy), directTps: mean(direct) };
+}
+
+async function redisBench(): Promise<Results["redisBench"]> {
+  const { state, secrets } = current();
+  assertHostLink(state);
+  const h = await clusterHealth(state, secrets);
+  const masterIp = findNode(state, h.redisMaster!).address;
+  const entry = state.nodes[0].address;
+  const rps = (host: string, port: number) => {
+    const out = run("redis-benchmark", ["-h", host, "-p", String(port), "-a", secrets.redis, "-t", "set,get", "-n", "100000", "-c", "50", "-q", "--csv"]);
+    const values = [...out.matchAll(/^"(SET|GET)","([0-9.]+)"/gm)].map((m) => Number(m[2]));
+    if (values.length !== 2) throw new Error(`redis-benchmark output not understood:\n${out}`);
+    return (values[0] + values[1]) / 2;
+  };
+  const viaHaproxy: number[] = [];
+  const direct: number[] = [];
+  for (let i = 0; i < 2; i++) {
+    viaHaproxy.push(rps(entry, PORTS.redisMaster));
+    direct.push(rps(masterIp, PORTS.redis));
+  }
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  return { haproxyRps: mean(viaHaproxy), directRps: mean(direct) };
+}
+
+/** Resident memory of every process in the cluster's namespaces. */
+function clusterRam(): { mib: number; processes: number } {
+  const { state } = current();
+  let kib = 0;
+  let processes = 0;
+  for (const node of state.nodes) {
+    for (const pid of namespacePids(node.namespace)) {
+      try {
+        const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
+        if (m) {
+          kib += Number(m[1]);
+          processes++;
+        }
+      } catch {
+        /* exited meanwhile */
+      }
+    }
+  }
+  return { mib: kib / 1024, processes };
+}
+
+/** Saturates every core for `seconds` while counting leader and Redis master changes. */
+async function falseFailovers(seconds: number): Promise<Results["falseFailovers"]> {
+  const { state, secrets } = current();
+  const writer = new AckWriter({ host: state.nodes[0].address, port: PORTS.postgresPrimary, password: secrets.app, firstId: Date.now(), intervalMs: 50 }).start();
+  await writer.waitForAcks(5, 30_000);
+  const before = await clusterHealth(state, secrets);
+  let leader = before.leader;
+  let redisMaster = before.redisMaster;
+  let leaderChanges = 0;
+  let redisMasterChanges = 0;
+  const failuresBefore = writer.failures;
+  // Two busy loops per core, each ending by itself (and killed by PID below in any case).
+  const burners = Array.from({ length: os.cpus().length * 2 }, () =>
+    spawn(process.execPath, ["-e", `const end = Date.now() + ${seconds * 1000}; while (Date.now() < end) {}`], { stdio: "ignore" }),
+  );
+  const end = Date.now() + (seconds + 10) * 1000; // and 10 s after the load stops
+  try {
+    while (Date.now() < end) {
+      const h = await clusterHealth(state, secrets);
+      if (h.leader && leader && h.leader !== leader) leaderChanges++;
+      if (h.redisMaster && redisMaster && h.redisMaster !== redisMaster) redisMasterChanges++;
+      leader = h.leader ?? leader;
+      redisMaster = h.redisMaster ?? redisMaster;
+      await sleep(1000);
+    }
+  } finally {
+    for (const b of burners) if (b.exitCode === null) b.kill("SIGKILL");
+    await writer.stop();
+  }
+  return { leaderChanges, redisMasterChanges, writerFailures: writer.failures - failuresBefore, seconds };
+}
+
+async function benchProfile(profile: ProfileName, kills: number, redisKills: number, results: Results): Promise<ProfileResult> {
+  await down(LOC);
+  log(`${profile}: cold start`);
+  const started = await up({ ...LOC, profile, timeoutMs: 300_000 });
+  const result: ProfileResult = { profile, coldStartS: started.seconds, pgFailoverS: [], redisFailoverS: [] };
+  log(`${profile}: healthy in ${started.seconds.toFixed(1)} s`);
+  try {
+    if (profile === "fast") {
+      const ram = clusterRam();
+      results.ramMiB = ram.mib;
+      results.processes = ram.processes;
+      log(`RAM ${ram.mib.toFixed(0)} MiB in ${ram.processes} processes`);
+      results.pgbench = await pgbench();
+      log(`pgbench -S: ${results.pgbench!.haproxyTps.toFixed(0)} tps via 5433, ${results.pgbench!.directTps.toFixed(0)} direct`);
+      results.redisBench = await redisBench();
+      log(`redis-benchmark: ${results.redisBench!.haproxyRps.toFixed(0)} rps via 6379, ${results.redisBench!.directRps.toFixed(0)} direct`);
+      results.falseFailovers = await falseFailovers(60);
+      log(`under load: ${JSON.stringify(results.falseFailovers)}`);
+    }
+    for (let i = 0; i < kills; i++) {
+      const s = await pgFailover();
+      result.pgFailoverS.push(s);
+      log(`${profile}: PostgreSQL failover ${i + 1}/${kills}: ${s.toFixed(1)} s`);
+    }
+    for (let i = 0; i < redisKills; i++) {
+      const s = await redisFailover();
+      result.redisFailoverS.push(s);
+      log(`${profile}: Redis failover ${i + 1}/${redisKills}: ${s.toFixed(1)} s`);
+    }
+  } finally {
+    await down(LOC);
+  }
+  return result;
+}
+
+function versions(): Record<string, string> {
+  const v = (cmd: string, args: string[], re: RegExp) => {
+    try {
+      return re.exec(run(cmd, args))?.[1] ?? "?";
+    } catch {
+      return "?";
+    }
+  };
+  return {
+    PostgreSQL: v("/usr/lib/postgresql/15/bin/postgres", ["--version"], /(\d+\.\d+)/),
+    Patroni: v("/usr/bin/patroni", ["--version"], /(\d+\.\d+\.\d+)/),
+    etcd: v("etcd", ["--version"], /etcd Version: (\S+)/),
+    Redis: v("redis-server", ["--version"], /v=(\S+)/),
+    HAProxy: v("haproxy", ["-v"], /version (\S+)/),
+  };
+}
+
+function report(results: Results): string {
+  const cpu = os.cpus()[0]?.model ?? "unknown CPU";
+  let commit = "unknown";
+  try {
+    commit = run("git", ["rev-parse", "--short", "HEAD"]).trim();
+  } catch {
+    /* not a checkout */
+  }
+  const ok = (pass: boolean) => (pass ? "yes" : "**no**");
+  const lines = [
+    "# Local cluster benchmark",
+    "",
+    `Machine: ${os.cpus().length} × ${cpu}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, ${os.type()} ${os.release()}  `,
+    `Date: ${new Date().toISOString()}  `,
+    `Commit: ${commit}  `,
+    `Daemons: ${Object.entries(versions()).map(([k, v]) => `${k} ${v}`).join(", ")}  `,
+    "Cluster: prod topology, 3 nodes (one network namespace each), synchronous_mode on, PostgreSQL sized for 256 MB per node.",
+    "",
+    "Produced by `npm run bench` (bench/run.ts). Failover = kill -9 of every process of the leader's node (Patroni, postmaster, etcd, Redis, Sentinel, HAProxy)",
+    "until the first write acknowledged by another server through a surviving node's HAProxy 5433; Redis = kill -9 of redis-server on the master until the first SET",
+    "acknowledged through a surviving node's 6379 (a new connection per attempt).",
+    "",
+    "| Profile | ttl / loop_wait / retry | HAProxy inter×fall | Sentinel down-after | Cold start (s) | PG failover median (s) | PG max (s) | PG samples (s) | Redis failover median (s) | Redis samples (s) |",
+    "|---|---|---|---|---|---|---|---|---|---|",
+    ...results.profiles.map((p) => {
+      const pr = PROFILES[p.profile];
+      return `| ${p.profile} | ${pr.patroni.ttl} / ${pr.patroni.loopWait} / ${pr.patroni.retryTimeout} | ${pr.haproxy.interMs} ms × ${pr.haproxy.fall} | ${pr.sentinel.downAfterMs} ms | ${fmt(p.coldStartS)} | ${fmt(median(p.pgFailoverS))} | ${fmt(Math.max(...p.pgFailoverS))} | ${p.pgFailoverS.map((x) => fmt(x)).join(", ")} | ${fmt(median(p.redisFailoverS))} | ${p.redisFailoverS.map((x) => fmt(x)).join(", ")} |`;
+    }),
+    "",
+    "| Figure | Value | Target | Met |",
+    "|---|---|---|---|",
+  ];
+  const fast = results.profiles.find((p) => p.profile === "fast");
+  const norm = results.profiles.find((p) => p.profile === "norm");
+  if (fast) {
+    lines.push(`| fast: PostgreSQL failover median / max | ${fmt(median(fast.pgFailoverS))} s / ${fmt(Math.max(...fast.pgFailoverS))} s | ≤ ${TARGETS.fastMedian} s / ≤ ${TARGETS.fastMax} s | ${ok(median(fast.pgFailoverS) <= TARGETS.fastMedian && Math.max(...fast.pgFailoverS) <= TARGETS.fastMax)} |`);
+  }
+  if (norm) lines.push(`| norm: PostgreSQL failover max | ${fmt(Math.max(...norm.pgFailoverS))} s | well under ${TARGETS.norm} s | ${ok(Math.max(...norm.pgFailoverS) < TARGETS.norm)} |`);
+  const redisAll = results.profiles.flatMap((p) => p.redisFailoverS.map((s) => ({ p: p.profile, s })));
+  for (const p of results.profiles) {
+    if (p.redisFailoverS.length) lines.push(`| ${p.profile}: Redis failover max | ${fmt(Math.max(...p.redisFailoverS))} s | ≤ ${TARGETS.redis} s | ${ok(Math.max(...p.redisFailoverS) <= TARGETS.redis)} |`);
+  }
+  const coldMax = Math.max(...results.profiles.map((p) => p.coldStartS));
+  lines.push(`| Cold start (slowest of ${results.profiles.length}) | ${fmt(coldMax)} s | ≤ ${TARGETS.coldStart} s | ${ok(coldMax <= TARGETS.coldStart)} |`);
+  if (results.pgbench) {
+    const r = results.pgbench.haproxyTps / results.pgbench.directTps;
+    lines.push(`| pgbench -S, 8 clients: 5433 ÷ 5432 | ${results.pgbench.haproxyTps.toFixed(0)} ÷ ${results.pgbench.directTps.toFixed(0)} tps = ${r.toFixed(2)} | ≥ ${TARGETS.pgRatio} | ${ok(r >= TARGETS.pgRatio)} |`);
+  }
+  if (results.redisBench) {
+    const r = results.redisBench.haproxyRps / results.redisBench.directRps;
+    lines.push(`| redis-benchmark SET+GET, 50 clients: 6379 ÷ 6380 | ${results.redisBench.haproxyRps.toFixed(0)} ÷ ${results.redisBench.directRps.toFixed(0)} rps = ${r.toFixed(2)} | ≥ ${TARGETS.redisRatio} | ${ok(r >= TARGETS.redisRatio)} |`);
+  }
+  if (results.ramMiB !== undefined) lines.push(`| Cluster RAM (sum of RSS, ${results.processes} processes) | ${results.ramMiB.toFixed(0)} MiB | - | - |`);
+  if (results.falseFailovers) {
+    const f = results.falseFailovers;
+    lines.push(`| fast: false failovers, all cores saturated ${f.seconds} s (+10 s) | ${f.leaderChanges} PostgreSQL, ${f.redisMasterChanges} Redis (writer errors: ${f.writerFailures}) | 0 | ${ok(f.leaderChanges + f.redisMasterChanges === 0)} |`);
+  }
+  void redisAll;
+  lines.push("", "Clients (pgbench, redis-benchmark, the writers) run on this machine and reach the nodes through its link into the nodes' subnet.", "");
+  return lines.join("\n");
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: { profiles: { type: "string" }, kills: { type: "string" }, "redis-kills": { type: "string" }, out: { type: "string" } },
+    strict: true,
+  });
+  const profiles = (values.profiles ?? "fast,norm,safe").split(",") as ProfileName[];
+  for (const p of profiles) if (!(p in PROFILES)) throw new Error(`unknown profile ${p}`);
+  const kills = Number(values.kills ?? 5);
+  const redisKills = Number(values["redis-kills"] ?? 3);
+  const out = values.out ?? path.join(__dirname, "RESULTS.md");
+  const results: Results = { profiles: [] };
+  process.on("SIGINT", () => void down(LOC).finally(() => process.exit(130)));
+  try {
+    for (const profile of profiles) {
+      results.profiles.push(await benchProfile(profile, kills, redisKills, results));
+      fs.writeFileSync(out, report(results) + "\n");
+    }
+  } finally {
+    await down(LOC);
+  }
+  const text = report(results);
+  fs.writeFileSync(out, text + "\n");
+  console.log(`\n${text}\n\nwritten to ${path.relative(process.cwd(), out)}`);
+}
+
+if (require.main === module) {
+  main().catch((e) => {
+    console.error(`bench: ${(e as Error).stack ?? e}`);
+    process.exitCode = 1;
+  });
+}

@@ -1,0 +1,91 @@
+/**
+ * Killing the Redis master: Sentinel promotes a replica and every HAProxy follows; the old master,
+ * restarted, comes back as a replica of the new one, and no HAProxy ever routes to two masters
+ * while it returns (sampled from every node's stats socket the whole time).
+ */
+import { PORTS } from "../../core";
+import { UpResult, startNode, stopService, waitHealthy } from "../../local/cluster";
+import { BACKENDS } from "../../local/health";
+import { haproxyServers, redisReplication } from "../../local/probes";
+import { localPathsOf } from "../../local/layout";
+import { address, finish, redisClient, sleep, startCluster, testLocation, waitFor } from "./harness";
+
+const loc = testLocation(4);
+let cluster: UpResult;
+
+beforeAll(async () => {
+  cluster = await startCluster(loc);
+}, 240_000);
+
+afterAll(async () => {
+  await finish(loc);
+}, 120_000);
+
+interface Sample {
+  at: number;
+  /** Per node's HAProxy: the redis_master servers it counts UP. */
+  up: Record<string, string[]>;
+  /** The returning node's own answer to INFO replication, once it runs. */
+  returningRole?: string;
+}
+
+test("Sentinel promotes a replica, HAProxy follows, and the old master returns as a replica without two masters", async () => {
+  const { state, secrets } = cluster;
+  const oldMaster = cluster.health.redisMaster!;
+  const survivor = state.nodes.find((n) => n.name !== oldMaster)!;
+
+  await stopService(oldMaster, "redis", { ...loc, graceMs: 0 });
+  const promoted = await waitFor(
+    loc,
+    "a new Redis master behind every surviving HAProxy",
+    (h) =>
+      h.redisMaster !== null &&
+      h.redisMaster !== oldMaster &&
+      h.nodes.every((n) => n.name === oldMaster || n.haproxy?.redis_master[h.redisMaster!] === "UP"),
+  );
+  const newMaster = promoted.redisMaster!;
+  expect(promoted.nodes.filter((n) => n.name !== oldMaster).every((n) => n.sentinelMaster === address(state, newMaster))).toBe(true);
+
+  // A write through a surviving node's 6379 lands on the new master.
+  const client = redisClient(state, secrets.redis, survivor.address);
+  await client.connect();
+  expect(await client.set("redis-failover:after", "1")).toBe("OK");
+  client.disconnect();
+  const direct = redisClient(state, secrets.redis, address(state, newMaster), PORTS.redis);
+  await direct.connect();
+  expect(await direct.get("redis-failover:after")).toBe("1");
+  direct.disconnect();
+
+  // The old master returns while every HAProxy's view is sampled.
+  const samples: Sample[] = [];
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      const views = await Promise.all(state.nodes.map((n) => haproxyServers(localPathsOf(state, n).haproxySocket)));
+      const returning = await redisReplication(address(state, oldMaster), secrets.redis);
+      const up = Object.fromEntries(
+        state.nodes.map((n, i) => [n.name, (views[i] ?? []).filter((s) => s.proxy === "redis_master" && s.status.startsWith("UP")).map((s) => s.server)]),
+      );
+      samples.push({ at: Date.now(), up, returningRole: returning?.role });
+      await sleep(100);
+    }
+  })();
+  const { started, redisReplicaOf } = await startNode(oldMaster, loc);
+  expect(started).toEqual(["redis"]);
+  expect(redisReplicaOf).toBe(address(state, newMaster));
+  const healed = await waitHealthy(state, secrets, { timeoutMs: 120_000 });
+  await sleep(5000); // and a few more check intervals after everything settled
+  sampling = false;
+  await sampler;
+
+  expect(healed.redisMaster).toBe(newMaster);
+  expect(healed.nodes.find((n) => n.name === oldMaster)!.redisRole).toBe("replica");
+  expect(samples.length).toBeGreaterThan(50);
+  // Never two masters behind any HAProxy (a server counts while UP or going down: "UP 1/2").
+  const doubled = samples.filter((s) => Object.values(s.up).some((servers) => servers.length > 1));
+  expect(doubled).toEqual([]);
+  // The returning node never answered as a master.
+  expect(samples.filter((s) => s.returningRole === "master")).toEqual([]);
+  expect(samples.some((s) => s.returningRole === "slave")).toBe(true);
+  expect(BACKENDS).toContain("redis_master");
+}, 400_000);
