@@ -12,3 +12,4 @@ export * from "./paths";
 export * from "./render";
 export * from "./cluster";
 export * from "./monitoring";
+export * from "./scale";

@@ -5,7 +5,7 @@ import { NODE_FILES, NodeFile, NodePaths } from "./paths";
 import { Plan, postgresTuning } from "./plans";
 import { FailoverProfile, checkProfile } from "./profiles";
 import { APP_DATABASE, ClusterSecrets, USERS, checkSecrets } from "./secrets";
-import { NodeSpec, PORTS, Topology } from "./topology";
+import { NodeSpec, PORTS, Topology, possibleNodeAddresses } from "./topology";
 
 /** Where pgBackRest keeps the repository: any S3-compatible store. */
 export interface BackupTarget {
@@ -135,6 +135,12 @@ function model(input: NodeRenderInput) {
     redisMinReplicasToWrite: topology.nodeCount >= 3 ? 1 : 0,
     redisMasterIp,
     redisReplicaOf: node.privateIp === redisMasterIp ? "" : redisMasterIp,
+    // user-data: a node whose address etcd (asked at every other node address) does not list is
+    // joining a running cluster, and leaves its daemons to node-join (core/scale.ts).
+    etcdPeerEndpoints: possibleNodeAddresses(topology.subnetCidr)
+      .filter((ip) => ip !== node.privateIp)
+      .map((ip) => `http://${ip}:${PORTS.etcdClient}`)
+      .join(","),
     etcdInitialClusterState: input.etcdInitialClusterState ?? "new",
     etcdInitialCluster: topology.etcdInitialCluster,
     checkTimeoutMs: Math.max(1000, interMs),

@@ -106,6 +106,15 @@ export function subnetContains(outerCidr: string, innerCidr: string): boolean {
   return innerPrefix >= outer[1] && inner.match(outer);
 }
 
+/**
+ * Every address a node of a cluster in this subnet can ever have (index 0 to MAX_NODE_COUNT - 1),
+ * whatever the current count: scripts that outlive a count change (a node's join and leave) find
+ * the live members by asking etcd at these.
+ */
+export function possibleNodeAddresses(subnetCidr: string): string[] {
+  return Array.from({ length: MAX_NODE_COUNT }, (_, index) => hostAddress(subnetCidr, FIRST_NODE_HOST + index));
+}
+
 export function nodeName(stack: string, index: number): string {
   return `madbase-${stack}-${index + 1}`;
 }

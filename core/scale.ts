@@ -1,0 +1,224 @@
+/**
+ * Scaling by node count: the membership scripts every node runs, and the order they run in.
+ *
+ * One set of shell scripts (templates/scripts/), two drivers: on Hetzner, Pulumi runs them over SSH
+ * (`@pulumi/command`), on this machine the local runner runs them inside each node's namespace.
+ * The scripts never start or stop a daemon themselves: they call `svc ACTION SERVICE`, a shell
+ * function each driver supplies (systemd units on a server, the runner's supervisor locally).
+ *
+ *  - node-join (on a new node): etcd learner → promoted, Patroni clones a replica, Redis replicates
+ *    from the master the Sentinels name, its Sentinel joins, HAProxy starts.
+ *  - leadership-handoff (on a node that stays, before a shrink): the Patroni leader and the Redis
+ *    master move to nodes that stay.
+ *  - config-refresh (on every node that stays): HAProxy's backends, Patroni's etcd hosts, Redis's
+ *    min-replicas-to-write and Sentinel's quorum for the new count.
+ *  - node-leave (on a leaving node, before its server goes): hand-off if it still leads, Patroni
+ *    stops, etcd member remove, Sentinel reset on the rest.
+ *
+ * node-join and node-leave depend only on the node and the stack, never on the node count: Pulumi
+ * keeps a node's leave script from the day the node joined and runs it when the node goes, so it
+ * must be right for whatever cluster exists then. They find the live members through etcd.
+ */
+import { createHash } from "node:crypto";
+import { ConfigError } from "./errors";
+import { NodePaths } from "./paths";
+import { ClusterOptions, renderNode, template } from "./render";
+import { ClusterSecrets, USERS } from "./secrets";
+import { NodeSpec, PORTS, Topology, possibleNodeAddresses } from "./topology";
+
+export const SCALE_SCRIPTS = ["node-join", "leadership-handoff", "config-refresh", "node-leave"] as const;
+export type ScaleScript = (typeof SCALE_SCRIPTS)[number];
+
+/** The daemons scripts start and stop through `svc`. */
+export const SCALE_SERVICES = ["etcd", "patroni", "redis", "sentinel", "haproxy"] as const;
+export type ScaleService = (typeof SCALE_SERVICES)[number];
+
+/** Everything a membership script is rendered from, besides the topology and the node. */
+export interface ScriptContext {
+  options: ClusterOptions;
+  secrets: ClusterSecrets;
+  /** Where a node keeps its files: `serverPaths()` on Hetzner, the runner's `localPaths` locally. */
+  paths: (node: NodeSpec) => NodePaths;
+  /**
+   * The files Redis and Sentinel run from, when not the installed ones (the local runner gives each
+   * its own writable copy). On a server they are the installed files.
+   */
+  runtimeFiles?: (node: NodeSpec) => { redisConf: string; sentinelConf: string };
+  /** Shell that defines `svc ACTION SERVICE` and `node_ready` for the driver (see `systemdControl`). */
+  control: (node: NodeSpec) => string;
+}
+
+/** `svc` and `node_ready` on a Hetzner server: the Debian units, after cloud-init has finished. */
+export function systemdControl(): string {
+  return template("scripts/control-systemd.sh")({});
+}
+
+// Values go into the scripts inside double quotes: refuse anything the shell would expand there.
+const SHELL_SAFE = /^[A-Za-z0-9 ._~/:,=@+-]*$/;
+
+function shellSafe(field: string, value: string): string {
+  if (!SHELL_SAFE.test(value)) throw new ConfigError(field, value, "use letters, digits, spaces and . _ ~ / : , = @ + - only (it is written into shell scripts)");
+  return value;
+}
+
+function libModel(script: ScaleScript, purpose: string, topology: Topology, node: NodeSpec, ctx: ScriptContext) {
+  const paths = ctx.paths(node);
+  const runtime = ctx.runtimeFiles?.(node) ?? { redisConf: paths.config["redis.conf"], sentinelConf: paths.config["sentinel.conf"] };
+  const files = {
+    etcdEnv: paths.config["etcd.conf"],
+    etcdData: paths.etcdDataDir,
+    redisConf: runtime.redisConf,
+    sentinelConf: runtime.sentinelConf,
+    haproxyCfg: paths.config["haproxy.cfg"],
+    patroniYml: paths.config["patroni.yml"],
+  };
+  for (const [key, value] of Object.entries(files)) shellSafe(`paths.${key}`, value);
+  // Secrets are limited to shell-safe characters by checkSecrets (renderNode runs it).
+  return {
+    script,
+    purpose,
+    node,
+    clusterName: topology.clusterName,
+    candidateIps: possibleNodeAddresses(topology.subnetCidr),
+    ports: PORTS,
+    patroniAuth: `${USERS.patroniRest}:${ctx.secrets.patroniRest}`,
+    secrets: ctx.secrets,
+    profile: ctx.options.profile,
+    files,
+    control: ctx.control(node),
+  };
+}
+
+function render(script: ScaleScript, purpose: string, topology: Topology, node: NodeSpec, ctx: ScriptContext, extra: Record<string, unknown> = {}): string {
+  const model = { ...libModel(script, purpose, topology, node, ctx), ...extra };
+  return template("scripts/scale-lib.sh")(model) + template(`scripts/${script}.sh`)(model);
+}
+
+/** The node's files as the topology renders them (for config-refresh). */
+function renderFor(topology: Topology, node: NodeSpec, ctx: ScriptContext) {
+  return renderNode({ topology, node, options: ctx.options, secrets: ctx.secrets, paths: ctx.paths(node) });
+}
+
+/**
+ * Runs on a new node: joins it to the running cluster. Depends only on the node and the stack
+ * (not on the node count); safe to run again on a node that is already a member.
+ */
+export function joinScript(topology: Topology, node: NodeSpec, ctx: ScriptContext): string {
+  return render("node-join", "joins this node to the running cluster, one daemon at a time", topology, node, ctx);
+}
+
+/**
+ * Runs on a leaving node before its server (or namespace) goes. Depends only on the node and the
+ * stack: it learns who else is a member from etcd when it runs.
+ */
+export function leaveScript(topology: Topology, node: NodeSpec, ctx: ScriptContext): string {
+  return render("node-leave", "takes this node out of the cluster before it is deleted", topology, node, ctx);
+}
+
+/** Runs on a node of `to` before a shrink: moves leadership off the nodes that leave. */
+export function handoffScript(to: Topology, node: NodeSpec, ctx: ScriptContext): string {
+  return render("leadership-handoff", "moves the PostgreSQL leader and the Redis master to nodes that stay", to, node, ctx, { staying: to.nodes });
+}
+
+/** Runs on every node of `to` once membership changed: its daemons take the new cluster's files and values. */
+export function refreshScript(to: Topology, node: NodeSpec, ctx: ScriptContext): string {
+  const files = renderFor(to, node, ctx);
+  const heredoc = (name: string, text: string, delimiter: string) => {
+    const body = text.endsWith("\n") ? text : `${text}\n`;
+    if (body.split("\n").includes(delimiter)) throw new Error(`${name} contains the line ${delimiter}`);
+    return body;
+  };
+  return render("config-refresh", `brings this node's daemons to the ${to.nodeCount}-node cluster`, to, node, ctx, {
+    nodeCount: to.nodeCount,
+    topology: to,
+    haproxyCfg: heredoc("haproxy.cfg", files["haproxy.cfg"], "MADBASE_HAPROXY_CFG"),
+    patroniYml: heredoc("patroni.yml", files["patroni.yml"], "MADBASE_PATRONI_YML"),
+    etcdHosts: renderedEtcdHosts(files["patroni.yml"]).join(", "),
+    minReplicasToWrite: renderedValue(files["redis.conf"], /^min-replicas-to-write (\d+)$/m, "redis.conf min-replicas-to-write"),
+    quorum: renderedValue(files["sentinel.conf"], /^sentinel monitor \S+ \S+ \d+ (\d+)$/m, "sentinel.conf quorum"),
+  });
+}
+
+// The running daemons take the values the rendered files carry, so the two never disagree.
+function renderedValue(text: string, re: RegExp, what: string): string {
+  const m = re.exec(text);
+  if (!m) throw new Error(`${what}: not found in the rendered file`);
+  return m[1];
+}
+
+function renderedEtcdHosts(patroniYml: string): string[] {
+  const section = patroniYml.slice(patroniYml.indexOf("\netcd3:"));
+  return [...section.slice(0, section.indexOf("\nbootstrap:")).matchAll(/^\s+- "([^"]+)"$/gm)].map((m) => m[1]);
+}
+
+/** sha256 of a script: a Pulumi trigger that changes exactly when the script does. */
+export function scriptDigest(text: string): string {
+  return createHash("sha256").update(text).digest("hex");
+}
+
+export type ScaleStep =
+  /** The node's machine comes to exist with its rendered files (a server; a namespace locally). */
+  | { kind: "provision"; node: NodeSpec }
+  /** A script runs on the node. */
+  | { kind: "run"; node: NodeSpec; script: ScaleScript; text: string }
+  /** The node's machine and its data go (after it left). */
+  | { kind: "decommission"; node: NodeSpec };
+
+export interface ScalePlan {
+  from: number;
+  to: number;
+  steps: ScaleStep[];
+}
+
+export function describeStep(step: ScaleStep): string {
+  return step.kind === "run" ? `${step.node.name}: ${step.script}` : `${step.node.name}: ${step.kind}`;
+}
+
+export interface ScaleRules {
+  /** The stack's `requireHa`: never fewer than 3 nodes. */
+  requireHa?: boolean;
+}
+
+/** Refuses a count the stack must not go to; see `planScale`. */
+export function checkScale(from: Topology, to: Topology, rules: ScaleRules = {}): void {
+  if (from.clusterName !== to.clusterName || from.subnetCidr !== to.subnetCidr) {
+    throw new ConfigError("topology", `${to.clusterName} ${to.subnetCidr}`, `scale the same cluster: ${from.clusterName} in ${from.subnetCidr}`);
+  }
+  if (rules.requireHa && to.nodeCount < 3) {
+    throw new ConfigError(
+      "nodeCount",
+      to.nodeCount,
+      `this stack requires HA (requireHa: true), so it cannot shrink from ${from.nodeCount} to ${to.nodeCount} node(s): use 3, 5 or 7, or set requireHa to false first`,
+    );
+  }
+}
+
+/**
+ * The ordered steps that take a running cluster from `from` to `to` nodes, keeping every node that
+ * stays (node i keeps its name, address and data; nodes are added and removed at the end).
+ *
+ *  grow:   for each new node in turn: provision, node-join; then config-refresh on every node.
+ *  shrink: leadership-handoff, config-refresh on every node that stays (their HAProxy drops the
+ *          leaving nodes, which no longer lead); then, from the last node down: node-leave,
+ *          decommission.
+ */
+export function planScale(from: Topology, to: Topology, ctx: ScriptContext, rules: ScaleRules = {}): ScalePlan {
+  checkScale(from, to, rules);
+  const steps: ScaleStep[] = [];
+  const refreshAll = () => to.nodes.forEach((node) => steps.push({ kind: "run", node, script: "config-refresh", text: refreshScript(to, node, ctx) }));
+  if (to.nodeCount > from.nodeCount) {
+    for (const node of to.nodes.slice(from.nodeCount)) {
+      steps.push({ kind: "provision", node });
+      steps.push({ kind: "run", node, script: "node-join", text: joinScript(to, node, ctx) });
+    }
+    refreshAll();
+  } else if (to.nodeCount < from.nodeCount) {
+    steps.push({ kind: "run", node: to.nodes[0], script: "leadership-handoff", text: handoffScript(to, to.nodes[0], ctx) });
+    refreshAll();
+    for (const node of from.nodes.slice(to.nodeCount).reverse()) {
+      steps.push({ kind: "run", node, script: "node-leave", text: leaveScript(from, node, ctx) });
+      steps.push({ kind: "decommission", node });
+    }
+  }
+  return { from: from.nodeCount, to: to.nodeCount, steps };
+}
