@@ -12,11 +12,17 @@ import { planStack } from "./components/plan";
 import { readStackConfig } from "./components/stackConfig";
 import { StatePillar } from "./components/statePillar";
 
-const { settings, backupCredentials } = readStackConfig();
+const { settings, backupCredentials, sshPrivateKey } = readStackConfig();
 const plan = planStack(settings);
 for (const warning of plan.warnings) pulumi.log.warn(warning);
+if (!sshPrivateKey) {
+  pulumi.log.warn(
+    "madbase-state:sshPrivateKey is empty: Pulumi cannot log in to the nodes, so a change of nodeCount would add servers that never " +
+      "join the cluster and delete servers that never left it. Set it (pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519) before changing nodeCount.",
+  );
+}
 
-const pillar = new StatePillar(plan.topology.clusterName, { plan, backupCredentials });
+const pillar = new StatePillar(plan.topology.clusterName, { plan, backupCredentials, sshPrivateKey });
 
 /** Connection strings through the entry point (secret): the leader on 5433, replicas on 5434, Redis on 6379. */
 export const databaseUrl = pillar.databaseUrl;

@@ -9,7 +9,10 @@ import * as pulumi from "@pulumi/pulumi";
 import { CONFIG_NAMESPACE, ConfigError, StackSettings, checkSecrets, parseSettings, placeholderSecrets } from "../core";
 
 /** Secret config keys, kept apart from the settings the schema validates. */
-export const SECRET_CONFIG_KEYS = ["backupAccessKey", "backupSecretKey"] as const;
+export const SECRET_CONFIG_KEYS = ["backupAccessKey", "backupSecretKey", "sshPrivateKey"] as const;
+
+/** An OpenSSH or PEM private key, as `pulumi config set --secret sshPrivateKey < key` stores it. */
+const PRIVATE_KEY_RE = /^-----BEGIN ([A-Z]+ )?PRIVATE KEY-----\r?\n[\s\S]+\r?\n-----END ([A-Z]+ )?PRIVATE KEY-----\s*$/;
 
 export interface BackupCredentials {
   accessKey: pulumi.Output<string>;
@@ -20,6 +23,12 @@ export interface StackConfig {
   settings: StackSettings;
   /** Absent when neither key is set: the nodes then carry clearly named placeholders. */
   backupCredentials?: BackupCredentials;
+  /**
+   * The private key Pulumi logs in to the nodes with (root, over SSH) to move membership when the
+   * node count changes and to push configuration; its public key must be in sshPublicKeys.
+   * Absent: no membership commands are declared (and the program warns).
+   */
+  sshPrivateKey?: pulumi.Output<string>;
 }
 
 /** The raw `madbase-state:*` values (strings, as Pulumi passes them), without the secret keys. */
@@ -57,9 +66,10 @@ function structured(value: string): unknown {
 export function readStackConfig(stack: string = pulumi.getStack()): StackConfig {
   const settings = parseSettings(stack, rawSettings());
   const config = new pulumi.Config(CONFIG_NAMESPACE);
+  const sshPrivateKey = readPrivateKey(config);
   const accessKey = config.getSecret("backupAccessKey");
   const secretKey = config.getSecret("backupSecretKey");
-  if (!accessKey && !secretKey) return { settings };
+  if (!accessKey && !secretKey) return { settings, sshPrivateKey };
   if (!accessKey || !secretKey) {
     const missing = accessKey ? "backupSecretKey" : "backupAccessKey";
     throw new ConfigError(`${CONFIG_NAMESPACE}:${missing}`, undefined, "set both S3 keys (pulumi config set --secret ...), or neither");
@@ -67,7 +77,7 @@ export function readStackConfig(stack: string = pulumi.getStack()): StackConfig 
   // Check the keys' shape now, so a bad one stops the program before anything is declared. The
   // values are read from the config map only for this check; the error never shows them.
   const all = pulumi.runtime.allConfig();
-  for (const key of SECRET_CONFIG_KEYS) {
+  for (const key of ["backupAccessKey", "backupSecretKey"] as const) {
     const name = key === "backupAccessKey" ? "s3AccessKey" : "s3SecretKey";
     try {
       checkSecrets({ ...placeholderSecrets(), [name]: all[`${CONFIG_NAMESPACE}:${key}`] });
@@ -76,5 +86,20 @@ export function readStackConfig(stack: string = pulumi.getStack()): StackConfig 
       throw new ConfigError(`${CONFIG_NAMESPACE}:${key}`, "(hidden)", e.allowed);
     }
   }
-  return { settings, backupCredentials: { accessKey, secretKey } };
+  return { settings, backupCredentials: { accessKey, secretKey }, sshPrivateKey };
+}
+
+/** The SSH private key, checked for shape without ever showing it. */
+function readPrivateKey(config: pulumi.Config): pulumi.Output<string> | undefined {
+  const key = "sshPrivateKey";
+  const value = pulumi.runtime.allConfig()[`${CONFIG_NAMESPACE}:${key}`];
+  if (value === undefined) return undefined;
+  if (!PRIVATE_KEY_RE.test(value)) {
+    throw new ConfigError(
+      `${CONFIG_NAMESPACE}:${key}`,
+      "(hidden)",
+      "use the whole private key file, from -----BEGIN ... PRIVATE KEY----- to its END line: pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519",
+    );
+  }
+  return config.requireSecret(key);
 }

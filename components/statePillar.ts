@@ -1,10 +1,26 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as hcloud from "@pulumi/hcloud";
-import { APP_DATABASE, PORTS, USERS, renderNode, serverPaths } from "../core";
+import {
+  APP_DATABASE,
+  PORTS,
+  ScriptContext,
+  USERS,
+  handoffScript,
+  joinScript,
+  leaveScript,
+  refreshScript,
+  remoteCommand,
+  renderNode,
+  scriptDigest,
+  serverPaths,
+  systemdControl,
+} from "../core";
 import { ClusterSecrets } from "./clusterSecrets";
+import { ConfigRefresh } from "./configRefresh";
 import { DatabaseNode } from "./databaseNode";
 import { EntryPoint } from "./entryPoint";
 import { NodeFirewall } from "./nodeFirewall";
+import { NodeMembership } from "./nodeMembership";
 import { StackPlan, checkUserDataSize, databaseNodeSelector, nodeLabels, stackLabels } from "./plan";
 import { PrivateNetwork } from "./privateNetwork";
 import { SshKeys } from "./sshKeys";
@@ -14,6 +30,8 @@ export interface StatePillarArgs {
   /** From `planStack`: validated settings, topology and everything derived from them. */
   plan: StackPlan;
   backupCredentials?: BackupCredentials;
+  /** Pulumi's SSH key to the nodes (secret): without it, no membership commands are declared. */
+  sshPrivateKey?: pulumi.Input<string>;
 }
 
 export interface NodeSummary {
@@ -32,6 +50,9 @@ export class StatePillar extends pulumi.ComponentResource {
   readonly secrets: ClusterSecrets;
   readonly nodes: DatabaseNode[];
   readonly entryPoint: EntryPoint;
+  /** Each node's membership (node-join, node-leave) and configuration refresh; none without sshPrivateKey. */
+  readonly memberships: NodeMembership[] = [];
+  readonly refreshes: ConfigRefresh[] = [];
 
   /** `postgresql://madbase:…@entry:5433/madbase` — the leader, through HAProxy (secret). */
   readonly databaseUrl: pulumi.Output<string>;
@@ -103,6 +124,8 @@ export class StatePillar extends pulumi.ComponentResource {
       );
     });
 
+    if (args.sshPrivateKey) this.declareMembership(args.plan, args.sshPrivateKey, protect);
+
     this.entryPoint = new EntryPoint(
       `${name}-entry`,
       {
@@ -130,6 +153,52 @@ export class StatePillar extends pulumi.ComponentResource {
       databaseReadUrl: this.databaseReadUrl,
       redisUrl: this.redisUrl,
       patroniScope: topology.clusterName,
+    });
+  }
+
+  /**
+   * Membership over SSH (NodeMembership, ConfigRefresh; the scripts are core/scale.ts's, with
+   * systemd behind `svc`): node-join on each node, one at a time in index order, and node-leave
+   * before a removed node's server goes; then config-refresh on every node, one at a time, led by
+   * the leadership hand-off, so a shrink moves leadership off the leaving nodes before anything
+   * else. Pulumi deletes last, so removed nodes leave after the nodes that stay are refreshed.
+   */
+  private declareMembership(plan: StackPlan, privateKey: pulumi.Input<string>, protect: boolean): void {
+    const { topology, options } = plan;
+    const command = (scripts: (ctx: ScriptContext) => { name: string; text: string }[]) =>
+      pulumi.secret(this.secrets.values.apply((secrets) => remoteCommand(scripts({ options, secrets, paths: () => serverPaths(), control: () => systemdControl() }))));
+    let previous: pulumi.Resource | undefined;
+    topology.nodes.forEach((node, i) => {
+      const membership = new NodeMembership(
+        `${node.name}-membership`,
+        {
+          node,
+          server: this.nodes[i].server,
+          host: this.nodes[i].publicIpv4,
+          privateKey,
+          join: command((ctx) => [{ name: "node-join", text: joinScript(topology, node, ctx) }]),
+          leave: command((ctx) => [{ name: "node-leave", text: leaveScript(topology, node, ctx) }]),
+          after: previous,
+          protect,
+        },
+        { parent: this },
+      );
+      previous = membership.command;
+      this.memberships.push(membership);
+    });
+    let after: pulumi.Resource[] = this.memberships.map((m) => m.command);
+    topology.nodes.forEach((node, i) => {
+      const script = command((ctx) => [
+        ...(i === 0 ? [{ name: "leadership-handoff", text: handoffScript(topology, node, ctx) }] : []),
+        { name: "config-refresh", text: refreshScript(topology, node, ctx) },
+      ]);
+      const refresh = new ConfigRefresh(
+        `${node.name}-config`,
+        { node, server: this.nodes[i].server, host: this.nodes[i].publicIpv4, privateKey, script, digest: script.apply(scriptDigest), after },
+        { parent: this },
+      );
+      after = [refresh.command];
+      this.refreshes.push(refresh);
     });
   }
 

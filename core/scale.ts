@@ -151,6 +151,23 @@ function renderedEtcdHosts(patroniYml: string): string[] {
   return [...section.slice(0, section.indexOf("\nbootstrap:")).matchAll(/^\s+- "([^"]+)"$/gm)].map((m) => m[1]);
 }
 
+/**
+ * One shell command that runs scripts in turn, each from its own file, as the local runner does
+ * (`bash FILE`): what a remote command executes over SSH. The files live in a private directory
+ * under /run (they carry secrets) and are gone when the command ends.
+ */
+export function remoteCommand(scripts: { name: string; text: string }[]): string {
+  const lines = ["set -eu", 'dir=$(mktemp -d /run/madbase-scale.XXXXXX)', 'trap \'rm -rf "$dir"\' EXIT'];
+  scripts.forEach(({ name, text }, i) => {
+    const delimiter = "MADBASE_SCRIPT_END";
+    if (text.split("\n").includes(delimiter)) throw new Error(`${name} contains the line ${delimiter}`);
+    const file = `"$dir/${i + 1}-${name}.sh"`;
+    lines.push(`cat >${file} <<'${delimiter}'`, text.endsWith("\n") ? text.slice(0, -1) : text, delimiter);
+  });
+  scripts.forEach(({ name }, i) => lines.push(`bash "$dir/${i + 1}-${name}.sh"`));
+  return lines.join("\n") + "\n";
+}
+
 /** sha256 of a script: a Pulumi trigger that changes exactly when the script does. */
 export function scriptDigest(text: string): string {
   return createHash("sha256").update(text).digest("hex");

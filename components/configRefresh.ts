@@ -1,0 +1,44 @@
+import * as pulumi from "@pulumi/pulumi";
+import { remote } from "@pulumi/command";
+import { NodeSpec } from "../core";
+
+export interface ConfigRefreshArgs {
+  node: NodeSpec;
+  /** The node's server. */
+  server: pulumi.Resource;
+  host: pulumi.Input<string>;
+  privateKey: pulumi.Input<string>;
+  /**
+   * config-refresh for the cluster as it is declared (on the first node, led by
+   * leadership-handoff), as one remote command (secret).
+   */
+  script: pulumi.Input<string>;
+  /** Its sha256: the trigger that reruns the refresh exactly when the rendered content changes. */
+  digest: pulumi.Input<string>;
+  /** Runs after these: every node's membership, and the previous node's refresh. */
+  after: pulumi.Resource[];
+}
+
+/**
+ * Brings a node's running daemons to the declared cluster: HAProxy's backends, Patroni's etcd
+ * hosts, Redis's and Sentinel's values. It reruns whenever the rendered content changes (a new
+ * count, a changed template): the trigger replaces it, and its create runs again. It has no delete
+ * step, so replacing or removing it does nothing on the node.
+ */
+export class ConfigRefresh extends pulumi.ComponentResource {
+  readonly command: remote.Command;
+
+  constructor(name: string, args: ConfigRefreshArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("madbase-state:index:ConfigRefresh", name, {}, opts);
+    this.command = new remote.Command(
+      name,
+      {
+        connection: { host: args.host, user: "root", privateKey: args.privateKey, dialErrorLimit: 30, perDialTimeout: 10 },
+        create: args.script,
+        triggers: [args.digest],
+      },
+      { parent: this, dependsOn: [args.server, ...args.after] },
+    );
+    this.registerOutputs({});
+  }
+}
