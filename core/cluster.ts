@@ -16,6 +16,7 @@ export function describeCluster(settings: StackSettings): { topology: Topology; 
       endpoint: settings.backupEndpoint,
       region: settings.backupRegion,
       retentionFull: settings.backupRetentionFull,
+      redisRetentionDays: settings.backupRedisRetentionDays,
       verifyTls: true,
     },
   };

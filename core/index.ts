@@ -10,6 +10,7 @@ export * from "./settings";
 export * from "./secrets";
 export * from "./paths";
 export * from "./render";
+export * from "./backup";
 export * from "./cluster";
 export * from "./monitoring";
 export * from "./scale";

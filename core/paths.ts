@@ -33,6 +33,10 @@ export interface NodePaths {
   pgbackrestLockDir: string;
   /** Where PostgreSQL's data volume is mounted on a server. */
   volumeMount: string;
+  /** Where the backup and restore scripts are installed (madbase-pg-backup, ...). */
+  scriptDir: string;
+  /** The backup jobs' secrets (Redis password, S3 keys for the Redis snapshots), as KEY=value lines. */
+  backupEnvFile: string;
 }
 
 /** The Debian 12 layout on a Hetzner server: the packages' own paths, data on the volume. */
@@ -62,6 +66,8 @@ export function serverPaths(): NodePaths {
     pgbackrestSpoolDir: "/var/spool/pgbackrest",
     pgbackrestLockDir: "/tmp/pgbackrest",
     volumeMount: "/var/lib/postgresql",
+    scriptDir: "/usr/local/sbin",
+    backupEnvFile: "/etc/madbase/backup.env",
   };
 }
 
@@ -93,5 +99,7 @@ export function localPaths(root: string, node: Pick<NodeSpec, "name">): NodePath
     pgbackrestSpoolDir: path.join(base, "spool", "pgbackrest"),
     pgbackrestLockDir: path.join(base, "run", "pgbackrest"),
     volumeMount: base,
+    scriptDir: path.join(base, "bin"),
+    backupEnvFile: path.join(etc, "backup.env"),
   };
 }

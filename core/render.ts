@@ -1,6 +1,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import Handlebars from "handlebars";
+import { BACKUP_TIMERS, backupFilesForCloudInit, pgbackrestReplicaCommand, pgbackrestRestoreCommand } from "./backup";
 import { NODE_FILES, NodeFile, NodePaths } from "./paths";
 import { Plan, postgresTuning } from "./plans";
 import { FailoverProfile, checkProfile } from "./profiles";
@@ -14,6 +15,8 @@ export interface BackupTarget {
   endpoint: string;
   region: string;
   retentionFull: number;
+  /** Days of Redis snapshots kept (never the newest one); 7 when absent. */
+  redisRetentionDays?: number;
   verifyTls: boolean;
   /** Only when the store is not on 443 (a local test store). */
   port?: number;
@@ -64,6 +67,9 @@ export const NODE_PACKAGES = [
   "redis-tools",
   "haproxy",
   "pgbackrest",
+  // The backup scripts: s3cmd ships Redis snapshots, curl asks Patroni who leads.
+  "s3cmd",
+  "curl",
   ...EXPORTER_PACKAGES,
 ];
 
@@ -147,6 +153,8 @@ function model(input: NodeRenderInput) {
     fastInterMs: Math.max(250, Math.floor(interMs / 2)),
     replicaMaxLag: REPLICA_MAX_LAG,
     archiveCommand: `pgbackrest --config=${paths.config["pgbackrest.conf"]} --stanza=${topology.clusterName} archive-push %p`,
+    restoreCommand: pgbackrestRestoreCommand(paths.config["pgbackrest.conf"], topology.clusterName),
+    pgbackrestReplicaCommand: pgbackrestReplicaCommand(paths.config["pgbackrest.conf"], topology.clusterName),
     // Patroni's etcd endpoints: the other nodes' members, never this node's own (see patroni.yml).
     etcdHosts: topology.nodeCount >= 3 ? topology.nodes.filter((n) => n.name !== node.name) : topology.nodes,
     etcdUseProxies: topology.nodeCount >= 3,
@@ -163,18 +171,28 @@ function model(input: NodeRenderInput) {
 }
 
 /**
- * Patroni runs this once, with a connection string appended, after it creates the cluster:
- * the application's login role and its database, and the metrics exporter's read-only role
- * (pg_monitor: statistics and settings, no table data; a few connections at most). Patroni itself
- * creates the replication and rewind roles and grants pg_rewind what it needs.
+ * Patroni runs this once, with a connection string appended, after it creates the cluster: from
+ * initdb, or from a backup (madbase-pg-restore), so it must do the right thing both ways. Each role
+ * is created, or (restored from a backup) given this stack's password, which may be new; the
+ * database is created only when it is missing. (Patroni itself creates or resets the superuser,
+ * replication and rewind roles and grants pg_rewind what it needs.)
  */
 function postBootstrapCommand(secrets: ClusterSecrets): string {
-  return [
-    "psql -v ON_ERROR_STOP=1",
-    `-c "CREATE ROLE ${USERS.app} LOGIN PASSWORD '${secrets.app}'"`,
-    `-c "CREATE DATABASE ${APP_DATABASE} OWNER ${USERS.app}"`,
-    `-c "CREATE ROLE ${USERS.monitoring} LOGIN CONNECTION LIMIT 5 PASSWORD '${secrets.monitoring}' IN ROLE pg_monitor"`,
+  const roles: { name: string; options: string; inRole?: string }[] = [
+    { name: USERS.app, options: `LOGIN PASSWORD '${secrets.app}'` },
+    // The metrics exporter's read-only role: pg_monitor (statistics and settings, no table data).
+    { name: USERS.monitoring, options: `LOGIN CONNECTION LIMIT 5 PASSWORD '${secrets.monitoring}'`, inRole: "pg_monitor" },
+  ];
+  const sql = [
+    ...roles.map(
+      (r) =>
+        `DO $$BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = '${r.name}') THEN ALTER ROLE ${r.name} ${r.options}; ` +
+        `ELSE CREATE ROLE ${r.name} ${r.options}${r.inRole ? ` IN ROLE ${r.inRole}` : ""}; END IF; END$$;`,
+    ),
+    `SELECT 'CREATE DATABASE ${APP_DATABASE} OWNER ${USERS.app}' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '${APP_DATABASE}') \\gexec`,
   ].join(" ");
+  // psql runs \gexec only in a script, so sh hands it the SQL on stdin ($0); $1 is Patroni's connection string.
+  return `sh -c 'printf "%s\\n" "$0" | psql -v ON_ERROR_STOP=1 -d "$1"' "${sql}"`;
 }
 
 /** Renders the files one node runs. Pure: the same input always gives the same files. */
@@ -191,6 +209,8 @@ export function renderNode(input: NodeRenderInput): RenderedNode {
     packages: NODE_PACKAGES,
     exporterUnits: EXPORTER_PACKAGES,
     mountScript: template("scripts/mount-volume.sh")({}),
+    backupFiles: backupFilesForCloudInit(input),
+    backupTimers: BACKUP_TIMERS,
     pgVersionDir: path.posix.dirname(input.paths.pgDataDir),
     configFiles: Object.entries(FILE_OWNERSHIP).map(([name, own]) => ({
       path: input.paths.config[name as keyof typeof FILE_OWNERSHIP],

@@ -25,6 +25,7 @@ const toList = fromString((s) => {
 const NODE_COUNT_RULE = `use one of ${ALLOWED_NODE_COUNTS.join(", ")} (1 is a dev node without HA; an odd count of 3 or more keeps a majority through the loss of a node)`;
 const VOLUME_RULE = "use a whole number of GB from 10 to 10240 (Hetzner volume limits)";
 const RETENTION_RULE = "use a whole number of full backups to keep, 1 to 52";
+const REDIS_RETENTION_RULE = "use a whole number of days to keep Redis snapshots, 1 to 365";
 
 const SSH_KEY_RE = /^(ssh-(ed25519|rsa)|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/=]+( .*)?$/;
 const SSH_KEY_RULE = 'use a list of OpenSSH public keys, such as ["ssh-ed25519 AAAA... you@laptop"]';
@@ -85,6 +86,14 @@ export const settingsSchema = z
     backupRetentionFull: z
       .preprocess(toNumber, z.number({ error: RETENTION_RULE }).int({ error: RETENTION_RULE }).min(1, { error: RETENTION_RULE }).max(52, { error: RETENTION_RULE }))
       .default(4),
+    /**
+     * true: the stack declares the bucket (kept when the stack is destroyed). false: backupBucket
+     * names a bucket that already exists; the stack only uses it.
+     */
+    backupCreateBucket: z.preprocess(toBoolean, z.boolean({ error: "use true (the stack creates the bucket) or false (use an existing bucket named by backupBucket)" })).default(true),
+    backupRedisRetentionDays: z
+      .preprocess(toNumber, z.number({ error: REDIS_RETENTION_RULE }).int({ error: REDIS_RETENTION_RULE }).min(1, { error: REDIS_RETENTION_RULE }).max(365, { error: REDIS_RETENTION_RULE }))
+      .default(7),
   })
   .strict();
 

@@ -37,6 +37,7 @@ apt-get install -y -q --no-install-recommends \
   etcd-server etcd-client \
   redis-server redis-sentinel redis-tools \
   haproxy pgbackrest \
+  s3cmd shellcheck systemd \
   prometheus-node-exporter prometheus-postgres-exporter prometheus-redis-exporter \
   prometheus \
   cloud-init \

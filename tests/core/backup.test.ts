@@ -1,0 +1,70 @@
+/**
+ * The backup side of the render: what every node carries (one script, its secrets, the timers),
+ * how cloud-init writes it, and the pgBackRest and Patroni settings that make replicas and
+ * restores come from the repository.
+ */
+import { gunzipSync } from "node:zlib";
+import * as yaml from "js-yaml";
+import { BACKUP_SCRIPT, BACKUP_TIMERS, SECRET_NAMES, describeCluster, parseSettings, renderBackupFiles, renderNode, serverPaths } from "../../core";
+import { randomSecrets, renderStack } from "../support/fixtures";
+
+const { files, secrets, topology } = renderStack({ nodeCount: 3 });
+const node = files["madbase-prod-2"];
+const userData = yaml.load(node["user-data.yaml"]) as { write_files: { path: string; owner: string; permissions: string; encoding?: string; content: string }[]; runcmd: unknown[][] };
+const written = Object.fromEntries(userData.write_files.map((f) => [f.path, f]));
+const backupFiles = (() => {
+  const { options } = describeCluster(parseSettings("prod", { nodeCount: 3, plan: "cx31" }));
+  return renderBackupFiles({ topology, node: topology.nodes[1], options, secrets, paths: serverPaths() });
+})();
+
+test("cloud-init writes the script (gzipped, byte for byte) and its environment file, readable by root and redis only", () => {
+  const script = written["/usr/local/sbin/madbase-backup"];
+  expect(script).toMatchObject({ owner: "root:root", permissions: "0755", encoding: "gz+b64" });
+  expect(gunzipSync(Buffer.from(script.content, "base64")).toString("utf8")).toBe(backupFiles[BACKUP_SCRIPT].content);
+  expect(written["/etc/madbase/backup.env"]).toMatchObject({ owner: "root:redis", permissions: "0640", content: backupFiles["backup.env"].content });
+});
+
+test("the script holds no secret; the environment file holds exactly the ones the jobs need", () => {
+  const script = backupFiles[BACKUP_SCRIPT].content;
+  for (const name of SECRET_NAMES) expect([name, script.includes(secrets[name])]).toEqual([name, false]);
+  expect(backupFiles["backup.env"].content).toContain(`REDISCLI_AUTH=${secrets.redis}\n`);
+  expect(backupFiles["backup.env"].content).toContain(`AWS_SECRET_ACCESS_KEY=${secrets.s3SecretKey}\n`);
+  expect(backupFiles["backup.env"].content).not.toContain(secrets.postgresSuperuser);
+});
+
+test("every node enables the weekly full, daily diff and hourly Redis timers", () => {
+  expect(BACKUP_TIMERS).toEqual(["madbase-pg-backup-full.timer", "madbase-pg-backup-diff.timer", "madbase-redis-snapshot.timer"]);
+  expect(userData.runcmd).toContainEqual(["systemctl", "enable", "--now", ...BACKUP_TIMERS]);
+  expect(written["/etc/systemd/system/madbase-pg-backup@.service"].content).toMatch(/^User=postgres$/m);
+  expect(written["/etc/systemd/system/madbase-redis-snapshot.service"].content).toMatch(/^User=redis$/m);
+});
+
+test("pgBackRest archives asynchronously to the bucket with the configured retention", () => {
+  const conf = node["pgbackrest.conf"];
+  expect(conf).toMatch(/^archive-async=y$/m);
+  expect(conf).toMatch(/^repo1-retention-full=4$/m);
+  expect(conf).toMatch(/^repo1-s3-uri-style=path$/m);
+  expect(conf).toMatch(/^repo1-path=\/madbase-prod\/pgbackrest$/m);
+  const { topology: t, options: o } = describeCluster(parseSettings("prod", { nodeCount: 3, backupRetentionFull: "9" }));
+  const other = renderNode({ topology: t, node: t.nodes[0], options: o, secrets: randomSecrets(), paths: serverPaths() });
+  expect(other["pgbackrest.conf"]).toMatch(/^repo1-retention-full=9$/m);
+});
+
+test("Patroni creates replicas from the repository first, and fetches missing WAL from the archive", () => {
+  const patroni = yaml.load(node["patroni.yml"]) as any;
+  expect(patroni.postgresql.create_replica_methods).toEqual(["pgbackrest", "basebackup"]);
+  expect(patroni.postgresql.pgbackrest).toEqual({
+    command: "pgbackrest --config=/etc/pgbackrest.conf --stanza=madbase-prod --log-level-console=warn --delta restore --type=standby",
+    keep_data: true,
+    no_params: true,
+  });
+  expect(patroni.postgresql.recovery_conf.restore_command).toBe('pgbackrest --config=/etc/pgbackrest.conf --stanza=madbase-prod archive-get %f "%p"');
+});
+
+test("post_bootstrap works after initdb and after a restore: roles created or given this stack's password, the database only when missing", () => {
+  const cmd = (yaml.load(node["patroni.yml"]) as any).bootstrap.post_bootstrap as string;
+  expect(cmd).toMatch(/^sh -c '.*psql -v ON_ERROR_STOP=1 -d "\$1"' "/);
+  expect(cmd).toContain(`IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'madbase') THEN ALTER ROLE madbase LOGIN PASSWORD '${secrets.app}'`);
+  expect(cmd).toContain("WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'madbase') \\gexec");
+  expect(cmd).not.toMatch(/-c "CREATE (ROLE|DATABASE)/);
+});
