@@ -11,6 +11,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import {
   APP_DATABASE,
+  BackupTarget,
   ClusterSecrets,
   GENERATED_SECRET_NAMES,
   NODE_FILES,
@@ -22,6 +23,7 @@ import {
   renderNode,
 } from "../core";
 import { loadStackSettings } from "../cli/render";
+import { installBackupFiles } from "./backup";
 import { ClusterHealth, assertHostLink, clusterHealth, livePids, summarize } from "./health";
 import { EXPORTER_SERVICES, exporterDaemonSpec } from "./exporters";
 import { localPathsOf, logFile, runtimeFiles } from "./layout";
@@ -77,6 +79,15 @@ export interface UpOptions extends Location {
   searchPath?: string;
   timeoutMs?: number;
   onProgress?: (line: string) => void;
+  /** The backup repository: an S3 store instead of the local directory (the backup tests' own store). */
+  backup?: BackupTarget;
+  /** The S3 keys that go with `backup`; generated stand-ins otherwise. */
+  s3Keys?: { accessKey: string; secretKey: string };
+  /**
+   * Runs once etcd is started and before Patroni is: where a backup test attaches its S3 store to
+   * the new network and recreates PostgreSQL from a backup (local/backup.ts restorePostgres).
+   */
+  beforePatroni?: (state: LocalClusterState, secrets: ClusterSecrets) => Promise<void> | void;
 }
 
 export class AlreadyRunningError extends Error {
@@ -249,6 +260,8 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
   }
 
   const secrets = generateSecrets();
+  if (opts.s3Keys) Object.assign(secrets, { s3AccessKey: opts.s3Keys.accessKey, s3SecretKey: opts.s3Keys.secretKey });
+  const backup = opts.backup ?? localBackup(root);
   const subnetSize = 2 ** (32 - topology.subnetPrefix);
   const state: LocalClusterState = {
     version: 1,
@@ -291,14 +304,16 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
     const files = renderNode({
       topology,
       node,
-      options: { ...options, memoryMb: LOCAL_MEMORY_MB, backup: localBackup(root) },
+      options: { ...options, memoryMb: LOCAL_MEMORY_MB, backup },
       secrets,
       paths: localPathsOf(state, node),
     });
     prepareNode(state, findNode(state, node.name), files);
+    installBackupFiles({ topology, node, options: { ...options, backup }, secrets, paths: localPathsOf(state, node) });
   }
   // etcd first (Patroni needs its DCS), then everything else; each node's daemons in its namespace.
   for (const node of state.nodes) startService(state, node, "etcd");
+  if (opts.beforePatroni) await opts.beforePatroni(state, secrets);
   for (const service of ["patroni", "redis", "sentinel", "haproxy", ...EXPORTER_SERVICES] as const) {
     for (const node of state.nodes) startService(state, node, service);
   }
