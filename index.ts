@@ -36,6 +36,8 @@ export const entryPoint = {
   host: pillar.entryPoint.host,
   ports: pillar.entryPoint.ports,
 };
+/** Where the backups are: bucket, endpoint, pgBackRest's repository path and the Redis snapshots' prefix (no keys). */
+export const backupStore = pillar.backup.location;
 /** HAProxy's stats page on the first node (every node serves its own on the same port); log in as haproxyStatsUser. */
 export const haproxyStatsUrl = `http://${plan.topology.nodes[0].privateIp}:${PORTS.haproxyStats}/`;
 export const haproxyStatsUser = USERS.haproxyStats;

@@ -15,6 +15,7 @@ import {
   serverPaths,
   systemdControl,
 } from "../core";
+import { BackupBucket } from "./backupBucket";
 import { ClusterSecrets } from "./clusterSecrets";
 import { ConfigRefresh } from "./configRefresh";
 import { DatabaseNode } from "./databaseNode";
@@ -50,6 +51,7 @@ export class StatePillar extends pulumi.ComponentResource {
   readonly secrets: ClusterSecrets;
   readonly nodes: DatabaseNode[];
   readonly entryPoint: EntryPoint;
+  readonly backup: BackupBucket;
   /** Each node's membership (node-join, node-leave) and configuration refresh; none without sshPrivateKey. */
   readonly memberships: NodeMembership[] = [];
   readonly refreshes: ConfigRefresh[] = [];
@@ -92,6 +94,21 @@ export class StatePillar extends pulumi.ComponentResource {
     const placementGroupId = placementGroup.id.apply(Number);
 
     const sshKeys = new SshKeys(`${name}-ssh`, { baseName, publicKeys: settings.sshPublicKeys, labels }, { parent: this });
+
+    // The backups' bucket, declared (and kept when the stack is destroyed) or an existing one.
+    this.backup = new BackupBucket(
+      `${name}-backup`,
+      {
+        bucket: settings.backupBucket,
+        endpoint: settings.backupEndpoint,
+        region: settings.backupRegion,
+        clusterName: topology.clusterName,
+        create: settings.backupCreateBucket,
+        redisRetentionDays: settings.backupRedisRetentionDays,
+        credentials: args.backupCredentials,
+      },
+      { parent: this },
+    );
 
     this.secrets = new ClusterSecrets(`${name}-secrets`, { backupCredentials: args.backupCredentials, backupBucket: settings.backupBucket, protect }, { parent: this });
 
