@@ -24,6 +24,7 @@ import {
 } from "../local/cluster";
 import { formatHealth, formatOverview } from "../local/health";
 import { MissingPackagesError } from "../local/packages";
+import { ScaleStepError, scale } from "../local/scale";
 
 const USAGE = `usage: npm run local -- <command> [options]
 
@@ -31,6 +32,8 @@ const USAGE = `usage: npm run local -- <command> [options]
                       render and start a cluster (default: prod, 3 nodes); waits until healthy
   status [--json]     roles, lag, Redis, etcd, HAProxy backends, exporters, connections and PIDs;
                       exits 1 when degraded
+  scale --nodes N     grow or shrink the running cluster to N nodes (1, 3, 5, 7), one node at a time,
+                      with the membership scripts a Hetzner node runs; waits until healthy
   down                stop every process, remove the namespaces and all local data
   kill-node NAME      kill -9 every process of a node (postmaster included)
   start-node NAME     start a killed node's processes again (Redis as a replica of the current master)
@@ -42,6 +45,7 @@ class UsageError extends Error {}
 const COMMANDS: Record<string, { options: Record<string, { type: "string" | "boolean" }>; positionals: number }> = {
   up: { options: { stack: { type: "string" }, nodes: { type: "string" }, profile: { type: "string" } }, positionals: 0 },
   status: { options: { json: { type: "boolean" } }, positionals: 0 },
+  scale: { options: { nodes: { type: "string" } }, positionals: 0 },
   down: { options: {}, positionals: 0 },
   "kill-node": { options: {}, positionals: 1 },
   "start-node": { options: {}, positionals: 1 },
@@ -102,6 +106,12 @@ async function run(argv: string[], loc: Location): Promise<number> {
       }
       return health.healthy ? 0 : 1;
     }
+    case "scale": {
+      if (values.nodes === undefined) throw new UsageError("scale needs --nodes N, such as --nodes 5");
+      const result = await scale({ ...loc, nodes: values.nodes as string, onProgress: log });
+      console.log(`\nScaled from ${result.from} to ${result.to} node(s) in ${result.seconds.toFixed(1)} s; healthy.\n\n${formatHealth(result.health)}`);
+      return 0;
+    }
     case "down": {
       const { stopped, forced } = await down({ ...loc, onProgress: log });
       console.log(`stopped ${stopped} process(es)${forced ? `, ${forced} with SIGKILL` : ""}; namespaces and data removed`);
@@ -141,6 +151,9 @@ async function main(): Promise<void> {
     } else if (e instanceof ConfigError || e instanceof MissingPackagesError || e instanceof AlreadyRunningError || e instanceof NotRunningError) {
       console.error(`local: ${e.message}`);
       process.exitCode = 2;
+    } else if (e instanceof ScaleStepError) {
+      console.error(`local: ${e.message}\nThe cluster is left as it is for inspection (logs: <root>/<node>/log/scale.log); \`npm run local -- status\` shows it.`);
+      process.exitCode = 1;
     } else if (e instanceof UnhealthyError) {
       console.error(`local: ${e.message}\nThe cluster is left running for inspection; \`npm run local -- down\` removes it.`);
       process.exitCode = 1;

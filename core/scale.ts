@@ -132,8 +132,9 @@ export function refreshScript(to: Topology, node: NodeSpec, ctx: ScriptContext):
     nodeCount: to.nodeCount,
     topology: to,
     haproxyCfg: heredoc("haproxy.cfg", files["haproxy.cfg"], "MADBASE_HAPROXY_CFG"),
-    patroniYml: heredoc("patroni.yml", files["patroni.yml"], "MADBASE_PATRONI_YML"),
+    patroniYml: heredoc("patroni.yml", heredoc("patroni.yml", files["patroni.yml"], "MADBASE_PATRONI_YML"), "MADBASE_PATRONI_YML_CHECK"),
     etcdHosts: renderedEtcdHosts(files["patroni.yml"]).join(", "),
+    firstEtcdHost: renderedEtcdHosts(files["patroni.yml"])[0],
     minReplicasToWrite: renderedValue(files["redis.conf"], /^min-replicas-to-write (\d+)$/m, "redis.conf min-replicas-to-write"),
     quorum: renderedValue(files["sentinel.conf"], /^sentinel monitor \S+ \S+ \d+ (\d+)$/m, "sentinel.conf quorum"),
   });

@@ -55,7 +55,7 @@ export const LOCAL_MEMORY_MB = 256;
  * WAL archiving works (an unreachable store makes every archive-push hang for a minute, which
  * blocks a killed leader's rejoin: Patroni archives its ready WAL before crash recovery).
  */
-function localBackup(root: string) {
+export function localBackup(root: string) {
   return { bucket: "madbase-local", endpoint: "localhost", region: "local", retentionFull: 1, verifyTls: false, localRepoPath: backupRepo(root) };
 }
 
@@ -161,7 +161,7 @@ const RENDERED_OWNERS: Record<string, { owner: string; mode: number }> = {
 };
 
 /** Lays out one node's directories (owned by the user of each daemon) and its rendered files. */
-function prepareNode(state: LocalClusterState, node: LocalNode, files: Record<string, string>): void {
+export function prepareNode(state: LocalClusterState, node: LocalNode, files: Record<string, string>): void {
   const p = localPathsOf(state, node);
   const base = path.join(state.root, node.name);
   const rt = runtimeFiles(state, node);
@@ -194,7 +194,7 @@ export function parseEnvFile(text: string): Record<string, string> {
   return env;
 }
 
-function daemonSpec(state: LocalClusterState, node: LocalNode, service: Service, extraArgs: string[] = []): DaemonSpec {
+export function daemonSpec(state: LocalClusterState, node: LocalNode, service: Service, extraArgs: string[] = []): DaemonSpec {
   const p = localPathsOf(state, node);
   const rt = runtimeFiles(state, node);
   const prog: Programs = state.programs;
@@ -224,7 +224,7 @@ function daemonSpec(state: LocalClusterState, node: LocalNode, service: Service,
   }
 }
 
-function startService(state: LocalClusterState, node: LocalNode, service: Service, extraArgs: string[] = []): number {
+export function startService(state: LocalClusterState, node: LocalNode, service: Service, extraArgs: string[] = []): number {
   const pid = startDaemon(daemonSpec(state, node, service, extraArgs), state.programs.setpriv);
   node.pids[service] = pid;
   writeState(state);

@@ -1,0 +1,23 @@
+import { Location, loadCluster } from "../local/cluster";
+import { scale } from "../local/scale";
+import { ScaleBackend } from "./backend";
+
+/**
+ * Scales the local cluster at a root (`npm run local -- up`) with the local runner's `scale`: the
+ * same membership scripts a Hetzner node runs, each inside its node's namespace. The stack's rules
+ * (allowed counts, requireHa) are checked before anything changes.
+ */
+export class LocalBackend implements ScaleBackend {
+  readonly name = "local";
+
+  constructor(private readonly location: Location = {}) {}
+
+  async currentCount(): Promise<number> {
+    return loadCluster(this.location).state.nodes.length;
+  }
+
+  async scale(target: number, log: (line: string) => void): Promise<void> {
+    const result = await scale({ ...this.location, nodes: target, onProgress: log });
+    log(`${result.to} node(s), healthy: leader ${result.health.leader}, Redis master ${result.health.redisMaster} (${result.seconds.toFixed(1)} s)`);
+  }
+}
