@@ -46,6 +46,12 @@ export async function patroniNode(ip: string): Promise<PatroniNode | undefined> 
   return (await getJson(`http://${ip}:${PORTS.patroni}/patroni`)) as PatroniNode | undefined;
 }
 
+/** Whether an etcd member answers at all (GET /version works without a quorum). */
+export async function etcdAnswers(ip: string): Promise<boolean> {
+  const body = (await getJson(`http://${ip}:${PORTS.etcdClient}/version`)) as { etcdserver?: string } | undefined;
+  return typeof body?.etcdserver === "string";
+}
+
 export async function etcdHealthy(ip: string): Promise<boolean> {
   const body = (await getJson(`http://${ip}:${PORTS.etcdClient}/health`)) as { health?: string } | undefined;
   return body?.health === "true";
