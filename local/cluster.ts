@@ -29,7 +29,7 @@ import { EXPORTER_SERVICES, exporterDaemonSpec } from "./exporters";
 import { localPathsOf, logFile, runtimeFiles } from "./layout";
 import { createNetwork, destroyNetwork, namespaceExists, nodeNamespace, setNodeLink } from "./network";
 import { Programs, findPrograms } from "./packages";
-import { sentinelMaster } from "./probes";
+import { etcdAnswers, sentinelMaster } from "./probes";
 import {
   LocalClusterState,
   LocalNode,
@@ -313,6 +313,7 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
   }
   // etcd first (Patroni needs its DCS), then everything else; each node's daemons in its namespace.
   for (const node of state.nodes) startService(state, node, "etcd");
+  await waitForEtcd(state, state.nodes);
   if (opts.beforePatroni) await opts.beforePatroni(state, secrets);
   for (const service of ["patroni", "redis", "sentinel", "haproxy", ...EXPORTER_SERVICES] as const) {
     for (const node of state.nodes) startService(state, node, service);
@@ -442,6 +443,7 @@ export async function startNode(name: string, loc: Location = {}): Promise<{ sta
       if (redisReplicaOf && redisReplicaOf !== node.address) extra = ["--replicaof", redisReplicaOf, String(PORTS.redis)];
       else redisReplicaOf = undefined;
     }
+    if (service === "patroni") await waitForEtcd(state, patroniEtcdNodes(state, node).slice(0, 1));
     if (service === "patroni" && localPidsOfPostgres(state, node)) {
       // A postmaster left from before would refuse a second one on the same data directory.
       throw new Error(`${name}: a postmaster is still running without its Patroni; kill-node first`);
@@ -450,6 +452,29 @@ export async function startNode(name: string, loc: Location = {}): Promise<{ sta
     started.push(service);
   }
   return { started, redisReplicaOf };
+}
+
+/** The etcd members a node's Patroni is configured with, in order (templates/patroni.yml.hbs). */
+function patroniEtcdNodes(state: LocalClusterState, node: LocalNode): LocalNode[] {
+  return state.nodes.length >= 3 ? state.nodes.filter((n) => n.name !== node.name) : state.nodes;
+}
+
+/**
+ * Waits until each given node's etcd answers. Patroni 3.0.2 with `use_proxies` exits at start when
+ * the first etcd in its list does not answer, so it is only started once that one does.
+ */
+async function waitForEtcd(state: LocalClusterState, nodes: LocalNode[], timeoutMs = 60_000): Promise<void> {
+  assertHostLink(state);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const answers = await Promise.all(nodes.map((n) => etcdAnswers(n.address)));
+    if (answers.every(Boolean)) return;
+    if (Date.now() > deadline) {
+      const silent = nodes.filter((_, i) => !answers[i]).map((n) => n.name);
+      throw new Error(`etcd does not answer on ${silent.join(", ")}; Patroni 3.0.2 cannot start without it (start that node first)`);
+    }
+    await sleep(200);
+  }
 }
 
 function localPidsOfPostgres(state: LocalClusterState, node: LocalNode): boolean {
