@@ -22,14 +22,19 @@ import {
   status,
   up,
 } from "../local/cluster";
+import { RestoreTarget, restorePostgres } from "../local/backup";
+import { backupOnEveryNode, restoreRedis } from "../local/backup-ops";
 import { formatHealth, formatOverview } from "../local/health";
 import { MissingPackagesError } from "../local/packages";
 import { ScaleStepError, scale } from "../local/scale";
 
 const USAGE = `usage: npm run local -- <command> [options]
 
-  up [--stack dev|prod] [--nodes N] [--profile fast|norm|safe]
-                      render and start a cluster (default: prod, 3 nodes); waits until healthy
+  up [--stack dev|prod] [--nodes N] [--profile fast|norm|safe] [--backup-dir DIR] [--restore latest|TIME]
+                      render and start a cluster (default: prod, 3 nodes); waits until healthy.
+                      --backup-dir keeps the backups outside the cluster's directory (down leaves
+                      them); --restore recreates PostgreSQL from them: the newest state, or the
+                      state at TIME ('2025-01-31 14:05:00+00'), then replicas from the repository
   status [--json]     roles, lag, Redis, etcd, HAProxy backends, exporters, connections and PIDs;
                       exits 1 when degraded
   scale --nodes N     grow or shrink the running cluster to N nodes (1, 3, 5, 7), one node at a time,
@@ -38,12 +43,19 @@ const USAGE = `usage: npm run local -- <command> [options]
   kill-node NAME      kill -9 every process of a node (postmaster included)
   start-node NAME     start a killed node's processes again (Redis as a replica of the current master)
   partition NAME      cut a node's network; its processes keep running
-  heal NAME           restore it`;
+  heal NAME           restore it
+  backup-pg full|diff run every node's madbase-backup (only the leader backs up, as the timers do)
+  backup-redis        likewise for the Redis snapshot (only the master ships it)
+  restore-redis [--name NAME]
+                      put a Redis snapshot (default: the newest) back on the master; replicas resync`;
 
 class UsageError extends Error {}
 
 const COMMANDS: Record<string, { options: Record<string, { type: "string" | "boolean" }>; positionals: number }> = {
-  up: { options: { stack: { type: "string" }, nodes: { type: "string" }, profile: { type: "string" } }, positionals: 0 },
+  up: {
+    options: { stack: { type: "string" }, nodes: { type: "string" }, profile: { type: "string" }, "backup-dir": { type: "string" }, restore: { type: "string" } },
+    positionals: 0,
+  },
   status: { options: { json: { type: "boolean" } }, positionals: 0 },
   scale: { options: { nodes: { type: "string" } }, positionals: 0 },
   down: { options: {}, positionals: 0 },
@@ -51,7 +63,25 @@ const COMMANDS: Record<string, { options: Record<string, { type: "string" | "boo
   "start-node": { options: {}, positionals: 1 },
   partition: { options: {}, positionals: 1 },
   heal: { options: {}, positionals: 1 },
+  "backup-pg": { options: {}, positionals: 1 },
+  "backup-redis": { options: {}, positionals: 0 },
+  "restore-redis": { options: { name: { type: "string" } }, positionals: 0 },
 };
+
+function restoreTarget(value: string | undefined): RestoreTarget | undefined {
+  if (value === undefined) return undefined;
+  if (value === "latest") return { type: "latest" };
+  if (!/^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([+-]\d{2}(:?\d{2})?|Z)$/.test(value)) {
+    throw new UsageError(`--restore takes latest or a time with its zone, such as '2025-01-31 14:05:00+00', not ${JSON.stringify(value)}`);
+  }
+  return { type: "time", target: value };
+}
+
+/** Prints each node's lines of a madbase-backup run; 0 when no node failed. */
+function report(runs: { node: string; code: number | null; output: string }[]): number {
+  for (const r of runs) console.log(`${r.node} (exit ${r.code}):\n  ${r.output.trim().split("\n").join("\n  ")}`);
+  return runs.every((r) => r.code === 0) ? 0 : 1;
+}
 
 function parse(argv: string[]) {
   const [command, ...rest] = argv;
@@ -65,7 +95,9 @@ function parse(argv: string[]) {
     throw new UsageError((e as Error).message);
   }
   if (parsed.positionals.length !== spec.positionals) {
-    throw new UsageError(spec.positionals === 0 ? `${command} takes no arguments` : `${command} needs a node name, such as madbase-prod-1`);
+    throw new UsageError(
+      spec.positionals === 0 ? `${command} takes no arguments` : command === "backup-pg" ? "backup-pg takes full or diff" : `${command} needs a node name, such as madbase-prod-1`,
+    );
   }
   return { command, values: parsed.values as Record<string, string | boolean | undefined>, positionals: parsed.positionals };
 }
@@ -79,11 +111,20 @@ async function run(argv: string[], loc: Location): Promise<number> {
       console.log(USAGE);
       return 0;
     case "up": {
+      const restore = restoreTarget(values.restore as string | undefined);
       const result = await up({
         ...loc,
         stack: values.stack as string | undefined,
         nodes: values.nodes as string | undefined,
         profile: values.profile as string | undefined,
+        backupDir: values["backup-dir"] as string | undefined,
+        // Restore before any Patroni starts: the first node bootstraps from the repository.
+        beforePatroni: restore
+          ? (state) => {
+              log(`restoring PostgreSQL on ${state.nodes[0].name} (${restore.type === "latest" ? "latest" : restore.target})`);
+              log(restorePostgres(state, state.nodes[0].name, restore).output.trim());
+            }
+          : undefined,
         onProgress: log,
       });
       const urls = clusterUrls(result.state, result.secrets);
@@ -117,6 +158,15 @@ async function run(argv: string[], loc: Location): Promise<number> {
       console.log(`stopped ${stopped} process(es)${forced ? `, ${forced} with SIGKILL` : ""}; namespaces and data removed`);
       return 0;
     }
+    case "backup-pg":
+      if (!["full", "diff"].includes(positionals[0])) throw new UsageError("backup-pg takes full or diff");
+      return report(backupOnEveryNode(loc, ["pg", positionals[0]]));
+    case "backup-redis":
+      return report(backupOnEveryNode(loc, ["redis"]));
+    case "restore-redis":
+      await restoreRedis(loc, (values.name as string | undefined) ?? "latest", log);
+      console.log("Redis restored; the replicas resynced from the master.");
+      return 0;
     case "kill-node": {
       const pids = await killNode(positionals[0], loc);
       console.log(`killed ${positionals[0]}: ${pids.length} process(es) (${pids.join(", ")})`);

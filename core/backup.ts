@@ -88,11 +88,11 @@ export function pgbackrestRestoreCommand(pgbackrestConf: string, stanza: string)
 }
 
 /**
- * With a local directory as the repository (the local runner), Redis snapshots go to a sibling
- * directory: pgBackRest's own is readable by postgres only.
+ * With a local directory as the repository (the local runner: `<dir>/pgbackrest`), Redis snapshots
+ * go to `<dir>/redis`: pgBackRest's own directory is readable by postgres only.
  */
 export function localRedisSnapshotDir(localRepoPath: string): string {
-  return path.posix.join(path.posix.dirname(localRepoPath), "redis-snapshots");
+  return path.posix.join(path.posix.dirname(localRepoPath), "redis");
 }
 
 function storeLabel(backup: BackupTarget, clusterName: string): string {

@@ -55,12 +55,16 @@ export const LOCAL_MEMORY_MB = 256;
  * WAL archiving works (an unreachable store makes every archive-push hang for a minute, which
  * blocks a killed leader's rejoin: Patroni archives its ready WAL before crash recovery).
  */
-export function localBackup(root: string) {
-  return { bucket: "madbase-local", endpoint: "localhost", region: "local", retentionFull: 1, verifyTls: false, localRepoPath: backupRepo(root) };
+export function localBackup(root: string, dir?: string) {
+  return { bucket: "madbase-local", endpoint: "localhost", region: "local", retentionFull: 1, verifyTls: false, localRepoPath: backupRepo(root, dir) };
 }
 
-export function backupRepo(root: string): string {
-  return path.join(root, "backup");
+/**
+ * The local repository: `<dir>/pgbackrest`, beside `<dir>/redis` for Redis snapshots. `dir` is
+ * `<root>/backup` (gone with `down`) unless the backups must outlive the cluster (`--backup-dir`).
+ */
+export function backupRepo(root: string, dir?: string): string {
+  return path.join(dir ? path.resolve(dir) : path.join(root, "backup"), "pgbackrest");
 }
 
 /** Where a cluster lives and which network it uses; tests pick their own so they never meet a developer's. */
@@ -81,6 +85,11 @@ export interface UpOptions extends Location {
   onProgress?: (line: string) => void;
   /** The backup repository: an S3 store instead of the local directory (the backup tests' own store). */
   backup?: BackupTarget;
+  /**
+   * The local repository's directory when it must outlive `down` (to restore a later cluster from
+   * it); `<root>/backup` otherwise. Ignored with `backup`.
+   */
+  backupDir?: string;
   /** The S3 keys that go with `backup`; generated stand-ins otherwise. */
   s3Keys?: { accessKey: string; secretKey: string };
   /**
@@ -261,7 +270,7 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
 
   const secrets = generateSecrets();
   if (opts.s3Keys) Object.assign(secrets, { s3AccessKey: opts.s3Keys.accessKey, s3SecretKey: opts.s3Keys.secretKey });
-  const backup = opts.backup ?? localBackup(root);
+  const backup = opts.backup ?? localBackup(root, opts.backupDir);
   const subnetSize = 2 ** (32 - topology.subnetPrefix);
   const state: LocalClusterState = {
     version: 1,
@@ -288,7 +297,10 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
   fs.chmodSync(root, 0o755);
   writeSecrets(root, secrets);
   writeState(state);
-  makeDir(backupRepo(root), "postgres", 0o750);
+  if (backup.localRepoPath) {
+    makeDir(path.dirname(backup.localRepoPath), "root", 0o755);
+    makeDir(backup.localRepoPath, "postgres", 0o750);
+  }
 
   progress(
     `Starting ${topology.clusterName}: ${topology.nodeCount} node(s), profile ${options.profile.name}, ` +
