@@ -34,10 +34,13 @@ interface ProfileResult {
 }
 
 interface Results {
+  /** 1-minute load averages sampled when each stage ended: this machine may run other work too. */
+  load: number[];
   profiles: ProfileResult[];
   pgbench?: { haproxyTps: number; directTps: number };
   redisBench?: { haproxyRps: number; directRps: number };
   ramMiB?: number;
+  pssMiB?: number;
   processes?: number;
   falseFailovers?: { leaderChanges: number; redisMasterChanges: number; writerFailures: number; seconds: number };
 }
@@ -80,9 +83,11 @@ async function pgFailover(): Promise<number> {
     if (!ack) throw new Error("no write acknowledged by a new leader within 120 s");
     return (ack.at - killedAt) / 1000;
   } finally {
-    await writer.stop();
+    // The writer keeps going while the old leader rejoins, as an application would: a rewound
+    // node becomes consistent only once the new leader writes past the point pg_rewind copied.
     await startNode(leader, LOC);
     await waitHealthy(current().state, secrets, { timeoutMs: 180_000 });
+    await writer.stop();
   }
 }
 
@@ -172,25 +177,28 @@ async function redisBench(): Promise<Results["redisBench"]> {
   return { haproxyRps: mean(viaHaproxy), directRps: mean(direct) };
 }
 
-/** Resident memory of every process in the cluster's namespaces. */
-function clusterRam(): { mib: number; processes: number } {
+/**
+ * Memory of every process in the cluster's namespaces: the sum of RSS (what `ps` shows; counts
+ * PostgreSQL's shared buffers once per backend) and of PSS (shared pages split between sharers).
+ */
+function clusterRam(): { mib: number; pssMib: number; processes: number } {
   const { state } = current();
-  let kib = 0;
+  let rssKib = 0;
+  let pssKib = 0;
   let processes = 0;
   for (const node of state.nodes) {
     for (const pid of namespacePids(node.namespace)) {
       try {
-        const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
-        if (m) {
-          kib += Number(m[1]);
-          processes++;
-        }
+        const rollup = fs.readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
+        rssKib += Number(/^Rss:\s+(\d+) kB/m.exec(rollup)?.[1] ?? 0);
+        pssKib += Number(/^Pss:\s+(\d+) kB/m.exec(rollup)?.[1] ?? 0);
+        processes++;
       } catch {
         /* exited meanwhile */
       }
     }
   }
-  return { mib: kib / 1024, processes };
+  return { mib: rssKib / 1024, pssMib: pssKib / 1024, processes };
 }
 
 /** Saturates every core for `seconds` while counting leader and Redis master changes. */
@@ -230,13 +238,15 @@ async function benchProfile(profile: ProfileName, kills: number, redisKills: num
   log(`${profile}: cold start`);
   const started = await up({ ...LOC, profile, timeoutMs: 300_000 });
   const result: ProfileResult = { profile, coldStartS: started.seconds, pgFailoverS: [], redisFailoverS: [] };
+  results.load.push(os.loadavg()[0]);
   log(`${profile}: healthy in ${started.seconds.toFixed(1)} s`);
   try {
     if (profile === "fast") {
       const ram = clusterRam();
       results.ramMiB = ram.mib;
+      results.pssMiB = ram.pssMib;
       results.processes = ram.processes;
-      log(`RAM ${ram.mib.toFixed(0)} MiB in ${ram.processes} processes`);
+      log(`RAM ${ram.mib.toFixed(0)} MiB RSS, ${ram.pssMib.toFixed(0)} MiB PSS in ${ram.processes} processes`);
       results.pgbench = await pgbench();
       log(`pgbench -S: ${results.pgbench!.haproxyTps.toFixed(0)} tps via 5433, ${results.pgbench!.directTps.toFixed(0)} direct`);
       results.redisBench = await redisBench();
@@ -248,6 +258,7 @@ async function benchProfile(profile: ProfileName, kills: number, redisKills: num
       const s = await pgFailover();
       result.pgFailoverS.push(s);
       log(`${profile}: PostgreSQL failover ${i + 1}/${kills}: ${s.toFixed(1)} s`);
+      results.load.push(os.loadavg()[0]);
     }
     for (let i = 0; i < redisKills; i++) {
       const s = await redisFailover();
@@ -293,7 +304,8 @@ function report(results: Results): string {
     `Date: ${new Date().toISOString()}  `,
     `Commit: ${commit}  `,
     `Daemons: ${Object.entries(versions()).map(([k, v]) => `${k} ${v}`).join(", ")}  `,
-    "Cluster: prod topology, 3 nodes (one network namespace each), synchronous_mode on, PostgreSQL sized for 256 MB per node.",
+    "Cluster: prod topology, 3 nodes (one network namespace each), synchronous_mode on, PostgreSQL sized for 256 MB per node.  ",
+    `Machine load (1-min average, sampled after each stage): median ${fmt(median(results.load))}, max ${fmt(Math.max(...results.load))} on ${os.cpus().length} cores; other work on this machine shares them.`,
     "",
     "Produced by `npm run bench` (bench/run.ts). Failover = kill -9 of every process of the leader's node (Patroni, postmaster, etcd, Redis, Sentinel, HAProxy)",
     "until the first write acknowledged by another server through a surviving node's HAProxy 5433; Redis = kill -9 of redis-server on the master until the first SET",
@@ -315,7 +327,6 @@ function report(results: Results): string {
     lines.push(`| fast: PostgreSQL failover median / max | ${fmt(median(fast.pgFailoverS))} s / ${fmt(Math.max(...fast.pgFailoverS))} s | ≤ ${TARGETS.fastMedian} s / ≤ ${TARGETS.fastMax} s | ${ok(median(fast.pgFailoverS) <= TARGETS.fastMedian && Math.max(...fast.pgFailoverS) <= TARGETS.fastMax)} |`);
   }
   if (norm) lines.push(`| norm: PostgreSQL failover max | ${fmt(Math.max(...norm.pgFailoverS))} s | well under ${TARGETS.norm} s | ${ok(Math.max(...norm.pgFailoverS) < TARGETS.norm)} |`);
-  const redisAll = results.profiles.flatMap((p) => p.redisFailoverS.map((s) => ({ p: p.profile, s })));
   for (const p of results.profiles) {
     if (p.redisFailoverS.length) lines.push(`| ${p.profile}: Redis failover max | ${fmt(Math.max(...p.redisFailoverS))} s | ≤ ${TARGETS.redis} s | ${ok(Math.max(...p.redisFailoverS) <= TARGETS.redis)} |`);
   }
@@ -329,12 +340,13 @@ function report(results: Results): string {
     const r = results.redisBench.haproxyRps / results.redisBench.directRps;
     lines.push(`| redis-benchmark SET+GET, 50 clients: 6379 ÷ 6380 | ${results.redisBench.haproxyRps.toFixed(0)} ÷ ${results.redisBench.directRps.toFixed(0)} rps = ${r.toFixed(2)} | ≥ ${TARGETS.redisRatio} | ${ok(r >= TARGETS.redisRatio)} |`);
   }
-  if (results.ramMiB !== undefined) lines.push(`| Cluster RAM (sum of RSS, ${results.processes} processes) | ${results.ramMiB.toFixed(0)} MiB | - | - |`);
+  if (results.ramMiB !== undefined) {
+    lines.push(`| Cluster RAM, ${results.processes} processes: sum of PSS (sum of RSS) | ${fmt(results.pssMiB, 0)} MiB (${results.ramMiB.toFixed(0)} MiB) | - | - |`);
+  }
   if (results.falseFailovers) {
     const f = results.falseFailovers;
     lines.push(`| fast: false failovers, all cores saturated ${f.seconds} s (+10 s) | ${f.leaderChanges} PostgreSQL, ${f.redisMasterChanges} Redis (writer errors: ${f.writerFailures}) | 0 | ${ok(f.leaderChanges + f.redisMasterChanges === 0)} |`);
   }
-  void redisAll;
   lines.push("", "Clients (pgbench, redis-benchmark, the writers) run on this machine and reach the nodes through its link into the nodes' subnet.", "");
   return lines.join("\n");
 }
@@ -349,7 +361,7 @@ async function main(): Promise<void> {
   const kills = Number(values.kills ?? 5);
   const redisKills = Number(values["redis-kills"] ?? 3);
   const out = values.out ?? path.join(__dirname, "RESULTS.md");
-  const results: Results = { profiles: [] };
+  const results: Results = { load: [], profiles: [] };
   process.on("SIGINT", () => void down(LOC).finally(() => process.exit(130)));
   try {
     for (const profile of profiles) {
