@@ -26,7 +26,7 @@ import { RestoreTarget, restorePostgres } from "../local/backup";
 import { backupOnEveryNode, restoreRedis } from "../local/backup-ops";
 import { formatHealth, formatOverview } from "../local/health";
 import { MissingPackagesError } from "../local/packages";
-import { ScaleStepError, scale } from "../local/scale";
+import { NotHealthyError, ScaleInProgressError, ScaleStepError, scale } from "../local/scale";
 
 const USAGE = `usage: npm run local -- <command> [options]
 
@@ -198,7 +198,14 @@ async function main(): Promise<void> {
     if (e instanceof UsageError) {
       console.error(`local: ${e.message}\n\n${USAGE}`);
       process.exitCode = 2;
-    } else if (e instanceof ConfigError || e instanceof MissingPackagesError || e instanceof AlreadyRunningError || e instanceof NotRunningError) {
+    } else if (
+      e instanceof ConfigError ||
+      e instanceof MissingPackagesError ||
+      e instanceof AlreadyRunningError ||
+      e instanceof NotRunningError ||
+      e instanceof NotHealthyError ||
+      e instanceof ScaleInProgressError
+    ) {
       console.error(`local: ${e.message}`);
       process.exitCode = 2;
     } else if (e instanceof ScaleStepError) {

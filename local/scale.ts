@@ -26,7 +26,7 @@ import {
   renderNode,
 } from "../core";
 import { loadStackSettings } from "../cli/render";
-import { LOCAL_MEMORY_MB, Location, daemonSpec, loadCluster, localBackup, prepareNode, startService, waitHealthy } from "./cluster";
+import { LOCAL_MEMORY_MB, Location, UnhealthyError, daemonSpec, loadCluster, localBackup, prepareNode, startService, waitHealthy } from "./cluster";
 import { ClusterHealth, assertHostLink } from "./health";
 import { localPathsOf, logFile, runtimeFiles } from "./layout";
 import { addNode, nodeNamespace, removeNode } from "./network";
@@ -66,12 +66,65 @@ export class ScaleStepError extends Error {
 /** How long one script may run; each waits for its own conditions well within this. */
 const STEP_TIMEOUT_MS = 20 * 60_000;
 
-/** Grows or shrinks the cluster at `opts.root` to `opts.nodes` nodes, then waits until it is healthy. */
+/** Another scale of the same cluster is running (its PID holds the lock). */
+export class ScaleInProgressError extends Error {
+  constructor(pid: number) {
+    super(`another scale of this cluster is running (pid ${pid}); wait for it to finish`);
+    this.name = "ScaleInProgressError";
+  }
+}
+
+/** The cluster is not healthy enough to change its membership. */
+export class NotHealthyError extends Error {
+  constructor(problems: string[]) {
+    super(`the cluster is not healthy; scale a healthy cluster (npm run local -- status):\n  ${problems.join("\n  ")}`);
+    this.name = "NotHealthyError";
+  }
+}
+
+/**
+ * Grows or shrinks the cluster at `opts.root` to `opts.nodes` nodes, then waits until it is healthy.
+ * Refuses a count the stack does not allow, a cluster that is not healthy, and a second scale of the
+ * same cluster while one runs.
+ */
 export async function scale(opts: ScaleOptions): Promise<ScaleResult> {
+  const { state } = loadCluster(opts);
+  const release = lock(state.root);
+  try {
+    return await scaleLocked(opts);
+  } finally {
+    release();
+  }
+}
+
+/** One scale at a time per cluster: a lock file holding the PID (a dead holder's lock is taken over). */
+function lock(root: string): () => void {
+  const file = path.join(root, "scale.lock");
+  for (let attempt = 0; ; attempt++) {
+    try {
+      fs.writeFileSync(file, `${process.pid}\n`, { flag: "wx", mode: 0o600 });
+      return () => fs.rmSync(file, { force: true });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST" || attempt > 0) throw e;
+      const holder = Number(fs.readFileSync(file, "utf8").trim());
+      if (isAlive(holder)) throw new ScaleInProgressError(holder);
+      fs.rmSync(file, { force: true });
+    }
+  }
+}
+
+async function scaleLocked(opts: ScaleOptions): Promise<ScaleResult> {
   const startedAt = Date.now();
   const progress = opts.onProgress ?? (() => undefined);
   const { state, secrets } = loadCluster(opts);
   assertHostLink(state);
+  // Membership moves only from a healthy cluster (etcd quorum, a leader, replicas streaming...).
+  try {
+    await waitHealthy(state, secrets, { timeoutMs: 60_000 });
+  } catch (e) {
+    if (e instanceof UnhealthyError) throw new NotHealthyError(e.health.problems);
+    throw e;
+  }
   // The stack's own rules (allowed counts, requireHa) with the settings the cluster was started with.
   const settings = loadStackSettings(state.stack, { nodeCount: opts.nodes, failoverProfile: state.profile, subnetCidr: state.subnetCidr });
   const { topology: to, options } = describeCluster(settings);

@@ -155,7 +155,7 @@ describe("node-join and node-leave", () => {
     expectInOrder(text, [
       "switchover_from",
       "CONFIG SET replica-priority 0",
-      "SENTINEL FAILOVER",
+      "sentinel_failover",
       "svc stop patroni",
       "member remove",
       "svc stop etcd",

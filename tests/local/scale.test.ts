@@ -7,7 +7,7 @@
  * acknowledged write is missing. Also: cloud-init's guard, run in a fresh namespace against the
  * live etcd, leaves a joining node's daemons to node-join.
  */
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -20,18 +20,18 @@ import { assertHostLink } from "../../local/health";
 import { addNode, removeNode } from "../../local/network";
 import { haproxyServers, parseInfo } from "../../local/probes";
 import { localPathsOf } from "../../local/layout";
-import { scale } from "../../local/scale";
+import { ScaleInProgressError, scale } from "../../local/scale";
 import { LocalClusterState } from "../../local/state";
 import { AckWriter, missingIds } from "../../local/writer";
 import { SCALE_PATH, buildScaleApi } from "../../scale/api";
 import { LocalBackend } from "../../scale/localBackend";
-import { redisClient, sleep } from "./harness";
+import { REPO, redisClient, sleep } from "./harness";
 
 /** This file's own network and subnet, apart from every other test's and a developer's cluster. */
 const loc: Required<Location> & { subnetCidr: string } = { root: path.join(os.tmpdir(), "madbase-scale-test"), networkId: "sc", subnetCidr: "10.42.51.0/24" };
 const TOKEN = "scale-test-token-0123456789abcdef";
 
-let writer: AckWriter | undefined;
+const writers: AckWriter[] = [];
 const apps: { close: () => Promise<unknown> }[] = [];
 
 async function startCluster(stack: string, nodes: number) {
@@ -41,8 +41,24 @@ async function startCluster(stack: string, nodes: number) {
 
 function startWriter(state: LocalClusterState, password: string, firstId: number): AckWriter {
   // Through the first node's HAProxy: node 1 stays whatever the count.
-  writer = new AckWriter({ host: state.nodes[0].address, port: PORTS.postgresPrimary, password, firstId, intervalMs: 20 }).start();
+  const writer = new AckWriter({ host: state.nodes[0].address, port: PORTS.postgresPrimary, password, firstId, intervalMs: 20 }).start();
+  writers.push(writer);
   return writer;
+}
+
+/** `npm run local -- ARGS` against this file's cluster, without blocking the writer's event loop. */
+function localCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ["--import", "tsx", path.join(REPO, "cli", "local.ts"), ...args], {
+      cwd: REPO,
+      env: { ...process.env, MADBASE_LOCAL_ROOT: loc.root, MADBASE_LOCAL_NET: loc.networkId },
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    child.on("close", (code) => resolve({ code, stdout, stderr }));
+  });
 }
 
 /** The longest time without an acknowledged write between `from` and `to` (ms since epoch). */
@@ -155,7 +171,7 @@ function report(label: string, result: { seconds: number; steps: { step: string;
 }
 
 afterAll(async () => {
-  await writer?.stop();
+  await Promise.all(writers.map((w) => w.stop()));
   await Promise.all(apps.map((a) => a.close()));
   await down(loc);
 }, 180_000);
@@ -168,10 +184,26 @@ describe("prod, 3 → 5 → 3 → 5 (scale API)", () => {
     await w.waitForAcks(20, 30_000);
   }, 300_000);
 
+  test("npm run local -- scale refuses what the stack does not allow, and changes nothing", async () => {
+    const ha = await localCli(["scale", "--nodes", "1"]);
+    expect(ha.code).toBe(2);
+    expect(ha.stderr).toMatch(/nodeCount: 1 is not allowed; this stack requires HA \(requireHa: true\)/);
+    const even = await localCli(["scale", "--nodes", "4"]);
+    expect(even.code).toBe(2);
+    expect(even.stderr).toMatch(/use one of 1, 3, 5, 7/);
+    const missing = await localCli(["scale"]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/scale needs --nodes N/);
+    await expectMembers(3);
+  }, 120_000);
+
   test("3 → 5: new nodes join one at a time; every acknowledged write kept", async () => {
     await expectMembers(3);
     const t0 = Date.now();
-    const result = await scale({ ...loc, nodes: 5 });
+    const running = scale({ ...loc, nodes: 5 });
+    // One scale at a time per cluster.
+    await expect(scale({ ...loc, nodes: 5 })).rejects.toThrow(ScaleInProgressError);
+    const result = await running;
     const gap = longestGap(w, t0, Date.now());
     report("3 → 5", result, gap, w);
     expect(result.health.healthy).toBe(true);
@@ -246,9 +278,11 @@ describe("prod, 3 → 5 → 3 → 5 (scale API)", () => {
     expect(await patroniLeader(n1.address)).toBe(n5.name);
 
     const t0 = Date.now();
-    const result = await scale({ ...loc, nodes: 3 });
+    const handoff: string[] = [];
+    const result = await scale({ ...loc, nodes: 3, onProgress: (line) => line.includes("[leadership-handoff") && handoff.push(line.trim()) });
     const gap = longestGap(w, t0, Date.now());
     report("5 → 3 (leader and Redis master leaving)", result, gap, w);
+    console.log(`leadership-handoff:\n  ${handoff.join("\n  ")}`);
     expect(result.health.healthy).toBe(true);
     expect(["madbase-prod-1", "madbase-prod-2", "madbase-prod-3"]).toContain(result.health.leader);
     expect(["madbase-prod-1", "madbase-prod-2", "madbase-prod-3"]).toContain(result.health.redisMaster);
@@ -288,7 +322,6 @@ describe("prod, 3 → 5 → 3 → 5 (scale API)", () => {
     await expectMembers(5);
     await w.waitForAcks(20, 30_000);
     await w.stop();
-    writer = undefined;
     await expectNoLostWrite(w);
   }, 900_000);
 });
@@ -307,7 +340,6 @@ describe("dev, 1 → 3", () => {
     await expectMembers(3);
     await w.waitForAcks(20, 30_000);
     await w.stop();
-    writer = undefined;
     await expectNoLostWrite(w);
   }, 900_000);
 });
