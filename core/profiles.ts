@@ -12,11 +12,13 @@ export interface FailoverProfile {
 }
 
 export const PROFILES = {
-  // ~10 s to a new primary; needs a quiet network and CPU headroom.
+  // ~10 s to a new primary; needs a quiet network and CPU headroom. Measured locally (bench/RESULTS.md):
+  // ttl 10 / loop_wait 2 / inter 1 s gave a 13.5 s median, so the leader key expires sooner, the
+  // loop (which also sets up the new synchronous standby) runs every second, HAProxy checks twice as often.
   fast: {
     name: "fast",
-    patroni: { ttl: 10, loopWait: 2, retryTimeout: 4 },
-    haproxy: { interMs: 1000, fall: 2, rise: 2 },
+    patroni: { ttl: 7, loopWait: 1, retryTimeout: 3 },
+    haproxy: { interMs: 500, fall: 2, rise: 2 },
     sentinel: { downAfterMs: 3000, failoverTimeoutMs: 10000 },
   },
   // The default: well under the 30 s promise, tolerant of short hiccups.

@@ -78,7 +78,7 @@ describe("rendering", () => {
     expect(cfg).toMatch(/http-check send meth OPTIONS uri \/primary/);
     expect(cfg).toMatch(/http-check send meth OPTIONS uri \/replica\?lag=16MB/);
     expect(cfg).toMatch(/tcp-check expect string role:master/);
-    expect(cfg).toMatch(/inter 1000ms .*fall 2 rise 2 on-marked-down shutdown-sessions/);
+    expect(cfg).toMatch(/inter 500ms .*fall 2 rise 2 on-marked-down shutdown-sessions/);
     expect(cfg).toMatch(/stats auth stats:\S+/);
   });
 
