@@ -286,6 +286,7 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
     root,
     startedAt: new Date().toISOString(),
     programs,
+    backup,
     nodes: topology.nodes.map((n) => ({
       name: n.name,
       address: n.privateIp,

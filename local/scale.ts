@@ -27,6 +27,7 @@ import {
 } from "../core";
 import { loadStackSettings } from "../cli/render";
 import { LOCAL_MEMORY_MB, Location, UnhealthyError, daemonSpec, loadCluster, localBackup, prepareNode, startService, waitHealthy } from "./cluster";
+import { installBackupFiles } from "./backup";
 import { ClusterHealth, assertHostLink } from "./health";
 import { localPathsOf, logFile, runtimeFiles } from "./layout";
 import { addNode, nodeNamespace, removeNode } from "./network";
@@ -135,7 +136,8 @@ async function scaleLocked(opts: ScaleOptions): Promise<ScaleResult> {
   }
 
   const ctx: ScriptContext = {
-    options: { ...options, memoryMb: LOCAL_MEMORY_MB, backup: localBackup(state.root) },
+    // The nodes' files as `up` rendered them: the same memory and backup repository.
+    options: { ...options, memoryMb: LOCAL_MEMORY_MB, backup: state.backup ?? localBackup(state.root) },
     secrets,
     paths: (node) => localPathsOf(state, node),
     runtimeFiles: (node) => runtimeFiles(state, node),
@@ -169,7 +171,7 @@ async function scaleLocked(opts: ScaleOptions): Promise<ScaleResult> {
   return { from: from.nodeCount, to: to.nodeCount, state, secrets, health, seconds: (Date.now() - startedAt) / 1000, steps };
 }
 
-/** A new node: its namespace on the bridge, its directories and its files as the grown cluster renders them. */
+/** A new node: its namespace on the bridge, its directories, its files as the grown cluster renders them, and its backup script. */
 function provision(state: LocalClusterState, ctx: ScriptContext, to: Topology, node: NodeSpec): void {
   const net = { id: state.networkId, hub: `${state.networkId}-hub`, subnetPrefix: to.subnetPrefix, namespaces: {} };
   const local: LocalNode = { name: node.name, address: node.privateIp, namespace: nodeNamespace(net, { name: node.name, privateIp: node.privateIp }), pids: {} };
@@ -178,6 +180,7 @@ function provision(state: LocalClusterState, ctx: ScriptContext, to: Topology, n
   writeState(state);
   addNode(net, { name: node.name, privateIp: node.privateIp });
   prepareNode(state, local, renderNode({ topology: to, node, options: ctx.options, secrets: ctx.secrets, paths: ctx.paths(node) }));
+  installBackupFiles({ topology: to, node, options: ctx.options, secrets: ctx.secrets, paths: ctx.paths(node) });
 }
 
 /** Runs one script inside the node's namespace, streaming its output, and records the PIDs it left. */

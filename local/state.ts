@@ -5,7 +5,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { ClusterSecrets } from "../core";
+import type { BackupTarget, ClusterSecrets } from "../core";
 import type { Programs } from "./packages";
 
 export const SERVICES = ["etcd", "patroni", "redis", "sentinel", "haproxy", "node_exporter", "postgres_exporter", "redis_exporter"] as const;
@@ -34,6 +34,8 @@ export interface LocalClusterState {
   startedAt: string;
   /** The programs `up` found, so a restarted node runs the same binaries. */
   programs: Programs;
+  /** The backup repository `up` rendered the nodes with, so that a node added later (scale) matches. */
+  backup?: BackupTarget;
   nodes: LocalNode[];
 }
 
