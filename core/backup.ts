@@ -82,6 +82,11 @@ export function pgbackrestReplicaCommand(pgbackrestConf: string, stanza: string)
   return `pgbackrest --config=${pgbackrestConf} --stanza=${stanza} --log-level-console=warn --delta restore --type=standby`;
 }
 
+/** restore_command for replicas and for pg_rewind: WAL the leader no longer has, from the archive. */
+export function pgbackrestRestoreCommand(pgbackrestConf: string, stanza: string): string {
+  return `pgbackrest --config=${pgbackrestConf} --stanza=${stanza} archive-get %f "%p"`;
+}
+
 /**
  * With a local directory as the repository (the local runner: `<dir>/pgbackrest`), Redis snapshots
  * go to `<dir>/redis`: pgBackRest's own directory is readable by postgres only.

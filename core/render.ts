@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import Handlebars from "handlebars";
-import { BACKUP_TIMERS, backupFilesForCloudInit, pgbackrestReplicaCommand } from "./backup";
+import { BACKUP_TIMERS, backupFilesForCloudInit, pgbackrestReplicaCommand, pgbackrestRestoreCommand } from "./backup";
 import { NODE_FILES, NodeFile, NodePaths } from "./paths";
 import { Plan, postgresTuning } from "./plans";
 import { FailoverProfile, checkProfile } from "./profiles";
@@ -153,6 +153,7 @@ function model(input: NodeRenderInput) {
     fastInterMs: Math.max(250, Math.floor(interMs / 2)),
     replicaMaxLag: REPLICA_MAX_LAG,
     archiveCommand: `pgbackrest --config=${paths.config["pgbackrest.conf"]} --stanza=${topology.clusterName} archive-push %p`,
+    restoreCommand: pgbackrestRestoreCommand(paths.config["pgbackrest.conf"], topology.clusterName),
     pgbackrestReplicaCommand: pgbackrestReplicaCommand(paths.config["pgbackrest.conf"], topology.clusterName),
     // Patroni's etcd endpoints: the other nodes' members, never this node's own (see patroni.yml).
     etcdHosts: topology.nodeCount >= 3 ? topology.nodes.filter((n) => n.name !== node.name) : topology.nodes,

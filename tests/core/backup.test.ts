@@ -58,9 +58,7 @@ test("Patroni creates replicas from the repository first, and fetches missing WA
     keep_data: true,
     no_params: true,
   });
-  // Replicas must not read the archive: after a failover it holds the dead leader's timeline
-  // beyond the fork, which would strand them (tests/local/postgres-failover.test.ts).
-  expect(patroni.postgresql.recovery_conf).toBeUndefined();
+  expect(patroni.postgresql.recovery_conf.restore_command).toBe('pgbackrest --config=/etc/pgbackrest.conf --stanza=madbase-prod archive-get %f "%p"');
 });
 
 test("post_bootstrap works after initdb and after a restore: roles created or given this stack's password, the database only when missing", () => {
