@@ -6,7 +6,7 @@
 import { PORTS } from "../../core";
 import { UpResult, startNode, stopService, waitHealthy } from "../../local/cluster";
 import { AckWriter, missingIds } from "../../local/writer";
-import { address, finish, health, sleep, sql, startCluster, testLocation } from "./harness";
+import { address, finish, health, sleep, startCluster, testLocation, writeEntryServer } from "./harness";
 import { getProfile } from "../../core";
 
 const loc = testLocation(5);
@@ -42,13 +42,7 @@ test("with a majority of etcd stopped, the primary keeps accepting writes (fails
   await sleep(3 * ttlMs);
   const lateAcks = writer.acks.filter((a) => a.at >= outageAt + 2 * ttlMs);
   expect(lateAcks.length).toBeGreaterThan(0);
-  const [row] = await sql<{ server: string; recovery: boolean }>(
-    state,
-    secrets.app,
-    entry.address,
-    PORTS.postgresPrimary,
-    "SELECT host(inet_server_addr()) AS server, pg_is_in_recovery() AS recovery",
-  );
+  const row = await writeEntryServer(state, secrets.app, entry.address);
   expect(row).toEqual({ server: address(state, leader), recovery: false });
 
   for (const name of stopped) await startNode(name, loc);

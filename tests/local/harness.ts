@@ -87,6 +87,18 @@ export async function sql<T extends Record<string, unknown>>(
   }
 }
 
+/** Which server a write through `host`'s HAProxy 5433 reaches, and whether it is in recovery. */
+export async function writeEntryServer(state: LocalClusterState, password: string, host: string): Promise<{ server: string; recovery: boolean }> {
+  const [row] = await sql<{ server: string; recovery: boolean }>(
+    state,
+    password,
+    host,
+    PORTS.postgresPrimary,
+    "SELECT host(inet_server_addr()) AS server, pg_is_in_recovery() AS recovery",
+  );
+  return row;
+}
+
 export function redisClient(state: LocalClusterState, password: string, host: string, port: number = PORTS.redisMaster): Redis {
   assertHostLink(state);
   const client = new Redis({ host, port, password, lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 0, retryStrategy: () => null });

@@ -7,7 +7,7 @@ import { PORTS } from "../../core";
 import { UpResult, killNode, startNode, waitHealthy } from "../../local/cluster";
 import { isAlive } from "../../local/supervisor";
 import { AckWriter, missingIds } from "../../local/writer";
-import { address, cli, health, sql, startCluster, testLocation, waitFor, finish } from "./harness";
+import { address, cli, health, startCluster, testLocation, waitFor, finish, writeEntryServer } from "./harness";
 
 const loc = testLocation(2);
 const KILLS = 2;
@@ -47,13 +47,7 @@ test(`kill -9 of the leader node, ${KILLS} times: writes resume on a new leader,
     // Writes resume through the survivor's HAProxy, on a new leader.
     await writer.waitForAcks(20, 60_000);
     const h = await waitFor(loc, "a new leader", (x) => x.leader !== null && x.leader !== leader);
-    const [row] = await sql<{ server: string; recovery: boolean }>(
-      state,
-      secrets.app,
-      entry.address,
-      PORTS.postgresPrimary,
-      "SELECT host(inet_server_addr()) AS server, pg_is_in_recovery() AS recovery",
-    );
+    const row = await writeEntryServer(state, secrets.app, entry.address);
     expect(row).toEqual({ server: address(state, h.leader!), recovery: false });
 
     // The old leader, restarted, rejoins as a replica (pg_rewind onto the new timeline).
