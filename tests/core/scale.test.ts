@@ -150,12 +150,13 @@ describe("node-join and node-leave", () => {
     ]);
   });
 
-  it("leave: hand-off, Patroni stops, etcd member remove then wipe, Sentinel reset on the rest, and never patronictl remove", () => {
+  it("leave: hand-off, the Sentinels settle, Patroni stops, etcd member remove then wipe, Sentinel reset on the rest, and never patronictl remove", () => {
     const text = leaveScript(topo(5), topo(5).nodes[4], ctx);
     expectInOrder(text, [
       "switchover_from",
       "CONFIG SET replica-priority 0",
-      "sentinel_failover",
+      "redis_failover_until",
+      "sentinels_settled",
       "svc stop patroni",
       "member remove",
       "svc stop etcd",

@@ -173,7 +173,8 @@ function report(label: string, result: { seconds: number; steps: { step: string;
 afterAll(async () => {
   await Promise.all(writers.map((w) => w.stop()));
   await Promise.all(apps.map((a) => a.close()));
-  await down(loc);
+  if (process.env.MADBASE_TEST_KEEP === "1") console.log(`MADBASE_TEST_KEEP=1: cluster left running under ${loc.root}`);
+  else await down(loc);
 }, 180_000);
 
 describe("prod, 3 → 5 → 3 → 5 (scale API)", () => {
