@@ -21,7 +21,7 @@ import { PORTS } from "./topology";
  */
 export const BACKUP_SCRIPT = "madbase-backup";
 /** The parts of the script, one template each (templates/scripts/<name>.sh.hbs). */
-const SCRIPT_PARTS = ["store", "pg-backup", "pg-restore", "redis-snapshot", "redis-restore"] as const;
+const SCRIPT_PARTS = ["store", "pg-backup", "pg-restore", "redis-snapshot", "redis-restore", "pgbackrest-archive-push"] as const;
 
 /** systemd units of a server (the local runner has no systemd; tests run the scripts directly). */
 export const BACKUP_UNITS = [
@@ -83,6 +83,14 @@ export function pgbackrestReplicaCommand(pgbackrestConf: string, stanza: string)
 }
 
 /** restore_command for replicas and for pg_rewind: WAL the leader no longer has, from the archive. */
+/** PostgreSQL's archive_command: pgBackRest's archive-push behind a timeline guard (templates/scripts/pgbackrest-archive-push.sh.hbs). */
+export function archiveCommand(scriptDir: string): string {
+  return `${path.posix.join(scriptDir, BACKUP_SCRIPT)} pgbackrest-archive-push %p`;
+}
+
+/** PostgreSQL's WAL segment size: initdb's default, which the stack never changes. */
+export const WAL_SEGMENT_BYTES = 16 * 1024 * 1024;
+
 export function pgbackrestRestoreCommand(pgbackrestConf: string, stanza: string): string {
   return `pgbackrest --config=${pgbackrestConf} --stanza=${stanza} archive-get %f "%p"`;
 }
@@ -125,6 +133,7 @@ function backupModel(input: NodeRenderInput) {
     redisDir: paths.redisDir,
     redisRetentionDays: backup.redisRetentionDays ?? DEFAULT_REDIS_RETENTION_DAYS,
     bgsaveWaitSeconds: BGSAVE_WAIT_SECONDS,
+    walSegmentBytes: WAL_SEGMENT_BYTES,
     s3Host: backup.port ? `${backup.endpoint}:${backup.port}` : backup.endpoint,
   };
 }

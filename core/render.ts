@@ -1,7 +1,8 @@
+import { gzipSync } from "node:zlib";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import Handlebars from "handlebars";
-import { BACKUP_TIMERS, backupFilesForCloudInit, pgbackrestReplicaCommand, pgbackrestRestoreCommand } from "./backup";
+import { BACKUP_TIMERS, backupFilesForCloudInit, pgbackrestReplicaCommand, pgbackrestRestoreCommand, archiveCommand } from "./backup";
 import { NODE_FILES, NodeFile, NodePaths } from "./paths";
 import { Plan, postgresTuning } from "./plans";
 import { FailoverProfile, checkProfile } from "./profiles";
@@ -152,7 +153,7 @@ function model(input: NodeRenderInput) {
     checkTimeoutMs: Math.max(1000, interMs),
     fastInterMs: Math.max(250, Math.floor(interMs / 2)),
     replicaMaxLag: REPLICA_MAX_LAG,
-    archiveCommand: `pgbackrest --config=${paths.config["pgbackrest.conf"]} --stanza=${topology.clusterName} archive-push %p`,
+    archiveCommand: archiveCommand(paths.scriptDir),
     restoreCommand: pgbackrestRestoreCommand(paths.config["pgbackrest.conf"], topology.clusterName),
     pgbackrestReplicaCommand: pgbackrestReplicaCommand(paths.config["pgbackrest.conf"], topology.clusterName),
     // Patroni's etcd endpoints: the other nodes' members, never this node's own (see patroni.yml).
@@ -208,7 +209,8 @@ export function renderNode(input: NodeRenderInput): RenderedNode {
     ...m,
     packages: NODE_PACKAGES,
     exporterUnits: EXPORTER_PACKAGES,
-    mountScript: template("scripts/mount-volume.sh")({}),
+    // gzipped like the backup script: user-data is at most 32 KiB (the script holds no secret).
+    mountScript: gzipSync(template("scripts/mount-volume.sh")({}), { level: 9 }).toString("base64"),
     backupFiles: backupFilesForCloudInit(input),
     backupTimers: BACKUP_TIMERS,
     pgVersionDir: path.posix.dirname(input.paths.pgDataDir),

@@ -38,7 +38,7 @@ test("the script parses, passes ShellCheck and answers bad usage with exit 2", a
   expect((await run(["bash", "-n", script])).code).toBe(0);
   const sc = await run(["shellcheck", "-s", "bash", script]);
   expect([sc.code, sc.stdout]).toEqual([0, ""]);
-  for (const args of [[], ["pg"], ["pg", "weekly"], ["pg-restore", "time", "yesterday"], ["redis-restore"]]) {
+  for (const args of [[], ["pg"], ["pg", "weekly"], ["pg-restore", "time", "yesterday"], ["redis-restore"], ["pgbackrest-archive-push"]]) {
     const r = await run(["bash", script, ...args], { timeoutMs: 10_000 });
     expect([args, r.code]).toEqual([args, 2]);
     expect(r.stderr).toMatch(/madbase-backup .*: usage: /);
