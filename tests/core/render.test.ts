@@ -102,6 +102,16 @@ describe("rendering", () => {
     expect(doc.packages).toEqual(expect.arrayContaining(["postgresql-15", "patroni", "etcd-server", "redis-sentinel", "haproxy", "pgbackrest"]));
   });
 
+  it("has systemd start Patroni again, without a start limit, when it exits at start (etcd not answering yet)", () => {
+    const { files } = renderStack({ nodeCount: 3 });
+    const doc = yaml.load(files["madbase-prod-1"]["user-data.yaml"]) as { write_files: { path: string; content: string }[] };
+    const dropIn = doc.write_files.find((f) => f.path === "/etc/systemd/system/patroni.service.d/madbase.conf")!;
+    expect(dropIn.content.split("\n").filter(Boolean)).toEqual(["[Unit]", "StartLimitIntervalSec=0", "[Service]", "RestartSec=5"]);
+    // The drop-in only spaces the restarts; Debian's unit is what restarts Patroni when it fails.
+    const debianUnit = "/lib/systemd/system/patroni.service";
+    if (fs.existsSync(debianUnit)) expect(fs.readFileSync(debianUnit, "utf8")).toMatch(/^Restart=on-failure$/m);
+  });
+
   it("matches the reviewed files, with every secret masked", () => {
     const { files, secrets } = renderStack({ nodeCount: 3 });
     for (const file of NODE_FILES) {
