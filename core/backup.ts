@@ -88,9 +88,6 @@ export function archiveCommand(scriptDir: string): string {
   return `${path.posix.join(scriptDir, BACKUP_SCRIPT)} pgbackrest-archive-push %p`;
 }
 
-/** PostgreSQL's WAL segment size: initdb's default, which the stack never changes. */
-export const WAL_SEGMENT_BYTES = 16 * 1024 * 1024;
-
 export function pgbackrestRestoreCommand(pgbackrestConf: string, stanza: string): string {
   return `pgbackrest --config=${pgbackrestConf} --stanza=${stanza} archive-get %f "%p"`;
 }
@@ -133,7 +130,6 @@ function backupModel(input: NodeRenderInput) {
     redisDir: paths.redisDir,
     redisRetentionDays: backup.redisRetentionDays ?? DEFAULT_REDIS_RETENTION_DAYS,
     bgsaveWaitSeconds: BGSAVE_WAIT_SECONDS,
-    walSegmentBytes: WAL_SEGMENT_BYTES,
     s3Host: backup.port ? `${backup.endpoint}:${backup.port}` : backup.endpoint,
   };
 }
