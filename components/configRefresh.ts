@@ -1,6 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { remote } from "@pulumi/command";
 import { NodeSpec } from "../core";
+import { nodeConnection } from "./sshKeys";
 
 export interface ConfigRefreshArgs {
   node: NodeSpec;
@@ -33,7 +34,7 @@ export class ConfigRefresh extends pulumi.ComponentResource {
     this.command = new remote.Command(
       name,
       {
-        connection: { host: args.host, user: "root", privateKey: args.privateKey, dialErrorLimit: 30, perDialTimeout: 10 },
+        connection: nodeConnection(args.host, args.privateKey),
         create: args.script,
         triggers: [args.digest],
       },

@@ -1,6 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { remote } from "@pulumi/command";
 import { NodeSpec } from "../core";
+import { nodeConnection } from "./sshKeys";
 
 export interface NodeMembershipArgs {
   node: NodeSpec;
@@ -39,14 +40,7 @@ export class NodeMembership extends pulumi.ComponentResource {
     this.command = new remote.Command(
       name,
       {
-        connection: {
-          host: args.host,
-          user: "root",
-          privateKey: args.privateKey,
-          // A new server answers SSH a little after it exists; keep trying for a few minutes.
-          dialErrorLimit: 30,
-          perDialTimeout: 10,
-        },
+        connection: nodeConnection(args.host, args.privateKey),
         create: args.join,
         delete: args.leave,
         // Replacing this command would run node-leave and node-join on a node that stays: only

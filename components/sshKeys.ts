@@ -1,12 +1,21 @@
 import * as crypto from "node:crypto";
 import * as pulumi from "@pulumi/pulumi";
 import * as hcloud from "@pulumi/hcloud";
+import { types as commandTypes } from "@pulumi/command";
 
 export interface SshKeysArgs {
   /** Prefix of the Hetzner names, e.g. `madbase-prod`. */
   baseName: string;
   publicKeys: string[];
   labels: Record<string, string>;
+}
+
+/**
+ * How the stack's remote commands reach a node: root over SSH at its public address, with one of
+ * these keys. A new server answers SSH a little after it exists, so keep trying for a few minutes.
+ */
+export function nodeConnection(host: pulumi.Input<string>, privateKey: pulumi.Input<string>): commandTypes.input.remote.ConnectionArgs {
+  return { host, user: "root", privateKey, dialErrorLimit: 30, perDialTimeout: 10 };
 }
 
 /**
