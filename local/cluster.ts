@@ -332,17 +332,27 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
     for (const node of state.nodes) startService(state, node, service);
   }
   const health = await waitHealthy(state, secrets, { timeoutMs: opts.timeoutMs ?? 180_000, onProgress: progress, since: startedAt });
-  createStanza(state, findNode(state, health.leader!));
+  await createStanza(state, findNode(state, health.leader!));
   return { state, secrets, health, seconds: (Date.now() - startedAt) / 1000 };
 }
 
-/** pgBackRest's stanza-create, once, on the leader: WAL archiving succeeds from then on. */
-function createStanza(state: LocalClusterState, leader: LocalNode): void {
+/**
+ * pgBackRest's stanza-create, once, on the leader: WAL archiving succeeds from then on. Until then
+ * the leader's archiver keeps trying, and its archive-push can hold the stanza's lock for a
+ * moment: a create that finds the lock taken tries again, for up to a minute.
+ */
+async function createStanza(state: LocalClusterState, leader: LocalNode): Promise<void> {
   const conf = localPathsOf(state, leader).config["pgbackrest.conf"];
-  runIn(leader.namespace, [state.programs.pgbackrest, `--config=${conf}`, `--stanza=${state.clusterName}`, "--log-level-console=warn", "stanza-create"], {
-    user: "postgres",
-    setpriv: state.programs.setpriv,
-  });
+  const argv = [state.programs.pgbackrest, `--config=${conf}`, `--stanza=${state.clusterName}`, "--log-level-console=warn", "stanza-create"];
+  for (let attempt = 1; ; attempt++) {
+    try {
+      runIn(leader.namespace, argv, { user: "postgres", setpriv: state.programs.setpriv });
+      return;
+    } catch (err) {
+      if (attempt >= 60 || !/unable to acquire lock/.test(String((err as { stderr?: string }).stderr ?? err))) throw err;
+      await sleep(1000);
+    }
+  }
 }
 
 export class UnhealthyError extends Error {
