@@ -1,4 +1,5 @@
 import * as path from "node:path";
+import { POSTGRES_MAJOR } from "./packages";
 import type { NodeSpec } from "./topology";
 
 /** The files rendered for every node, by the name they have in a render directory. */
@@ -22,6 +23,8 @@ export interface NodePaths {
   /** Where each rendered file is installed on the node (user-data.yaml is consumed by cloud-init). */
   config: Record<Exclude<NodeFile, "user-data.yaml">, string>;
   pgDataDir: string;
+  /** PostgreSQL's programs (Patroni's bin_dir): the Debian package of the PostgreSQL major in use. */
+  pgBinDir: string;
   pgSocketDir: string;
   pgpassFile: string;
   etcdDataDir: string;
@@ -37,9 +40,25 @@ export interface NodePaths {
   scriptDir: string;
   /** The backup jobs' secrets (Redis password, S3 keys for the Redis snapshots), as KEY=value lines. */
   backupEnvFile: string;
+  /**
+   * The first-boot script's values (node, addresses, units to start) as KEY=value lines; also read
+   * by the Redis start guard. No secret.
+   */
+  nodeEnvFile: string;
+  /**
+   * The SQL Patroni's post_bootstrap runs (the application's roles, with their passwords), read
+   * from this postgres-only file rather than passed on a command line that `ps` shows.
+   */
+  postBootstrapSql: string;
+  /** Written last by the first-boot script, with a timestamp: this node finished its first boot. */
+  readyMarker: string;
+  /** Written instead of the ready marker when the first-boot script fails: what failed. */
+  failedMarker: string;
+  /** The first-boot script's own log (cloud-init's output log gets the same lines). */
+  firstBootLog: string;
 }
 
-/** The Debian 12 layout on a Hetzner server: the packages' own paths, data on the volume. */
+/** The Debian 13 (trixie) layout on a Hetzner server: the packages' own paths, data on the volume. */
 export function serverPaths(): NodePaths {
   return {
     config: {
@@ -55,7 +74,8 @@ export function serverPaths(): NodePaths {
       "redis-exporter.env": "/etc/default/prometheus-redis-exporter",
       "redis-exporter-passwords.json": "/etc/prometheus/redis-exporter-passwords.json",
     },
-    pgDataDir: "/var/lib/postgresql/15/madbase",
+    pgDataDir: `/var/lib/postgresql/${POSTGRES_MAJOR}/madbase`,
+    pgBinDir: `/usr/lib/postgresql/${POSTGRES_MAJOR}/bin`,
     pgSocketDir: "/var/run/postgresql",
     pgpassFile: "/var/lib/postgresql/.pgpass.patroni",
     etcdDataDir: "/var/lib/etcd/madbase",
@@ -68,6 +88,11 @@ export function serverPaths(): NodePaths {
     volumeMount: "/var/lib/postgresql",
     scriptDir: "/usr/local/sbin",
     backupEnvFile: "/etc/madbase/backup.env",
+    nodeEnvFile: "/etc/madbase/node.env",
+    postBootstrapSql: "/etc/patroni/post-bootstrap.sql",
+    readyMarker: "/var/lib/madbase/ready",
+    failedMarker: "/var/lib/madbase/first-boot.failed",
+    firstBootLog: "/var/log/madbase-first-boot.log",
   };
 }
 
@@ -89,6 +114,7 @@ export function localPaths(root: string, node: Pick<NodeSpec, "name">): NodePath
       "redis-exporter-passwords.json": path.join(etc, "redis-exporter-passwords.json"),
     },
     pgDataDir: path.join(base, "pgdata"),
+    pgBinDir: `/usr/lib/postgresql/${POSTGRES_MAJOR}/bin`,
     pgSocketDir: path.join(base, "run", "postgresql"),
     pgpassFile: path.join(base, "run", "pgpass"),
     etcdDataDir: path.join(base, "etcd"),
@@ -101,5 +127,10 @@ export function localPaths(root: string, node: Pick<NodeSpec, "name">): NodePath
     volumeMount: base,
     scriptDir: path.join(base, "bin"),
     backupEnvFile: path.join(etc, "backup.env"),
+    nodeEnvFile: path.join(etc, "node.env"),
+    postBootstrapSql: path.join(etc, "post-bootstrap.sql"),
+    readyMarker: path.join(base, "ready"),
+    failedMarker: path.join(base, "first-boot.failed"),
+    firstBootLog: path.join(base, "log", "first-boot.log"),
   };
 }

@@ -1,8 +1,9 @@
-import { gzipSync } from "node:zlib";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import Handlebars from "handlebars";
 import { BACKUP_TIMERS, backupFilesForCloudInit, pgbackrestReplicaCommand, pgbackrestRestoreCommand, archiveCommand } from "./backup";
+import { gzB64 } from "./userdata";
+import { EXPORTER_PACKAGES, NODE_PACKAGES } from "./packages";
 import { NODE_FILES, NodeFile, NodePaths } from "./paths";
 import { Plan, postgresTuning } from "./plans";
 import { FailoverProfile, checkProfile } from "./profiles";
@@ -52,27 +53,18 @@ export interface NodeRenderInput {
 
 export type RenderedNode = Record<NodeFile, string>;
 
-/** Debian's Prometheus exporters; each package's systemd unit has the same name. */
-export const EXPORTER_PACKAGES = ["prometheus-node-exporter", "prometheus-postgres-exporter", "prometheus-redis-exporter"] as const;
+/** The scripts of a node's first boot and of Redis's start guard (templates/scripts/<name>.sh, plain shell). */
+export const FIRST_BOOT_SCRIPT = "madbase-first-boot";
+export const REDIS_FOLLOW_SCRIPT = "madbase-redis-follow";
+export const MOUNT_VOLUME_SCRIPT = "madbase-mount-volume";
 
-/** Debian packages every node installs. */
-export const NODE_PACKAGES = [
-  "postgresql-15",
-  "postgresql-client-15",
-  "patroni",
-  "python3-psycopg2",
-  "etcd-server",
-  "etcd-client",
-  "redis-server",
-  "redis-sentinel",
-  "redis-tools",
-  "haproxy",
-  "pgbackrest",
-  // The backup scripts: s3cmd ships Redis snapshots, curl asks Patroni who leads.
-  "s3cmd",
-  "curl",
-  ...EXPORTER_PACKAGES,
-];
+/** The units a first boot starts only on a node that creates the cluster (node-join starts them otherwise). */
+export const CLUSTER_UNITS = ["etcd", "patroni", "redis-server", "redis-sentinel"] as const;
+/** The units every node starts at its first boot, joining or not. */
+export const EDGE_UNITS = ["haproxy", ...EXPORTER_PACKAGES] as const;
+
+/** How long a first boot waits for PostgreSQL, Redis and the other units before it fails. */
+export const FIRST_BOOT_WAIT_SECONDS = 300;
 
 const TEMPLATE_DIR = path.resolve(__dirname, "..", "templates");
 
@@ -142,12 +134,6 @@ function model(input: NodeRenderInput) {
     redisMinReplicasToWrite: topology.nodeCount >= 3 ? 1 : 0,
     redisMasterIp,
     redisReplicaOf: node.privateIp === redisMasterIp ? "" : redisMasterIp,
-    // user-data: a node whose address etcd (asked at every other node address) does not list is
-    // joining a running cluster, and leaves its daemons to node-join (core/scale.ts).
-    etcdPeerEndpoints: possibleNodeAddresses(topology.subnetCidr)
-      .filter((ip) => ip !== node.privateIp)
-      .map((ip) => `http://${ip}:${PORTS.etcdClient}`)
-      .join(","),
     etcdInitialClusterState: input.etcdInitialClusterState ?? "new",
     etcdInitialCluster: topology.etcdInitialCluster,
     checkTimeoutMs: Math.max(1000, interMs),
@@ -156,10 +142,11 @@ function model(input: NodeRenderInput) {
     archiveCommand: archiveCommand(paths.scriptDir),
     restoreCommand: pgbackrestRestoreCommand(paths.config["pgbackrest.conf"], topology.clusterName),
     pgbackrestReplicaCommand: pgbackrestReplicaCommand(paths.config["pgbackrest.conf"], topology.clusterName),
-    // Patroni's etcd endpoints: the other nodes' members, never this node's own (see patroni.yml).
-    etcdHosts: topology.nodeCount >= 3 ? topology.nodes.filter((n) => n.name !== node.name) : topology.nodes,
-    etcdUseProxies: topology.nodeCount >= 3,
-    postBootstrap: postBootstrapCommand(secrets),
+    // Patroni's etcd endpoints: every member. (Patroni 3.0.2 needed only the other nodes' members
+    // and use_proxies, or a partitioned node overwrote the new leader's key; fixed in 3.0.3.)
+    etcdHosts: topology.nodes,
+    // Patroni appends the connection string; psql reads the SQL (passwords included) from a file.
+    postBootstrap: `psql -v ON_ERROR_STOP=1 -f ${paths.postBootstrapSql} -d`,
     pgHba: [
       `local all ${USERS.postgresSuperuser} peer`,
       "local all all scram-sha-256",
@@ -172,13 +159,13 @@ function model(input: NodeRenderInput) {
 }
 
 /**
- * Patroni runs this once, with a connection string appended, after it creates the cluster: from
+ * Patroni runs this SQL once (post_bootstrap), after it creates the cluster: from
  * initdb, or from a backup (madbase-pg-restore), so it must do the right thing both ways. Each role
  * is created, or (restored from a backup) given this stack's password, which may be new; the
  * database is created only when it is missing. (Patroni itself creates or resets the superuser,
  * replication and rewind roles and grants pg_rewind what it needs.)
  */
-function postBootstrapCommand(secrets: ClusterSecrets): string {
+export function postBootstrapSql(secrets: ClusterSecrets): string {
   const roles: { name: string; options: string; inRole?: string }[] = [
     { name: USERS.app, options: `LOGIN PASSWORD '${secrets.app}'` },
     // The metrics exporter's read-only role: pg_monitor (statistics and settings, no table data).
@@ -191,9 +178,33 @@ function postBootstrapCommand(secrets: ClusterSecrets): string {
         `ELSE CREATE ROLE ${r.name} ${r.options}${r.inRole ? ` IN ROLE ${r.inRole}` : ""}; END IF; END$$;`,
     ),
     `SELECT 'CREATE DATABASE ${APP_DATABASE} OWNER ${USERS.app}' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '${APP_DATABASE}') \\gexec`,
-  ].join(" ");
-  // psql runs \gexec only in a script, so sh hands it the SQL on stdin ($0); $1 is Patroni's connection string.
-  return `sh -c 'printf "%s\\n" "$0" | psql -v ON_ERROR_STOP=1 -d "$1"' "${sql}"`;
+  ];
+  return sql.join("\n") + "\n";
+}
+
+/** A script that takes no rendered value (it reads the node's environment file). */
+export function plainScript(name: string): string {
+  return fs.readFileSync(path.join(TEMPLATE_DIR, "scripts", name), "utf8");
+}
+
+/**
+ * The node's environment file (paths.nodeEnvFile): what madbase-first-boot and madbase-redis-follow
+ * need to know. Whether the node joins a running cluster is decided here, when rendering: the
+ * Pulumi program (and the local runner) render a node added by scaling with
+ * `etcdInitialClusterState: "existing"`.
+ */
+export function renderNodeEnv(input: NodeRenderInput): string {
+  const m = model(input);
+  return template("scripts/node.env")({
+    ...m,
+    joining: m.etcdInitialClusterState === "existing" ? 1 : 0,
+    candidateIps: possibleNodeAddresses(input.topology.subnetCidr).join(" "),
+    pgVersionDir: path.posix.dirname(input.paths.pgDataDir),
+    waitSeconds: FIRST_BOOT_WAIT_SECONDS,
+    clusterUnits: CLUSTER_UNITS.join(" "),
+    edgeUnits: EDGE_UNITS.join(" "),
+    backupTimers: BACKUP_TIMERS.join(" "),
+  });
 }
 
 /** Renders the files one node runs. Pure: the same input always gives the same files. */
@@ -208,17 +219,24 @@ export function renderNode(input: NodeRenderInput): RenderedNode {
   files["user-data.yaml"] = template("user-data.yaml")({
     ...m,
     packages: NODE_PACKAGES,
-    exporterUnits: EXPORTER_PACKAGES,
-    // gzipped like the backup script: user-data is at most 32 KiB (the script holds no secret).
-    mountScript: gzipSync(template("scripts/mount-volume.sh")({}), { level: 9 }).toString("base64"),
+    retriedUnits: [...CLUSTER_UNITS.filter((u) => u !== "patroni"), ...EDGE_UNITS],
+    nodeEnv: renderNodeEnv(input),
+    // gzipped like the backup script: user-data is at most 32 KiB (the scripts hold no secret).
+    nodeScripts: [
+      [MOUNT_VOLUME_SCRIPT, template("scripts/mount-volume.sh")({})],
+      [FIRST_BOOT_SCRIPT, plainScript("first-boot.sh")],
+      [REDIS_FOLLOW_SCRIPT, plainScript("redis-follow.sh")],
+    ].map(([name, text]) => ({ path: path.posix.join(input.paths.scriptDir, name), content: gzB64(text) })),
     backupFiles: backupFilesForCloudInit(input),
-    backupTimers: BACKUP_TIMERS,
-    pgVersionDir: path.posix.dirname(input.paths.pgDataDir),
-    configFiles: Object.entries(FILE_OWNERSHIP).map(([name, own]) => ({
-      path: input.paths.config[name as keyof typeof FILE_OWNERSHIP],
-      ...own,
-      content: files[name as NodeFile],
-    })),
+    configFiles: [
+      ...Object.entries(FILE_OWNERSHIP).map(([name, own]) => ({
+        path: input.paths.config[name as keyof typeof FILE_OWNERSHIP],
+        ...own,
+        content: gzB64(files[name as NodeFile]),
+      })),
+      // Written after the packages, like patroni.yml: the postgres user exists by then.
+      { path: input.paths.postBootstrapSql, owner: "postgres:postgres", mode: "0600", content: gzB64(postBootstrapSql(input.secrets)) },
+    ],
   });
   return files;
 }

@@ -1,0 +1,31 @@
+/**
+ * The Debian 13 (trixie) packages a node runs. One list for both worlds: cloud-init installs it on
+ * a Hetzner server (user-data.yaml `packages:`), and the local node image is built from exactly
+ * this list plus the base packages a Hetzner `debian-13` image already holds — so a package added
+ * here reaches both, and the image is rebuilt when this list changes.
+ */
+
+/** Debian's Prometheus exporters; each package's systemd unit has the same name. */
+export const EXPORTER_PACKAGES = ["prometheus-node-exporter", "prometheus-postgres-exporter", "prometheus-redis-exporter"] as const;
+
+/** The PostgreSQL major version trixie ships (no 18 in trixie or its backports). */
+export const POSTGRES_MAJOR = 17;
+
+/** Debian packages every node installs (versions as in trixie). */
+export const NODE_PACKAGES = [
+  `postgresql-${POSTGRES_MAJOR}`, // 17.x
+  `postgresql-client-${POSTGRES_MAJOR}`,
+  "patroni", // 4.0.7
+  "python3-psycopg2",
+  "etcd-server", // 3.5
+  "etcd-client",
+  "redis-server", // 8.0
+  "redis-sentinel",
+  "redis-tools",
+  "haproxy", // 3.0
+  "pgbackrest", // 2.55
+  // The backup scripts: s3cmd ships Redis snapshots, curl asks Patroni who leads.
+  "s3cmd",
+  "curl",
+  ...EXPORTER_PACKAGES,
+] as const;

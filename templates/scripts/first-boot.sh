@@ -1,0 +1,118 @@
+#!/bin/bash
+# madbase-first-boot: a node's first boot, run once by cloud-init (runcmd) after the packages are
+# installed and every file is written (argument: the node's environment file). Any failure stops it here, says what failed (in this log,
+# cloud-init's output log and the failed marker) and leaves the node not ready; cloud-init then
+# reports `error`. Values come from the node's environment file (rendered by madbase-state).
+set -euo pipefail
+# shellcheck disable=SC1091 # rendered per node
+. "${1:-/etc/madbase/node.env}"
+
+mkdir -p "$(dirname "$FIRST_BOOT_LOG")" "$(dirname "$READY_MARKER")" "$(dirname "$FAILED_MARKER")"
+exec > >(tee -a "$FIRST_BOOT_LOG") 2>&1
+say() { echo "madbase-first-boot: $(date -u +%H:%M:%S) $*"; }
+step=starting
+failed() {
+  local code=$?
+  say "FAILED while $step (exit $code); $NODE_NAME is not ready"
+  printf 'failed_at=%s\nstep=%s\nexit=%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$step" "$code" >"$FAILED_MARKER"
+}
+trap failed ERR
+rm -f "$READY_MARKER" "$FAILED_MARKER"
+
+# Packages are installed: their scripts may start services again from now on.
+rm -f /usr/sbin/policy-rc.d
+
+step="applying sysctl settings"
+sysctl --system >/dev/null
+
+# PostgreSQL's data must live on the volume: without it nothing below runs.
+step="mounting the data volume at $VOLUME_MOUNT"
+"$SCRIPT_DIR/madbase-mount-volume" "$VOLUME_MOUNT"
+mountpoint -q "$VOLUME_MOUNT"
+
+step="creating data directories"
+install -d -o postgres -g postgres -m 0700 "$PG_VERSION_DIR"
+install -d -o etcd -g etcd -m 0700 "$ETCD_DATA_DIR"
+install -d -o postgres -g postgres -m 0750 "$PGBACKREST_LOG_DIR" "$PGBACKREST_SPOOL_DIR"
+
+step="reloading systemd units"
+systemctl daemon-reload
+# Patroni runs PostgreSQL; Debian's own cluster service must never start one beside it.
+systemctl disable --now postgresql.service >/dev/null 2>&1 || true
+
+# Debian's packages enable their units at install (and a baked image may have started them with
+# Debian's default files): this script decides what runs, restarting what it keeps.
+# They bind the private address, which may come a moment later: systemd retries them (drop-ins),
+# and this script waits for them below instead of failing on the first try.
+step="starting HAProxy, the exporters and the backup timers"
+# shellcheck disable=SC2086 # word lists
+systemctl enable $EDGE_UNITS
+# shellcheck disable=SC2086
+systemctl restart --no-block $EDGE_UNITS
+# The timers act only where this node leads, so a joining node has them too (node-join does not
+# start them, and it may lead one day).
+# shellcheck disable=SC2086
+systemctl enable --now $BACKUP_TIMERS
+deadline=$((SECONDS + WAIT_SECONDS))
+
+if [ "$JOINING" = 1 ]; then
+  # Decided when rendering: this node joins a running cluster. node-join adds it to etcd and starts
+  # etcd, Patroni, Redis and Sentinel in order; until then none of them may start, even on a reboot.
+  step="keeping the cluster daemons stopped until node-join"
+  # shellcheck disable=SC2086
+  systemctl disable --now $CLUSTER_UNITS
+  say "$NODE_NAME joins a running cluster: node-join starts etcd, Patroni, Redis and Sentinel"
+else
+  step="starting etcd, Patroni, Redis and Sentinel"
+  # shellcheck disable=SC2086
+  systemctl enable $CLUSTER_UNITS
+  # shellcheck disable=SC2086
+  systemctl restart --no-block $CLUSTER_UNITS
+
+  http_code() { curl -s -o /dev/null --max-time 3 -w '%{http_code}' "http://$NODE_IP:$PATRONI_PORT/$1" || true; }
+  redis_pong() { (set -a && . "$BACKUP_ENV_FILE" && redis-cli --no-auth-warning -h 127.0.0.1 -p "$REDIS_PORT" PING 2>/dev/null) | grep -qx PONG; }
+  step="waiting up to ${WAIT_SECONDS}s for PostgreSQL (Patroni /health) and Redis (PING)"
+  say "$step"
+  until [ "$(http_code health)" = 200 ] && redis_pong; do
+    if ((SECONDS >= deadline)); then
+      say "Patroni /health answered $(http_code health); Redis PING: $(redis_pong && echo PONG || echo no answer)"
+      false
+    fi
+    sleep 2
+  done
+  say "PostgreSQL and Redis answer"
+
+  if [ "$(http_code primary)" = 200 ]; then
+    # WAL archiving works from the first minute: the stanza now, a first full backup right after
+    # (in the background: its unit logs to the journal), so point-in-time restore starts today.
+    step="creating the pgBackRest stanza $CLUSTER"
+    for ((try = 1; ; try++)); do
+      out=$(runuser -u postgres -- pgbackrest --config="$PGBACKREST_CONF" --stanza="$CLUSTER" --log-level-console=warn stanza-create 2>&1) && break
+      # The archiver's archive-push can hold the stanza's lock for a moment.
+      if ((try >= 60)) || ! grep -q "unable to acquire lock" <<<"$out"; then
+        say "stanza-create: $out"
+        false
+      fi
+      sleep 1
+    done
+    say "stanza $CLUSTER ready; starting the first full backup"
+    step="starting the first full backup"
+    systemctl start --no-block madbase-pg-backup@full.service
+  fi
+fi
+
+step="waiting for HAProxy and the exporters to run"
+inactive() { local u; for u in $EDGE_UNITS; do systemctl is-active --quiet "$u" || echo "$u"; done; }
+until [ -z "$(inactive)" ]; do
+  if ((SECONDS >= deadline)); then
+    say "not active: $(inactive | tr '\n' ' ')"
+    false
+  fi
+  sleep 2
+done
+
+# Last: everything above succeeded.
+step="writing the ready marker"
+printf 'ready_at=%s\njoining=%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$JOINING" >"$READY_MARKER.tmp"
+mv "$READY_MARKER.tmp" "$READY_MARKER"
+say "$NODE_NAME is ready ($READY_MARKER)"
