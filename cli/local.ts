@@ -13,6 +13,7 @@ import {
   Location,
   NotRunningError,
   UnhealthyError,
+  loadCluster,
   clusterUrls,
   down,
   heal,
@@ -25,7 +26,8 @@ import {
 import { RestoreTarget, restorePostgres } from "../local/backup";
 import { backupOnEveryNode, restoreRedis } from "../local/backup-ops";
 import { formatHealth, formatOverview } from "../local/health";
-import { MissingPackagesError } from "../local/packages";
+import { findNode } from "../local/state";
+import { sshIdentity, sshInteractive } from "../local/ssh";
 import { NotHealthyError, ScaleInProgressError, ScaleStepError, scale } from "../local/scale";
 
 const USAGE = `usage: npm run local -- <command> [options]
@@ -40,8 +42,9 @@ const USAGE = `usage: npm run local -- <command> [options]
   scale --nodes N     grow or shrink the running cluster to N nodes (1, 3, 5, 7), one node at a time,
                       with the membership scripts a Hetzner node runs; waits until healthy
   down                stop every process, remove the namespaces and all local data
-  kill-node NAME      kill -9 every process of a node (postmaster included)
-  start-node NAME     start a killed node's processes again (Redis as a replica of the current master)
+  kill-node NAME      a power cut: every process of the node dies at once
+  start-node NAME     boot a powered-off node (or start its stopped units); it rejoins by itself
+  ssh NAME [-- CMD]   a root shell on a node, or one command, over SSH as Pulumi reaches it
   partition NAME      cut a node's network; its processes keep running
   heal NAME           restore it
   backup-pg full|diff run every node's madbase-backup (only the leader backs up, as the timers do)
@@ -60,6 +63,7 @@ const COMMANDS: Record<string, { options: Record<string, { type: "string" | "boo
   scale: { options: { nodes: { type: "string" } }, positionals: 0 },
   down: { options: {}, positionals: 0 },
   "kill-node": { options: {}, positionals: 1 },
+  ssh: { options: {}, positionals: -1 },
   "start-node": { options: {}, positionals: 1 },
   partition: { options: {}, positionals: 1 },
   heal: { options: {}, positionals: 1 },
@@ -94,7 +98,8 @@ function parse(argv: string[]) {
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  if (parsed.positionals.length !== spec.positionals) {
+  if (spec.positionals === -1 && parsed.positionals.length === 0) throw new UsageError(`${command} needs a node name, such as madbase-prod-1`);
+  if (spec.positionals !== -1 && parsed.positionals.length !== spec.positionals) {
     throw new UsageError(
       spec.positionals === 0 ? `${command} takes no arguments` : command === "backup-pg" ? "backup-pg takes full or diff" : `${command} needs a node name, such as madbase-prod-1`,
     );
@@ -118,13 +123,7 @@ async function run(argv: string[], loc: Location): Promise<number> {
         nodes: values.nodes as string | undefined,
         profile: values.profile as string | undefined,
         backupDir: values["backup-dir"] as string | undefined,
-        // Restore before any Patroni starts: the first node bootstraps from the repository.
-        beforePatroni: restore
-          ? (state) => {
-              log(`restoring PostgreSQL on ${state.nodes[0].name} (${restore.type === "latest" ? "latest" : restore.target})`);
-              log(restorePostgres(state, state.nodes[0].name, restore).output.trim());
-            }
-          : undefined,
+        restore,
         onProgress: log,
       });
       const urls = clusterUrls(result.state, result.secrets);
@@ -154,8 +153,8 @@ async function run(argv: string[], loc: Location): Promise<number> {
       return 0;
     }
     case "down": {
-      const { stopped, forced } = await down({ ...loc, onProgress: log });
-      console.log(`stopped ${stopped} process(es)${forced ? `, ${forced} with SIGKILL` : ""}; namespaces and data removed`);
+      const { machines } = await down({ ...loc, onProgress: log });
+      console.log(`removed ${machines} machine(s), their volumes, the namespaces and all local data`);
       return 0;
     }
     case "backup-pg":
@@ -169,14 +168,19 @@ async function run(argv: string[], loc: Location): Promise<number> {
       return 0;
     case "kill-node": {
       const pids = await killNode(positionals[0], loc);
-      console.log(`killed ${positionals[0]}: ${pids.length} process(es) (${pids.join(", ")})`);
+      console.log(`power cut on ${positionals[0]}: ${pids.length} process(es) ended at once`);
       return 0;
     }
     case "start-node": {
-      const { started, redisReplicaOf } = await startNode(positionals[0], loc);
-      console.log(started.length ? `started ${started.join(", ")} on ${positionals[0]}` : `${positionals[0]}: everything is already running`);
-      if (redisReplicaOf) console.log(`redis starts as a replica of ${redisReplicaOf} (the master the Sentinels name)`);
+      const { booted, started } = await startNode(positionals[0], loc);
+      if (booted) console.log(`${positionals[0]}: booting (systemd starts its units after the network and the volume)`);
+      else console.log(started.length ? `started ${started.join(", ")} on ${positionals[0]}` : `${positionals[0]}: everything is already running`);
       return 0;
+    }
+    case "ssh": {
+      const { state } = loadCluster(loc);
+      const node = findNode(state, positionals[0]);
+      return sshInteractive(sshIdentity(state.root), node.address, positionals.slice(1));
     }
     case "partition":
       partition(positionals[0], loc);
@@ -200,7 +204,6 @@ async function main(): Promise<void> {
       process.exitCode = 2;
     } else if (
       e instanceof ConfigError ||
-      e instanceof MissingPackagesError ||
       e instanceof AlreadyRunningError ||
       e instanceof NotRunningError ||
       e instanceof NotHealthyError ||

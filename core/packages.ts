@@ -17,6 +17,9 @@ export const NODE_PACKAGES = [
   `postgresql-client-${POSTGRES_MAJOR}`,
   "patroni", // 4.0.7
   "python3-psycopg2",
+  // Patroni's etcd3 client imports python-etcd; Debian's patroni only suggests it, and without it
+  // Patroni 4 finds no DCS ("Available implementations: consul, kubernetes").
+  "python3-etcd",
   "etcd-server", // 3.5
   "etcd-client",
   "redis-server", // 8.0

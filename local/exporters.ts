@@ -1,16 +1,9 @@
 /**
- * The Prometheus exporters of a local node: the same Debian binaries a Hetzner node runs, started
- * from the same rendered environment files its systemd units read (EnvironmentFile=), as the
- * `prometheus` user, inside the node's namespace. And the probe `status` uses to see them.
+ * The Prometheus exporters of a node (Debian's units, started by the node itself), and the probe
+ * `status` uses to see them: a scrape of each at the node's private address.
  */
-import * as fs from "node:fs";
-import * as path from "node:path";
-import { NodeFile, PORTS, readEnvFile } from "../core";
-import { localPathsOf, logFile } from "./layout";
+import { PORTS } from "../core";
 import { Sample, parseMetrics, sampleValue } from "./metrics";
-import type { Programs } from "./packages";
-import type { LocalClusterState, LocalNode } from "./state";
-import { DaemonSpec, daemonEnv } from "./supervisor";
 
 export const EXPORTER_SERVICES = ["node_exporter", "postgres_exporter", "redis_exporter"] as const;
 export type ExporterService = (typeof EXPORTER_SERVICES)[number];
@@ -20,34 +13,10 @@ export const EXPORTERS = ["node", "postgres", "redis"] as const;
 export type Exporter = (typeof EXPORTERS)[number];
 
 const SERVICE_OF: Record<Exporter, ExporterService> = { node: "node_exporter", postgres: "postgres_exporter", redis: "redis_exporter" };
-const ENV_FILE: Record<ExporterService, Exclude<NodeFile, "user-data.yaml">> = {
-  node_exporter: "node-exporter.env",
-  postgres_exporter: "postgres-exporter.env",
-  redis_exporter: "redis-exporter.env",
-};
-const PROGRAM: Record<ExporterService, keyof Programs> = {
-  node_exporter: "nodeExporter",
-  postgres_exporter: "postgresExporter",
-  redis_exporter: "redisExporter",
-};
 export const EXPORTER_PORTS: Record<Exporter, number> = { node: PORTS.nodeExporter, postgres: PORTS.postgresExporter, redis: PORTS.redisExporter };
 
 export function isExporterService(service: string): service is ExporterService {
   return (EXPORTER_SERVICES as readonly string[]).includes(service);
-}
-
-/** How the runner starts an exporter: `<program> $ARGS` with the file's other variables as environment. */
-export function exporterDaemonSpec(state: LocalClusterState, node: LocalNode, service: ExporterService): DaemonSpec {
-  const file = localPathsOf(state, node).config[ENV_FILE[service]];
-  const { ARGS = "", ...vars } = readEnvFile(fs.readFileSync(file, "utf8"));
-  return {
-    namespace: node.namespace,
-    argv: [state.programs[PROGRAM[service]], ...ARGS.split(/\s+/).filter(Boolean)],
-    user: "prometheus",
-    env: daemonEnv(vars),
-    cwd: path.join(state.root, node.name),
-    log: logFile(state, node, service),
-  };
 }
 
 /**

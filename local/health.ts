@@ -2,7 +2,7 @@
  * The cluster's health as one value: what each node runs and reports, and the list of reasons it
  * is not (yet) healthy. `up` waits for an empty list, `status` prints it, the tests assert on it.
  */
-import type { ClusterSecrets } from "../core";
+import { ClusterSecrets, serverPaths } from "../core";
 import { hostLinkUp, nodeLinkUp } from "./network";
 import {
   HaproxyServer,
@@ -16,9 +16,9 @@ import {
   redisReplication,
   sentinelMaster,
 } from "./probes";
-import { LocalClusterState, LocalNode, SERVICES } from "./state";
-import { isAlive, postmasterPid } from "./supervisor";
-import { localPathsOf } from "./layout";
+import { LocalClusterState } from "./state";
+import { machinePath } from "./machine";
+import { CloudInitStatus, NodeProbe, probeNode } from "./node-probe";
 import { EXPORTERS, EXPORTER_PORTS, Exporter, ExporterService, ExporterStatus, exporterService, probeExporters } from "./exporters";
 import { sampleSum, sampleValue } from "./metrics";
 
@@ -34,7 +34,15 @@ export interface NodeHealth {
   address: string;
   namespace: string;
   linkUp: boolean;
-  /** Live PIDs; null for a process that is not running. */
+  /** The machine is powered on. */
+  running: boolean;
+  /** What `cloud-init status` says for this boot. */
+  cloudInit: CloudInitStatus;
+  /** The node's readiness marker: its first boot finished. */
+  ready: boolean;
+  /** PostgreSQL's data volume is mounted. */
+  volumeMounted: boolean;
+  /** PIDs inside the node of each active daemon (systemd's MainPID; the postmaster's from its pid file); null when not running. */
   pids: NodePids;
   /** Patroni's role for the member: leader, sync_standby, replica; "down" when Patroni does not answer. */
   role: string;
@@ -87,11 +95,19 @@ export function assertHostLink(state: LocalClusterState): void {
 /** The PIDs of a node's daemons, its postmaster and its exporters. */
 export type NodePids = Record<ProcessName, number | null> & Partial<Record<ExporterService, number | null>>;
 
-export function livePids(state: LocalClusterState, node: LocalNode): NodePids {
-  const pid = (p: number | undefined) => (isAlive(p) ? p : null);
-  const out = Object.fromEntries(SERVICES.map((s) => [s, pid(node.pids[s])])) as NodePids;
-  out.postgres = postmasterPid(localPathsOf(state, node).pgDataDir) ?? null;
-  return out;
+/** The PIDs of a node's daemons as its systemd reports them, and its postmaster's. */
+export function nodePids(probe: NodeProbe): NodePids {
+  return {
+    etcd: probe.units.etcd.pid,
+    patroni: probe.units.patroni.pid,
+    postgres: probe.postmasterPid,
+    redis: probe.units.redis.pid,
+    sentinel: probe.units.sentinel.pid,
+    haproxy: probe.units.haproxy.pid,
+    node_exporter: probe.units.node_exporter.pid,
+    postgres_exporter: probe.units.postgres_exporter.pid,
+    redis_exporter: probe.units.redis_exporter.pid,
+  };
 }
 
 function groupHaproxy(servers: HaproxyServer[] | undefined): Record<Backend, Record<string, string>> | null {
@@ -116,16 +132,19 @@ export async function clusterHealth(state: LocalClusterState, secrets: ClusterSe
   const net = { hub: `${state.networkId}-hub` };
   const probes = await Promise.all(
     state.nodes.map(async (node) => {
+      const probe = probeNode(node.machine);
+      // HAProxy's admin socket, inside the node, seen through its /proc root.
+      const socket = machinePath(node.machine, serverPaths().haproxySocket);
       const [members, self, redis, sentinel, etcd, haproxy, exporters] = await Promise.all([
         patroniCluster(node.address),
         patroniNode(node.address),
         redisReplication(node.address, secrets.redis),
         sentinelMaster(node.address, state.clusterName),
         etcdHealthy(node.address),
-        haproxyServers(localPathsOf(state, node).haproxySocket),
+        socket ? haproxyServers(socket) : Promise.resolve(undefined),
         probeExporters(node.address),
       ]);
-      return { node, members, self, redis, sentinel, etcd, haproxy, exporters };
+      return { node, probe, members, self, redis, sentinel, etcd, haproxy, exporters };
     }),
   );
   const members = agreedMembers(probes.map((p) => p.members));
@@ -136,14 +155,18 @@ export async function clusterHealth(state: LocalClusterState, secrets: ClusterSe
   const masters = probes.filter((p) => p.redis?.role === "master");
   const redisMaster = masters.length === 1 ? masters[0].node : null;
 
-  const nodes: NodeHealth[] = probes.map(({ node, self, redis, sentinel, etcd, haproxy, exporters }) => {
+  const nodes: NodeHealth[] = probes.map(({ node, probe, self, redis, sentinel, etcd, haproxy, exporters }) => {
     const member = members.find((m) => m.name === node.name);
     return {
       name: node.name,
       address: node.address,
       namespace: node.namespace,
       linkUp: nodeLinkUp(net, { name: node.name, privateIp: node.address }),
-      pids: livePids(state, node),
+      running: probe.running,
+      cloudInit: probe.cloudInit,
+      ready: probe.ready,
+      volumeMounted: probe.volumeMounted,
+      pids: nodePids(probe),
       role: self ? (member?.role ?? "unknown") : "down",
       postgresState: member?.state ?? self?.state ?? "unreachable",
       lagBytes: typeof member?.lag === "number" ? member.lag : null,
@@ -160,7 +183,16 @@ export async function clusterHealth(state: LocalClusterState, secrets: ClusterSe
 
   const problems: string[] = [];
   for (const n of nodes) {
+    const probe = probes.find((p) => p.node.name === n.name)!.probe;
+    if (!n.running) {
+      problems.push(`${n.name}: powered off`);
+      continue;
+    }
     if (!n.linkUp) problems.push(`${n.name}: network link is cut`);
+    if (n.cloudInit === "error") problems.push(`${n.name}: cloud-init failed: ${probe.cloudInitErrors.join("; ")}`);
+    else if (n.cloudInit !== "done") problems.push(`${n.name}: cloud-init is ${n.cloudInit}`);
+    if (!n.volumeMounted) problems.push(`${n.name}: no data volume mounted at ${serverPaths().volumeMount}: PostgreSQL will not start without it`);
+    if (!n.ready) problems.push(`${n.name}: first boot not finished (no ${serverPaths().readyMarker})`);
     for (const p of PROCESS_NAMES) if (n.pids[p] === null) problems.push(`${n.name}: ${p} is not running`);
     if (!n.etcdHealthy) problems.push(`${n.name}: etcd is not healthy`);
   }
@@ -280,10 +312,11 @@ export function formatOverview(h: ClusterHealth): string {
 /** A plain-text table of the cluster, one row per node. */
 export function formatHealth(h: ClusterHealth): string {
   const names = h.nodes.map((n) => n.name);
-  const header = ["NODE", "ADDRESS", "POSTGRES", "LAG", "REDIS", "SENTINEL", "ETCD", "HAPROXY pg/ro/redis", "METRICS", "PIDS etcd patroni postgres redis sentinel haproxy"];
+  const header = ["NODE", "ADDRESS", "BOOT", "POSTGRES", "LAG", "REDIS", "SENTINEL", "ETCD", "HAPROXY pg/ro/redis", "METRICS", "PIDS etcd patroni postgres redis sentinel haproxy"];
   const rows = h.nodes.map((n) => [
     n.linkUp ? n.name : `${n.name} (cut)`,
     n.address,
+    !n.running ? "off" : n.ready ? "ready" : n.cloudInit === "done" ? "booted" : `cloud-init ${n.cloudInit}`,
     n.role === "down" ? "down" : `${n.role}${n.postgresState === "running" || n.postgresState === "streaming" ? "" : ` (${n.postgresState})`}`,
     formatLag(n),
     n.redisRole,

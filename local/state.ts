@@ -1,26 +1,38 @@
 /**
- * What a running local cluster is: written by `up` before the first process starts and updated as
- * each one does, so `status`, `down` and the tests find every process by PID and every namespace
- * by name, even after a half-finished `up`.
+ * What a running local cluster is: written by `up` before the first machine boots and updated as
+ * machines boot, stop and go, so `status`, `down` and the tests find every machine, loop device and
+ * namespace, even after a half-finished `up`.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { BackupTarget, ClusterSecrets } from "../core";
-import type { Programs } from "./packages";
+import type { MachineRecord } from "./machine";
 
+/** The daemons of a node, by the name the runner and the tests use. */
 export const SERVICES = ["etcd", "patroni", "redis", "sentinel", "haproxy", "node_exporter", "postgres_exporter", "redis_exporter"] as const;
 export type Service = (typeof SERVICES)[number];
+
+/** Each service's systemd unit on a node (Debian's own units, with the node's drop-ins). */
+export const UNITS: Record<Service, string> = {
+  etcd: "etcd.service",
+  patroni: "patroni.service",
+  redis: "redis-server.service",
+  sentinel: "redis-sentinel.service",
+  haproxy: "haproxy.service",
+  node_exporter: "prometheus-node-exporter.service",
+  postgres_exporter: "prometheus-postgres-exporter.service",
+  redis_exporter: "prometheus-redis-exporter.service",
+};
 
 export interface LocalNode {
   name: string;
   address: string;
   namespace: string;
-  /** Processes this runner started, by service. The postmaster is Patroni's, read from postmaster.pid. */
-  pids: Partial<Record<Service, number>>;
+  machine: MachineRecord;
 }
 
 export interface LocalClusterState {
-  version: 1;
+  version: 2;
   stack: string;
   profile: string;
   synchronousMode: boolean;
@@ -32,10 +44,12 @@ export interface LocalClusterState {
   hostIp: string;
   root: string;
   startedAt: string;
-  /** The programs `up` found, so a restarted node runs the same binaries. */
-  programs: Programs;
+  /** The node image every machine boots (an overlay on it each). */
+  image: string;
   /** The backup repository `up` rendered the nodes with, so that a node added later (scale) matches. */
   backup?: BackupTarget;
+  /** The host directory shown to every node as the local backup repository, when there is one. */
+  backupHostDir?: string;
   nodes: LocalNode[];
 }
 
@@ -49,7 +63,11 @@ export function statePath(root: string): string {
 export function readState(root: string): LocalClusterState | undefined {
   const file = statePath(root);
   if (!fs.existsSync(file)) return undefined;
-  return JSON.parse(fs.readFileSync(file, "utf8")) as LocalClusterState;
+  const state = JSON.parse(fs.readFileSync(file, "utf8")) as LocalClusterState;
+  if (state.version !== 2) {
+    throw new Error(`${file} is from an older runner (version ${state.version}): stop its processes and remove ${root} by hand`);
+  }
+  return state;
 }
 
 /** Written whole and renamed into place, so a crash never leaves half a state file. */

@@ -1,8 +1,9 @@
 #!/bin/bash
-# madbase-first-boot: a node's first boot, run once by cloud-init (runcmd) after the packages are
-# installed and every file is written (argument: the node's environment file). Any failure stops it here, says what failed (in this log,
-# cloud-init's output log and the failed marker) and leaves the node not ready; cloud-init then
-# reports `error`. Values come from the node's environment file (rendered by madbase-state).
+# madbase-first-boot ENV_FILE: a node's first boot, run once by cloud-init (runcmd) after the
+# packages are installed and every file is written. Any failure stops it here, says what failed
+# (in this log, cloud-init's output log and the failed marker) and leaves the node not ready;
+# cloud-init then reports `error`. Values come from the node's environment file (rendered by
+# madbase-state), so this script is the same on every node.
 set -euo pipefail
 # shellcheck disable=SC1091 # rendered per node
 . "${1:-/etc/madbase/node.env}"
@@ -20,10 +21,16 @@ trap failed ERR
 rm -f "$READY_MARKER" "$FAILED_MARKER"
 
 # Packages are installed: their scripts may start services again from now on.
-rm -f /usr/sbin/policy-rc.d
+rm -f "$POLICY_RC_D"
 
 step="applying sysctl settings"
-sysctl --system >/dev/null
+if systemd-detect-virt --quiet --container; then
+  # A container (a local node) shares the host's kernel, whose /proc/sys it cannot write: those
+  # settings are the host's to make.
+  say "in a container: kernel settings (sysctl) are left to the host"
+else
+  sysctl --system >/dev/null
+fi
 
 # PostgreSQL's data must live on the volume: without it nothing below runs.
 step="mounting the data volume at $VOLUME_MOUNT"
