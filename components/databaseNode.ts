@@ -108,7 +108,7 @@ export class DatabaseNode extends pulumi.ComponentResource {
         //    (which grows with nodeCount) change later; those changes reach running nodes over SSH,
         //    never by rebuilding them.
         //  - sshKeys: read only at creation; keys added later are installed over SSH.
-        //  - image: the image only matters at creation; a new debian-12 build must not rebuild a
+        //  - image: the image only matters at creation; a new debian-13 build must not rebuild a
         //    running node.
         ignoreChanges: ["userData", "sshKeys", "image"],
         // If some change still forces a replacement, Pulumi would create the new server first; the

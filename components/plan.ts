@@ -21,8 +21,8 @@ import {
   serverTypeFor,
 } from "../core";
 
-/** The Debian 12 image every database node boots. */
-export const NODE_IMAGE = "debian-12";
+/** The Debian 13 (trixie) image every database node boots. */
+export const NODE_IMAGE = "debian-13";
 
 /** Hetzner refuses user data larger than this (bytes). */
 export const USER_DATA_LIMIT = 32 * 1024;

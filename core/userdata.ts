@@ -32,5 +32,6 @@ export function writtenFiles(userData: string): WrittenFile[] {
 export function expandUserData(userData: string): string {
   const doc = yaml.load(userData) as { write_files?: WrittenFile[] };
   doc.write_files = writtenFiles(userData).map(({ encoding, ...f }) => (encoding ? { ...f, unpacked_from: encoding } : f)) as WrittenFile[];
-  return yaml.dump(doc, { lineWidth: -1 });
+  const header = userData.split("\n").filter((line, i, all) => all.slice(0, i + 1).every((l) => l.startsWith("#")));
+  return [...header, yaml.dump(doc, { lineWidth: -1 })].join("\n");
 }

@@ -5,13 +5,14 @@
  */
 import { gunzipSync } from "node:zlib";
 import * as yaml from "js-yaml";
-import { BACKUP_SCRIPT, BACKUP_TIMERS, SECRET_NAMES, describeCluster, parseSettings, renderBackupFiles, renderNode, serverPaths } from "../../core";
+import { BACKUP_SCRIPT, BACKUP_TIMERS, SECRET_NAMES, describeCluster, parseSettings, readEnvFile, renderBackupFiles, renderNode, serverPaths, writtenFiles } from "../../core";
 import { randomSecrets, renderStack } from "../support/fixtures";
 
 const { files, secrets, topology } = renderStack({ nodeCount: 3 });
 const node = files["madbase-prod-2"];
-const userData = yaml.load(node["user-data.yaml"]) as { write_files: { path: string; owner: string; permissions: string; encoding?: string; content: string }[]; runcmd: unknown[][] };
+const userData = yaml.load(node["user-data.yaml"]) as { write_files: { path: string; owner: string; permissions: string; encoding?: string; content: string }[] };
 const written = Object.fromEntries(userData.write_files.map((f) => [f.path, f]));
+const nodeEnv = readEnvFile(writtenFiles(node["user-data.yaml"]).find((f) => f.path === "/etc/madbase/node.env")!.content);
 const backupFiles = (() => {
   const { options } = describeCluster(parseSettings("prod", { nodeCount: 3, plan: "cx31" }));
   return renderBackupFiles({ topology, node: topology.nodes[1], options, secrets, paths: serverPaths() });
@@ -34,7 +35,8 @@ test("the script holds no secret; the environment file holds exactly the ones th
 
 test("every node enables the weekly full, daily diff and hourly Redis timers", () => {
   expect(BACKUP_TIMERS).toEqual(["madbase-pg-backup-full.timer", "madbase-pg-backup-diff.timer", "madbase-redis-snapshot.timer"]);
-  expect(userData.runcmd).toContainEqual(["systemctl", "enable", "--now", ...BACKUP_TIMERS]);
+  // madbase-first-boot runs `systemctl enable --now $BACKUP_TIMERS` on every node.
+  expect(nodeEnv.BACKUP_TIMERS).toBe(BACKUP_TIMERS.join(" "));
   expect(written["/etc/systemd/system/madbase-pg-backup@.service"].content).toMatch(/^User=postgres$/m);
   expect(written["/etc/systemd/system/madbase-redis-snapshot.service"].content).toMatch(/^User=redis$/m);
 });
@@ -62,8 +64,8 @@ test("Patroni creates replicas from the repository first, and fetches missing WA
 });
 
 test("post_bootstrap works after initdb and after a restore: roles created or given this stack's password, the database only when missing", () => {
-  const cmd = (yaml.load(node["patroni.yml"]) as any).bootstrap.post_bootstrap as string;
-  expect(cmd).toMatch(/^sh -c '.*psql -v ON_ERROR_STOP=1 -d "\$1"' "/);
+  expect((yaml.load(node["patroni.yml"]) as any).bootstrap.post_bootstrap).toBe("psql -v ON_ERROR_STOP=1 -f /etc/patroni/post-bootstrap.sql -d");
+  const cmd = writtenFiles(node["user-data.yaml"]).find((f) => f.path === "/etc/patroni/post-bootstrap.sql")!.content;
   expect(cmd).toContain(`IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'madbase') THEN ALTER ROLE madbase LOGIN PASSWORD '${secrets.app}'`);
   expect(cmd).toContain("WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'madbase') \\gexec");
   expect(cmd).not.toMatch(/-c "CREATE (ROLE|DATABASE)/);

@@ -4,7 +4,20 @@
  * the Prometheus scrape configuration names every endpoint of every node without holding a secret.
  */
 import * as yaml from "js-yaml";
-import { EXPORTER_PACKAGES, PORTS, SCRAPE_JOBS, SECRET_NAMES, USERS, buildTopology, maskSecrets, readEnvFile, renderPrometheusConfig, serverPaths } from "../../core";
+import {
+  EXPORTER_PACKAGES,
+  PORTS,
+  SCRAPE_JOBS,
+  SECRET_NAMES,
+  USERS,
+  buildTopology,
+  maskSecrets,
+  postBootstrapSql,
+  readEnvFile,
+  renderPrometheusConfig,
+  serverPaths,
+  writtenFiles,
+} from "../../core";
 import { renderStack } from "../support/fixtures";
 
 describe("exporter files", () => {
@@ -30,8 +43,7 @@ describe("exporter files", () => {
   });
 
   test("Patroni's post_bootstrap creates that role, with pg_monitor and nothing more", () => {
-    const patroni = yaml.load(files["madbase-prod-1"]["patroni.yml"]) as { bootstrap: { post_bootstrap: string } };
-    const cmd = patroni.bootstrap.post_bootstrap;
+    const cmd = postBootstrapSql(secrets);
     expect(cmd).toContain(`CREATE ROLE ${USERS.monitoring} LOGIN CONNECTION LIMIT 5 PASSWORD '${secrets.monitoring}' IN ROLE pg_monitor`);
     expect(cmd).not.toMatch(new RegExp(`${USERS.monitoring}[^"]*SUPERUSER`));
   });
@@ -56,17 +68,17 @@ describe("exporter files", () => {
   });
 
   test("cloud-init installs the exporters, writes their files with the right owners, and starts them", () => {
-    const doc = yaml.load(files["madbase-prod-1"]["user-data.yaml"]) as { packages: string[]; write_files: any[]; runcmd: string[][] };
+    const userData = files["madbase-prod-1"]["user-data.yaml"];
+    const doc = yaml.load(userData) as { packages: string[] };
     expect(doc.packages).toEqual(expect.arrayContaining([...EXPORTER_PACKAGES]));
-    const byPath = Object.fromEntries(doc.write_files.map((f) => [f.path, f]));
+    const byPath = Object.fromEntries(writtenFiles(userData).map((f) => [f.path, f]));
     const paths = serverPaths().config;
     expect(byPath[paths["postgres-exporter.env"]]).toMatchObject({ owner: "root:prometheus", permissions: "0640", defer: true });
     expect(byPath[paths["redis-exporter-passwords.json"]]).toMatchObject({ owner: "root:prometheus", permissions: "0640", defer: true });
     expect(byPath[paths["node-exporter.env"]].content).toBe(files["madbase-prod-1"]["node-exporter.env"]);
-    for (const unit of EXPORTER_PACKAGES) {
-      expect(doc.runcmd).toContainEqual(["systemctl", "restart", unit]);
-      expect(doc.runcmd.find((c) => c[1] === "enable" && c.includes(unit))).toBeDefined();
-    }
+    // The first-boot script enables and starts these (on every node, joining or not).
+    const env = readEnvFile(byPath["/etc/madbase/node.env"].content);
+    for (const unit of EXPORTER_PACKAGES) expect(env.EDGE_UNITS.split(" ")).toContain(unit);
   });
 });
 

@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as yaml from "js-yaml";
-import { NODE_FILES, SECRET_NAMES, maskSecrets, serverPaths, template } from "../../core";
+import { NODE_FILES, NODE_PACKAGES, SECRET_NAMES, expandUserData, maskSecrets, serverPaths, template, writtenFiles } from "../../core";
 import { renderStack } from "../support/fixtures";
 
 const root = path.resolve(__dirname, "..", "..");
@@ -31,12 +31,13 @@ describe("rendering", () => {
     }
   });
 
-  it("points Patroni at the other nodes' etcd members and keeps pg_hba to the private subnet with scram", () => {
+  it("points Patroni at every etcd member and PostgreSQL 17, and keeps pg_hba to the private subnet with scram", () => {
     const { files, topology } = renderStack({ nodeCount: 3 });
     const patroni = yaml.load(files["madbase-prod-2"]["patroni.yml"]) as any;
-    // Never its own member, and no discovery of it (a cut-off node must not read its stale data).
-    expect(patroni.etcd3.hosts).toEqual(topology.nodes.filter((n) => n.name !== "madbase-prod-2").map((n) => `${n.privateIp}:2379`));
-    expect(patroni.etcd3.use_proxies).toBe(true);
+    // Patroni 4 (fixed in 3.0.3): every member, its own included, with member discovery.
+    expect(patroni.etcd3.hosts).toEqual(topology.nodes.map((n) => `${n.privateIp}:2379`));
+    expect(patroni.etcd3.use_proxies).toBeUndefined();
+    expect(patroni.postgresql).toMatchObject({ bin_dir: "/usr/lib/postgresql/17/bin", data_dir: "/var/lib/postgresql/17/madbase" });
     const single = yaml.load(renderStack({ nodeCount: 1 }).files["madbase-prod-1"]["patroni.yml"]) as any;
     expect(single.etcd3.hosts).toEqual(["10.42.1.10:2379"]);
     expect(patroni.restapi.listen).toBe("10.42.1.11:8008");
@@ -91,7 +92,7 @@ describe("rendering", () => {
     const { files } = renderStack({ nodeCount: 3 });
     const node = files["madbase-prod-3"];
     const doc = yaml.load(node["user-data.yaml"]) as any;
-    const byPath = Object.fromEntries((doc.write_files as any[]).map((f) => [f.path, f]));
+    const byPath = Object.fromEntries(writtenFiles(node["user-data.yaml"]).map((f) => [f.path, f]));
     const paths = serverPaths();
     for (const [file, target] of Object.entries(paths.config)) {
       expect(byPath[target].content).toBe(node[file as keyof typeof node]);
@@ -99,23 +100,41 @@ describe("rendering", () => {
     }
     expect(byPath["/etc/patroni/config.yml"]).toMatchObject({ owner: "postgres:postgres", permissions: "0600" });
     expect(byPath["/etc/postgresql-common/createcluster.conf"].content).toMatch(/create_main_cluster = false/);
-    expect(doc.packages).toEqual(expect.arrayContaining(["postgresql-15", "patroni", "etcd-server", "redis-sentinel", "haproxy", "pgbackrest"]));
+    expect(doc.packages).toEqual([...NODE_PACKAGES]);
+    expect(doc.packages).toEqual(expect.arrayContaining(["postgresql-17", "postgresql-client-17", "patroni", "etcd-server", "redis-sentinel", "haproxy", "pgbackrest"]));
+    // The passwords of post_bootstrap travel in a postgres-only file, never on its command line.
+    expect(byPath["/etc/patroni/post-bootstrap.sql"]).toMatchObject({ owner: "postgres:postgres", permissions: "0600" });
+    expect(yaml.load(node["patroni.yml"])).toMatchObject({ bootstrap: { post_bootstrap: "psql -v ON_ERROR_STOP=1 -f /etc/patroni/post-bootstrap.sql -d" } });
   });
 
-  it("has systemd start Patroni again, without a start limit, when it exits at start (etcd not answering yet)", () => {
+  it("never starts Patroni without its volume, and retries every unit that binds the private address", () => {
     const { files } = renderStack({ nodeCount: 3 });
-    const doc = yaml.load(files["madbase-prod-1"]["user-data.yaml"]) as { write_files: { path: string; content: string }[] };
-    const dropIn = doc.write_files.find((f) => f.path === "/etc/systemd/system/patroni.service.d/madbase.conf")!;
-    expect(dropIn.content.split("\n").filter(Boolean)).toEqual(["[Unit]", "StartLimitIntervalSec=0", "[Service]", "RestartSec=5"]);
-    // The drop-in only spaces the restarts; Debian's unit is what restarts Patroni when it fails.
-    const debianUnit = "/lib/systemd/system/patroni.service";
-    if (fs.existsSync(debianUnit)) expect(fs.readFileSync(debianUnit, "utf8")).toMatch(/^Restart=on-failure$/m);
+    const byPath = Object.fromEntries(writtenFiles(files["madbase-prod-1"]["user-data.yaml"]).map((f) => [f.path, f.content]));
+    const lines = (unit: string, name = "madbase") => byPath[`/etc/systemd/system/${unit}.service.d/${name}.conf`]?.split("\n").filter(Boolean);
+    expect(lines("patroni")).toEqual(["[Unit]", "RequiresMountsFor=/var/lib/postgresql", "StartLimitIntervalSec=0", "[Service]", "Restart=always", "RestartSec=5"]);
+    for (const unit of ["etcd", "redis-server", "redis-sentinel", "haproxy", "prometheus-node-exporter", "prometheus-postgres-exporter", "prometheus-redis-exporter"]) {
+      expect(lines(unit)).toEqual(["[Unit]", "StartLimitIntervalSec=0", "[Service]", "Restart=always", "RestartSec=2"]);
+    }
+    expect(lines("redis-server", "madbase-follow")).toEqual(["[Service]", "ExecStartPre=-+/usr/local/sbin/madbase-redis-follow /etc/madbase/node.env"]);
+  });
+
+  it("boots through one first-boot script, and lets root log in with the meta-data keys", () => {
+    const { files } = renderStack({ nodeCount: 3 });
+    const doc = yaml.load(files["madbase-prod-1"]["user-data.yaml"]) as any;
+    expect(doc.runcmd).toEqual([["/usr/local/sbin/madbase-first-boot", "/etc/madbase/node.env"]]);
+    expect(doc.disable_root).toBe(false);
+    const byPath = Object.fromEntries(writtenFiles(files["madbase-prod-1"]["user-data.yaml"]).map((f) => [f.path, f]));
+    expect(byPath["/usr/local/sbin/madbase-first-boot"]).toMatchObject({ permissions: "0755", encoding: "gz+b64" });
+    expect(byPath["/usr/local/sbin/madbase-first-boot"].content).toMatch(/^set -euo pipefail$/m);
+    expect(byPath["/usr/local/sbin/madbase-redis-follow"]).toMatchObject({ permissions: "0755" });
   });
 
   it("matches the reviewed files, with every secret masked", () => {
     const { files, secrets } = renderStack({ nodeCount: 3 });
     for (const file of NODE_FILES) {
-      const masked = maskSecrets(files["madbase-prod-2"][file], secrets);
+      // user-data's gzipped files are unpacked, so that the snapshot shows (and masks) what they hold.
+      const text = file === "user-data.yaml" ? expandUserData(files["madbase-prod-2"][file]) : files["madbase-prod-2"][file];
+      const masked = maskSecrets(text, secrets);
       for (const name of SECRET_NAMES) expect(masked).not.toContain(secrets[name]);
       expect(masked).toMatchSnapshot(file);
     }
@@ -123,7 +142,8 @@ describe("rendering", () => {
 
   it("masks every secret it carries, and only secrets", () => {
     const { files, secrets } = renderStack({ nodeCount: 3 });
-    const all = Object.values(files["madbase-prod-1"]).join("\n");
+    const node = files["madbase-prod-1"];
+    const all = [...Object.values(node), expandUserData(node["user-data.yaml"])].join("\n");
     const masked = maskSecrets(all, secrets);
     for (const name of SECRET_NAMES) {
       expect(all).toContain(secrets[name]);

@@ -8,7 +8,6 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import * as yaml from "js-yaml";
 import {
   ConfigError,
   ScaleStep,
@@ -26,6 +25,7 @@ import {
   refreshScript,
   renderNode,
   serverPaths,
+  writtenFiles,
   systemdControl,
 } from "../../core";
 import { randomSecrets } from "../support/fixtures";
@@ -188,7 +188,7 @@ describe("leadership-handoff and config-refresh", () => {
     const files = renderNode({ topology: five, node, options, secrets, paths: serverPaths() });
     expect(text).toContain(`<<'MADBASE_HAPROXY_CFG'\n${files["haproxy.cfg"]}MADBASE_HAPROXY_CFG\n`);
     expect(text).toContain(`<<'MADBASE_PATRONI_YML'\n${files["patroni.yml"]}MADBASE_PATRONI_YML\n`);
-    expect(text).toContain("patroni: restarted with etcd hosts 10.42.1.11:2379, 10.42.1.12:2379, 10.42.1.13:2379, 10.42.1.14:2379");
+    expect(text).toContain("patroni: restarted with etcd hosts 10.42.1.10:2379, 10.42.1.11:2379, 10.42.1.12:2379, 10.42.1.13:2379, 10.42.1.14:2379");
     expect(text).toContain('SENTINEL SET "$CLUSTER" quorum 3');
     expect(text).toContain("CONFIG SET min-replicas-to-write 1");
     // Validated before it replaces the running file; Patroni restarts only inside maintenance mode.
@@ -250,45 +250,149 @@ describe("the scripts as shell", () => {
   });
 });
 
-describe("cloud-init on a new server", () => {
-  /** Runs the node's guard from its user-data with stand-ins for etcdctl and systemctl. */
-  function boot(memberList: string | null): string[] {
+describe("a new server's first boot (madbase-first-boot, with stand-ins for systemd and the daemons)", () => {
+  interface Boot {
+    code: number | null;
+    output: string;
+    calls: string[];
+    ready?: string;
+    failed?: string;
+  }
+  /** Runs the node's first-boot script from its user-data, every system command replaced by a stub that logs its call. */
+  function boot(nodeIndex: number, opts: { joining?: boolean; mountFails?: boolean; primary?: boolean } = {}): Boot {
     const five = topo(5);
-    const userData = yaml.load(renderNode({ topology: five, node: five.nodes[3], options, secrets, paths: serverPaths() })["user-data.yaml"]) as { runcmd: unknown[] };
-    const guard = userData.runcmd.find((c): c is string => typeof c === "string" && c.includes("member list"))!;
+    const userData = renderNode({
+      topology: five,
+      node: five.nodes[nodeIndex],
+      options,
+      secrets,
+      paths: serverPaths(),
+      etcdInitialClusterState: opts.joining ? "existing" : "new",
+    })["user-data.yaml"];
+    const files = Object.fromEntries(writtenFiles(userData).map((f) => [f.path, f.content]));
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "madbase-boot-"));
     try {
+      const bin = path.join(dir, "bin");
+      fs.mkdirSync(bin);
       const calls = path.join(dir, "calls");
-      fs.writeFileSync(path.join(dir, "etcdctl"), memberList === null ? "#!/bin/sh\nexit 1\n" : `#!/bin/sh\necho "etcdctl $*" >>${calls}\ncat <<'EOF'\n${memberList}\nEOF\n`, { mode: 0o755 });
-      fs.writeFileSync(path.join(dir, "systemctl"), `#!/bin/sh\necho "systemctl $*" >>${calls}\n`, { mode: 0o755 });
-      const r = spawnSync("sh", ["-c", guard], { env: { PATH: `${dir}:/usr/bin:/bin` }, encoding: "utf8" });
-      expect(r.status).toBe(0);
-      return [...r.stdout.split("\n"), ...(fs.existsSync(calls) ? fs.readFileSync(calls, "utf8").split("\n") : [])].filter(Boolean);
+      const stub = (name: string, body = "") => fs.writeFileSync(path.join(bin, name), `#!/bin/bash\necho "${name} $*" >>${calls}\n${body}\n`, { mode: 0o755 });
+      for (const name of ["sysctl", "mountpoint", "install", "systemctl", "runuser"]) stub(name);
+      stub("curl", `case "$*" in *"/health"*) echo -n 200 ;; *"/primary"*) echo -n ${opts.primary === false ? 503 : 200} ;; *) echo -n 000 ;; esac`);
+      stub("redis-cli", "echo PONG");
+      stub("madbase-mount-volume", opts.mountFails ? 'echo "madbase: no Hetzner volume attached" >&2; exit 1' : "");
+      const env = path.join(dir, "node.env");
+      fs.writeFileSync(
+        env,
+        files["/etc/madbase/node.env"] +
+          [`SCRIPT_DIR=${bin}`, `POLICY_RC_D=${dir}/policy-rc.d`, `READY_MARKER=${dir}/state/ready`, `FAILED_MARKER=${dir}/state/failed`, `FIRST_BOOT_LOG=${dir}/log/first-boot.log`, `BACKUP_ENV_FILE=${dir}/backup.env`, "WAIT_SECONDS=5", ""].join("\n"),
+      );
+      fs.writeFileSync(path.join(dir, "backup.env"), "REDISCLI_AUTH=x\n");
+      const script = path.join(dir, "first-boot");
+      fs.writeFileSync(script, files["/usr/local/sbin/madbase-first-boot"], { mode: 0o755 });
+      const r = spawnSync("bash", [script, env], { env: { PATH: `${bin}:/usr/bin:/bin` }, encoding: "utf8", timeout: 30_000 });
+      const read = (p: string) => (fs.existsSync(p) ? fs.readFileSync(p, "utf8") : undefined);
+      return {
+        code: r.status,
+        output: r.stdout + r.stderr,
+        calls: (read(calls) ?? "").split("\n").filter(Boolean),
+        ready: read(path.join(dir, "state", "ready")),
+        failed: read(path.join(dir, "state", "failed")),
+      };
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   }
 
-  const running = [
-    "8e9e05c52164694d, started, madbase-prod-1, http://10.42.1.10:2380, http://10.42.1.10:2379, false",
-    "91bc3c398fb3c146, started, madbase-prod-2, http://10.42.1.11:2380, http://10.42.1.11:2379, false",
-    "fd422379fda50e48, started, madbase-prod-3, http://10.42.1.12:2380, http://10.42.1.12:2379, false",
-  ];
-
-  it("leaves the cluster daemons of a node joining a running cluster to node-join", () => {
-    const out = boot(running.join("\n"));
-    expect(out).toContain("madbase-prod-4 joins a running cluster: node-join starts etcd, Patroni, Redis and Sentinel");
-    expect(out.filter((l) => l.startsWith("systemctl"))).toEqual([]);
-    // It asks every other possible node address, never its own.
-    const asked = out.find((l) => l.startsWith("etcdctl"))!;
-    expect(asked).toContain("http://10.42.1.10:2379,http://10.42.1.11:2379,http://10.42.1.12:2379,http://10.42.1.14:2379");
-    expect(asked).not.toContain("10.42.1.13:2379");
+  it("on a founding node: mounts the volume, starts every daemon, waits for them, creates the stanza, starts a full backup, then writes the ready marker", () => {
+    const b = boot(0);
+    expect([b.code, b.failed]).toEqual([0, undefined]);
+    expect(b.calls).toContain("systemctl enable etcd patroni redis-server redis-sentinel");
+    expect(b.calls).toContain("systemctl restart --no-block etcd patroni redis-server redis-sentinel");
+    expect(b.calls).toContain("systemctl enable --now madbase-pg-backup-full.timer madbase-pg-backup-diff.timer madbase-redis-snapshot.timer");
+    expectInOrder(b.calls.join("\n"), [
+      "madbase-mount-volume /var/lib/postgresql",
+      "install -d -o postgres -g postgres -m 0700 /var/lib/postgresql/17",
+      "systemctl daemon-reload",
+      "systemctl restart --no-block etcd patroni",
+      "curl",
+      "runuser -u postgres -- pgbackrest --config=/etc/pgbackrest.conf --stanza=madbase-prod --log-level-console=warn stanza-create",
+      "systemctl start --no-block madbase-pg-backup@full.service",
+    ]);
+    expect(b.ready).toMatch(/^ready_at=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\njoining=0\n$/);
   });
 
-  it("starts them on a node of a new cluster: nobody answers yet, or etcd lists it among the founders", () => {
-    const starts = ["systemctl enable etcd patroni redis-server redis-sentinel", "systemctl restart etcd", "systemctl restart patroni", "systemctl restart redis-server", "systemctl restart redis-sentinel"];
-    expect(boot(null).filter((l) => l.startsWith("systemctl"))).toEqual(starts);
-    const founders = [...running, "0a1b2c3d4e5f6071, unstarted, , http://10.42.1.13:2380, , false"].join("\n");
-    expect(boot(founders).filter((l) => l.startsWith("systemctl"))).toEqual(starts);
+  it("on a replica: no stanza, no backup", () => {
+    const b = boot(1, { primary: false });
+    expect(b.code).toBe(0);
+    expect(b.calls.filter((c) => /stanza-create|madbase-pg-backup@full/.test(c))).toEqual([]);
+    expect(b.ready).toContain("joining=0");
+  });
+
+  it("on a node joining a running cluster (decided when rendering): only HAProxy, the exporters and the timers; node-join starts the rest", () => {
+    const b = boot(3, { joining: true });
+    expect(b.code).toBe(0);
+    expect(b.output).toContain("madbase-prod-4 joins a running cluster: node-join starts etcd, Patroni, Redis and Sentinel");
+    expect(b.calls).toContain("systemctl disable --now etcd patroni redis-server redis-sentinel");
+    expect(b.calls).toContain("systemctl restart --no-block haproxy prometheus-node-exporter prometheus-postgres-exporter prometheus-redis-exporter");
+    expect(b.calls.filter((c) => /systemctl (enable|restart).*\b(etcd|patroni|redis-server|redis-sentinel)\b/.test(c))).toEqual([]);
+    expect(b.calls.filter((c) => c.startsWith("curl") || c.startsWith("runuser"))).toEqual([]);
+    expect(b.ready).toContain("joining=1");
+  });
+
+  it("stops at a failed volume mount: no daemon starts, no ready marker, and the failed marker says why", () => {
+    const b = boot(0, { mountFails: true });
+    expect(b.code).not.toBe(0);
+    expect(b.ready).toBeUndefined();
+    expect(b.failed).toContain("step=mounting the data volume at /var/lib/postgresql");
+    expect(b.output).toContain("no Hetzner volume attached");
+    expect(b.calls.filter((c) => c.startsWith("systemctl"))).toEqual([]);
+  });
+});
+
+describe("madbase-redis-follow (redis-server's ExecStartPre)", () => {
+  /** Runs the guard with a redis-cli stand-in whose Sentinels (by address) name the given masters. */
+  function follow(named: Record<string, string>, conf: string, quorumInSentinelConf?: number): { conf: string; code: number | null; output: string } {
+    const three = topo(3);
+    const userData = renderNode({ topology: three, node: three.nodes[0], options, secrets, paths: serverPaths() })["user-data.yaml"];
+    const files = Object.fromEntries(writtenFiles(userData).map((f) => [f.path, f.content]));
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "madbase-follow-"));
+    try {
+      const bin = path.join(dir, "bin");
+      fs.mkdirSync(bin);
+      const cases = Object.entries(named).map(([ip, m]) => `${ip}) printf '%s\\n' ${m} 6380 ;;`).join(" ");
+      fs.writeFileSync(path.join(bin, "redis-cli"), `#!/bin/bash\ncase "$2" in ${cases} *) exit 1 ;; esac\n`, { mode: 0o755 });
+      const redisConf = path.join(dir, "redis.conf");
+      const sentinelConf = path.join(dir, "sentinel.conf");
+      fs.writeFileSync(redisConf, conf);
+      fs.writeFileSync(sentinelConf, quorumInSentinelConf ? `sentinel monitor madbase-prod 10.42.1.10 6380 ${quorumInSentinelConf}\n` : "");
+      const env = path.join(dir, "node.env");
+      fs.writeFileSync(env, files["/etc/madbase/node.env"] + `REDIS_CONF=${redisConf}\nSENTINEL_CONF=${sentinelConf}\n`);
+      const script = path.join(dir, "follow");
+      fs.writeFileSync(script, files["/usr/local/sbin/madbase-redis-follow"]);
+      const r = spawnSync("bash", [script, env], { env: { PATH: `${bin}:/usr/bin:/bin` }, encoding: "utf8", timeout: 20_000 });
+      return { conf: fs.readFileSync(redisConf, "utf8"), code: r.status, output: r.stdout + r.stderr };
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  const base = "port 6380\nmasterauth x\n";
+
+  it("turns a returning old master into a replica of the master a majority names", () => {
+    const r = follow({ "10.42.1.11": "10.42.1.11", "10.42.1.12": "10.42.1.11" }, base);
+    expect(r.code).toBe(0);
+    expect(r.conf).toBe(`${base}replicaof 10.42.1.11 6380\n`);
+  });
+
+  it("replaces an older replicaof line, and drops it when the majority names this node", () => {
+    expect(follow({ "10.42.1.11": "10.42.1.12", "10.42.1.12": "10.42.1.12" }, `${base}replicaof 10.42.1.11 6380\n`).conf).toBe(`${base}replicaof 10.42.1.12 6380\n`);
+    expect(follow({ "10.42.1.11": "10.42.1.10", "10.42.1.12": "10.42.1.10" }, `${base}replicaof 10.42.1.11 6380\n`).conf).toBe(base);
+  });
+
+  it("leaves the file alone without a majority (the quorum Sentinel keeps), and never fails", () => {
+    const r = follow({ "10.42.1.11": "10.42.1.11", "10.42.1.12": "10.42.1.12" }, base);
+    expect([r.code, r.conf]).toEqual([0, base]);
+    expect(r.output).toContain("no 2 Sentinels agree");
+    expect(follow({ "10.42.1.11": "10.42.1.11", "10.42.1.12": "10.42.1.11" }, base, 3).conf).toBe(base);
+    expect(follow({}, base).code).toBe(0);
   });
 });

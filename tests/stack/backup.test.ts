@@ -3,6 +3,7 @@
  * endpoint, kept when the stack is destroyed (retainOnDelete), with the retention the config asks
  * for; or an existing bucket, only used. The S3 keys stay secrets everywhere.
  */
+import { expandUserData } from "../../core";
 import { ProgramRun, isSecretEnvelope, ofType, plainStrings, runProgram, stackFileConfig } from "./harness";
 
 const BUCKET = "aws:s3/bucket:Bucket";
@@ -67,7 +68,8 @@ describe("prod with S3 keys", () => {
     for (const server of ofType(run, "hcloud:index/server:Server")) {
       const userData = server.inputs.userData as string;
       expect(userData).toContain("path: /usr/local/sbin/madbase-backup");
-      expect(userData).toContain("[systemctl, enable, --now, madbase-pg-backup-full.timer, madbase-pg-backup-diff.timer, madbase-redis-snapshot.timer]");
+      // madbase-first-boot enables and starts these timers (node.env's BACKUP_TIMERS).
+      expect(expandUserData(userData)).toContain('BACKUP_TIMERS="madbase-pg-backup-full.timer madbase-pg-backup-diff.timer madbase-redis-snapshot.timer"');
     }
   });
 });
@@ -78,7 +80,7 @@ test("an existing bucket (backupCreateBucket: false) is only used: no provider, 
   expect(ofType(run, BUCKET)).toEqual([]);
   expect(ofType(run, PROVIDER)).toEqual([]);
   expect(run.outputs.backupStore.value).toMatchObject({ bucket: "ops-backups", managedByStack: false });
-  expect(ofType(run, "hcloud:index/server:Server")[0].inputs.userData).toContain("repo1-s3-bucket=ops-backups");
+  expect(expandUserData(ofType(run, "hcloud:index/server:Server")[0].inputs.userData)).toContain("repo1-s3-bucket=ops-backups");
 });
 
 test("without S3 keys the bucket is not declared and the operator is told why", async () => {

@@ -7,7 +7,7 @@
  */
 import * as ipaddr from "ipaddr.js";
 import * as yaml from "js-yaml";
-import { PORTS, SCRAPE_JOBS, readEnvFile } from "../../core";
+import { PORTS, SCRAPE_JOBS, readEnvFile, writtenFiles } from "../../core";
 import { ENTRY_PORTS } from "../../components/plan";
 import { ProgramRun, T, ofType, runProgram, stackFileConfig } from "./harness";
 
@@ -68,8 +68,8 @@ describe("what the stack hands to the nodes and to Prometheus", () => {
   test("each server's cloud-init binds its exporters to that server's private address", () => {
     for (const server of ofType(run, T.server)) {
       const ip = server.inputs.networks[0].ip as string;
-      const doc = yaml.load(server.inputs.userData as string) as { write_files: { path: string; content: string }[] };
-      const file = (p: string) => readEnvFile(doc.write_files.find((f) => f.path === p)!.content);
+      const written = writtenFiles(server.inputs.userData as string);
+      const file = (p: string) => readEnvFile(written.find((f) => f.path === p)!.content);
       expect(file("/etc/default/prometheus-node-exporter").ARGS).toBe(`--web.listen-address=${ip}:${PORTS.nodeExporter}`);
       expect(file("/etc/default/prometheus-postgres-exporter").PG_EXPORTER_WEB_LISTEN_ADDRESS).toBe(`${ip}:${PORTS.postgresExporter}`);
       expect(file("/etc/default/prometheus-redis-exporter").REDIS_EXPORTER_WEB_LISTEN_ADDRESS).toBe(`${ip}:${PORTS.redisExporter}`);

@@ -3,7 +3,7 @@
  * connection-string outputs, and never visible in a plain output, a snapshot or a log line.
  */
 import { PASSWORD_LENGTH } from "../../components/clusterSecrets";
-import { GENERATED_SECRET_NAMES } from "../../core";
+import { GENERATED_SECRET_NAMES, expandUserData } from "../../core";
 import { ProgramRun, T, isSecretEnvelope, maskSecrets, ofType, plainStrings, runProgram, stackFileConfig } from "./harness";
 
 const SECRET_OUTPUTS = ["databaseUrl", "databaseReadUrl", "redisUrl", "haproxyStatsPassword"];
@@ -49,7 +49,8 @@ describe.each([
   test("each server's user data is sent as a secret, and it does hold the secrets", () => {
     for (const s of ofType(run, T.server)) {
       expect(isSecretEnvelope(s.raw.userData)).toBe(true);
-      const userData = s.inputs.userData as string;
+      // Unpacked: most files travel gzipped.
+      const userData = expandUserData(s.inputs.userData as string);
       // Not a vacuous check: the cloud-init really carries the generated passwords.
       expect(leaks(userData, run.secretValues).length).toBeGreaterThanOrEqual(GENERATED_SECRET_NAMES.length);
     }
@@ -84,7 +85,7 @@ test("the declared prod stack, as a snapshot, holds no secret value", async () =
 
 test("without S3 keys the nodes get named placeholders and the operator is warned", async () => {
   const run = await runProgram({ stack: "prod", config: stackFileConfig("prod") });
-  const userData = ofType(run, T.server)[0].inputs.userData as string;
+  const userData = expandUserData(ofType(run, T.server)[0].inputs.userData as string);
   expect(userData).toContain("PLACEHOLDER-s3AccessKey-not-a-secret");
   expect(run.logs.join("\n")).toMatch(/backupAccessKey and backupSecretKey are not set: .*backups to s3:\/\/madbase-state-prod will fail/);
 });
@@ -92,8 +93,8 @@ test("without S3 keys the nodes get named placeholders and the operator is warne
 test("with S3 keys the nodes get them (as secrets) and nobody is warned", async () => {
   const run = await runProgram({ stack: "prod", config: stackFileConfig("prod"), secretConfig: S3 });
   const server = ofType(run, T.server)[0];
-  expect(server.inputs.userData).toContain(S3.backupSecretKey);
-  expect(server.inputs.userData).not.toContain("PLACEHOLDER");
+  expect(expandUserData(server.inputs.userData)).toContain(S3.backupSecretKey);
+  expect(expandUserData(server.inputs.userData)).not.toContain("PLACEHOLDER");
   expect(run.logs.join("\n")).not.toMatch(/not set/);
 });
 

@@ -4,6 +4,7 @@
  */
 import * as ipaddr from "ipaddr.js";
 import * as yaml from "js-yaml";
+import { writtenFiles } from "../../core";
 import { Declared, ProgramRun, T, ofType, runProgram, stackFileConfig } from "./harness";
 
 const USER_DATA_LIMIT = 32 * 1024;
@@ -38,8 +39,8 @@ describe("committed stacks", () => {
 
   test("servers run Debian 12 of the plan's type in the stack's location", () => {
     // prod's plan cx31 maps to Hetzner cx43, dev's cx21 to cx33 (core/plans.ts).
-    for (const s of ofType(prod, T.server)) expect(s.inputs).toMatchObject({ image: "debian-12", serverType: "cx43", location: "fsn1" });
-    for (const s of ofType(dev, T.server)) expect(s.inputs).toMatchObject({ image: "debian-12", serverType: "cx33", location: "fsn1" });
+    for (const s of ofType(prod, T.server)) expect(s.inputs).toMatchObject({ image: "debian-13", serverType: "cx43", location: "fsn1" });
+    for (const s of ofType(dev, T.server)) expect(s.inputs).toMatchObject({ image: "debian-13", serverType: "cx33", location: "fsn1" });
   });
 
   test("the private network and its subnet follow the config, in the location's network zone", () => {
@@ -120,9 +121,9 @@ describe("nodeCount 5", () => {
       expect(typeof userData).toBe("string");
       expect(Buffer.byteLength(userData, "utf8")).toBeLessThan(USER_DATA_LIMIT);
       expect(userData.startsWith("#cloud-config\n")).toBe(true);
-      const doc = yaml.load(userData) as { hostname: string; write_files: { path: string; content: string }[] };
+      const doc = yaml.load(userData) as { hostname: string };
       expect(doc.hostname).toBe(s.name);
-      const patroni = doc.write_files.find((f) => f.path === "/etc/patroni/config.yml");
+      const patroni = writtenFiles(userData).find((f) => f.path === "/etc/patroni/config.yml");
       expect(patroni?.content).toContain(`${s.inputs.networks[0].ip}:8008`);
     }
   });
