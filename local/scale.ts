@@ -1,21 +1,20 @@
 /**
- * `npm run local -- scale --nodes N`: grows or shrinks a running local cluster with the membership
- * scripts a Hetzner node runs (core/scale.ts), in the same order, each inside its node's namespace.
+ * `npm run local -- scale --nodes N`: grows or shrinks a running local cluster the way the Pulumi
+ * program grows or shrinks a Hetzner one: the same membership scripts (core/scale.ts), in the same
+ * order, sent as the same remote command strings over SSH as root.
  *
- * What differs from Hetzner is only around the scripts: a new node is a new namespace with its
- * rendered files (instead of a server and cloud-init), a removed node's namespace and directory
- * go at the end (instead of its server), and `svc` starts daemons the way the runner does (as their
- * own user, detached, PIDs recorded) instead of through systemd. The state file follows every step,
- * so `status` and `down` know the new nodes even when a step fails half-way.
+ * What differs from Hetzner is only around the scripts: a new node is a new machine (namespace,
+ * overlay root, volume, NoCloud seed with the user data the Pulumi program would send for a node
+ * that joins a running cluster) instead of an hcloud Server, and a removed node's machine and
+ * namespace go at the end instead of its server. The state file follows every step (a new node is
+ * recorded before it boots), so `status` and `down` know every machine even when a step fails.
  */
-import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import {
   ClusterSecrets,
   ConfigError,
   NodeSpec,
-  SCALE_SERVICES,
   ScaleStep,
   ScriptContext,
   Topology,
@@ -23,16 +22,29 @@ import {
   describeCluster,
   describeStep,
   planScale,
-  renderNode,
+  remoteCommand,
+  serverPaths,
+  systemdControl,
 } from "../core";
 import { loadStackSettings } from "../cli/render";
-import { LOCAL_MEMORY_MB, Location, UnhealthyError, daemonSpec, loadCluster, localBackup, prepareNode, startService, waitHealthy } from "./cluster";
-import { installBackupFiles } from "./backup";
+import {
+  LOCAL_MEMORY_MB,
+  Location,
+  UnhealthyError,
+  bootNode,
+  createNodeMachine,
+  loadCluster,
+  localBackup,
+  removeMachine,
+  renderLocalNode,
+  waitHealthy,
+} from "./cluster";
 import { ClusterHealth, assertHostLink } from "./health";
-import { localPathsOf, logFile, runtimeFiles } from "./layout";
-import { addNode, nodeNamespace, removeNode } from "./network";
-import { LocalClusterState, LocalNode, SERVICES, findNode, writeState } from "./state";
-import { daemonEnv, isAlive, killNow, namespacePids, stopGracefully } from "./supervisor";
+import { consoleLog, isRunning, machinePath, sleep } from "./machine";
+import { addNode, removeNode } from "./network";
+import { probeNode } from "./node-probe";
+import { ensureSshKey, sshIdentity, sshScript } from "./ssh";
+import { LocalClusterState, LocalNode, findNode, writeState } from "./state";
 
 export interface ScaleOptions extends Location {
   /** The node count to reach: 1, 3, 5 or 7 (the stack's rules apply, such as requireHa). */
@@ -40,6 +52,11 @@ export interface ScaleOptions extends Location {
   onProgress?: (line: string) => void;
   /** How long the cluster may take to be healthy once membership has moved. */
   timeoutMs?: number;
+  /**
+   * Called before each step, with the state as it is then (a new node's machine is booted and
+   * ready before its node-join). Tests look at a node there; a throw stops the scale.
+   */
+  beforeStep?: (step: ScaleStep, state: LocalClusterState) => void | Promise<void>;
 }
 
 export interface ScaleResult {
@@ -53,7 +70,7 @@ export interface ScaleResult {
   steps: { step: string; seconds: number }[];
 }
 
-/** A script that failed on a node; its last output lines say why. */
+/** A step that failed on a node; its last output lines say why. */
 export class ScaleStepError extends Error {
   constructor(
     readonly step: string,
@@ -66,6 +83,8 @@ export class ScaleStepError extends Error {
 
 /** How long one script may run; each waits for its own conditions well within this. */
 const STEP_TIMEOUT_MS = 20 * 60_000;
+/** How long a new machine may take from power-on to its ready marker and SSH (its first boot). */
+const FIRST_BOOT_TIMEOUT_MS = 10 * 60_000;
 
 /** Another scale of the same cluster is running (its PID holds the lock). */
 export class ScaleInProgressError extends Error {
@@ -108,10 +127,23 @@ function lock(root: string): () => void {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "EEXIST" || attempt > 0) throw e;
       const holder = Number(fs.readFileSync(file, "utf8").trim());
-      if (isAlive(holder)) throw new ScaleInProgressError(holder);
+      if (isRunning(holder)) throw new ScaleInProgressError(holder);
       fs.rmSync(file, { force: true });
     }
   }
+}
+
+/**
+ * The membership scripts' context for this cluster: the server layout and systemd's `svc` (a
+ * local node is a server), with the options `up` rendered the nodes with.
+ */
+export function scriptContext(state: LocalClusterState, secrets: ClusterSecrets, options: ScriptContext["options"]): ScriptContext {
+  return {
+    options: { ...options, memoryMb: LOCAL_MEMORY_MB, backup: state.backup ?? localBackup() },
+    secrets,
+    paths: () => serverPaths(),
+    control: () => systemdControl(),
+  };
 }
 
 async function scaleLocked(opts: ScaleOptions): Promise<ScaleResult> {
@@ -135,14 +167,7 @@ async function scaleLocked(opts: ScaleOptions): Promise<ScaleResult> {
     throw new ConfigError("nodes", names, `a running cluster's nodes are ${from.nodes.map((n) => n.name).join(", ")}; this one is not in a state scale can move from`);
   }
 
-  const ctx: ScriptContext = {
-    // The nodes' files as `up` rendered them: the same memory and backup repository.
-    options: { ...options, memoryMb: LOCAL_MEMORY_MB, backup: state.backup ?? localBackup(state.root) },
-    secrets,
-    paths: (node) => localPathsOf(state, node),
-    runtimeFiles: (node) => runtimeFiles(state, node),
-    control: (node) => localControl(state, node),
-  };
+  const ctx = scriptContext(state, secrets, options);
   const plan = planScale(from, to, ctx, { requireHa: settings.requireHa });
   progress(`Scaling ${state.clusterName} from ${from.nodeCount} to ${to.nodeCount} node(s): ${plan.steps.length} step(s)`);
 
@@ -151,204 +176,128 @@ async function scaleLocked(opts: ScaleOptions): Promise<ScaleResult> {
     const label = describeStep(step);
     const began = Date.now();
     progress(`[${i + 1}/${plan.steps.length}] ${label}`);
+    if (opts.beforeStep) await opts.beforeStep(step, state);
     switch (step.kind) {
       case "provision":
-        provision(state, ctx, to, step.node);
+        await provision(state, ctx, to, step.node, progress);
         break;
       case "run":
-        await runScript(state, step, i, progress);
-        if (step.script === "node-join") startMissing(state, findNode(state, step.node.name));
+        await runScript(state, step, progress);
         break;
       case "decommission":
-        await decommission(state, step.node);
+        await decommission(state, step.node, progress);
         break;
     }
     steps.push({ step: label, seconds: (Date.now() - began) / 1000 });
   }
   state.quorum = to.quorum;
   writeState(state);
-  const health = await waitHealthy(state, secrets, { timeoutMs: opts.timeoutMs ?? 180_000, onProgress: progress, since: startedAt });
+  const health = await waitHealthy(state, secrets, { timeoutMs: opts.timeoutMs ?? 300_000, onProgress: progress, since: startedAt });
   return { from: from.nodeCount, to: to.nodeCount, state, secrets, health, seconds: (Date.now() - startedAt) / 1000, steps };
 }
 
-/** A new node: its namespace on the bridge, its directories, its files as the grown cluster renders them, and its backup script. */
-function provision(state: LocalClusterState, ctx: ScriptContext, to: Topology, node: NodeSpec): void {
-  const net = { id: state.networkId, hub: `${state.networkId}-hub`, subnetPrefix: to.subnetPrefix, namespaces: {} };
-  const local: LocalNode = { name: node.name, address: node.privateIp, namespace: nodeNamespace(net, { name: node.name, privateIp: node.privateIp }), pids: {} };
-  // Recorded first, so that `down` removes the namespace even if what follows fails.
-  state.nodes.push(local);
-  writeState(state);
-  addNode(net, { name: node.name, privateIp: node.privateIp });
-  prepareNode(state, local, renderNode({ topology: to, node, options: ctx.options, secrets: ctx.secrets, paths: ctx.paths(node) }));
-  installBackupFiles({ topology: to, node, options: ctx.options, secrets: ctx.secrets, paths: ctx.paths(node) });
+/** Where a node's membership scripts log on this machine (kept under left/ once the node is gone). */
+export function scaleLogFile(state: LocalClusterState, node: Pick<NodeSpec, "name">): string {
+  return path.join(state.root, node.name, "log", "scale.log");
 }
 
-/** Runs one script inside the node's namespace, streaming its output, and records the PIDs it left. */
-async function runScript(state: LocalClusterState, step: Extract<ScaleStep, { kind: "run" }>, index: number, progress: (line: string) => void): Promise<void> {
-  const node = findNode(state, step.node.name);
-  const base = path.join(state.root, node.name);
-  const dir = path.join(base, "scale");
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  // The scripts carry secrets: readable by root only, like the rendered files.
-  const file = path.join(dir, `${String(index + 1).padStart(2, "0")}-${step.script}.sh`);
-  fs.writeFileSync(file, step.text, { mode: 0o700 });
-  writePidFiles(state, node);
-  const log = fs.openSync(logFile(state, node, "scale"), "a");
-  const output: string[] = [];
-  try {
-    const code = await new Promise<number | null>((resolve, reject) => {
-      const child = spawn("ip", ["netns", "exec", node.namespace, "bash", file], { env: daemonEnv(), stdio: ["ignore", "pipe", "pipe"] });
-      const timer = setTimeout(() => child.kill("SIGTERM"), STEP_TIMEOUT_MS);
-      const onData = (chunk: Buffer) => {
-        fs.writeSync(log, chunk);
-        for (const line of chunk.toString().split("\n")) {
-          if (line.trim() === "") continue;
-          output.push(line);
-          progress(`  ${line}`);
-        }
-      };
-      child.stdout.on("data", onData);
-      child.stderr.on("data", onData);
-      child.on("error", reject);
-      child.on("close", (c) => {
-        clearTimeout(timer);
-        resolve(c);
-      });
-    });
-    if (code !== 0) throw new ScaleStepError(describeStep(step), output);
-  } finally {
-    fs.closeSync(log);
-    readPidFiles(state, node);
-    writeState(state);
+function appendLog(state: LocalClusterState, node: Pick<NodeSpec, "name">, text: string): void {
+  const file = scaleLogFile(state, node);
+  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  fs.appendFileSync(file, text.endsWith("\n") ? text : `${text}\n`, { mode: 0o600 });
+}
+
+/**
+ * A new node, as Hetzner would create it: its namespace on the bridge, then a machine whose seed
+ * holds the user data of a node joining a running cluster (its first boot starts only HAProxy and
+ * the exporters and writes the ready marker; node-join starts the rest). Recorded in the state file
+ * before it boots; ready once its marker exists and SSH answers.
+ */
+async function provision(state: LocalClusterState, ctx: ScriptContext, to: Topology, node: NodeSpec, progress: (line: string) => void): Promise<void> {
+  const net = { id: state.networkId, hub: `${state.networkId}-hub`, subnetPrefix: to.subnetPrefix, namespaces: {} };
+  addNode(net, { name: node.name, privateIp: node.privateIp });
+  const files = renderLocalNode(to, node, ctx.options, ctx.secrets, { etcdInitialClusterState: "existing" });
+  const { publicKey } = ensureSshKey(state.root);
+  const local = createNodeMachine(state, node, files["user-data.yaml"], { publicKey });
+  // Recorded before it boots, so that `down` finds it whatever happens next.
+  state.nodes.push(local);
+  writeState(state);
+  const began = Date.now();
+  await bootNode(state, local);
+  progress(`  ${node.name}: booted; waiting for its first boot (cloud-init) and SSH`);
+  await waitFirstBoot(state, local);
+  progress(`  ${node.name}: ready after ${((Date.now() - began) / 1000).toFixed(1)} s, SSH answers`);
+}
+
+/** Waits for a new machine's ready marker and for SSH; a failed first boot fails at once, saying why. */
+async function waitFirstBoot(state: LocalClusterState, node: LocalNode): Promise<void> {
+  const step = `${node.name}: provision`;
+  const deadline = Date.now() + FIRST_BOOT_TIMEOUT_MS;
+  const firstBootLog = () => {
+    const file = machinePath(node.machine, serverPaths().firstBootLog);
+    return file && fs.existsSync(file) ? fs.readFileSync(file, "utf8").split("\n").filter(Boolean).slice(-10) : [];
+  };
+  for (;;) {
+    const probe = probeNode(node.machine);
+    if (!probe.running) {
+      const tail = fs.existsSync(consoleLog(node.machine)) ? fs.readFileSync(consoleLog(node.machine), "utf8").split("\n").slice(-15) : [];
+      throw new ScaleStepError(step, ["the machine stopped during its first boot; console:", ...tail]);
+    }
+    if (probe.cloudInit === "error") throw new ScaleStepError(step, ["cloud-init failed:", ...probe.cloudInitErrors, ...firstBootLog()]);
+    if (probe.ready) break;
+    if (Date.now() > deadline) {
+      throw new ScaleStepError(step, [`no ready marker after ${FIRST_BOOT_TIMEOUT_MS / 1000} s (cloud-init ${probe.cloudInit})`, ...firstBootLog()]);
+    }
+    await sleep(1000);
+  }
+  const id = sshIdentity(state.root);
+  for (;;) {
+    const r = await sshScript(id, node.address, "true\n", { timeoutMs: 20_000 });
+    if (r.code === 0) return;
+    if (Date.now() > deadline) throw new ScaleStepError(step, [`SSH to root@${node.address} does not answer:`, r.stderr.trim()]);
+    await sleep(1000);
   }
 }
 
-/** Daemons the scripts do not manage (the exporters): started once the node has joined. */
-function startMissing(state: LocalClusterState, node: LocalNode): void {
-  for (const service of SERVICES) if (!isAlive(node.pids[service])) startService(state, node, service);
+/**
+ * Runs one membership script on its node as Pulumi's remote command does: the same command string
+ * (core's `remoteCommand`), over SSH as root, its output streamed to the progress and the node's log.
+ */
+async function runScript(state: LocalClusterState, step: Extract<ScaleStep, { kind: "run" }>, progress: (line: string) => void): Promise<void> {
+  const node = findNode(state, step.node.name);
+  const label = describeStep(step);
+  appendLog(state, node, `==== ${new Date().toISOString()} ${label} (ssh root@${node.address})`);
+  const output: string[] = [];
+  const result = await sshScript(sshIdentity(state.root), node.address, remoteCommand([{ name: step.script, text: step.text }]), {
+    timeoutMs: STEP_TIMEOUT_MS,
+    onLine: (line) => {
+      appendLog(state, node, line);
+      if (line.trim() === "") return;
+      output.push(line);
+      progress(`  ${line}`);
+    },
+  });
+  if (result.code !== 0) {
+    const why = result.code === null ? `ssh did not finish (${result.stderr.trim().split("\n").slice(-1)[0] || "timed out"})` : `exit ${result.code}`;
+    appendLog(state, node, `==== ${label}: ${why}`);
+    throw new ScaleStepError(label, [...output, why]);
+  }
 }
 
-/** After node-leave: whatever still runs in the namespace stops, then the namespace and the node's data go. */
-async function decommission(state: LocalClusterState, spec: NodeSpec): Promise<void> {
+/** After node-leave: the machine shuts down cleanly and goes, then its namespace; its scale log stays under left/. */
+async function decommission(state: LocalClusterState, spec: NodeSpec, progress: (line: string) => void): Promise<void> {
   const node = findNode(state, spec.name);
-  const running = Object.values(node.pids).filter(isAlive);
-  if (running.length > 0) await stopGracefully(running, 10_000);
-  const left = namespacePids(node.namespace);
-  if (left.length > 0) await killNow(left);
+  const how = await removeMachine(node, { clean: true });
+  progress(`  ${node.name}: machine removed (${how === "clean" ? "clean shutdown" : how === "forced" ? "power cut after the shutdown timed out" : "was not running"})`);
   removeNode({ id: state.networkId, hub: `${state.networkId}-hub`, subnetPrefix: 0, namespaces: { [node.name]: node.namespace } }, { name: node.name, privateIp: node.address });
   state.nodes = state.nodes.filter((n) => n.name !== node.name);
   writeState(state);
-  // Its data goes; its logs stay under left/ for a look (`down` removes them with the rest).
-  const kept = path.join(state.root, "left", `${node.name}-${new Date().toISOString().replace(/[:.]/g, "-")}`);
-  fs.mkdirSync(path.dirname(kept), { recursive: true });
-  fs.renameSync(path.dirname(logFile(state, node, "scale")), kept);
-  fs.rmSync(path.join(state.root, node.name), { recursive: true, force: true });
-}
-
-// ------------------------------------------------------------------------------------------------
-// `svc` for the local runner: the daemons of SCALE_SERVICES, started as `up` starts them.
-
-function pidDir(state: LocalClusterState, node: Pick<NodeSpec, "name">): string {
-  return path.join(state.root, node.name, "run", "svc");
-}
-
-function writePidFiles(state: LocalClusterState, node: LocalNode): void {
-  const dir = pidDir(state, node);
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  for (const service of SCALE_SERVICES) {
-    const file = path.join(dir, `${service}.pid`);
-    const pid = node.pids[service];
-    if (isAlive(pid)) fs.writeFileSync(file, `${pid}\n`);
-    else fs.rmSync(file, { force: true });
+  const dir = path.join(state.root, node.name);
+  const log = scaleLogFile(state, node);
+  if (fs.existsSync(log)) {
+    const kept = path.join(state.root, "left", `${node.name}-${new Date().toISOString().replace(/[:.]/g, "-")}.log`);
+    fs.mkdirSync(path.dirname(kept), { recursive: true });
+    fs.renameSync(log, kept);
   }
-}
-
-function readPidFiles(state: LocalClusterState, node: LocalNode): void {
-  for (const service of SCALE_SERVICES) {
-    const file = path.join(pidDir(state, node), `${service}.pid`);
-    const pid = fs.existsSync(file) ? Number(fs.readFileSync(file, "utf8").trim()) : NaN;
-    if (isAlive(pid)) node.pids[service] = pid;
-    else delete node.pids[service];
-  }
-}
-
-/** A word for the shell, single-quoted. */
-function sh(word: string): string {
-  return `'${word.replace(/'/g, `'\\''`)}'`;
-}
-
-const GRACE_SECONDS: Record<(typeof SCALE_SERVICES)[number], number> = { etcd: 10, patroni: 30, redis: 10, sentinel: 10, haproxy: 10 };
-/** haproxy -W reloads on SIGUSR2 (new workers, old ones finish their sessions); Patroni re-reads its file on SIGHUP. */
-const RELOAD_SIGNAL: Partial<Record<(typeof SCALE_SERVICES)[number], string>> = { haproxy: "USR2", patroni: "HUP" };
-
-/**
- * The shell `svc` of a local node: each daemon as `up` starts it (daemonSpec: program, user, working
- * directory, environment, log), detached with setsid so it outlives the script, its PID in a file
- * the runner copies into state.json. The script already runs inside the node's namespace.
- */
-export function localControl(state: LocalClusterState, node: NodeSpec): string {
-  const local: LocalNode = { name: node.name, address: node.privateIp, namespace: "", pids: {} };
-  const p = localPathsOf(state, node);
-  const starts = SCALE_SERVICES.map((service) => {
-    // etcd's environment is its file as it is when etcd starts (node-join sets the initial cluster
-    // in it just before); the others' come from the runner's spec.
-    const spec =
-      service === "etcd"
-        ? { argv: [state.programs.etcd], user: "etcd", cwd: p.etcdDataDir, env: daemonEnv(), log: logFile(state, node, "etcd") }
-        : daemonSpec(state, local, service);
-    const env = Object.entries(spec.env).map(([k, v]) => sh(`${k}=${v}`));
-    const fromFile = service === "etcd" ? ` $(grep -E '^[A-Z_][A-Z0-9_]*=' ${sh(p.config["etcd.conf"])})` : "";
-    const user = spec.user ? `${sh(state.programs.setpriv)} --reuid=${spec.user} --regid=${spec.user} --init-groups -- ` : "";
-    return [
-      `svc_start_${service}() {`,
-      `  (cd ${sh(spec.cwd)} && exec setsid env -i ${env.join(" ")}${fromFile} ${user}${spec.argv.map(sh).join(" ")}) >>${sh(spec.log)} 2>&1 </dev/null &`,
-      `  echo "$!" >"$SVC_PIDS/${service}.pid"`,
-      `}`,
-    ].join("\n");
-  });
-  return [
-    "# Local runner: each daemon runs in this node's namespace as its own user, detached (setsid),",
-    "# output appended to its log under the node's log/ directory. Its PID is in $SVC_PIDS/<service>.pid,",
-    "# which the runner writes from state.json before the script and copies back after it.",
-    `readonly SVC_PIDS=${sh(pidDir(state, node))}`,
-    "",
-    "svc_pid() {",
-    '  local pid stat',
-    '  pid=$(cat "$SVC_PIDS/$1.pid" 2>/dev/null) && [ -n "$pid" ] || return 1',
-    '  stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1',
-    "  # A zombie (state Z after the command name) has exited.",
-    '  stat=${stat##*) }',
-    '  [ "${stat:0:1}" != Z ] && echo "$pid"',
-    "}",
-    "",
-    ...starts,
-    "",
-    "svc() {",
-    '  local action=$1 service=$2 pid grace signal',
-    '  case "$service" in',
-    ...SCALE_SERVICES.map((s) => `    ${s}) grace=${GRACE_SECONDS[s]} signal=${RELOAD_SIGNAL[s] ?? ""} ;;`),
-    '    *) die "svc: unknown service $service" ;;',
-    "  esac",
-    '  pid=$(svc_pid "$service") || pid=""',
-    '  case "$action" in',
-    '    start) [ -n "$pid" ] || "svc_start_$service" ;;',
-    "    stop)",
-    '      if [ -n "$pid" ]; then',
-    '        kill -TERM "$pid" 2>/dev/null || true',
-    "        local tenths=$((grace * 10))",
-    '        while ((tenths-- > 0)) && svc_pid "$service" >/dev/null; do sleep 0.1; done',
-    '        if svc_pid "$service" >/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi',
-    "      fi",
-    '      rm -f "$SVC_PIDS/$service.pid"',
-    "      ;;",
-    '    restart) svc stop "$service" && svc start "$service" ;;',
-    '    reload) [ -n "$pid" ] && [ -n "$signal" ] || die "svc: cannot reload $service"',
-    '      kill -"$signal" "$pid" ;;',
-    '    *) die "svc: unknown action $action" ;;',
-    "  esac",
-    "}",
-    "",
-    "# A local node is ready as soon as the runner has written its files.",
-    "node_ready() { :; }",
-  ].join("\n");
+  fs.rmSync(dir, { recursive: true, force: true });
 }
