@@ -3,9 +3,10 @@ import { scale } from "../local/scale";
 import { ScaleBackend } from "./backend";
 
 /**
- * Scales the local cluster at a root (`npm run local -- up`) with the local runner's `scale`: the
- * same membership scripts a Hetzner node runs, each inside its node's namespace. The stack's rules
- * (allowed counts, requireHa) are checked before anything changes.
+ * Scales the local cluster at a root (`npm run local -- up`) with the local runner's `scale`: new
+ * nodes boot from the user data Hetzner would get, and the same membership scripts a Hetzner node
+ * runs go to each node over SSH, as Pulumi's remote commands. The stack's rules (allowed counts,
+ * requireHa) are checked before anything changes.
  */
 export class LocalBackend implements ScaleBackend {
   readonly name = "local";
