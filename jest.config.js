@@ -5,5 +5,6 @@ module.exports = {
   roots: ["<rootDir>/tests"],
   transform: { "^.+\\.ts$": "ts-jest" },
   testTimeout: 60000,
+  globalSetup: "<rootDir>/tests/support/global-setup.ts",
   reporters: ["default", "<rootDir>/tests/support/summary-reporter.js"],
 };

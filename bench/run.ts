@@ -20,7 +20,8 @@ import { PORTS, PROFILES, ProfileName } from "../core";
 import { Location, down, killNode, loadCluster, startNode, stopService, up, waitHealthy } from "../local/cluster";
 import { assertHostLink, clusterHealth } from "../local/health";
 import { LocalClusterState, findNode } from "../local/state";
-import { namespacePids, sleep } from "../local/supervisor";
+import { sleep } from "../local/machine";
+import { machineProcesses } from "../local/processes";
 import { AckWriter } from "../local/writer";
 
 const LOC: Location & { subnetCidr: string } = { root: path.join(os.tmpdir(), "madbase-bench"), networkId: "bench", subnetCidr: "10.42.200.0/24" };
@@ -178,7 +179,7 @@ async function redisBench(): Promise<Results["redisBench"]> {
 }
 
 /**
- * Memory of every process in the cluster's namespaces: the sum of RSS (what `ps` shows; counts
+ * Memory of every process of the cluster's machines (systemd and its journal included): the sum of RSS (what `ps` shows; counts
  * PostgreSQL's shared buffers once per backend) and of PSS (shared pages split between sharers).
  */
 function clusterRam(): { mib: number; pssMib: number; processes: number } {
@@ -187,7 +188,7 @@ function clusterRam(): { mib: number; pssMib: number; processes: number } {
   let pssKib = 0;
   let processes = 0;
   for (const node of state.nodes) {
-    for (const pid of namespacePids(node.namespace)) {
+    for (const pid of machineProcesses(node.machine.nspawnPid)) {
       try {
         const rollup = fs.readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
         rssKib += Number(/^Rss:\s+(\d+) kB/m.exec(rollup)?.[1] ?? 0);

@@ -23,10 +23,12 @@ import {
   status,
   up,
 } from "../local/cluster";
-import { RestoreTarget, restorePostgres } from "../local/backup";
+import { RestoreTarget, restoreCluster } from "../local/backup";
 import { backupOnEveryNode, restoreRedis } from "../local/backup-ops";
 import { formatHealth, formatOverview } from "../local/health";
 import { findNode } from "../local/state";
+import { isRunning } from "../local/machine";
+import { clusterVersions, nodeVersions } from "../local/versions";
 import { sshIdentity, sshInteractive } from "../local/ssh";
 import { NotHealthyError, ScaleInProgressError, ScaleStepError, scale } from "../local/scale";
 
@@ -123,7 +125,8 @@ async function run(argv: string[], loc: Location): Promise<number> {
         nodes: values.nodes as string | undefined,
         profile: values.profile as string | undefined,
         backupDir: values["backup-dir"] as string | undefined,
-        restore,
+        // The backups' cluster replaces the fresh one, by the operator's restore procedure.
+        afterHealthy: restore ? (state, secrets) => restoreCluster(state, secrets, restore, log) : undefined,
         onProgress: log,
       });
       const urls = clusterUrls(result.state, result.secrets);
@@ -137,7 +140,8 @@ async function run(argv: string[], loc: Location): Promise<number> {
       const { state, secrets, health } = await status(loc);
       const urls = clusterUrls(state, secrets);
       if (values.json) {
-        console.log(JSON.stringify({ ...health, nodes: health.nodes, ...urls }, null, 2));
+        const versions = clusterVersions(state.nodes.filter((n) => isRunning(n.machine.nspawnPid)).map((n) => nodeVersions(n.machine)));
+        console.log(JSON.stringify({ ...health, versions, nodes: health.nodes, ...urls }, null, 2));
       } else {
         console.log(formatHealth(health));
         console.log(`\n${formatOverview(health)}`);
@@ -159,9 +163,9 @@ async function run(argv: string[], loc: Location): Promise<number> {
     }
     case "backup-pg":
       if (!["full", "diff"].includes(positionals[0])) throw new UsageError("backup-pg takes full or diff");
-      return report(backupOnEveryNode(loc, ["pg", positionals[0]]));
+      return report(await backupOnEveryNode(loc, ["pg", positionals[0]]));
     case "backup-redis":
-      return report(backupOnEveryNode(loc, ["redis"]));
+      return report(await backupOnEveryNode(loc, ["redis"]));
     case "restore-redis":
       await restoreRedis(loc, (values.name as string | undefined) ?? "latest", log);
       console.log("Redis restored; the replicas resynced from the master.");

@@ -124,6 +124,11 @@ export interface UpOptions extends Location {
   extraUserData?: (node: NodeSpec) => string;
   /** Wait for a healthy cluster (default); false: return once the machines booted. */
   waitHealthy?: boolean;
+  /**
+   * Runs once the cluster is healthy, before `up` returns (the CLI's `--restore` recreates
+   * PostgreSQL from the backups there, with the operator's procedure, over SSH).
+   */
+  afterHealthy?: (state: LocalClusterState, secrets: ClusterSecrets) => Promise<ClusterHealth | void>;
 }
 
 export class AlreadyRunningError extends Error {
@@ -296,7 +301,8 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
   if (opts.waitHealthy === false) {
     return { state, secrets, health: await clusterHealth(state, secrets), seconds: (Date.now() - startedAt) / 1000 };
   }
-  const health = await waitHealthy(state, secrets, { timeoutMs: opts.timeoutMs ?? 240_000, onProgress: progress, since: startedAt });
+  let health = await waitHealthy(state, secrets, { timeoutMs: opts.timeoutMs ?? 240_000, onProgress: progress, since: startedAt });
+  if (opts.afterHealthy) health = (await opts.afterHealthy(state, secrets)) ?? health;
   return { state, secrets, health, seconds: (Date.now() - startedAt) / 1000 };
 }
 
@@ -308,7 +314,7 @@ export function mergeUserData(userData: string, extra: string): string {
   return `${userData.replace(/\n*$/, "\n")}${extra.replace(/^#cloud-config\n/, "")}`;
 }
 
-async function bootNode(state: LocalClusterState, node: LocalNode): Promise<void> {
+export async function bootNode(state: LocalClusterState, node: LocalNode): Promise<void> {
   bootMachine(node.machine);
   writeState(state);
   await waitForInit(node.machine);

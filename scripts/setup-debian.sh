@@ -1,46 +1,33 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages the local runner (`npm run local -- up`) and its tests start:
-# the same daemons a Hetzner node runs (Prometheus exporters included), plus the tools the runner,
-# the benchmark and the tests use (Prometheus itself and promtool check the rendered scrape config
-# and the dashboard's queries; curl scrapes from inside a node's namespace).
-# Run as root (or with sudo). Safe to run again. No service is enabled or started: the runner
-# starts each daemon itself, inside a network namespace per node.
+# Prepares a Debian 12 or 13 machine (as root) to run the State Pillar locally and its tests:
+# - systemd-nspawn (systemd-container) boots each local node; mmdebstrap builds the node image,
+#   Debian 13 with every package a Hetzner node runs, from Debian's mirror;
+# - the host's own tools: ssh (the runner reaches nodes as Pulumi does), ip/losetup/nsenter,
+#   Prometheus and promtool (the rendered scrape config and the dashboard's queries are checked
+#   against a real one), shellcheck (the node scripts), and the clients the benchmark uses.
+# The daemons themselves (PostgreSQL, Patroni, etcd, Redis, HAProxy, pgBackRest) are NOT installed
+# on this machine: they live in the node image, which the first `npm run local -- up` or `npm test`
+# builds (about a minute, with progress) and caches under /var/cache/madbase-state/images.
+# Safe to run again.
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup-debian: run as root (sudo bash $0)" >&2
   exit 1
 fi
+# shellcheck source=/dev/null
+. /etc/os-release
+case "${VERSION_ID:-}" in
+  12 | 13) ;;
+  *) echo "setup-debian: Debian 12 or 13 expected, this is ${PRETTY_NAME:-unknown}; trying anyway" >&2 ;;
+esac
 
 export DEBIAN_FRONTEND=noninteractive
-
-# Keep package scripts from starting services with Debian's default configuration (no systemd
-# here, and on a workstation we don't want a stray PostgreSQL on 5432), and from creating the
-# default "main" PostgreSQL cluster.
-mkdir -p /etc/postgresql-common
-if [ ! -f /etc/postgresql-common/createcluster.conf ] || ! grep -q '^create_main_cluster = false' /etc/postgresql-common/createcluster.conf; then
-  echo 'create_main_cluster = false' >> /etc/postgresql-common/createcluster.conf
-fi
-policy=/usr/sbin/policy-rc.d
-added_policy=0
-if [ ! -e "$policy" ]; then
-  printf '#!/bin/sh\nexit 101\n' > "$policy"
-  chmod 0755 "$policy"
-  added_policy=1
-fi
-trap '[ "$added_policy" = 1 ] && rm -f "$policy"' EXIT
-
 apt-get update -q
 apt-get install -y -q --no-install-recommends \
-  postgresql-15 postgresql-client-15 postgresql-contrib \
-  patroni python3-psycopg2 \
-  etcd-server etcd-client \
-  redis-server redis-sentinel redis-tools \
-  haproxy pgbackrest \
-  s3cmd shellcheck systemd \
-  prometheus-node-exporter prometheus-postgres-exporter prometheus-redis-exporter \
-  prometheus \
-  cloud-init \
-  iproute2 procps util-linux curl
+  systemd-container mmdebstrap debian-archive-keyring \
+  openssh-client iproute2 util-linux procps curl ca-certificates \
+  prometheus shellcheck \
+  postgresql-client redis-tools
 
-echo "setup-debian: packages installed; start a cluster with: npm run local -- up"
+echo "setup-debian: host packages installed; the node image is built on first use"

@@ -9,7 +9,7 @@ import { AckWriter, missingIds } from "../../local/writer";
 import { address, finish, health, sleep, startCluster, testLocation, writeEntryServer } from "./harness";
 import { getProfile } from "../../core";
 
-const loc = testLocation(5);
+const loc = testLocation(8);
 let cluster: UpResult;
 let writer: AckWriter | undefined;
 

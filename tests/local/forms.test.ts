@@ -3,7 +3,8 @@
  * master with connected replicas, every HAProxy settled; writes through the entry points land on
  * the leader/master and reach every replica. Also: `status --json` and a second `up`.
  */
-import { PORTS } from "../../core";
+import { PORTS, serverPaths } from "../../core";
+import { machineExec } from "../../local/machine";
 import { UpResult } from "../../local/cluster";
 import { AckWriter } from "../../local/writer";
 import { address, cli, redisClient, sleep, sql, startCluster, testLocation, finish } from "./harness";
@@ -78,16 +79,52 @@ test("a SET through 6379 lands on the Redis master and reaches the replicas", as
   }
 }, 60_000);
 
+test("every node booted the Hetzner way: cloud-init done, every unit active, PostgreSQL's data on the volume, ready", () => {
+  for (const n of cluster.health.nodes) {
+    expect({ node: n.name, running: n.running, cloudInit: n.cloudInit, ready: n.ready, volume: n.volumeMounted }).toEqual({
+      node: n.name,
+      running: true,
+      cloudInit: "done",
+      ready: true,
+      volume: true,
+    });
+    for (const p of Object.keys(n.pids)) expect({ node: n.name, process: p, pid: n.pids[p as keyof typeof n.pids] }).toEqual({ node: n.name, process: p, pid: expect.any(Number) });
+    const node = cluster.state.nodes.find((x) => x.name === n.name)!;
+    // The data directory's file system is the volume's, not the root disk's.
+    const mount = machineExec(node.machine, ["findmnt", "-n", "-o", "TARGET,SOURCE", "--target", serverPaths().pgDataDir]);
+    expect(mount.stdout.trim().split(/\s+/)[0]).toBe(serverPaths().volumeMount);
+    expect(mount.stdout).not.toMatch(/overlay/);
+  }
+});
+
+test("npm run local -- ssh runs a command on a node over SSH, as root", () => {
+  const node = cluster.state.nodes[1];
+  const r = cli(["ssh", node.name, "--", "id", "-un", "&&", "hostname"], { loc });
+  expect(r.stderr).toBe("");
+  expect(r.stdout.trim().split("\n")).toEqual(["root", node.name]);
+});
+
 test("status --json names every node's role and processes, and the URLs", () => {
   const r = cli(["status", "--json"], { loc });
-  expect(r.code).toBe(0);
   const out = JSON.parse(r.stdout);
+  expect(out.problems).toEqual([]);
+  expect(r.code).toBe(0);
   expect(out.nodes.map((n: { name: string }) => n.name)).toEqual(cluster.state.nodes.map((n) => n.name));
   for (const n of out.nodes) {
     expect(n.address).toMatch(/^10\.42\.101\.1[0-2]$/);
     expect(["leader", "sync_standby", "replica"]).toContain(n.role);
     for (const p of ["etcd", "patroni", "postgres", "redis", "sentinel", "haproxy"]) expect(n.pids[p]).toBeGreaterThan(1);
   }
+  for (const n of out.nodes) expect([n.cloudInit, n.ready]).toEqual(["done", true]);
+  // Debian 13's daemons, as the nodes report them.
+  expect(out.versions).toEqual({
+    postgres: expect.stringMatching(/^17\.\d+$/),
+    patroni: expect.stringMatching(/^4\.\d+\.\d+$/),
+    etcd: expect.stringMatching(/^3\.5\.\d+$/),
+    redis: expect.stringMatching(/^8\.\d+\.\d+$/),
+    haproxy: expect.stringMatching(/^3\.0\.\d+$/),
+    pgbackrest: expect.stringMatching(/^2\.55\.\d+$/),
+  });
   expect(out.databaseUrl).toBe(`postgresql://madbase:${cluster.secrets.app}@10.42.101.10:5433/madbase`);
   expect(out.redisUrl).toBe(`redis://:${cluster.secrets.redis}@10.42.101.10:6379/0`);
 });

@@ -9,7 +9,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { Client } from "pg";
 import Redis from "ioredis";
-import { APP_DATABASE, PORTS, USERS } from "../../core";
+import { APP_DATABASE, PORTS, USERS, serverPaths } from "../../core";
+import { machineExec } from "../../local/machine";
 import { Location, UpResult, down, status, up } from "../../local/cluster";
 import { ClusterHealth, assertHostLink } from "../../local/health";
 import { LocalClusterState, findNode } from "../../local/state";
@@ -97,6 +98,20 @@ export async function writeEntryServer(state: LocalClusterState, password: strin
     "SELECT host(inet_server_addr()) AS server, pg_is_in_recovery() AS recovery",
   );
   return row;
+}
+
+/**
+ * Runs SQL on a node as postgres over its Unix socket, through the node's console (so it works
+ * while the node's network is cut). Returns psql's unaligned output, or undefined when it failed.
+ */
+export function nodeSql(state: LocalClusterState, name: string, text: string): string | undefined {
+  const node = findNode(state, name);
+  const r = machineExec(
+    node.machine,
+    ["runuser", "-u", "postgres", "--", "psql", "-h", serverPaths().pgSocketDir, "-p", String(PORTS.postgres), "-d", "postgres", "-Atc", text],
+    { timeoutMs: 10_000 },
+  );
+  return r.code === 0 ? r.stdout.trim() : undefined;
 }
 
 export function redisClient(state: LocalClusterState, password: string, host: string, port: number = PORTS.redisMaster): Redis {

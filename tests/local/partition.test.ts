@@ -6,11 +6,9 @@
  */
 import { PORTS } from "../../core";
 import { UpResult, heal, partition, waitHealthy } from "../../local/cluster";
-import { localPathsOf } from "../../local/layout";
 import { findNode } from "../../local/state";
-import { runIn } from "../../local/supervisor";
 import { AckWriter, missingIds } from "../../local/writer";
-import { address, namespaceWriter, sleep, startCluster, testLocation, waitFor, finish } from "./harness";
+import { address, namespaceWriter, nodeSql, sleep, startCluster, testLocation, waitFor, finish } from "./harness";
 
 const loc = testLocation(3);
 let cluster: UpResult;
@@ -31,16 +29,7 @@ afterAll(async () => {
  * Patroni waits for the DCS.
  */
 function acceptsWrites(name: string): boolean {
-  const { state } = cluster;
-  const node = findNode(state, name);
-  const socketDir = localPathsOf(state, node).pgSocketDir;
-  try {
-    const sql = "SELECT pg_is_in_recovery()";
-    const out = runIn(node.namespace, ["psql", "-h", socketDir, "-p", String(PORTS.postgres), "-d", "postgres", "-Atc", sql], { user: "postgres", timeoutMs: 5000 });
-    return out.trim() === "f";
-  } catch {
-    return false;
-  }
+  return nodeSql(cluster.state, name, "SELECT pg_is_in_recovery()") === "f";
 }
 
 test("a partitioned leader demotes itself, no write is acknowledged by two primaries, and it rejoins after healing", async () => {

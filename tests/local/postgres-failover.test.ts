@@ -5,7 +5,7 @@
  */
 import { PORTS } from "../../core";
 import { UpResult, killNode, startNode, waitHealthy } from "../../local/cluster";
-import { isAlive } from "../../local/supervisor";
+import { isRunning as isAlive } from "../../local/machine";
 import { AckWriter, missingIds } from "../../local/writer";
 import { address, cli, health, startCluster, testLocation, waitFor, finish, writeEntryServer } from "./harness";
 
