@@ -5,7 +5,7 @@
 # cloud-init then reports `error`. Values come from the node's environment file (rendered by
 # madbase-state), so this script is the same on every node.
 set -euo pipefail
-# shellcheck disable=SC1091 # rendered per node
+# shellcheck source=/dev/null # rendered per node
 . "${1:-/etc/madbase/node.env}"
 
 mkdir -p "$(dirname "$FIRST_BOOT_LOG")" "$(dirname "$READY_MARKER")" "$(dirname "$FAILED_MARKER")"
@@ -77,6 +77,7 @@ else
   systemctl restart --no-block $CLUSTER_UNITS
 
   http_code() { curl -s -o /dev/null --max-time 3 -w '%{http_code}' "http://$NODE_IP:$PATRONI_PORT/$1" || true; }
+  # shellcheck source=/dev/null
   redis_pong() { (set -a && . "$BACKUP_ENV_FILE" && redis-cli --no-auth-warning -h 127.0.0.1 -p "$REDIS_PORT" PING 2>/dev/null) | grep -qx PONG; }
   step="waiting up to ${WAIT_SECONDS}s for PostgreSQL (Patroni /health) and Redis (PING)"
   say "$step"

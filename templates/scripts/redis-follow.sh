@@ -6,7 +6,7 @@
 # stays as Sentinel last wrote it. It never stops Redis from starting. Argument: the node's
 # environment file.
 set -uo pipefail
-# shellcheck disable=SC1091 # rendered per node
+# shellcheck source=/dev/null # rendered per node
 . "${1:-/etc/madbase/node.env}"
 say() { echo "madbase-redis-follow: $*" >&2; }
 
