@@ -1,8 +1,9 @@
 /**
  * Backups and restores of a running local cluster, as `npm run local --` offers them: the node's
- * own `madbase-backup` script run on every node (only the leader or the Redis master acts, as with
- * the timers on a server), and the Redis restore sequence (all Redis servers stopped, the snapshot
- * put on the master, the master started, then the replicas, which resync from it).
+ * own `madbase-backup` script run on every node over SSH (only the leader or the Redis master
+ * acts, as with the timers on a server), and the Redis restore sequence (all Redis servers
+ * stopped, the snapshot put on the master, the master started, then the replicas, which resync
+ * from it).
  */
 import { ScriptRun, runBackupScript } from "./backup";
 import { Location, loadCluster, startNode, status, stopService, waitHealthy } from "./cluster";
@@ -11,10 +12,12 @@ export interface NodeRun extends ScriptRun {
   node: string;
 }
 
-/** `madbase-backup <args>` on every node, in node order. */
-export function backupOnEveryNode(loc: Location, args: string[]): NodeRun[] {
+/** `madbase-backup <args>` on every node, in node order (one at a time, as the timers never overlap). */
+export async function backupOnEveryNode(loc: Location, args: string[]): Promise<NodeRun[]> {
   const { state } = loadCluster(loc);
-  return state.nodes.map((n) => ({ node: n.name, ...runBackupScript(state, n.name, args) }));
+  const out: NodeRun[] = [];
+  for (const n of state.nodes) out.push({ node: n.name, ...(await runBackupScript(state, n.name, args)) });
+  return out;
 }
 
 /**
@@ -28,7 +31,7 @@ export async function restoreRedis(loc: Location, name = "latest", onProgress: (
   const replicas = state.nodes.map((n) => n.name).filter((n) => n !== master);
   onProgress(`stopping Redis on ${[...replicas, master].join(", ")} (replicas first)`);
   for (const n of [...replicas, master]) await stopService(n, "redis", loc);
-  const result = runBackupScript(state, master, ["redis-restore", name]);
+  const result = await runBackupScript(state, master, ["redis-restore", name]);
   onProgress(result.output.trim());
   onProgress(`starting Redis on ${master}, then on ${replicas.join(", ")}`);
   await startNode(master, loc);

@@ -5,7 +5,7 @@
 import * as fs from "node:fs";
 import { cli, testLocation } from "./harness";
 
-const loc = { ...testLocation(9), root: `${testLocation(9).root}-backup-cli` };
+const loc = { ...testLocation(5), root: `${testLocation(5).root}-backup-cli` };
 
 afterAll(() => fs.rmSync(loc.root, { recursive: true, force: true }));
 

@@ -3,12 +3,14 @@
  * cluster and from nowhere else: s3rver (tests/support/s3-server.ts) runs inside a namespace of its
  * own, `<networkId>s3`, with one address in the cluster's subnet on a veth into the cluster's
  * bridge. The namespace's name does not start with `<networkId>-`, so `down` (which removes those)
- * leaves the store and its data alone; `attach` links it into the next cluster's bridge.
+ * leaves the store and its data alone; `attach` links it into the next cluster's bridge (call it as
+ * soon as `up` created the network: the nodes' first boot creates the stanza in the store).
  */
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { ChildProcess } from "node:child_process";
+import { MachineRecord, machineExec, machinePath } from "../../local/machine";
 import { inNamespace, namespaceExists } from "../../local/network";
 import { start, stop, waitFor } from "./proc";
 
@@ -92,14 +94,21 @@ export class S3Store {
     this.proc = undefined;
   }
 
-  /** Uploads a local file as `key`, with s3cmd from the store's own namespace. */
-  put(file: string, key: string): void {
-    execFileSync(
-      "ip",
-      ["netns", "exec", this.namespace, "s3cmd", "-c", "/dev/null", `--host=${this.opts.address}`, `--host-bucket=${this.opts.address}`,
-        "--region=fsn1", "--ssl", "--no-check-certificate", "--quiet", "put", file, `s3://${this.opts.bucket}/${key}`],
-      { stdio: "ignore", env: { PATH: process.env.PATH, AWS_ACCESS_KEY_ID: this.opts.accessKey, AWS_SECRET_ACCESS_KEY: this.opts.secretKey } },
-    );
+  /**
+   * Uploads `content` as `key` with s3cmd from inside a node (the image has s3cmd; the host need
+   * not): the keys travel on stdin, never on a command line.
+   */
+  putFrom(machine: MachineRecord, content: string, key: string): void {
+    const file = `/tmp/s3-put-${process.pid}`;
+    const hostPath = machinePath(machine, file);
+    if (!hostPath) throw new Error(`${machine.name} is not running`);
+    fs.writeFileSync(hostPath, content);
+    const script =
+      'read -r AWS_ACCESS_KEY_ID; read -r AWS_SECRET_ACCESS_KEY; export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY; ' +
+      `s3cmd -c /dev/null --host=${this.opts.address} --host-bucket=${this.opts.address} --region=fsn1 --ssl --no-check-certificate --quiet put ${file} s3://${this.opts.bucket}/${key}; ` +
+      `rc=$?; rm -f ${file}; exit $rc`;
+    const r = machineExec(machine, ["bash", "-c", script], { input: `${this.opts.accessKey}\n${this.opts.secretKey}\n`, timeoutMs: 60_000 });
+    if (r.code !== 0) throw new Error(`s3cmd put ${key} from ${machine.name} failed (${r.code}): ${r.stdout}${r.stderr}`);
   }
 
   /** Object keys under a prefix, from the server's directory (no S3 request involved). */
