@@ -12,12 +12,14 @@ export interface FailoverProfile {
 }
 
 export const PROFILES = {
-  // ~10 s to a new primary; needs a quiet network and CPU headroom. Measured locally (bench/RESULTS.md):
-  // ttl 10 / loop_wait 2 / inter 1 s gave a 13.5 s median, so the leader key expires sooner, the
-  // loop (which also sets up the new synchronous standby) runs every second, HAProxy checks twice as often.
+  // The quickest Patroni 4 allows: it refuses a ttl under 20 s (and raises it to 20 at run time),
+  // so a lost leader's key lives 20 s whatever the profile. What fast buys is the rest: the loop
+  // runs every second (the new leader is elected, and its synchronous standby set up, within a
+  // second of the key's expiry), HAProxy checks twice as often, Sentinel gives up on a master in 3 s.
+  // (On Patroni 3.0.2, ttl 7 / loop_wait 1 / retry 3 gave an 8.0 s median: bench/RESULTS.md.)
   fast: {
     name: "fast",
-    patroni: { ttl: 7, loopWait: 1, retryTimeout: 3 },
+    patroni: { ttl: 20, loopWait: 1, retryTimeout: 5 },
     haproxy: { interMs: 500, fall: 2, rise: 2 },
     sentinel: { downAfterMs: 3000, failoverTimeoutMs: 10000 },
   },
@@ -51,9 +53,13 @@ export function getProfile(name: unknown): FailoverProfile {
   throw new ConfigError("failoverProfile", name, `use one of ${PROFILE_NAMES.join(", ")}`);
 }
 
+/** Patroni 4 refuses a shorter ttl at --validate-config, and silently raises it at run time. */
+export const PATRONI_MIN_TTL = 20;
+
 /**
- * Patroni 3.0.2 accepts timings under which a healthy leader can lose its lock while it is still
- * retrying the DCS: its whole loop plus two retries must fit inside the TTL.
+ * Timings Patroni would change behind our back are refused here, where the field can be named:
+ * a ttl under Patroni's minimum, and a loop plus two DCS retries that do not fit inside the ttl
+ * (a healthy leader could then lose its lock while it is still retrying).
  */
 export function checkProfile(profile: FailoverProfile): FailoverProfile {
   const { ttl, loopWait, retryTimeout } = profile.patroni;
@@ -61,6 +67,9 @@ export function checkProfile(profile: FailoverProfile): FailoverProfile {
     if (!Number.isInteger(value) || value < 1) {
       throw new ConfigError(`failoverProfile.patroni.${key}`, value, "use a whole number of seconds, at least 1");
     }
+  }
+  if (ttl < PATRONI_MIN_TTL) {
+    throw new ConfigError(`failoverProfile(${profile.name}).patroni.ttl`, ttl, `use at least ${PATRONI_MIN_TTL} (Patroni 4's minimum; it would raise it anyway)`);
   }
   if (loopWait + 2 * retryTimeout > ttl) {
     throw new ConfigError(

@@ -44,6 +44,8 @@ install -d -o postgres -g postgres -m 0750 "$PGBACKREST_LOG_DIR" "$PGBACKREST_SP
 
 step="reloading systemd units"
 systemctl daemon-reload
+# From now on the volume is mounted at every boot, before Patroni (which refuses to start without it).
+systemctl enable madbase-volume.service
 # Patroni runs PostgreSQL; Debian's own cluster service must never start one beside it.
 systemctl disable --now postgresql.service >/dev/null 2>&1 || true
 

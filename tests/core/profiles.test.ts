@@ -8,8 +8,10 @@ describe("failover profiles", () => {
 
   it("orders the profiles from quickest to most patient", () => {
     const { fast, norm, safe } = PROFILES;
-    expect(fast.patroni.ttl).toBeLessThan(norm.patroni.ttl);
-    expect(norm.patroni.ttl).toBeLessThan(safe.patroni.ttl);
+    // A dead leader is noticed ttl + loop_wait after its last renewal, at the latest.
+    const detect = (p: typeof fast | typeof norm | typeof safe) => p.patroni.ttl + p.patroni.loopWait;
+    expect(detect(fast)).toBeLessThan(detect(norm));
+    expect(detect(norm)).toBeLessThan(detect(safe));
     expect(fast.sentinel.downAfterMs).toBeLessThan(norm.sentinel.downAfterMs);
     expect(norm.sentinel.downAfterMs).toBeLessThan(safe.sentinel.downAfterMs);
     // norm must leave room under the 30 s promise: a lost leader's key expires after ttl.
@@ -17,11 +19,16 @@ describe("failover profiles", () => {
   });
 
   it("rejects a profile that breaks Patroni's timing rule, saying which values and the rule", () => {
-    const broken = { ...PROFILES.fast, name: "broken", patroni: { ttl: 10, loopWait: 4, retryTimeout: 4 } };
+    const broken = { ...PROFILES.fast, name: "broken", patroni: { ttl: 20, loopWait: 6, retryTimeout: 8 } };
     expect(() => checkProfile(broken)).toThrow(ConfigError);
     expect(() => checkProfile(broken)).toThrow(
-      /failoverProfile\(broken\)\.patroni: .*"ttl":10.*"loop_wait":4.*"retry_timeout":4.* loop_wait \+ 2\*retry_timeout must be <= ttl \(here 4 \+ 2\*4 = 12 > 10\)/,
+      /failoverProfile\(broken\)\.patroni: .*"ttl":20.*"loop_wait":6.*"retry_timeout":8.* loop_wait \+ 2\*retry_timeout must be <= ttl \(here 6 \+ 2\*8 = 22 > 20\)/,
     );
+  });
+
+  it("rejects a ttl under Patroni 4's minimum, naming it", () => {
+    const short = { ...PROFILES.fast, name: "short", patroni: { ttl: 7, loopWait: 1, retryTimeout: 3 } };
+    expect(() => checkProfile(short)).toThrow(/failoverProfile\(short\)\.patroni\.ttl: 7 .*at least 20 \(Patroni 4's minimum/);
   });
 
   it("rejects non-integer and non-positive Patroni timings", () => {

@@ -28,7 +28,7 @@ describe("npm run render", () => {
       for (const file of files) expect(r.out).toContain(path.join(node, file));
     }
     expect(r.out).toMatch(/5 node\(s\), plan cx31, profile fast/);
-    expect(fs.readFileSync(path.join(out, "madbase-prod-1", "patroni.yml"), "utf8")).toMatch(/ttl: 7/);
+    expect(fs.readFileSync(path.join(out, "madbase-prod-1", "patroni.yml"), "utf8")).toMatch(/loop_wait: 1\n/);
   });
 
   it("uses marked placeholders, never prints a secret, and keeps files private", () => {

@@ -111,7 +111,17 @@ describe("rendering", () => {
     const { files } = renderStack({ nodeCount: 3 });
     const byPath = Object.fromEntries(writtenFiles(files["madbase-prod-1"]["user-data.yaml"]).map((f) => [f.path, f.content]));
     const lines = (unit: string, name = "madbase") => byPath[`/etc/systemd/system/${unit}.service.d/${name}.conf`]?.split("\n").filter(Boolean);
-    expect(lines("patroni")).toEqual(["[Unit]", "RequiresMountsFor=/var/lib/postgresql", "StartLimitIntervalSec=0", "[Service]", "Restart=always", "RestartSec=5"]);
+    expect(lines("patroni")).toEqual([
+      "[Unit]",
+      "Requires=madbase-volume.service",
+      "After=madbase-volume.service",
+      "RequiresMountsFor=/var/lib/postgresql",
+      "StartLimitIntervalSec=0",
+      "[Service]",
+      "ExecStartPre=/usr/bin/mountpoint -q /var/lib/postgresql",
+      "Restart=always",
+      "RestartSec=5",
+    ]);
     for (const unit of ["etcd", "redis-server", "redis-sentinel", "haproxy", "prometheus-node-exporter", "prometheus-postgres-exporter", "prometheus-redis-exporter"]) {
       expect(lines(unit)).toEqual(["[Unit]", "StartLimitIntervalSec=0", "[Service]", "Restart=always", "RestartSec=2"]);
     }
