@@ -119,8 +119,10 @@ async function patroniPrimary(address: string): Promise<number | undefined> {
  *  2. `patronictl remove <cluster>` on the restoring node (its confirmations on stdin);
  *  3. `madbase-backup pg-restore latest|time T` there (the old data directory is kept beside it);
  *  4. Patroni starts there; wait for /primary 200;
- *  5. on every other node `madbase-backup pg-restore replica` and Patroni starts (a replica from
- *     the repository, else pg_basebackup).
+ *  5. after a point-in-time restore, a full backup of the restored cluster (else the replicas
+ *     would restore a newer backup from past the fork); then on every other node
+ *     `madbase-backup pg-restore replica` and Patroni starts (a replica from the repository, else
+ *     pg_basebackup).
  * Then waits for a healthy cluster and returns its health. The leader restores (any node could).
  */
 export async function restoreCluster(
@@ -183,6 +185,14 @@ export async function restoreCluster(
     await sleep(1000);
   }
   say(`${restorer} leads the restored cluster`);
+
+  // After a point-in-time restore the repository's newest backup may lie past the new timeline's
+  // fork: a replica restored from it would never stream. A full backup of the restored cluster
+  // first (the README's step 6, taken before the replicas) gives them one on the new timeline.
+  if (target.type === "time") {
+    say(`${restorer}: madbase-backup pg full (the replicas restore from a backup of the new timeline)`);
+    await mustRun(`${restorer}: madbase-backup pg full`, runBackupScript(state, restorer, ["pg", "full"], { timeoutMs: remaining() }), say);
+  }
 
   // 5. The others become replicas of it.
   for (const n of others) {

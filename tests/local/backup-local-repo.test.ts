@@ -1,24 +1,24 @@
 /**
- * The local runner's own repository (a directory, no S3 store), as `npm run local --` uses it:
- * the cluster forms with the pgBackRest replica method first in line (it falls back to
- * pg_basebackup while the repository has no backup); `backup-pg` / `backup-redis` run every node's
- * script (only the leader and the Redis master act); with `--backup-dir` outside the cluster's
- * directory the backups outlive `down`, and `up --restore latest` and `restore-redis` bring the
- * data back. (The CLI only parses arguments around these calls.)
+ * The local runner's own repository (a host directory bind-mounted into every node at
+ * /srv/madbase-backup, no S3 store), as `npm run local --` uses it: first boot creates the stanza
+ * and takes a full backup there; `backup-pg` / `backup-redis` run every node's script over SSH
+ * (only the leader and the Redis master act); with `--backup-dir` outside the cluster's directory
+ * the backups outlive `down`, and `up --restore latest` (restoreCluster once the fresh cluster is
+ * healthy) and `restore-redis` bring the data back. (The CLI only parses arguments around these calls.)
  */
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
-import { PORTS, localRedisSnapshotDir } from "../../core";
-import { UpResult, backupRepo, down, up } from "../../local/cluster";
-import { restorePostgres } from "../../local/backup";
+import { PORTS } from "../../core";
+import { UpResult, backupHostDir, down, up } from "../../local/cluster";
+import { replicaMethod, restoreCluster, waitBackupJobs } from "../../local/backup";
 import { backupOnEveryNode, restoreRedis } from "../../local/backup-ops";
-import { logFile } from "../../local/layout";
-import { address, redisClient, sql } from "./harness";
+import { address, redisClient, sql, testLocation } from "./harness";
 
-const loc = { root: path.join(os.tmpdir(), "madbase-backup-local-test"), networkId: "bkl", subnetCidr: "10.42.62.0/24" };
-const backupDir = path.join(os.tmpdir(), "madbase-backup-local-test-backups");
+const loc = testLocation(6);
+const backupDir = `${loc.root}-backups`;
 let cluster: UpResult;
+const timings: Record<string, number> = {};
+const log = (line: string) => (process.env.MADBASE_TEST_VERBOSE ? console.log(line) : undefined);
 
 const start = (restore = false) =>
   up({
@@ -26,29 +26,36 @@ const start = (restore = false) =>
     stack: "prod",
     nodes: 3,
     profile: "fast",
-    timeoutMs: 240_000,
+    timeoutMs: 300_000,
     backupDir,
-    beforePatroni: restore ? (state) => void restorePostgres(state, state.nodes[0].name, { type: "latest" }) : undefined,
+    onProgress: log,
+    afterHealthy: restore ? (state, secrets) => restoreCluster(state, secrets, { type: "latest" }, log) : undefined,
   });
 
 beforeAll(async () => {
   await down(loc);
   fs.rmSync(backupDir, { recursive: true, force: true });
+  const t = Date.now();
   cluster = await start();
-}, 300_000);
+  timings.up = (Date.now() - t) / 1000;
+}, 360_000);
 
 afterAll(async () => {
   await down(loc);
   fs.rmSync(backupDir, { recursive: true, force: true });
+  console.log(`backup-local-repo timings (s): ${JSON.stringify(timings)}`);
 }, 120_000);
 
-test("replicas fall back to pg_basebackup while the repository holds no backup", () => {
+test("first boot's full backup lands in the backup directory; replicas come from the repository or pg_basebackup", async () => {
+  const t = Date.now();
+  await waitBackupJobs(cluster.state, 300_000);
+  timings["first boot's full backup"] = (Date.now() - t) / 1000;
+  const sets = path.join(backupHostDir(loc.root, backupDir), "pgbackrest", "backup", cluster.state.clusterName);
+  expect(fs.readdirSync(sets).filter((f) => /^\d{8}-\d{6}F$/.test(f))).toHaveLength(1);
   for (const n of cluster.state.nodes.filter((x) => x.name !== cluster.health.leader)) {
-    const log = fs.readFileSync(logFile(cluster.state, n, "patroni"), "utf8");
-    expect(log).toMatch(/Error creating replica using method pgbackrest/);
-    expect(log).toMatch(/replica has been created using basebackup/);
+    expect(["pgbackrest", "basebackup"]).toContain(await replicaMethod(cluster.state, n.name));
   }
-});
+}, 360_000);
 
 test("every node runs the backups; the leader backs up and the Redis master ships its snapshot, into the backup directory", async () => {
   const { state, secrets, health } = cluster;
@@ -58,23 +65,26 @@ test("every node runs the backups; the leader backs up and the Redis master ship
   await redis.set("kept", "yes");
   await redis.quit();
 
-  const pg = backupOnEveryNode(loc, ["pg", "diff"]);
-  expect(pg.map((r) => r.code)).toEqual([0, 0, 0]);
-  // No full backup yet: pgBackRest takes a full one instead of the diff, on the leader only.
-  expect(pg.filter((r) => /diff backup of madbase-prod done: "label":"\d{8}-\d{6}F"/.test(r.output)).map((r) => r.node)).toEqual([health.leader]);
+  const pg = await backupOnEveryNode(loc, ["pg", "diff"]);
+  expect(pg.map((r) => [r.node, r.code])).toEqual(state.nodes.map((n) => [n.name, 0]));
+  // First boot's full backup is there: the diff builds on it, on the leader only.
+  expect(pg.filter((r) => /diff backup of madbase-prod done: "label":"\d{8}-\d{6}F_\d{8}-\d{6}D"/.test(r.output)).map((r) => r.node)).toEqual([health.leader]);
   expect(pg.filter((r) => /is not the leader/.test(r.output))).toHaveLength(2);
-  const snap = backupOnEveryNode(loc, ["redis"]);
+  const snap = await backupOnEveryNode(loc, ["redis"]);
   expect(snap.map((r) => r.code)).toEqual([0, 0, 0]);
   expect(snap.filter((r) => /shipped \d{8}T\d{6}Z-madbase-prod-\d\.rdb to /.test(r.output)).map((r) => r.node)).toEqual([health.redisMaster]);
-  expect(backupRepo(loc.root, backupDir)).toBe(path.join(backupDir, "pgbackrest"));
-  expect(fs.readdirSync(localRedisSnapshotDir(backupRepo(loc.root, backupDir))).filter((f) => f.endsWith(".rdb"))).toHaveLength(1);
-}, 120_000);
+  expect(fs.readdirSync(path.join(backupDir, "redis")).filter((f) => f.endsWith(".rdb"))).toHaveLength(1);
+}, 180_000);
 
 test("after down, up --restore latest and restore-redis bring the data back from the backup directory", async () => {
   await down(loc);
   expect(fs.existsSync(loc.root)).toBe(false);
+  expect(fs.existsSync(path.join(backupDir, "pgbackrest"))).toBe(true);
+  const t = Date.now();
   cluster = await start(true);
+  timings["up --restore latest"] = (Date.now() - t) / 1000;
   const { state, secrets, health } = cluster;
+  expect(health.healthy).toBe(true);
   const [row] = await sql<{ n: string }>(state, secrets.app, address(state, health.leader!), PORTS.postgresPrimary, "SELECT count(*) AS n FROM kept");
   expect(Number(row.n)).toBe(100);
   await restoreRedis(loc);
@@ -82,4 +92,4 @@ test("after down, up --restore latest and restore-redis bring the data back from
   await redis.connect();
   expect(await redis.get("kept")).toBe("yes");
   await redis.quit();
-}, 300_000);
+}, 900_000);

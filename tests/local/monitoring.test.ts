@@ -2,7 +2,7 @@
  * Metrics on a running local cluster (3 nodes, fast profile, its own network and subnet):
  *  - every exporter listens on its node's private address only (not 0.0.0.0, not loopback);
  *  - every endpoint of the rendered prometheus.yml answers, as Prometheus would scrape it, from
- *    inside another node's namespace; HAProxy's /metrics wants the stats login;
+ *    inside another node's network namespace (`ip netns exec`: the booted nodes' namespaces); HAProxy's /metrics wants the stats login;
  *  - every metric the dashboard names is among the metrics those endpoints export (and the labels
  *    its selectors match on exist on them);
  *  - a real Prometheus, given the rendered prometheus.yml, scrapes every target and evaluates every
@@ -21,10 +21,10 @@ import { LocalClusterState } from "../../local/state";
 import { inNamespace } from "../../local/network";
 import { run, start, stop, waitFor } from "../support/proc";
 import { grafanaToPromQL, parsePromQL } from "../support/promql";
-import { TestCluster, cli, startCluster } from "./harness";
+import { TestCluster, cli, startCluster, testLocation } from "./harness";
 
-/** This file's own place: network "ob", subnet 10.42.71.0/24, never another test's or a developer's. */
-const loc: TestCluster = { root: path.join(os.tmpdir(), "madbase-obs-test"), networkId: "ob", subnetCidr: "10.42.71.0/24" };
+/** This file's own place (shared with backup-local-repo.test.ts, which never runs beside it). */
+const loc: TestCluster = testLocation(6);
 const DASHBOARD = JSON.parse(fs.readFileSync(path.resolve(__dirname, "..", "..", "dashboards", "state-pillar-performance.json"), "utf8"));
 /** Labels Prometheus adds to every series from the rendered prometheus.yml (not the exporters). */
 const ADDED_LABELS = new Set(["cluster", "node", "job", "instance"]);
@@ -206,6 +206,8 @@ test("status --json reports each node's exporters, the leader's connections agai
   for (const n of out.nodes) {
     expect(n.exporters).toEqual({ node: "up", postgres: "up", redis: "up" });
     expect(n.timeline).toBeGreaterThanOrEqual(1);
+    // The exporters' PIDs are their units' MainPIDs inside the node (systemd's view), as for every daemon.
+    for (const p of ["node_exporter", "postgres_exporter", "redis_exporter"]) expect([n.name, p, n.pids[p]]).toEqual([n.name, p, expect.any(Number)]);
     for (const p of ["node_exporter", "postgres_exporter", "redis_exporter"]) expect(n.pids[p]).toBeGreaterThan(1);
   }
   expect(out.postgresConnections.max).toBe(getPlan("cx31").maxConnections);
