@@ -92,12 +92,37 @@ else
   done
   say "PostgreSQL and Redis answer"
 
-  if [ "$(http_code primary)" = 200 ]; then
+  # /health answers as soon as PostgreSQL runs; which role it has comes once a leader is elected
+  # (a replica runs only behind one). Asked until it is known, so the leader never skips its stanza.
+  step="waiting for this node's role (Patroni /primary or /replica)"
+  role=""
+  until [ -n "$role" ]; do
+    if [ "$(http_code primary)" = 200 ]; then role=primary; elif [ "$(http_code replica)" = 200 ]; then role=replica; fi
+    if [ -z "$role" ]; then
+      if ((SECONDS >= deadline)); then
+        say "Patroni /primary answered $(http_code primary), /replica $(http_code replica)"
+        false
+      fi
+      sleep 1
+    fi
+  done
+  say "PostgreSQL runs here as the $role"
+
+  if [ "$role" = primary ]; then
     # WAL archiving works from the first minute: the stanza now, a first full backup right after
     # (in the background: its unit logs to the journal), so point-in-time restore starts today.
     step="creating the pgBackRest stanza $CLUSTER"
+    foreign=0
     for ((try = 1; ; try++)); do
       out=$(runuser -u postgres -- pgbackrest --config="$PGBACKREST_CONF" --stanza="$CLUSTER" --log-level-console=warn stanza-create 2>&1) && break
+      if grep -q "do not match the database" <<<"$out"; then
+        # The repository holds the backups of another database system (a lost stack's bucket, say):
+        # they are never touched. This cluster runs, but archives nothing until it is restored from
+        # them (README: Restore PostgreSQL) or given another repository.
+        say "WARNING: the backup repository holds another cluster's stanza $CLUSTER; not archiving into it, no first backup. Restore from it, or use another bucket."
+        foreign=1
+        break
+      fi
       # The archiver's archive-push can hold the stanza's lock for a moment.
       if ((try >= 60)) || ! grep -q "unable to acquire lock" <<<"$out"; then
         say "stanza-create: $out"
@@ -105,9 +130,11 @@ else
       fi
       sleep 1
     done
-    say "stanza $CLUSTER ready; starting the first full backup"
-    step="starting the first full backup"
-    systemctl start --no-block madbase-pg-backup@full.service
+    if [ "$foreign" = 0 ]; then
+      say "stanza $CLUSTER ready; starting the first full backup"
+      step="starting the first full backup"
+      systemctl start --no-block madbase-pg-backup@full.service
+    fi
   fi
 fi
 

@@ -259,7 +259,10 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
     failed?: string;
   }
   /** Runs the node's first-boot script from its user-data, every system command replaced by a stub that logs its call. */
-  function boot(nodeIndex: number, opts: { joining?: boolean; mountFails?: boolean; primary?: boolean } = {}): Boot {
+  function boot(
+    nodeIndex: number,
+    opts: { joining?: boolean; mountFails?: boolean; primary?: boolean; electedAfter?: number; stanzaError?: string } = {},
+  ): Boot {
     const five = topo(5);
     const userData = renderNode({
       topology: five,
@@ -276,8 +279,20 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
       fs.mkdirSync(bin);
       const calls = path.join(dir, "calls");
       const stub = (name: string, body = "") => fs.writeFileSync(path.join(bin, name), `#!/bin/bash\necho "${name} $*" >>${calls}\n${body}\n`, { mode: 0o755 });
-      for (const name of ["sysctl", "mountpoint", "install", "systemctl", "runuser"]) stub(name);
-      stub("curl", `case "$*" in *"/health"*) echo -n 200 ;; *"/primary"*) echo -n ${opts.primary === false ? 503 : 200} ;; *) echo -n 000 ;; esac`);
+      for (const name of ["sysctl", "mountpoint", "install", "systemctl"]) stub(name);
+      stub("runuser", opts.stanzaError ? `echo "${opts.stanzaError}" >&2; exit 28` : "");
+      // Patroni's answers: /health at once; the role (/primary or /replica) only after
+      // `electedAfter` role questions, as while the members still elect a leader.
+      const asked = path.join(dir, "role-questions");
+      stub(
+        "curl",
+        [
+          'case "$*" in *"/health"*) echo -n 200; exit 0 ;; esac',
+          `n=$(( $(cat ${asked} 2>/dev/null || echo 0) + 1 )); echo $n > ${asked}`,
+          `if [ $n -le ${opts.electedAfter ?? 0} ]; then echo -n 503; exit 0; fi`,
+          `case "$*" in *"/primary"*) echo -n ${opts.primary === false ? 503 : 200} ;; *"/replica"*) echo -n ${opts.primary === false ? 200 : 503} ;; *) echo -n 000 ;; esac`,
+        ].join("\n"),
+      );
       stub("redis-cli", "echo PONG");
       stub("madbase-mount-volume", opts.mountFails ? 'echo "madbase: no Hetzner volume attached" >&2; exit 1' : "");
       const env = path.join(dir, "node.env");
@@ -289,7 +304,7 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
       fs.writeFileSync(path.join(dir, "backup.env"), "REDISCLI_AUTH=x\n");
       const script = path.join(dir, "first-boot");
       fs.writeFileSync(script, files["/usr/local/sbin/madbase-first-boot"], { mode: 0o755 });
-      const r = spawnSync("bash", [script, env], { env: { PATH: `${bin}:/usr/bin:/bin` }, encoding: "utf8", timeout: 30_000 });
+      const r = spawnSync("bash", [script, env], { env: { PATH: `${bin}:/usr/bin:/bin` }, encoding: "utf8", timeout: 60_000 });
       const read = (p: string) => (fs.existsSync(p) ? fs.readFileSync(p, "utf8") : undefined);
       return {
         code: r.status,
@@ -319,6 +334,30 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
       "systemctl start --no-block madbase-pg-backup@full.service",
     ]);
     expect(b.ready).toMatch(/^ready_at=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\njoining=0\n$/);
+  });
+
+  it("asks for its role until a leader is elected, so the leader never skips the stanza", () => {
+    const b = boot(0, { electedAfter: 4 });
+    expect([b.code, b.failed]).toEqual([0, undefined]);
+    expect(b.output).toContain("PostgreSQL runs here as the primary");
+    expect(b.calls.filter((c) => /stanza-create/.test(c))).toHaveLength(1);
+    expect(b.calls).toContain("systemctl start --no-block madbase-pg-backup@full.service");
+  });
+
+  it("leaves a repository that holds another cluster's stanza alone: a warning, no first backup, and the node still comes up", () => {
+    const b = boot(0, { stanzaError: "ERROR: [028]: backup and archive info files exist but do not match the database" });
+    expect([b.code, b.failed]).toEqual([0, undefined]);
+    expect(b.output).toContain("WARNING: the backup repository holds another cluster's stanza madbase-prod");
+    expect(b.calls.filter((c) => /madbase-pg-backup@full/.test(c))).toEqual([]);
+    expect(b.ready).toContain("joining=0");
+  });
+
+  it("fails the first boot on any other stanza-create error, saying what pgBackRest said", () => {
+    const b = boot(0, { stanzaError: "ERROR: [039]: HTTP request failed" });
+    expect(b.code).not.toBe(0);
+    expect(b.output).toContain("stanza-create: ERROR: [039]: HTTP request failed");
+    expect(b.failed).toContain("step=creating the pgBackRest stanza madbase-prod");
+    expect(b.ready).toBeUndefined();
   });
 
   it("on a replica: no stanza, no backup", () => {
