@@ -125,6 +125,11 @@ export interface UpOptions extends Location {
   /** Wait for a healthy cluster (default); false: return once the machines booted. */
   waitHealthy?: boolean;
   /**
+   * Runs once the network exists and before any node boots: where a test attaches the S3 store a
+   * first boot archives into (on Hetzner, the store exists before the servers).
+   */
+  afterNetwork?: (state: LocalClusterState) => Promise<void> | void;
+  /**
    * Runs once the cluster is healthy, before `up` returns (the CLI's `--restore` recreates
    * PostgreSQL from the backups there, with the operator's procedure, over SSH).
    */
@@ -296,6 +301,7 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
     state.nodes.push(local);
     writeState(state);
   }
+  if (opts.afterNetwork) await opts.afterNetwork(state);
   for (const node of state.nodes) await bootNode(state, node);
   progress(`[${((Date.now() - startedAt) / 1000).toFixed(1).padStart(5)} s] ${state.nodes.length} machine(s) booted; cloud-init runs each node's first boot`);
   if (opts.waitHealthy === false) {

@@ -101,11 +101,9 @@ beforeAll(async () => {
       timeoutMs: 300_000,
       backup,
       s3Keys: keys,
-      // The store joins the cluster's bridge as soon as `up` made it, before first boot's stanza-create.
-      onProgress: (line) => {
-        log(line);
-        if (/machine\(s\) booted/.test(line)) store.attach();
-      },
+      // The store joins the cluster's bridge before any node boots, as a bucket exists before servers.
+      afterNetwork: () => store.attach(),
+      onProgress: log,
     }),
   );
   upDoneAt = Date.now();
