@@ -27,6 +27,7 @@ import { RestoreTarget, restoreCluster } from "../local/backup";
 import { backupOnEveryNode, restoreRedis } from "../local/backup-ops";
 import { formatHealth, formatOverview } from "../local/health";
 import { findNode } from "../local/state";
+import { MissingHostToolsError } from "../local/host-tools";
 import { isRunning } from "../local/machine";
 import { clusterVersions, nodeVersions } from "../local/versions";
 import { sshIdentity, sshInteractive } from "../local/ssh";
@@ -208,6 +209,7 @@ async function main(): Promise<void> {
       process.exitCode = 2;
     } else if (
       e instanceof ConfigError ||
+      e instanceof MissingHostToolsError ||
       e instanceof AlreadyRunningError ||
       e instanceof NotRunningError ||
       e instanceof NotHealthyError ||

@@ -29,6 +29,7 @@ import {
 } from "../core";
 import { loadStackSettings } from "../cli/render";
 import { ClusterHealth, assertHostLink, clusterHealth, summarize } from "./health";
+import { checkHostTools } from "./host-tools";
 import { ensureImage, imageUser } from "./image";
 import {
   MachineRecord,
@@ -248,6 +249,7 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
   if (opts.subnetCidr !== undefined) overrides.subnetCidr = opts.subnetCidr;
   const settings = loadStackSettings(opts.stack ?? "prod", overrides);
   const { topology, options } = describeCluster(settings);
+  checkHostTools();
   if (fs.existsSync(statePath(root))) throw new AlreadyRunningError(root);
   if (namespaceExists(`${networkId}-hub`)) {
     throw new Error(`network ${networkId} exists without a cluster state at ${root}: a crashed run? \`npm run local -- down\` removes it`);

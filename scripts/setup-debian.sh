@@ -28,6 +28,7 @@ apt-get install -y -q --no-install-recommends \
   systemd-container mmdebstrap debian-archive-keyring \
   openssh-client iproute2 util-linux procps curl ca-certificates \
   prometheus shellcheck \
-  postgresql-client redis-tools
+  postgresql-client redis-tools \
+  dpkg-dev python3
 
 echo "setup-debian: host packages installed; the node image is built on first use"

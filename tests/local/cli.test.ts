@@ -46,12 +46,13 @@ test("prod refuses fewer than 3 nodes (requireHa)", () => {
   expect(r.stderr).toContain("requires HA");
 });
 
-test("missing Debian packages are named with the setup script, and nothing is created", () => {
+test("missing host tools are named with their Debian packages and the setup script, and nothing is created", () => {
   const r = cli(["up", "--profile", "fast"], { loc, env: { PATH: "/nonexistent" } });
   expect(r.code).toBe(2);
-  expect(r.stderr).toContain("etcd-server");
-  expect(r.stderr).toContain("redis-server");
-  expect(r.stderr).toContain("haproxy");
+  expect(r.stderr).toContain("systemd-nspawn");
+  expect(r.stderr).toContain("systemd-container");
+  expect(r.stderr).toContain("mmdebstrap");
+  expect(r.stderr).toContain("openssh-client");
   expect(r.stderr).toContain("scripts/setup-debian.sh");
   expect(fs.existsSync(loc.root)).toBe(false);
   expect(namespaceExists(`${loc.networkId}-hub`)).toBe(false);
