@@ -6,7 +6,8 @@
 # hash of these scripts and of the package lists; run it by hand only to debug a build.
 #
 # usage: build.sh TARGET_DIR BASE_PACKAGES NODE_PACKAGES   (lists comma-separated)
-# KEEP_DEBS=1 keeps the downloaded packages in TARGET_DIR/var/cache/apt/archives.
+# KEEP_DEBS=1 keeps the packages apt downloaded for NODE_PACKAGES in TARGET_DIR/var/cache/apt/archives
+# (a test serves them as the apt repository of a node booted from the base image).
 set -euo pipefail
 
 target=$1
@@ -28,7 +29,7 @@ fi
 include=$base_packages
 if [ -n "$node_packages" ]; then include="$include,$node_packages"; fi
 skip=()
-if [ "${KEEP_DEBS:-0}" = 1 ]; then skip=(--skip=download/empty); fi
+if [ "${KEEP_DEBS:-0}" = 1 ]; then skip=(--skip=cleanup/apt/cache); fi
 
 partial="$target.partial"
 rm -rf "$partial"
