@@ -1,12 +1,12 @@
 /**
  * npm run bench [-- --profiles fast,norm,safe --kills 5 --redis-kills 3]
  *
- * Measures the local cluster on this machine's real daemons and writes bench/RESULTS.md:
- * PostgreSQL failover (kill -9 of the leader's node -> first write acknowledged by a new leader
+ * Measures a local cluster of booted Debian 13 nodes and writes bench/RESULTS.md:
+ * PostgreSQL failover (power cut of the leader's node -> first write acknowledged by a new leader
  * through a surviving node's HAProxy) per failover profile; Redis failover (kill -9 of the master
- * -> first SET acknowledged through a surviving HAProxy); cold start; HAProxy overhead (pgbench -S
- * through 5433 vs the leader's 5432, redis-benchmark through 6379 vs the master's 6380); the
- * cluster's RAM; false failovers while both cores are saturated for 60 s.
+ * -> first SET acknowledged through a surviving HAProxy); cold start of booted nodes; the latency
+ * the HAProxy hop adds at one client (through 5433 vs the leader's 5432, through 6379 vs the
+ * master's 6380); the cluster's RAM; false failovers while both cores are saturated for 60 s.
  *
  * Runs on its own network id, subnet and root, so it never touches a developer's cluster.
  */
@@ -16,16 +16,20 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import Redis from "ioredis";
-import { PORTS, PROFILES, ProfileName } from "../core";
+import { Client } from "pg";
+import { APP_DATABASE, PORTS, PROFILES, ProfileName, USERS } from "../core";
 import { Location, down, killNode, loadCluster, startNode, stopService, up, waitHealthy } from "../local/cluster";
 import { assertHostLink, clusterHealth } from "../local/health";
 import { LocalClusterState, findNode } from "../local/state";
 import { sleep } from "../local/machine";
 import { machineProcesses } from "../local/processes";
+import { nodeVersions } from "../local/versions";
 import { AckWriter } from "../local/writer";
 
 const LOC: Location & { subnetCidr: string } = { root: path.join(os.tmpdir(), "madbase-bench"), networkId: "bench", subnetCidr: "10.42.200.0/24" };
-const TARGETS = { fastMedian: 10, fastMax: 15, norm: 30, redis: 7, coldStart: 30, pgRatio: 0.9, redisRatio: 0.8 };
+// The issue's targets. Patroni 4's 20 s minimum ttl bounds every PostgreSQL failover after a power
+// cut from below, so the fast targets are out of reach by tuning (README: Failover profiles).
+const TARGETS = { fastMedian: 8, fastMax: 12, norm: 20, redis: 5, coldStart: 45 };
 
 interface ProfileResult {
   profile: ProfileName;
@@ -38,8 +42,10 @@ interface Results {
   /** 1-minute load averages sampled when each stage ended: this machine may run other work too. */
   load: number[];
   profiles: ProfileResult[];
-  pgbench?: { haproxyTps: number; directTps: number };
-  redisBench?: { haproxyRps: number; directRps: number };
+  versions?: string;
+  /** Median round trip at one client, through HAProxy and direct, in µs. */
+  pgLatency?: { haproxyUs: number; directUs: number };
+  redisLatency?: { haproxyUs: number; directUs: number };
   ramMiB?: number;
   pssMiB?: number;
   processes?: number;
@@ -132,50 +138,70 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): string {
   return execFileSync(cmd, args, { encoding: "utf8", env: { ...process.env, ...env }, maxBuffer: 64 * 1024 * 1024, stdio: ["ignore", "pipe", "pipe"] });
 }
 
-async function pgbench(): Promise<Results["pgbench"]> {
+/** Median and 90th percentile of `rounds` sequential round trips, in µs. */
+async function roundTrips(rounds: number, once: () => Promise<unknown>): Promise<{ medianUs: number; p90Us: number }> {
+  for (let i = 0; i < 50; i++) await once(); // warm the connection and the caches
+  const us: number[] = [];
+  for (let i = 0; i < rounds; i++) {
+    const t = process.hrtime.bigint();
+    await once();
+    us.push(Number(process.hrtime.bigint() - t) / 1000);
+  }
+  us.sort((a, b) => a - b);
+  return { medianUs: median(us), p90Us: us[Math.floor(us.length * 0.9)] };
+}
+
+/**
+ * What the HAProxy hop costs one client: `SELECT 1` round trips on one connection through 5433
+ * against the leader's own 5432, alternating so drift hits both sides alike.
+ */
+async function pgLatency(): Promise<Results["pgLatency"]> {
   const { state, secrets } = current();
   assertHostLink(state);
   const leaderIp = findNode(state, await leaderOf()).address;
-  const entry = state.nodes[0].address;
-  const env = { PGPASSWORD: secrets.app, PGUSER: "madbase", PGDATABASE: "madbase", PGCONNECT_TIMEOUT: "5" };
-  run("pgbench", ["-i", "-q", "-s", "10", "-h", entry, "-p", String(PORTS.postgresPrimary)], env);
-  const tps = (host: string, port: number) => {
-    const out = run("pgbench", ["-S", "-n", "-c", "8", "-j", "2", "-T", "15", "-h", host, "-p", String(port)], env);
-    const m = /tps = ([0-9.]+) \(without initial connection time\)/.exec(out);
-    if (!m) throw new Error(`pgbench output not understood:\n${out}`);
-    return Number(m[1]);
+  const entry = state.nodes.find((n) => n.address !== leaderIp)!.address;
+  const measure = async (host: string, port: number) => {
+    const client = new Client({ host, port, user: USERS.app, password: secrets.app, database: APP_DATABASE });
+    await client.connect();
+    try {
+      return await roundTrips(2000, () => client.query("SELECT 1"));
+    } finally {
+      await client.end();
+    }
   };
-  // Alternate, twice each, so drift (caches, the other daemons' timers) hits both sides alike.
-  const viaHaproxy: number[] = [];
+  const via: number[] = [];
   const direct: number[] = [];
-  for (let i = 0; i < 2; i++) {
-    viaHaproxy.push(tps(entry, PORTS.postgresPrimary));
-    direct.push(tps(leaderIp, PORTS.postgres));
+  for (let i = 0; i < 3; i++) {
+    via.push((await measure(entry, PORTS.postgresPrimary)).medianUs);
+    direct.push((await measure(leaderIp, PORTS.postgres)).medianUs);
   }
-  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-  return { haproxyTps: mean(viaHaproxy), directTps: mean(direct) };
+  return { haproxyUs: median(via), directUs: median(direct) };
 }
 
-async function redisBench(): Promise<Results["redisBench"]> {
+/** Likewise for Redis: GET round trips through 6379 against the master's own 6380. */
+async function redisLatency(): Promise<Results["redisLatency"]> {
   const { state, secrets } = current();
   assertHostLink(state);
   const h = await clusterHealth(state, secrets);
   const masterIp = findNode(state, h.redisMaster!).address;
-  const entry = state.nodes[0].address;
-  const rps = (host: string, port: number) => {
-    const out = run("redis-benchmark", ["-h", host, "-p", String(port), "-a", secrets.redis, "-t", "set,get", "-n", "100000", "-c", "50", "-q", "--csv"]);
-    const values = [...out.matchAll(/^"(SET|GET)","([0-9.]+)"/gm)].map((m) => Number(m[2]));
-    if (values.length !== 2) throw new Error(`redis-benchmark output not understood:\n${out}`);
-    return (values[0] + values[1]) / 2;
+  const entry = state.nodes.find((n) => n.address !== masterIp)!.address;
+  const measure = async (host: string, port: number) => {
+    const client = new Redis({ host, port, password: secrets.redis, lazyConnect: true, maxRetriesPerRequest: 0 });
+    await client.connect();
+    try {
+      await client.set("bench:latency", "x");
+      return await roundTrips(5000, () => client.get("bench:latency"));
+    } finally {
+      client.disconnect();
+    }
   };
-  const viaHaproxy: number[] = [];
+  const via: number[] = [];
   const direct: number[] = [];
-  for (let i = 0; i < 2; i++) {
-    viaHaproxy.push(rps(entry, PORTS.redisMaster));
-    direct.push(rps(masterIp, PORTS.redis));
+  for (let i = 0; i < 3; i++) {
+    via.push((await measure(entry, PORTS.redisMaster)).medianUs);
+    direct.push((await measure(masterIp, PORTS.redis)).medianUs);
   }
-  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-  return { haproxyRps: mean(viaHaproxy), directRps: mean(direct) };
+  return { haproxyUs: median(via), directUs: median(direct) };
 }
 
 /**
@@ -241,6 +267,7 @@ async function benchProfile(profile: ProfileName, kills: number, redisKills: num
   const result: ProfileResult = { profile, coldStartS: started.seconds, pgFailoverS: [], redisFailoverS: [] };
   results.load.push(os.loadavg()[0]);
   log(`${profile}: healthy in ${started.seconds.toFixed(1)} s`);
+  results.versions ??= daemonVersions();
   try {
     if (profile === "fast") {
       const ram = clusterRam();
@@ -248,10 +275,10 @@ async function benchProfile(profile: ProfileName, kills: number, redisKills: num
       results.pssMiB = ram.pssMib;
       results.processes = ram.processes;
       log(`RAM ${ram.mib.toFixed(0)} MiB RSS, ${ram.pssMib.toFixed(0)} MiB PSS in ${ram.processes} processes`);
-      results.pgbench = await pgbench();
-      log(`pgbench -S: ${results.pgbench!.haproxyTps.toFixed(0)} tps via 5433, ${results.pgbench!.directTps.toFixed(0)} direct`);
-      results.redisBench = await redisBench();
-      log(`redis-benchmark: ${results.redisBench!.haproxyRps.toFixed(0)} rps via 6379, ${results.redisBench!.directRps.toFixed(0)} direct`);
+      results.pgLatency = await pgLatency();
+      log(`PostgreSQL round trip: ${results.pgLatency!.haproxyUs.toFixed(0)} µs via 5433, ${results.pgLatency!.directUs.toFixed(0)} µs direct`);
+      results.redisLatency = await redisLatency();
+      log(`Redis round trip: ${results.redisLatency!.haproxyUs.toFixed(0)} µs via 6379, ${results.redisLatency!.directUs.toFixed(0)} µs direct`);
       results.falseFailovers = await falseFailovers(60);
       log(`under load: ${JSON.stringify(results.falseFailovers)}`);
     }
@@ -272,21 +299,12 @@ async function benchProfile(profile: ProfileName, kills: number, redisKills: num
   return result;
 }
 
-function versions(): Record<string, string> {
-  const v = (cmd: string, args: string[], re: RegExp) => {
-    try {
-      return re.exec(run(cmd, args))?.[1] ?? "?";
-    } catch {
-      return "?";
-    }
-  };
-  return {
-    PostgreSQL: v("/usr/lib/postgresql/15/bin/postgres", ["--version"], /(\d+\.\d+)/),
-    Patroni: v("/usr/bin/patroni", ["--version"], /(\d+\.\d+\.\d+)/),
-    etcd: v("etcd", ["--version"], /etcd Version: (\S+)/),
-    Redis: v("redis-server", ["--version"], /v=(\S+)/),
-    HAProxy: v("haproxy", ["-v"], /version (\S+)/),
-  };
+/** The daemons' versions as the first node's binaries report them. */
+function daemonVersions(): string {
+  const { state } = current();
+  return Object.entries(nodeVersions(state.nodes[0].machine))
+    .map(([k, v]) => `${k} ${v}`)
+    .join(", ");
 }
 
 function report(results: Results): string {
@@ -304,11 +322,12 @@ function report(results: Results): string {
     `Machine: ${os.cpus().length} × ${cpu}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, ${os.type()} ${os.release()}  `,
     `Date: ${new Date().toISOString()}  `,
     `Commit: ${commit}  `,
-    `Daemons: ${Object.entries(versions()).map(([k, v]) => `${k} ${v}`).join(", ")}  `,
-    "Cluster: prod topology, 3 nodes (one network namespace each), synchronous_mode on, PostgreSQL sized for 256 MB per node.  ",
+    `Daemons (Debian 13 node image): ${results.versions ?? "?"}  `,
+    "Cluster: prod topology, 3 booted nodes (systemd-nspawn, one network namespace each, the server's user data), synchronous_mode on, PostgreSQL sized for 256 MB per node.  ",
     `Machine load (1-min average, sampled after each stage): median ${fmt(median(results.load))}, max ${fmt(Math.max(...results.load))} on ${os.cpus().length} cores; other work on this machine shares them.`,
     "",
-    "Produced by `npm run bench` (bench/run.ts). Failover = kill -9 of every process of the leader's node (Patroni, postmaster, etcd, Redis, Sentinel, HAProxy)",
+    "Produced by `npm run bench` (bench/run.ts). The last Debian 12 figures (Patroni 3.0.2, daemons on the host) are in [RESULTS-debian12.md](RESULTS-debian12.md).",
+    "Failover = a power cut of the leader's node (SIGKILL of its PID 1: every process at once)",
     "until the first write acknowledged by another server through a surviving node's HAProxy 5433; Redis = kill -9 of redis-server on the master until the first SET",
     "acknowledged through a surviving node's 6379 (a new connection per attempt).",
     "",
@@ -333,13 +352,13 @@ function report(results: Results): string {
   }
   const coldMax = Math.max(...results.profiles.map((p) => p.coldStartS));
   lines.push(`| Cold start (slowest of ${results.profiles.length}) | ${fmt(coldMax)} s | ≤ ${TARGETS.coldStart} s | ${ok(coldMax <= TARGETS.coldStart)} |`);
-  if (results.pgbench) {
-    const r = results.pgbench.haproxyTps / results.pgbench.directTps;
-    lines.push(`| pgbench -S, 8 clients: 5433 ÷ 5432 | ${results.pgbench.haproxyTps.toFixed(0)} ÷ ${results.pgbench.directTps.toFixed(0)} tps = ${r.toFixed(2)} | ≥ ${TARGETS.pgRatio} | ${ok(r >= TARGETS.pgRatio)} |`);
+  if (results.pgLatency) {
+    const l = results.pgLatency;
+    lines.push(`| PostgreSQL round trip at one client (SELECT 1), median: 5433 / 5432 | ${l.haproxyUs.toFixed(0)} µs / ${l.directUs.toFixed(0)} µs: HAProxy adds ${(l.haproxyUs - l.directUs).toFixed(0)} µs | - | - |`);
   }
-  if (results.redisBench) {
-    const r = results.redisBench.haproxyRps / results.redisBench.directRps;
-    lines.push(`| redis-benchmark SET+GET, 50 clients: 6379 ÷ 6380 | ${results.redisBench.haproxyRps.toFixed(0)} ÷ ${results.redisBench.directRps.toFixed(0)} rps = ${r.toFixed(2)} | ≥ ${TARGETS.redisRatio} | ${ok(r >= TARGETS.redisRatio)} |`);
+  if (results.redisLatency) {
+    const l = results.redisLatency;
+    lines.push(`| Redis round trip at one client (GET), median: 6379 / 6380 | ${l.haproxyUs.toFixed(0)} µs / ${l.directUs.toFixed(0)} µs: HAProxy adds ${(l.haproxyUs - l.directUs).toFixed(0)} µs | - | - |`);
   }
   if (results.ramMiB !== undefined) {
     lines.push(`| Cluster RAM, ${results.processes} processes: sum of PSS (sum of RSS) | ${fmt(results.pssMiB, 0)} MiB (${results.ramMiB.toFixed(0)} MiB) | - | - |`);
@@ -348,7 +367,7 @@ function report(results: Results): string {
     const f = results.falseFailovers;
     lines.push(`| fast: false failovers, all cores saturated ${f.seconds} s (+10 s) | ${f.leaderChanges} PostgreSQL, ${f.redisMasterChanges} Redis (writer errors: ${f.writerFailures}) | 0 | ${ok(f.leaderChanges + f.redisMasterChanges === 0)} |`);
   }
-  lines.push("", "Clients (pgbench, redis-benchmark, the writers) run on this machine and reach the nodes through its link into the nodes' subnet.", "");
+  lines.push("", "Clients (the latency loops, the writers) run on this machine and reach the nodes through its link into the nodes' subnet.", "");
   return lines.join("\n");
 }
 
