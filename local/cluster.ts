@@ -221,16 +221,28 @@ export function createNodeMachine(
   return { name: node.name, address: node.privateIp, namespace, machine };
 }
 
-/** Makes the host directory of the local repository, owned as the nodes' users expect. */
+/**
+ * Makes the host directory of the local repository, owned as the nodes' users expect. An image
+ * without those users (the base image: cloud-init creates them on each node) gets directories
+ * every node user may write, sticky like /tmp.
+ */
 function prepareBackupDir(image: string, dir: string): void {
-  const postgres = imageUser(image, "postgres");
-  const redis = imageUser(image, "redis");
   fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
-  for (const [sub, owner] of [["pgbackrest", postgres], ["redis", redis]] as const) {
+  for (const [sub, user] of [["pgbackrest", "postgres"], ["redis", "redis"]] as const) {
     const d = path.join(dir, sub);
     fs.mkdirSync(d, { recursive: true });
-    fs.chownSync(d, owner.uid, owner.gid);
-    fs.chmodSync(d, 0o750);
+    let owner: { uid: number; gid: number } | undefined;
+    try {
+      owner = imageUser(image, user);
+    } catch {
+      owner = undefined;
+    }
+    if (owner) {
+      fs.chownSync(d, owner.uid, owner.gid);
+      fs.chmodSync(d, 0o750);
+    } else {
+      fs.chmodSync(d, 0o1777);
+    }
   }
 }
 

@@ -45,8 +45,9 @@ test("Sentinel promotes a replica, HAProxy follows, and the old master returns a
       h.redisMaster !== null &&
       h.redisMaster !== oldMaster &&
       h.nodes.every((n) => n.name === oldMaster || (n.haproxy?.redis_master[h.redisMaster!] === "UP" && n.sentinelMaster === address(state, h.redisMaster!))) &&
-      // min-replicas-to-write 1: the new master takes writes once the other survivor replicates from it.
-      h.nodes.every((n) => n.name === oldMaster || n.name === h.redisMaster || n.redisMasterHost === address(state, h.redisMaster!)),
+      // min-replicas-to-write 1: the new master takes writes once the other survivor is a connected
+      // replica of it (health lists every replica that is not, the stopped old master aside).
+      !h.problems.some((p) => p.startsWith("redis:") && !p.includes(oldMaster)),
   );
   const newMaster = promoted.redisMaster!;
   expect(promoted.nodes.filter((n) => n.name !== oldMaster).every((n) => n.sentinelMaster === address(state, newMaster))).toBe(true);
