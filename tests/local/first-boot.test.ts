@@ -79,8 +79,8 @@ describe("the Hetzner way: cloud-init installs the packages", () => {
     // The base image had none of them: cloud-init installed them from this test's repository.
     expect(fs.existsSync(path.join(await ensureImage({ kind: "base" }), "usr", "bin", "patroni"))).toBe(false);
     const installed = machineExec(node.machine, ["dpkg-query", "-W", "-f", "${Package} ${Status}\\n", "patroni", "postgresql-17", "etcd-server", "redis-server", "haproxy", "pgbackrest"]);
-    expect(installed.stdout.trim().split("\n").map((l) => l.split(" ")[0] + " " + l.split(" ").slice(-1)[0])).toEqual(
-      ["patroni", "postgresql-17", "etcd-server", "redis-server", "haproxy", "pgbackrest"].map((p) => `${p} installed`),
+    expect(installed.stdout.trim().split("\n").map((l) => l.split(" ")[0] + " " + l.split(" ").slice(-1)[0]).sort()).toEqual(
+      ["etcd-server", "haproxy", "patroni", "pgbackrest", "postgresql-17", "redis-server"].map((p) => `${p} installed`),
     );
     expect(requests.some((r) => /GET \/patroni_[^ ]+\.deb/.test(r))).toBe(true);
     expect(result.health.leader).toBe(node.name);
