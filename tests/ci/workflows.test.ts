@@ -80,7 +80,7 @@ describe("pull requests", () => {
   test("install the Debian packages, install, then run the tests", () => {
     const runs = (wf.jobs.test.steps as Step[]).filter((s) => s.run).map((s) => s.run);
     expect(runs).toEqual(["bash scripts/setup-debian.sh", "npm ci", "npm test"]);
-    expect(wf.jobs.test.container).toMatchObject({ image: "debian:12", options: "--privileged" });
+    expect(wf.jobs.test.container).toMatchObject({ image: "debian:13", options: "--privileged" });
   });
 
   test("preview every stack after the tests pass, commenting the diff on the PR", () => {
