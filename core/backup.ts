@@ -78,8 +78,13 @@ export function pgbackrestPrefix(clusterName: string): string {
 }
 
 /** pgBackRest's restore command for Patroni's `pgbackrest` replica method (see patroni.yml). */
-export function pgbackrestReplicaCommand(pgbackrestConf: string, stanza: string): string {
-  return `pgbackrest --config=${pgbackrestConf} --stanza=${stanza} --log-level-console=warn --delta restore --type=standby`;
+/**
+ * Patroni's pgbackrest replica method: a restore from the repository, but only when its stanza is
+ * this cluster's (madbase-backup pgbackrest-replica checks the leader's system identifier), else
+ * it fails and Patroni clones from the leader instead.
+ */
+export function pgbackrestReplicaCommand(scriptDir: string): string {
+  return `${path.posix.join(scriptDir, BACKUP_SCRIPT)} pgbackrest-replica`;
 }
 
 /** restore_command for replicas and for pg_rewind: WAL the leader no longer has, from the archive. */

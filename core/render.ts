@@ -141,7 +141,7 @@ function model(input: NodeRenderInput) {
     replicaMaxLag: REPLICA_MAX_LAG,
     archiveCommand: archiveCommand(paths.scriptDir),
     restoreCommand: pgbackrestRestoreCommand(paths.config["pgbackrest.conf"], topology.clusterName),
-    pgbackrestReplicaCommand: pgbackrestReplicaCommand(paths.config["pgbackrest.conf"], topology.clusterName),
+    pgbackrestReplicaCommand: pgbackrestReplicaCommand(paths.scriptDir),
     // Patroni's etcd endpoints: every member. (Patroni 3.0.2 needed only the other nodes' members
     // and use_proxies, or a partitioned node overwrote the new leader's key; fixed in 3.0.3.)
     etcdHosts: topology.nodes,

@@ -3,6 +3,10 @@
  * how cloud-init writes it, and the pgBackRest and Patroni settings that make replicas and
  * restores come from the repository.
  */
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
 import { gunzipSync } from "node:zlib";
 import * as yaml from "js-yaml";
 import { BACKUP_SCRIPT, BACKUP_TIMERS, SECRET_NAMES, describeCluster, parseSettings, readEnvFile, renderBackupFiles, renderNode, serverPaths, writtenFiles } from "../../core";
@@ -55,12 +59,45 @@ test("pgBackRest archives asynchronously to the bucket with the configured reten
 test("Patroni creates replicas from the repository first, and fetches missing WAL from the archive", () => {
   const patroni = yaml.load(node["patroni.yml"]) as any;
   expect(patroni.postgresql.create_replica_methods).toEqual(["pgbackrest", "basebackup"]);
-  expect(patroni.postgresql.pgbackrest).toEqual({
-    command: "pgbackrest --config=/etc/pgbackrest.conf --stanza=madbase-prod --log-level-console=warn --delta restore --type=standby",
-    keep_data: true,
-    no_params: true,
-  });
+  // Patroni passes --connstring (no no_params): the method checks the leader's system identifier.
+  expect(patroni.postgresql.pgbackrest).toEqual({ command: "/usr/local/sbin/madbase-backup pgbackrest-replica", keep_data: true });
   expect(patroni.postgresql.recovery_conf.restore_command).toBe('pgbackrest --config=/etc/pgbackrest.conf --stanza=madbase-prod archive-get %f "%p"');
+});
+
+describe("the replica method restores from the repository only when its stanza is this cluster's", () => {
+  /** Runs `madbase-backup pgbackrest-replica` with stand-ins for psql (the leader) and pgbackrest (the repository). */
+  function replica(leaderId: string, repoId: string) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "madbase-replica-"));
+    try {
+      const calls = path.join(dir, "calls");
+      const stub = (name: string, body: string) => fs.writeFileSync(path.join(dir, name), `#!/bin/bash\necho "${name} $*" >>${calls}\n${body}\n`, { mode: 0o755 });
+      stub("psql", `echo "${leaderId}|2|0/5000000|"`);
+      stub("pgbackrest", `case "$*" in *info*) echo '{"db":[{"id":1,"repo-key":1,"system-id":${repoId}}]}' ;; esac`);
+      const script = path.join(dir, "madbase-backup");
+      fs.writeFileSync(script, backupFiles[BACKUP_SCRIPT].content, { mode: 0o755 });
+      const r = spawnSync("bash", [script, "pgbackrest-replica", "--scope=madbase-prod", "--role=replica", "--datadir=/x", "--connstring=dbname=postgres user=replicator host=10.42.1.10 port=5432"], {
+        env: { PATH: `${dir}:/usr/bin:/bin` },
+        encoding: "utf8",
+      });
+      return { code: r.status, stderr: r.stderr, calls: fs.existsSync(calls) ? fs.readFileSync(calls, "utf8").trim().split("\n") : [] };
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  test("same system identifier: pgBackRest restores a standby, asked of the leader over the replication protocol", () => {
+    const r = replica("7714460954069873712", "7714460954069873712");
+    expect(r.code).toBe(0);
+    expect(r.calls[0]).toBe("psql dbname=postgres user=replicator host=10.42.1.10 port=5432 replication=1 -XAtc IDENTIFY_SYSTEM");
+    expect(r.calls).toContain("pgbackrest --config=/etc/pgbackrest.conf --stanza=madbase-prod --log-level-console=warn --delta restore --type=standby");
+  });
+
+  test("another cluster's stanza (a lost stack's bucket): no restore, and the failure sends Patroni to pg_basebackup", () => {
+    const r = replica("7714460954069873712", "7001");
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("the repository's stanza belongs to database system 7001, the leader is 7714460954069873712");
+    expect(r.calls.filter((c) => c.includes("restore"))).toEqual([]);
+  });
 });
 
 test("post_bootstrap works after initdb and after a restore: roles created or given this stack's password, the database only when missing", () => {

@@ -27,7 +27,7 @@ describe("exporter files", () => {
     const node = files[name];
     const nodeArgs = readEnvFile(node["node-exporter.env"]).ARGS;
     expect(nodeArgs).toBe(`--web.listen-address=${ip}:${PORTS.nodeExporter}`);
-    expect(readEnvFile(node["postgres-exporter.env"]).PG_EXPORTER_WEB_LISTEN_ADDRESS).toBe(`${ip}:${PORTS.postgresExporter}`);
+    expect(readEnvFile(node["postgres-exporter.env"]).ARGS).toBe(`--web.listen-address=${ip}:${PORTS.postgresExporter}`);
     expect(readEnvFile(node["redis-exporter.env"]).REDIS_EXPORTER_WEB_LISTEN_ADDRESS).toBe(`${ip}:${PORTS.redisExporter}`);
     // Nothing binds a wildcard or an empty host (":9100" would be every address).
     const all = node["node-exporter.env"] + node["postgres-exporter.env"] + node["redis-exporter.env"];

@@ -97,7 +97,13 @@ function exporterCheck(
         10_000,
         250,
       ).catch((e: Error) => `FAILED: ${e.message}`);
-      return { ok: expect.test(body), detail: `${body.slice(0, 300)}\n${proc.output()}` };
+      // Bound to the private address only: a wildcard listener would answer on loopback too.
+      const port = listen.slice(listen.lastIndexOf(":") + 1);
+      const loopback = await run(inImage(ns, ["curl", "-sf", "-m", "2", "-o", "/dev/null", `http://127.0.0.1:${port}/metrics`]), { timeoutMs: 5000 });
+      return {
+        ok: expect.test(body) && loopback.code !== 0,
+        detail: `${body.slice(0, 300)}\n${loopback.code === 0 ? `also answers on 127.0.0.1:${port}\n` : ""}${proc.output()}`,
+      };
     } finally {
       await stop(proc);
     }
@@ -153,7 +159,7 @@ const CHECKS: Record<(typeof NODE_FILES)[number], Check> = {
   "etcd.conf": async () => ({ ok: true, detail: "started as a cluster" }),
   "node-exporter.env": exporterCheck("prometheus-node-exporter", (env) => env.ARGS.replace(/^.*--web\.listen-address=(\S+).*$/, "$1"), /^node_cpu_seconds_total\{/m),
   // No PostgreSQL runs here: the exporter still serves, and says so with pg_up 0.
-  "postgres-exporter.env": exporterCheck("prometheus-postgres-exporter", (env) => env.PG_EXPORTER_WEB_LISTEN_ADDRESS, /^pg_up 0$/m),
+  "postgres-exporter.env": exporterCheck("prometheus-postgres-exporter", (env) => env.ARGS.replace(/^.*--web\.listen-address=(\S+).*$/, "$1"), /^pg_up 0$/m),
   "redis-exporter.env": exporterCheck("prometheus-redis-exporter", (env) => env.REDIS_EXPORTER_WEB_LISTEN_ADDRESS, /^redis_up 0$/m, (scratch) => {
     const passwords = path.join(scratch, "passwords.json");
     fs.writeFileSync(passwords, "{}");
@@ -269,7 +275,7 @@ describe.each([1, 3, 5])("rendered files for %i node(s)", (nodeCount) => {
       ["user-data.yaml", (t) => t.replace("package_update: true", "package_update: [1, 2]")],
       ["pgbackrest.conf", (t) => t.replace("repo1-type=s3", "repo1-type=s3\nrepo1-kind=bucket")],
       ["node-exporter.env", (t) => t.replace("--web.listen-address=", "--web.listen-adress=")],
-      ["postgres-exporter.env", (t) => t.replace(/^PG_EXPORTER_WEB_LISTEN_ADDRESS='[^']*'/m, "PG_EXPORTER_WEB_LISTEN_ADDRESS='10.99.0.1:9187'")],
+      ["postgres-exporter.env", (t) => t.replace("--web.listen-address=", "--web.listen-adress=")],
       ["redis-exporter.env", (t) => t.replace(/^REDIS_EXPORTER_WEB_LISTEN_ADDRESS='[^']*'/m, "REDIS_EXPORTER_WEB_LISTEN_ADDRESS='10.42.1.10:9121'")],
       ["redis-exporter-passwords.json", (t) => t.replace(/ }\s*$/, "\n")],
     ])("the %s check catches a broken file", async (file, breakIt) => {

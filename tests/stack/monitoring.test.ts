@@ -71,7 +71,7 @@ describe("what the stack hands to the nodes and to Prometheus", () => {
       const written = writtenFiles(server.inputs.userData as string);
       const file = (p: string) => readEnvFile(written.find((f) => f.path === p)!.content);
       expect(file("/etc/default/prometheus-node-exporter").ARGS).toBe(`--web.listen-address=${ip}:${PORTS.nodeExporter}`);
-      expect(file("/etc/default/prometheus-postgres-exporter").PG_EXPORTER_WEB_LISTEN_ADDRESS).toBe(`${ip}:${PORTS.postgresExporter}`);
+      expect(file("/etc/default/prometheus-postgres-exporter").ARGS).toBe(`--web.listen-address=${ip}:${PORTS.postgresExporter}`);
       expect(file("/etc/default/prometheus-redis-exporter").REDIS_EXPORTER_WEB_LISTEN_ADDRESS).toBe(`${ip}:${PORTS.redisExporter}`);
     }
   });
