@@ -106,7 +106,23 @@ export async function ensureImage(opts: { kind?: ImageKind; onProgress?: (line: 
     child.on("exit", (c) => resolve(c));
   });
   if (code !== 0 || !fs.existsSync(path.join(root, "etc", "os-release"))) throw new ImageBuildError(kind, code, tail.join("\n"));
+  pruneImages(cache, kind, root, progress);
   return root;
+}
+
+/**
+ * Removes the older images of a kind (about 800 MB each) once a new one is built, except those a
+ * running machine still boots from (an overlay's lower layer).
+ */
+function pruneImages(cache: string, kind: ImageKind, keep: string, progress: (line: string) => void): void {
+  const mounts = fs.readFileSync("/proc/self/mounts", "utf8");
+  for (const name of fs.readdirSync(cache)) {
+    const dir = path.join(cache, name);
+    if (dir === keep || !name.startsWith(`trixie-${kind}-`) || name.endsWith(".partial")) continue;
+    if (mounts.includes(`lowerdir=${dir},`) || mounts.includes(`lowerdir=${dir} `)) continue;
+    progress(`  removing the older node image ${name}`);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /** A user's uid and gid inside the image (its packages created them; they differ from the host's). */
