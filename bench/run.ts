@@ -346,7 +346,7 @@ function report(results: Results): string {
   if (fast) {
     lines.push(`| fast: PostgreSQL failover median / max | ${fmt(median(fast.pgFailoverS))} s / ${fmt(Math.max(...fast.pgFailoverS))} s | ≤ ${TARGETS.fastMedian} s / ≤ ${TARGETS.fastMax} s | ${ok(median(fast.pgFailoverS) <= TARGETS.fastMedian && Math.max(...fast.pgFailoverS) <= TARGETS.fastMax)} |`);
   }
-  if (norm) lines.push(`| norm: PostgreSQL failover max | ${fmt(Math.max(...norm.pgFailoverS))} s | well under ${TARGETS.norm} s | ${ok(Math.max(...norm.pgFailoverS) < TARGETS.norm)} |`);
+  if (norm) lines.push(`| norm: PostgreSQL failover max | ${fmt(Math.max(...norm.pgFailoverS))} s | ≤ ${TARGETS.norm} s | ${ok(Math.max(...norm.pgFailoverS) <= TARGETS.norm)} |`);
   for (const p of results.profiles) {
     if (p.redisFailoverS.length) lines.push(`| ${p.profile}: Redis failover max | ${fmt(Math.max(...p.redisFailoverS))} s | ≤ ${TARGETS.redis} s | ${ok(Math.max(...p.redisFailoverS) <= TARGETS.redis)} |`);
   }
