@@ -36,6 +36,45 @@ export function nspawnArgs(m: MachineRecord): string[] {
   ];
 }
 
+/** The cgroup hierarchies a machine's own cgroup is made in (unified: systemd 257's; name=systemd: the legacy one). */
+const CGROUP_HIERARCHIES = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd"];
+const CGROUP_PARENT = "madbase.slice";
+
+export function cgroupName(m: Pick<MachineRecord, "namespace">): string {
+  return `machine-${m.namespace}`;
+}
+
+/** `sh -c` that moves itself into the machine's cgroup in each hierarchy there is, then becomes systemd-nspawn. */
+const ENTER_CGROUP = [
+  `for h in ${CGROUP_HIERARCHIES.join(" ")}; do`,
+  '  [ -f "$h/cgroup.procs" ] || continue',
+  `  d="$h/${CGROUP_PARENT}/$0"`,
+  '  mkdir -p "$d" && echo $$ > "$d/cgroup.procs" || exit 1',
+  "done",
+  'exec systemd-nspawn "$@"',
+].join("\n");
+
+/** Removes a stopped machine's cgroups, the ones its systemd made inside them first. */
+function removeCgroups(m: Pick<MachineRecord, "namespace">): void {
+  for (const h of CGROUP_HIERARCHIES) {
+    const top = path.join(h, CGROUP_PARENT, cgroupName(m));
+    if (!fs.existsSync(top)) continue;
+    const dirs: string[] = [];
+    const walk = (d: string) => {
+      for (const e of fs.readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(path.join(d, e.name));
+      dirs.push(d);
+    };
+    walk(top);
+    for (const d of dirs) {
+      try {
+        fs.rmdirSync(d);
+      } catch {
+        // still has a process: left for the next removal
+      }
+    }
+  }
+}
+
 /** Where Hetzner shows an attached volume, and where the mount script looks for it. */
 export function volumeDevicePath(volumeId: number): string {
   return `/dev/disk/by-id/scsi-0HC_Volume_${volumeId}`;
@@ -149,7 +188,15 @@ export function bootMachine(m: MachineRecord): number {
   const out = fs.openSync(consoleLog(m), "a");
   let child: ChildProcess;
   try {
-    child = spawn("systemd-nspawn", nspawnArgs(m), { detached: true, stdio: ["ignore", out, out], env: { ...process.env, ...NSPAWN_ENV } });
+    // Each machine in a cgroup of its own, entered before systemd-nspawn starts (it keeps the
+    // caller's cgroup: --keep-unit). Without a host systemd to give it one, every container's
+    // systemd would manage the same /system.slice/<unit> cgroups, and stopping a unit on one node
+    // would kill that daemon on every node.
+    child = spawn("sh", ["-c", ENTER_CGROUP, cgroupName(m), ...nspawnArgs(m)], {
+      detached: true,
+      stdio: ["ignore", out, out],
+      env: { ...process.env, ...NSPAWN_ENV },
+    });
   } finally {
     fs.closeSync(out);
   }
@@ -247,6 +294,7 @@ export function destroyMachine(m: MachineRecord): void {
   if (isRunning(m.nspawnPid)) throw new Error(`${m.name} still runs (systemd-nspawn ${m.nspawnPid}); shut it down first`);
   if (isMounted(m.rootDir)) run("umount", [m.rootDir]);
   detachVolume(m);
+  removeCgroups(m);
   fs.rmSync(m.dir, { recursive: true, force: true });
 }
 
