@@ -1,6 +1,4 @@
-import * as path from "node:path";
 import { POSTGRES_MAJOR } from "./packages";
-import type { NodeSpec } from "./topology";
 
 /** The files rendered for every node, by the name they have in a render directory. */
 export const NODE_FILES = [
@@ -93,44 +91,5 @@ export function serverPaths(): NodePaths {
     readyMarker: "/var/lib/madbase/ready",
     failedMarker: "/var/lib/madbase/first-boot.failed",
     firstBootLog: "/var/log/madbase-first-boot.log",
-  };
-}
-
-/** A local node: everything under `<root>/<node name>/`, so several nodes share one machine. */
-export function localPaths(root: string, node: Pick<NodeSpec, "name">): NodePaths {
-  const base = path.resolve(root, node.name);
-  const etc = path.join(base, "etc");
-  return {
-    config: {
-      "patroni.yml": path.join(etc, "patroni.yml"),
-      "etcd.conf": path.join(etc, "etcd.conf"),
-      "redis.conf": path.join(etc, "redis.conf"),
-      "sentinel.conf": path.join(etc, "sentinel.conf"),
-      "haproxy.cfg": path.join(etc, "haproxy.cfg"),
-      "pgbackrest.conf": path.join(etc, "pgbackrest.conf"),
-      "node-exporter.env": path.join(etc, "node-exporter.env"),
-      "postgres-exporter.env": path.join(etc, "postgres-exporter.env"),
-      "redis-exporter.env": path.join(etc, "redis-exporter.env"),
-      "redis-exporter-passwords.json": path.join(etc, "redis-exporter-passwords.json"),
-    },
-    pgDataDir: path.join(base, "pgdata"),
-    pgBinDir: `/usr/lib/postgresql/${POSTGRES_MAJOR}/bin`,
-    pgSocketDir: path.join(base, "run", "postgresql"),
-    pgpassFile: path.join(base, "run", "pgpass"),
-    etcdDataDir: path.join(base, "etcd"),
-    redisDir: path.join(base, "redis"),
-    sentinelDir: path.join(base, "sentinel"),
-    haproxySocket: path.join(base, "run", "haproxy.sock"),
-    pgbackrestLogDir: path.join(base, "log", "pgbackrest"),
-    pgbackrestSpoolDir: path.join(base, "spool", "pgbackrest"),
-    pgbackrestLockDir: path.join(base, "run", "pgbackrest"),
-    volumeMount: base,
-    scriptDir: path.join(base, "bin"),
-    backupEnvFile: path.join(etc, "backup.env"),
-    nodeEnvFile: path.join(etc, "node.env"),
-    postBootstrapSql: path.join(etc, "post-bootstrap.sql"),
-    readyMarker: path.join(base, "ready"),
-    failedMarker: path.join(base, "first-boot.failed"),
-    firstBootLog: path.join(base, "log", "first-boot.log"),
   };
 }

@@ -37,7 +37,7 @@ export type ScaleService = (typeof SCALE_SERVICES)[number];
 export interface ScriptContext {
   options: ClusterOptions;
   secrets: ClusterSecrets;
-  /** Where a node keeps its files: `serverPaths()` on Hetzner, the runner's `localPaths` locally. */
+  /** Where a node keeps its files: `serverPaths()`, on Hetzner and on a local (booted) node alike. */
   paths: (node: NodeSpec) => NodePaths;
   /**
    * The files Redis and Sentinel run from, when not the installed ones (the local runner gives each

@@ -19,7 +19,6 @@ import {
   handoffScript,
   joinScript,
   leaveScript,
-  localPaths,
   parseSettings,
   planScale,
   refreshScript,
@@ -245,7 +244,8 @@ describe("the scripts as shell", () => {
   });
 
   it("refuse a path the shell would expand", () => {
-    const bad: ScriptContext = { ...ctx, paths: (node) => localPaths("/tmp/$HOME", node) };
+    const server = serverPaths();
+    const bad: ScriptContext = { ...ctx, paths: () => ({ ...server, config: { ...server.config, "etcd.conf": "/tmp/$HOME/etcd.conf" } }) };
     expect(() => joinScript(topo(3), topo(3).nodes[1], bad)).toThrow(/written into shell scripts/);
   });
 });
