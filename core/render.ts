@@ -1,10 +1,12 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import Handlebars from "handlebars";
-import { BACKUP_TIMERS, backupFilesForCloudInit, pgbackrestReplicaCommand, pgbackrestRestoreCommand, archiveCommand } from "./backup";
+import * as yaml from "js-yaml";
+import { BACKUP_TIMERS, backupFilesForCloudInit, renderBackupFiles, renderBackupUnits, pgbackrestReplicaCommand, pgbackrestRestoreCommand, archiveCommand } from "./backup";
 import { gzB64 } from "./userdata";
 import { EXPORTER_PACKAGES, NODE_PACKAGES } from "./packages";
 import { NODE_FILES, NodeFile, NodePaths } from "./paths";
+import { dynamicConfig } from "./patroni";
 import { Plan, postgresTuning } from "./plans";
 import { FailoverProfile, checkProfile } from "./profiles";
 import { APP_DATABASE, ClusterSecrets, USERS, checkSecrets } from "./secrets";
@@ -72,6 +74,8 @@ const hb = Handlebars.create();
 hb.registerHelper("json", (value: unknown) => JSON.stringify(value));
 hb.registerHelper("hostPort", (host: string, port: number) => `${host}:${port}`);
 hb.registerHelper("concat", (...args: unknown[]) => args.slice(0, -1).join(""));
+// Strings always quoted: Patroni reads YAML 1.1, where a bare `on` or `off` is a boolean.
+hb.registerHelper("yaml", (value: unknown) => yaml.dump(value, { forceQuotes: true, lineWidth: -1 }));
 hb.registerHelper("indent", (text: string, width: number) => {
   const pad = " ".repeat(width);
   return text
@@ -113,7 +117,7 @@ const REPLICA_MAX_LAG = "16MB";
 
 function model(input: NodeRenderInput) {
   const { topology, node, options, secrets, paths } = input;
-  const memoryMb = options.memoryMb ?? options.plan.memoryGb * 1024;
+  const memoryMb = nodeMemoryMb(options);
   const redisMasterIp = input.redisMasterIp ?? topology.nodes[0].privateIp;
   const { interMs } = options.profile.haproxy;
   return {
@@ -125,13 +129,12 @@ function model(input: NodeRenderInput) {
     ports: PORTS,
     profile: options.profile,
     synchronousMode: options.synchronousMode,
+    dcs: dynamicConfig(options),
     backup: { port: 0, localRepoPath: "", ...options.backup },
     tuning: postgresTuning(options.plan, memoryMb),
     memoryMb,
-    // Redis shares the node with PostgreSQL: an eighth of memory, at least 64 MB.
-    redisMaxMemoryMb: Math.max(64, Math.floor(memoryMb / 8)),
-    // A lone node has no replica to wait for.
-    redisMinReplicasToWrite: topology.nodeCount >= 3 ? 1 : 0,
+    redisMaxMemoryMb: redisMaxMemoryMb(memoryMb),
+    redisMinReplicasToWrite: redisMinReplicasToWrite(topology),
     redisMasterIp,
     redisReplicaOf: node.privateIp === redisMasterIp ? "" : redisMasterIp,
     etcdInitialClusterState: input.etcdInitialClusterState ?? "new",
@@ -207,6 +210,76 @@ export function renderNodeEnv(input: NodeRenderInput): string {
   });
 }
 
+/** The node's own scripts (no rendered value in them): the volume mount, the first boot, Redis's start guard. */
+function nodeScripts(paths: NodePaths): { path: string; content: string }[] {
+  return [
+    [MOUNT_VOLUME_SCRIPT, template("scripts/mount-volume.sh")({})],
+    [FIRST_BOOT_SCRIPT, plainScript("first-boot.sh")],
+    [REDIS_FOLLOW_SCRIPT, plainScript("redis-follow.sh")],
+  ].map(([name, content]) => ({ path: path.posix.join(paths.scriptDir, name), content }));
+}
+
+/** A file config-refresh keeps at its rendered content on a running node, and what follows a change. */
+export interface RefreshedFile {
+  path: string;
+  owner: string;
+  mode: string;
+  content: string;
+  /** A command to run when the file changed (`svc ...`: a unit that reads it only when it starts). */
+  after?: string;
+}
+
+/** Which exporter (a service of `svc`) reads each environment file at its start. */
+const EXPORTER_SERVICES: Partial<Record<NodeFile, string>> = {
+  "node-exporter.env": "node_exporter",
+  "postgres-exporter.env": "postgres_exporter",
+  "redis-exporter.env": "redis_exporter",
+  "redis-exporter-passwords.json": "redis_exporter",
+};
+
+/**
+ * The files of a running node that config-refresh replaces when their rendered content changed.
+ * Not here: haproxy.cfg and patroni.yml (config-refresh checks and reloads them itself);
+ * redis.conf and sentinel.conf (the daemons rewrite them; they change through their APIs);
+ * etcd.conf (only the first start reads its initial cluster); the first boot's own files.
+ */
+export function refreshedFiles(input: NodeRenderInput, files: RenderedNode): RefreshedFile[] {
+  const own = (name: keyof typeof FILE_OWNERSHIP, after?: string): RefreshedFile => ({
+    path: input.paths.config[name],
+    ...FILE_OWNERSHIP[name],
+    content: files[name],
+    ...(after ? { after } : {}),
+  });
+  const backup = renderBackupFiles(input);
+  return [
+    // pgBackRest reads its file at every command: nothing to restart.
+    own("pgbackrest.conf"),
+    ...(Object.keys(EXPORTER_SERVICES) as (keyof typeof FILE_OWNERSHIP)[]).map((name) => own(name, `svc try-restart ${EXPORTER_SERVICES[name]}`)),
+    ...Object.values(backup),
+    // A changed schedule counts once systemd reloaded the units and the timer restarted.
+    ...renderBackupUnits(input).map((u) => ({
+      ...u,
+      after: u.path.endsWith(".timer") ? `svc daemon-reload units && svc try-restart ${path.posix.basename(u.path)}` : "svc daemon-reload units",
+    })),
+    ...nodeScripts(input.paths).filter((f) => !f.path.endsWith(FIRST_BOOT_SCRIPT)).map((f) => ({ ...f, owner: "root:root", mode: "0755" })),
+  ];
+}
+
+/** Redis shares the node with PostgreSQL: an eighth of memory, at least 64 MB. */
+export function redisMaxMemoryMb(memoryMb: number): number {
+  return Math.max(64, Math.floor(memoryMb / 8));
+}
+
+/** A master with no replica to reach stops taking writes; a lone node has none to wait for. */
+export function redisMinReplicasToWrite(topology: Topology): number {
+  return topology.nodeCount >= 3 ? 1 : 0;
+}
+
+/** The memory a node's PostgreSQL and Redis are sized for. */
+export function nodeMemoryMb(options: ClusterOptions): number {
+  return options.memoryMb ?? options.plan.memoryGb * 1024;
+}
+
 /** Renders the files one node runs. Pure: the same input always gives the same files. */
 export function renderNode(input: NodeRenderInput): RenderedNode {
   checkProfile(input.options.profile);
@@ -222,11 +295,7 @@ export function renderNode(input: NodeRenderInput): RenderedNode {
     retriedUnits: [...CLUSTER_UNITS.filter((u) => u !== "patroni"), ...EDGE_UNITS],
     nodeEnv: renderNodeEnv(input),
     // gzipped like the backup script: user-data is at most 32 KiB (the scripts hold no secret).
-    nodeScripts: [
-      [MOUNT_VOLUME_SCRIPT, template("scripts/mount-volume.sh")({})],
-      [FIRST_BOOT_SCRIPT, plainScript("first-boot.sh")],
-      [REDIS_FOLLOW_SCRIPT, plainScript("redis-follow.sh")],
-    ].map(([name, text]) => ({ path: path.posix.join(input.paths.scriptDir, name), content: gzB64(text) })),
+    nodeScripts: nodeScripts(input.paths).map((f) => ({ path: f.path, content: gzB64(f.content) })),
     backupFiles: backupFilesForCloudInit(input),
     configFiles: [
       ...Object.entries(FILE_OWNERSHIP).map(([name, own]) => ({

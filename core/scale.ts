@@ -22,11 +22,12 @@
 import { createHash } from "node:crypto";
 import { ConfigError } from "./errors";
 import { NodePaths } from "./paths";
-import { ClusterOptions, renderNode, template } from "./render";
+import { dynamicConfig, STANDBY_MINIMUM_PARAMETERS } from "./patroni";
+import { ClusterOptions, nodeMemoryMb, redisMaxMemoryMb, redisMinReplicasToWrite, refreshedFiles, renderNode, template } from "./render";
 import { ClusterSecrets, USERS } from "./secrets";
 import { NodeSpec, PORTS, Topology, possibleNodeAddresses } from "./topology";
 
-export const SCALE_SCRIPTS = ["node-join", "leadership-handoff", "config-refresh", "node-leave"] as const;
+export const SCALE_SCRIPTS = ["node-join", "leadership-handoff", "config-refresh", "node-leave", "node-drain", "node-settle"] as const;
 export type ScaleScript = (typeof SCALE_SCRIPTS)[number];
 
 /** The daemons scripts start and stop through `svc`. */
@@ -46,6 +47,11 @@ export interface ScriptContext {
   runtimeFiles?: (node: NodeSpec) => { redisConf: string; sentinelConf: string };
   /** Shell that defines `svc ACTION SERVICE` and `node_ready` for the driver (see `systemdControl`). */
   control: (node: NodeSpec) => string;
+  /**
+   * root's authorized SSH keys, which config-refresh makes exactly these (the new file replaces the
+   * old one at once, so every key in it works from that instant). Absent: the file is left alone.
+   */
+  authorizedKeys?: string[];
 }
 
 /** `svc` and `node_ready` on a Hetzner server: the Debian units, after cloud-init has finished. */
@@ -120,7 +126,39 @@ export function handoffScript(to: Topology, node: NodeSpec, ctx: ScriptContext):
   return render("leadership-handoff", "moves the PostgreSQL leader and the Redis master to nodes that stay", to, node, ctx, { staying: to.nodes });
 }
 
-/** Runs on every node of `to` once membership changed: its daemons take the new cluster's files and values. */
+function singleQuotable(what: string, text: string): string {
+  if (text.includes("'")) throw new Error(`${what} contains a single quote: ${text}`);
+  return text;
+}
+
+/**
+ * The order config-refresh visits the nodes in, one at a time: from the last node to the first.
+ * Node 0 founded the cluster and usually leads, so a refresh that must restart PostgreSQL restarts
+ * the replicas first and the leader last, handing its leadership to a node already refreshed.
+ */
+export function refreshOrder(topology: Topology): NodeSpec[] {
+  return [...topology.nodes].reverse();
+}
+
+/**
+ * Runs on a node before it goes down as a whole (a resize): the PostgreSQL leader and the Redis
+ * master move off it, to one of `prefer` (nodes already done) when one can take them.
+ */
+export function drainScript(topology: Topology, node: NodeSpec, ctx: ScriptContext, opts: { prefer?: NodeSpec[] } = {}): string {
+  return render("node-drain", "moves leadership off this node before it goes down", topology, node, ctx, { preferred: opts.prefer ?? [] });
+}
+
+/** Runs on a node once it is back (a resize, a reboot): waits until it is a full member again. */
+export function settleScript(topology: Topology, node: NodeSpec, ctx: ScriptContext): string {
+  return render("node-settle", "waits until this node is back in the cluster", topology, node, ctx);
+}
+
+/**
+ * Runs on every node of `to`, one at a time in `refreshOrder`, whenever what it applies changes (a
+ * new node count, a new setting): the node's daemons take the cluster's files and values. What can
+ * change in place does (Patroni's dynamic settings, Redis and Sentinel values, HAProxy, files);
+ * what needs a restart restarts this node's PostgreSQL only, its leadership moved off first.
+ */
 export function refreshScript(to: Topology, node: NodeSpec, ctx: ScriptContext): string {
   const files = renderFor(to, node, ctx);
   const heredoc = (name: string, text: string, delimiter: string) => {
@@ -128,28 +166,29 @@ export function refreshScript(to: Topology, node: NodeSpec, ctx: ScriptContext):
     if (body.split("\n").includes(delimiter)) throw new Error(`${name} contains the line ${delimiter}`);
     return body;
   };
+  const input = { topology: to, node, options: ctx.options, secrets: ctx.secrets, paths: ctx.paths(node) };
+  const etcdHosts = to.nodes.map((n) => `${n.privateIp}:${PORTS.etcdClient}`);
+  const order = refreshOrder(to);
+  const b64 = (text: string) => Buffer.from(text, "utf8").toString("base64");
   return render("config-refresh", `brings this node's daemons to the ${to.nodeCount}-node cluster`, to, node, ctx, {
     nodeCount: to.nodeCount,
     topology: to,
     haproxyCfg: heredoc("haproxy.cfg", files["haproxy.cfg"], "MADBASE_HAPROXY_CFG"),
-    patroniYml: heredoc("patroni.yml", heredoc("patroni.yml", files["patroni.yml"], "MADBASE_PATRONI_YML"), "MADBASE_PATRONI_YML_CHECK"),
-    etcdHosts: renderedEtcdHosts(files["patroni.yml"]).join(", "),
-    firstEtcdHost: renderedEtcdHosts(files["patroni.yml"])[0],
-    minReplicasToWrite: renderedValue(files["redis.conf"], /^min-replicas-to-write (\d+)$/m, "redis.conf min-replicas-to-write"),
-    quorum: renderedValue(files["sentinel.conf"], /^sentinel monitor \S+ \S+ \d+ (\d+)$/m, "sentinel.conf quorum"),
+    patroniYml: heredoc("patroni.yml", files["patroni.yml"], "MADBASE_PATRONI_YML"),
+    etcdHosts: etcdHosts.join(", "),
+    firstEtcdHost: etcdHosts[0],
+    dynamicConfig: singleQuotable("Patroni's dynamic configuration", JSON.stringify(dynamicConfig(ctx.options))),
+    standbyMinimum: STANDBY_MINIMUM_PARAMETERS.join(" "),
+    // The nodes refreshed before this one: where its leadership goes when it must restart.
+    preferred: order.slice(0, order.findIndex((n) => n.name === node.name)),
+    minReplicasToWrite: redisMinReplicasToWrite(to),
+    redisMaxMemoryBytes: redisMaxMemoryMb(nodeMemoryMb(ctx.options)) * 1024 * 1024,
+    quorum: to.quorum,
+    sentinel: ctx.options.profile.sentinel,
+    refreshed: refreshedFiles(input, files).map((f) => ({ ...f, content: b64(f.content), after: f.after ?? "" })),
+    authorizedKeys: ctx.authorizedKeys ? b64(ctx.authorizedKeys.map((k) => `${k.trim()}\n`).join("")) : "",
+    volumeMount: input.paths.volumeMount,
   });
-}
-
-// The running daemons take the values the rendered files carry, so the two never disagree.
-function renderedValue(text: string, re: RegExp, what: string): string {
-  const m = re.exec(text);
-  if (!m) throw new Error(`${what}: not found in the rendered file`);
-  return m[1];
-}
-
-function renderedEtcdHosts(patroniYml: string): string[] {
-  const section = patroniYml.slice(patroniYml.indexOf("\netcd3:"));
-  return [...section.slice(0, section.indexOf("\nbootstrap:")).matchAll(/^\s+- "([^"]+)"$/gm)].map((m) => m[1]);
 }
 
 /**
@@ -215,7 +254,8 @@ export function checkScale(from: Topology, to: Topology, rules: ScaleRules = {})
  * The ordered steps that take a running cluster from `from` to `to` nodes, keeping every node that
  * stays (node i keeps its name, address and data; nodes are added and removed at the end).
  *
- *  grow:   for each new node in turn: provision, node-join; then config-refresh on every node.
+ *  grow:   for each new node in turn: provision, node-join; then config-refresh on every node
+ *          (in refreshOrder, as everywhere below).
  *  shrink: leadership-handoff, config-refresh on every node that stays (their HAProxy drops the
  *          leaving nodes, which no longer lead); then, from the last node down: node-leave,
  *          decommission.
@@ -223,7 +263,7 @@ export function checkScale(from: Topology, to: Topology, rules: ScaleRules = {})
 export function planScale(from: Topology, to: Topology, ctx: ScriptContext, rules: ScaleRules = {}): ScalePlan {
   checkScale(from, to, rules);
   const steps: ScaleStep[] = [];
-  const refreshAll = () => to.nodes.forEach((node) => steps.push({ kind: "run", node, script: "config-refresh", text: refreshScript(to, node, ctx) }));
+  const refreshAll = () => refreshOrder(to).forEach((node) => steps.push({ kind: "run", node, script: "config-refresh", text: refreshScript(to, node, ctx) }));
   if (to.nodeCount > from.nodeCount) {
     for (const node of to.nodes.slice(from.nodeCount)) {
       steps.push({ kind: "provision", node });

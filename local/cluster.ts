@@ -21,6 +21,7 @@ import {
   SECRET_NAMES,
   Topology,
   ClusterOptions,
+  Plan,
   USERS,
   describeCluster,
   hostAddress,
@@ -64,10 +65,15 @@ import {
 export const DEFAULT_ROOT = path.resolve(__dirname, "..", ".local-cluster");
 export const DEFAULT_NETWORK_ID = "mb";
 /**
- * PostgreSQL and Redis are sized for this much memory per node locally (a local machine is a small
- * server); connection limits stay the plan's.
+ * PostgreSQL and Redis are sized for this much memory per GB of the plan locally (a local machine
+ * is a small server: cx21 gets 512 MB, cx31 1 GB): a plan change still changes every memory
+ * setting, as on Hetzner. Connection limits stay the plan's.
  */
-export const LOCAL_MEMORY_MB = 256;
+export const LOCAL_MEMORY_MB_PER_PLAN_GB = 64;
+
+export function localMemoryMb(plan: Plan): number {
+  return plan.memoryGb * LOCAL_MEMORY_MB_PER_PLAN_GB;
+}
 /** Each node's data volume (a sparse file: it costs only what is written). */
 export const LOCAL_VOLUME_GB = 10;
 /** Where every node sees the local backup repository (a host directory shown to all of them). */
@@ -188,7 +194,7 @@ export function renderLocalNode(
   secrets: ClusterSecrets,
   extra: { etcdInitialClusterState?: "new" | "existing"; redisMasterIp?: string } = {},
 ) {
-  return renderNode({ topology, node, options: { ...options, memoryMb: LOCAL_MEMORY_MB }, secrets, paths: serverPaths(), ...extra });
+  return renderNode({ topology, node, options: { ...options, memoryMb: localMemoryMb(options.plan) }, secrets, paths: serverPaths(), ...extra });
 }
 
 /** Hetzner-style volume ids: stable per node, distinct across nodes. */

@@ -28,7 +28,7 @@ import {
 } from "../core";
 import { loadStackSettings } from "../cli/render";
 import {
-  LOCAL_MEMORY_MB,
+  localMemoryMb,
   Location,
   UnhealthyError,
   bootNode,
@@ -139,7 +139,7 @@ function lock(root: string): () => void {
  */
 export function scriptContext(state: LocalClusterState, secrets: ClusterSecrets, options: ScriptContext["options"]): ScriptContext {
   return {
-    options: { ...options, memoryMb: LOCAL_MEMORY_MB, backup: state.backup ?? localBackup() },
+    options: { ...options, memoryMb: localMemoryMb(options.plan), backup: state.backup ?? localBackup() },
     secrets,
     paths: () => serverPaths(),
     control: () => systemdControl(),

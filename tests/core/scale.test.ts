@@ -59,20 +59,21 @@ describe("planScale", () => {
       "madbase-prod-4: node-join",
       "madbase-prod-5: provision",
       "madbase-prod-5: node-join",
-      "madbase-prod-1: config-refresh",
-      "madbase-prod-2: config-refresh",
-      "madbase-prod-3: config-refresh",
-      "madbase-prod-4: config-refresh",
+      // Last node first: the founding node, usually the leader, restarts last when it must.
       "madbase-prod-5: config-refresh",
+      "madbase-prod-4: config-refresh",
+      "madbase-prod-3: config-refresh",
+      "madbase-prod-2: config-refresh",
+      "madbase-prod-1: config-refresh",
     ]);
   });
 
   it("shrinks with the leadership hand-off first and each server's deletion after its node left, last node first", () => {
     expect(labels(planScale(topo(5), topo(3), ctx).steps)).toEqual([
       "madbase-prod-1: leadership-handoff",
-      "madbase-prod-1: config-refresh",
-      "madbase-prod-2: config-refresh",
       "madbase-prod-3: config-refresh",
+      "madbase-prod-2: config-refresh",
+      "madbase-prod-1: config-refresh",
       "madbase-prod-5: node-leave",
       "madbase-prod-5: decommission",
       "madbase-prod-4: node-leave",
@@ -86,9 +87,9 @@ describe("planScale", () => {
       "madbase-prod-2: node-join",
       "madbase-prod-3: provision",
       "madbase-prod-3: node-join",
-      "madbase-prod-1: config-refresh",
-      "madbase-prod-2: config-refresh",
       "madbase-prod-3: config-refresh",
+      "madbase-prod-2: config-refresh",
+      "madbase-prod-1: config-refresh",
     ]);
   });
 
@@ -188,14 +189,14 @@ describe("leadership-handoff and config-refresh", () => {
     expect(text).toContain(`<<'MADBASE_HAPROXY_CFG'\n${files["haproxy.cfg"]}MADBASE_HAPROXY_CFG\n`);
     expect(text).toContain(`<<'MADBASE_PATRONI_YML'\n${files["patroni.yml"]}MADBASE_PATRONI_YML\n`);
     expect(text).toContain("patroni: restarted with etcd hosts 10.42.1.10:2379, 10.42.1.11:2379, 10.42.1.12:2379, 10.42.1.13:2379, 10.42.1.14:2379");
-    expect(text).toContain('SENTINEL SET "$CLUSTER" quorum 3');
-    expect(text).toContain("CONFIG SET min-replicas-to-write 1");
+    expect(text).toContain('"quorum 3"');
+    expect(text).toContain("redis_set min-replicas-to-write 1");
     // Validated before it replaces the running file; Patroni restarts only inside maintenance mode.
     expectInOrder(text, ['haproxy -q -c -f "$haproxy_new"', "install_if_changed", "svc reload haproxy"]);
-    expectInOrder(text, ["set_pause true", "paused", "svc restart patroni", "running_again", "resume"]);
+    expectInOrder(text, ["set_pause true", "paused", "svc restart patroni", "patroni_running_here", "resume"]);
     // A lone node has no replica to wait for.
-    expect(refreshScript(topo(1), topo(1).nodes[0], ctx)).toContain("CONFIG SET min-replicas-to-write 0");
-    expect(refreshScript(topo(1), topo(1).nodes[0], ctx)).toContain('SENTINEL SET "$CLUSTER" quorum 1');
+    expect(refreshScript(topo(1), topo(1).nodes[0], ctx)).toContain("redis_set min-replicas-to-write 0");
+    expect(refreshScript(topo(1), topo(1).nodes[0], ctx)).toContain('"quorum 1"');
   });
 });
 
