@@ -8,6 +8,7 @@ import {
   handoffScript,
   joinScript,
   leaveScript,
+  refreshOrder,
   refreshScript,
   remoteCommand,
   renderNode,
@@ -204,10 +205,13 @@ export class StatePillar extends pulumi.ComponentResource {
       this.memberships.push(membership);
     });
     let after: pulumi.Resource[] = this.memberships.map((m) => m.command);
-    topology.nodes.forEach((node, i) => {
+    // One node at a time, last node first (refreshOrder): a refresh that restarts PostgreSQL
+    // restarts the replicas before the founding node, which usually leads.
+    refreshOrder(topology).forEach((node, k) => {
+      const i = node.index;
       const script = command((ctx) => [
-        ...(i === 0 ? [{ name: "leadership-handoff", text: handoffScript(topology, node, ctx) }] : []),
-        { name: "config-refresh", text: refreshScript(topology, node, ctx) },
+        ...(k === 0 ? [{ name: "leadership-handoff", text: handoffScript(topology, node, ctx) }] : []),
+        { name: "config-refresh", text: refreshScript(topology, node, { ...ctx, authorizedKeys: authorizedKeys(plan) }) },
       ]);
       const refresh = new ConfigRefresh(
         `${node.name}-config`,
@@ -223,4 +227,12 @@ export class StatePillar extends pulumi.ComponentResource {
   nodeSummaries(): NodeSummary[] {
     return this.nodes.map((n) => ({ name: n.name, privateIp: n.privateIp, publicIpv4: n.publicIpv4 }));
   }
+}
+
+/**
+ * root's keys on every node: the stack's sshPublicKeys. With none set, Hetzner e-mailed a root
+ * password and the nodes' key file is left alone (emptying it would lock Pulumi out).
+ */
+function authorizedKeys(plan: StackPlan): string[] | undefined {
+  return plan.settings.sshPublicKeys.length > 0 ? plan.settings.sshPublicKeys : undefined;
 }

@@ -89,12 +89,15 @@ describe("3 → 5 → 3 with membership commands", () => {
     }
   });
 
-  test("every node's config refresh runs after all memberships, one node at a time, the first led by the hand-off", () => {
-    const first = dependsOn(refresh(five, 1));
+  test("every node's config refresh runs after all memberships, one node at a time from the last node, the first led by the hand-off", () => {
+    const first = dependsOn(refresh(five, 5));
     for (const n of [1, 2, 3, 4, 5]) expect(first).toContain(`madbase-prod-${n}-membership`);
-    for (const n of [2, 3, 4, 5]) expect(dependsOn(refresh(five, n))).toContain(`madbase-prod-${n - 1}-config`);
-    expect(refresh(five, 1).inputs.create).toMatch(/1-leadership-handoff\.sh[\s\S]*2-config-refresh\.sh/);
-    expect(refresh(five, 2).inputs.create).not.toContain("leadership-handoff");
+    for (const n of [1, 2, 3, 4]) {
+      expect(dependsOn(refresh(five, n))).toContain(`madbase-prod-${n + 1}-config`);
+      expect(dependsOn(refresh(five, n)).filter((d) => d!.endsWith("-config") || d!.endsWith("-membership"))).toEqual([`madbase-prod-${n + 1}-config`]);
+    }
+    expect(refresh(five, 5).inputs.create).toMatch(/1-leadership-handoff\.sh[\s\S]*2-config-refresh\.sh/);
+    for (const n of [1, 2, 3, 4]) expect(refresh(five, n).inputs.create).not.toContain("leadership-handoff");
     // It has nothing to undo: replacing or deleting it runs nothing on the node.
     for (const n of [1, 2, 3, 4, 5]) expect(refresh(five, n).inputs.delete).toBeUndefined();
   });
