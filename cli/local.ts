@@ -32,6 +32,7 @@ import { isRunning } from "../local/machine";
 import { clusterVersions, nodeVersions } from "../local/versions";
 import { sshIdentity, sshInteractive } from "../local/ssh";
 import { NotHealthyError, ScaleInProgressError, ScaleStepError, scale } from "../local/scale";
+import { apply } from "../local/apply";
 
 const USAGE = `usage: npm run local -- <command> [options]
 
@@ -42,6 +43,10 @@ const USAGE = `usage: npm run local -- <command> [options]
                       state at TIME ('2025-01-31 14:05:00+00'), then replicas from the repository
   status [--json]     roles, lag, Redis, etcd, HAProxy backends, exporters, connections and PIDs;
                       exits 1 when degraded
+  apply [--stack S] [--profile P] [--plan P] [--synchronous-mode true|false] [--volume-gb N]
+                      converge the running cluster to changed settings as pulumi up does: the
+                      config-refresh of every node, one node at a time, over SSH; prints what
+                      changed on each node. Starts from the cluster's settings (or stack S's file)
   scale --nodes N     grow or shrink the running cluster to N nodes (1, 3, 5, 7), one node at a time,
                       with the membership scripts a Hetzner node runs; waits until healthy
   down                stop every process, remove the namespaces and all local data
@@ -64,6 +69,10 @@ const COMMANDS: Record<string, { options: Record<string, { type: "string" | "boo
   },
   status: { options: { json: { type: "boolean" } }, positionals: 0 },
   scale: { options: { nodes: { type: "string" } }, positionals: 0 },
+  apply: {
+    options: { stack: { type: "string" }, profile: { type: "string" }, plan: { type: "string" }, "synchronous-mode": { type: "string" }, "volume-gb": { type: "string" } },
+    positionals: 0,
+  },
   down: { options: {}, positionals: 0 },
   "kill-node": { options: {}, positionals: 1 },
   ssh: { options: {}, positionals: -1 },
@@ -155,6 +164,22 @@ async function run(argv: string[], loc: Location): Promise<number> {
       if (values.nodes === undefined) throw new UsageError("scale needs --nodes N, such as --nodes 5");
       const result = await scale({ ...loc, nodes: values.nodes as string, onProgress: log });
       console.log(`\nScaled from ${result.from} to ${result.to} node(s) in ${result.seconds.toFixed(1)} s; healthy.\n\n${formatHealth(result.health)}`);
+      return 0;
+    }
+    case "apply": {
+      const volumeGb = values["volume-gb"] === undefined ? undefined : Number(values["volume-gb"]);
+      const result = await apply({
+        ...loc,
+        stack: values.stack as string | undefined,
+        profile: values.profile as string | undefined,
+        plan: values.plan as string | undefined,
+        synchronousMode: values["synchronous-mode"] as string | undefined,
+        volumeGb,
+        onProgress: log,
+      });
+      console.log("\nWhat changed:");
+      for (const { node, lines } of result.changes) console.log(`  ${node}: ${lines.length ? lines.join("; ") : "nothing (already up to date)"}`);
+      console.log(`\nApplied in ${result.seconds.toFixed(1)} s; healthy.\n\n${formatHealth(result.health)}`);
       return 0;
     }
     case "down": {

@@ -113,6 +113,8 @@ export interface UpOptions extends Location {
   stack?: string;
   nodes?: number | string;
   profile?: string;
+  /** Another plan than the stack's (cx21, cx31, cx41). */
+  plan?: string;
   /** Another subnet than the stack's (tests use their own). */
   subnetCidr?: string;
   timeoutMs?: number;
@@ -264,6 +266,7 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
   const overrides: Record<string, unknown> = {};
   if (opts.nodes !== undefined) overrides.nodeCount = opts.nodes;
   if (opts.profile !== undefined) overrides.failoverProfile = opts.profile;
+  if (opts.plan !== undefined) overrides.plan = opts.plan;
   if (opts.subnetCidr !== undefined) overrides.subnetCidr = opts.subnetCidr;
   const settings = loadStackSettings(opts.stack ?? "prod", overrides);
   const { topology, options } = describeCluster(settings);
@@ -283,6 +286,7 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
     stack: topology.stack,
     profile: options.profile.name,
     synchronousMode: options.synchronousMode,
+    plan: options.plan.name,
     clusterName: topology.clusterName,
     subnetCidr: topology.subnetCidr,
     quorum: topology.quorum,

@@ -43,7 +43,7 @@ import { ClusterHealth, assertHostLink } from "./health";
 import { consoleLog, isRunning, machinePath, sleep } from "./machine";
 import { addNode, removeNode } from "./network";
 import { probeNode } from "./node-probe";
-import { ensureSshKey, sshIdentity, sshScript } from "./ssh";
+import { SshIdentity, ensureSshKey, sshIdentity, sshScript } from "./ssh";
 import { LocalClusterState, LocalNode, findNode, writeState } from "./state";
 
 export interface ScaleOptions extends Location {
@@ -89,7 +89,7 @@ const FIRST_BOOT_TIMEOUT_MS = 10 * 60_000;
 /** Another scale of the same cluster is running (its PID holds the lock). */
 export class ScaleInProgressError extends Error {
   constructor(pid: number) {
-    super(`another scale of this cluster is running (pid ${pid}); wait for it to finish`);
+    super(`another scale or apply of this cluster is running (pid ${pid}); wait for it to finish`);
     this.name = "ScaleInProgressError";
   }
 }
@@ -117,8 +117,11 @@ export async function scale(opts: ScaleOptions): Promise<ScaleResult> {
   }
 }
 
-/** One scale at a time per cluster: a lock file holding the PID (a dead holder's lock is taken over). */
-function lock(root: string): () => void {
+/**
+ * One membership or configuration change at a time per cluster (scale, apply): a lock file holding
+ * the PID (a dead holder's lock is taken over).
+ */
+export function lock(root: string): () => void {
   const file = path.join(root, "scale.lock");
   for (let attempt = 0; ; attempt++) {
     try {
@@ -159,7 +162,14 @@ async function scaleLocked(opts: ScaleOptions): Promise<ScaleResult> {
     throw e;
   }
   // The stack's own rules (allowed counts, requireHa) with the settings the cluster was started with.
-  const settings = loadStackSettings(state.stack, { nodeCount: opts.nodes, failoverProfile: state.profile, subnetCidr: state.subnetCidr });
+  // The cluster's settings as they are now (up and apply record them), with the new count.
+  const settings = loadStackSettings(state.stack, {
+    nodeCount: opts.nodes,
+    failoverProfile: state.profile,
+    synchronousMode: state.synchronousMode,
+    ...(state.plan ? { plan: state.plan } : {}),
+    subnetCidr: state.subnetCidr,
+  });
   const { topology: to, options } = describeCluster(settings);
   const from = buildTopology({ stack: state.stack, nodeCount: state.nodes.length, subnetCidr: state.subnetCidr });
   const names = state.nodes.map((n) => n.name).join(",");
@@ -263,12 +273,17 @@ async function waitFirstBoot(state: LocalClusterState, node: LocalNode): Promise
  * Runs one membership script on its node as Pulumi's remote command does: the same command string
  * (core's `remoteCommand`), over SSH as root, its output streamed to the progress and the node's log.
  */
-async function runScript(state: LocalClusterState, step: Extract<ScaleStep, { kind: "run" }>, progress: (line: string) => void): Promise<void> {
+export async function runScript(
+  state: LocalClusterState,
+  step: Extract<ScaleStep, { kind: "run" }>,
+  progress: (line: string) => void,
+  identity: SshIdentity = sshIdentity(state.root),
+): Promise<string[]> {
   const node = findNode(state, step.node.name);
   const label = describeStep(step);
   appendLog(state, node, `==== ${new Date().toISOString()} ${label} (ssh root@${node.address})`);
   const output: string[] = [];
-  const result = await sshScript(sshIdentity(state.root), node.address, remoteCommand([{ name: step.script, text: step.text }]), {
+  const result = await sshScript(identity, node.address, remoteCommand([{ name: step.script, text: step.text }]), {
     timeoutMs: STEP_TIMEOUT_MS,
     onLine: (line) => {
       appendLog(state, node, line);
@@ -282,6 +297,7 @@ async function runScript(state: LocalClusterState, step: Extract<ScaleStep, { ki
     appendLog(state, node, `==== ${label}: ${why}`);
     throw new ScaleStepError(label, [...output, why]);
   }
+  return output;
 }
 
 /** After node-leave: the machine shuts down cleanly and goes, then its namespace; its scale log stays under left/. */

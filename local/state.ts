@@ -36,6 +36,8 @@ export interface LocalClusterState {
   stack: string;
   profile: string;
   synchronousMode: boolean;
+  /** The plan the nodes are sized for (absent in a state from before apply existed: the stack's). */
+  plan?: string;
   clusterName: string;
   subnetCidr: string;
   quorum: number;

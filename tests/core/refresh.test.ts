@@ -1,0 +1,95 @@
+/**
+ * config-refresh as text: every setting it converges comes from the same source as a new node's
+ * files, and a change of one setting changes only the parts of the script that apply it.
+ */
+import * as yaml from "js-yaml";
+import {
+  ClusterOptions,
+  ScriptContext,
+  buildTopology,
+  describeCluster,
+  drainScript,
+  dynamicConfig,
+  parseSettings,
+  refreshOrder,
+  refreshScript,
+  renderNode,
+  serverPaths,
+  settleScript,
+  systemdControl,
+} from "../../core";
+import { randomSecrets } from "../support/fixtures";
+
+const secrets = randomSecrets();
+const optionsFor = (raw: Record<string, unknown>): ClusterOptions => describeCluster(parseSettings("prod", { nodeCount: 3, ...raw })).options;
+const base = optionsFor({ plan: "cx21", failoverProfile: "norm", synchronousMode: true });
+const topology = buildTopology({ stack: "prod", nodeCount: 3, subnetCidr: "10.42.1.0/24" });
+const node = topology.nodes[1];
+const ctx = (options: ClusterOptions, extra: Partial<ScriptContext> = {}): ScriptContext => ({
+  options,
+  secrets,
+  paths: () => serverPaths(),
+  control: () => systemdControl(),
+  ...extra,
+});
+const refresh = (options: ClusterOptions, extra: Partial<ScriptContext> = {}) => refreshScript(topology, node, ctx(options, extra));
+
+/** The lines of `b` that are not in `a`. */
+function added(a: string, b: string): string[] {
+  const old = new Set(a.split("\n"));
+  return b.split("\n").filter((line) => !old.has(line));
+}
+
+describe("config-refresh", () => {
+  it("sets Patroni's dynamic configuration to exactly what a new cluster bootstraps with", () => {
+    const patroniYml = renderNode({ topology, node, options: base, secrets, paths: serverPaths() })["patroni.yml"];
+    const bootstrap = (yaml.load(patroniYml) as { bootstrap: { dcs: unknown } }).bootstrap.dcs;
+    expect(bootstrap).toEqual(dynamicConfig(base));
+    expect(refresh(base)).toContain(`readonly DYNAMIC_CONFIG='${JSON.stringify(dynamicConfig(base))}'`);
+  });
+
+  it("a new failover profile changes the dynamic configuration, HAProxy's checks and Sentinel's timings, nothing else", () => {
+    const fast = optionsFor({ plan: "cx21", failoverProfile: "fast", synchronousMode: true });
+    const lines = added(refresh(base), refresh(fast));
+    expect(lines.some((l) => l.startsWith("readonly DYNAMIC_CONFIG=") && l.includes('"ttl":20,"loop_wait":1,"retry_timeout":5'))).toBe(true);
+    expect(lines.some((l) => l.includes("default-server inter 500ms"))).toBe(true);
+    expect(lines.some((l) => l.includes('"down-after-milliseconds 3000" "failover-timeout 10000"'))).toBe(true);
+    // Nothing about memory, Redis's maxmemory or files.
+    expect(lines.filter((l) => /shared_buffers|maxmemory|MADBASE_FILE|put_file/.test(l))).toEqual([]);
+  });
+
+  it("a new plan changes max_connections (shared), this node's memory settings and Redis's maxmemory", () => {
+    const bigger = optionsFor({ plan: "cx31", failoverProfile: "norm", synchronousMode: true });
+    const lines = added(refresh(base), refresh(bigger)).join("\n");
+    expect(lines).toContain('"max_connections":200');
+    expect(lines).toContain("shared_buffers: 4096MB");
+    expect(lines).toContain(`redis_set maxmemory ${2048 * 1024 * 1024}`);
+    expect(lines).not.toContain("down-after-milliseconds");
+  });
+
+  it("synchronous mode is a dynamic setting only", () => {
+    const off = optionsFor({ plan: "cx21", failoverProfile: "norm", synchronousMode: false });
+    const lines = added(refresh(base), refresh(off));
+    expect(lines.filter((l) => !l.startsWith("readonly DYNAMIC_CONFIG=") && !/^\s+synchronous_mode: false$/.test(l))).toEqual([]);
+    expect(lines.some((l) => l.includes('"synchronous_mode":false'))).toBe(true);
+  });
+
+  it("makes root's keys exactly the stack's when it has some, and leaves them alone otherwise", () => {
+    const keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl a@b"];
+    const text = refresh(base, { authorizedKeys: keys });
+    expect(text).toContain(`put_file /root/.ssh/authorized_keys root:root 0600 <<'MADBASE_FILE'\n${Buffer.from(`${keys[0]}\n`).toString("base64")}\n`);
+    expect(refresh(base)).not.toContain("authorized_keys");
+  });
+
+  it("restarts PostgreSQL only after moving leadership to the nodes refreshed before it", () => {
+    // Last node first: node 2 (madbase-prod-2) comes after madbase-prod-3.
+    expect(refreshOrder(topology).map((n) => n.name)).toEqual(["madbase-prod-3", "madbase-prod-2", "madbase-prod-1"]);
+    expect(refresh(base)).toContain('  drain_postgres "madbase-prod-3"\n');
+    expect(refreshScript(topology, topology.nodes[2], ctx(base))).toContain("  drain_postgres\n");
+  });
+
+  it("drain and settle are the library's, for the node they run on", () => {
+    expect(drainScript(topology, node, ctx(base), { prefer: [topology.nodes[2]] })).toMatch(/\ndrain_postgres "madbase-prod-3"\ndrain_redis\n/);
+    expect(settleScript(topology, node, ctx(base))).toMatch(/readonly NODE="madbase-prod-2"[\s\S]*\nsettle_node\n/);
+  });
+});

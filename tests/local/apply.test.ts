@@ -1,0 +1,263 @@
+/**
+ * Settings reach a running cluster as `pulumi up` brings them: `apply` runs every node's
+ * config-refresh, one node at a time, over SSH. Under a writer that counts acknowledged writes:
+ * a new failover profile reaches Patroni, every Sentinel and every HAProxy without restarting
+ * PostgreSQL; a new plan reaches every node's memory and connection settings, one node restarting
+ * at a time; synchronous mode turns off; a rotated SSH key set never locks anyone out; a grown
+ * volume's file system grows online.
+ */
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { PLANS, PORTS, PROFILES, serverPaths } from "../../core";
+import { apply } from "../../local/apply";
+import { UpResult, down, killNode, localMemoryMb, startNode, up, waitHealthy } from "../../local/cluster";
+import { machineExec } from "../../local/machine";
+import { SshIdentity, sshIdentity, sshScript } from "../../local/ssh";
+import { LocalClusterState } from "../../local/state";
+import { AckWriter, missingIds } from "../../local/writer";
+import { finish, nodeSql, sleep, testLocation, waitFor } from "./harness";
+
+const loc = testLocation(12);
+let cluster: UpResult;
+const writers: AckWriter[] = [];
+
+beforeAll(async () => {
+  await down(loc);
+  cluster = await up({ ...loc, stack: "prod", plan: "cx21", profile: "norm", timeoutMs: 180_000 });
+}, 300_000);
+
+afterAll(async () => {
+  await Promise.all(writers.map((w) => w.stop()));
+  await finish(loc);
+}, 120_000);
+
+async function patroniGet(ip: string, what: string): Promise<any> {
+  const r = await fetch(`http://${ip}:${PORTS.patroni}/${what}`, { signal: AbortSignal.timeout(3000) });
+  return r.json();
+}
+
+function onNode(state: LocalClusterState, name: string, command: string[]): string {
+  const node = state.nodes.find((n) => n.name === name)!;
+  const r = machineExec(node.machine, command, { timeoutMs: 20_000 });
+  if (r.code !== 0) throw new Error(`${name}: ${command.join(" ")}: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+function sentinelMaster(state: LocalClusterState, name: string): Record<string, string> {
+  const ip = state.nodes.find((n) => n.name === name)!.address;
+  const lines = onNode(state, name, ["redis-cli", "-h", ip, "-p", String(PORTS.sentinel), "--raw", "SENTINEL", "MASTER", state.clusterName]).split("\n");
+  const out: Record<string, string> = {};
+  for (let i = 0; i + 1 < lines.length; i += 2) out[lines[i]] = lines[i + 1];
+  return out;
+}
+
+function postmasterStart(state: LocalClusterState, name: string): string | undefined {
+  return nodeSql(state, name, "SELECT pg_postmaster_start_time()");
+}
+
+/**
+ * Watches the cluster while a change runs: how many nodes at once had no running PostgreSQL under
+ * Patroni (Patroni's own state, asked on each node every 300 ms).
+ */
+function downWatcher(state: LocalClusterState) {
+  let running = true;
+  let maxDown = 0;
+  const seenDown = new Set<string>();
+  const loop = (async () => {
+    while (running) {
+      const states = await Promise.all(
+        state.nodes.map(async (n) => {
+          try {
+            return { name: n.name, up: (await patroniGet(n.address, "patroni")).state === "running" };
+          } catch {
+            return { name: n.name, up: false };
+          }
+        }),
+      );
+      const downNow = states.filter((s) => !s.up);
+      downNow.forEach((s) => seenDown.add(s.name));
+      maxDown = Math.max(maxDown, downNow.length);
+      await sleep(300);
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      return { maxDown, seenDown: [...seenDown].sort() };
+    },
+  };
+}
+
+function startWriter(firstId: number): AckWriter {
+  const { state, secrets } = cluster;
+  const writer = new AckWriter({ host: state.nodes[0].address, port: PORTS.postgresPrimary, password: secrets.app, firstId, intervalMs: 20 }).start();
+  writers.push(writer);
+  return writer;
+}
+
+async function expectNoLostWrite(writer: AckWriter): Promise<void> {
+  const { state, secrets } = cluster;
+  await writer.stop();
+  expect(writer.ackedIds.length).toBeGreaterThan(20);
+  const h = await waitHealthy(state, secrets, { timeoutMs: 120_000 });
+  const leaderIp = state.nodes.find((n) => n.name === h.leader)!.address;
+  expect(await missingIds({ host: leaderIp, port: PORTS.postgresPrimary, password: secrets.app }, writer.ackedIds)).toEqual([]);
+}
+
+test("apply --profile fast on a norm cluster: Patroni, every Sentinel and every HAProxy take the fast timings, PostgreSQL is not restarted", async () => {
+  const { state } = cluster;
+  const fast = PROFILES.fast;
+  const before = Object.fromEntries(state.nodes.map((n) => [n.name, postmasterStart(state, n.name)]));
+  const writer = startWriter(1_000_000);
+  await writer.waitForAcks(20, 30_000);
+  const watch = downWatcher(state);
+
+  const result = await apply({ ...loc, profile: "fast" });
+
+  expect(await watch.stop()).toEqual({ maxDown: 0, seenDown: [] });
+  const config = await patroniGet(state.nodes[0].address, "config");
+  expect({ ttl: config.ttl, loop_wait: config.loop_wait, retry_timeout: config.retry_timeout }).toEqual({
+    ttl: fast.patroni.ttl,
+    loop_wait: fast.patroni.loopWait,
+    retry_timeout: fast.patroni.retryTimeout,
+  });
+  for (const node of state.nodes) {
+    const master = sentinelMaster(state, node.name);
+    expect({ node: node.name, downAfter: master["down-after-milliseconds"], failoverTimeout: master["failover-timeout"] }).toEqual({
+      node: node.name,
+      downAfter: String(fast.sentinel.downAfterMs),
+      failoverTimeout: String(fast.sentinel.failoverTimeoutMs),
+    });
+    const cfg = onNode(state, node.name, ["cat", serverPaths().config["haproxy.cfg"]]);
+    expect(cfg).toContain(`default-server inter ${fast.haproxy.interMs}ms`);
+    expect(postmasterStart(state, node.name)).toBe(before[node.name]);
+  }
+  // Patroni's shared settings changed once; every node's HAProxy and Sentinel said what changed.
+  const lines = result.changes.flatMap((c) => c.lines);
+  expect(lines.filter((l) => l.startsWith("patroni: dynamic configuration set"))).toHaveLength(1);
+  for (const c of result.changes) {
+    expect(c.lines).toContain(`haproxy: reloaded with 3 server(s) per backend`);
+    expect(c.lines.some((l) => l.startsWith("sentinel: set") && l.includes(`down-after-milliseconds ${fast.sentinel.downAfterMs}`))).toBe(true);
+  }
+  expect(result.state.profile).toBe("fast");
+  await expectNoLostWrite(writer);
+
+  // Applied again, nothing changes.
+  const again = await apply({ ...loc, profile: "fast" });
+  expect(again.changes.flatMap((c) => c.lines)).toEqual([]);
+}, 300_000);
+
+test("after it, a power cut of the leader fails over within the fast profile's time", async () => {
+  const { state, secrets } = cluster;
+  const leader = (await waitHealthy(state, secrets)).leader!;
+  const entry = state.nodes.find((n) => n.name !== leader)!;
+  const writer = new AckWriter({ host: entry.address, port: PORTS.postgresPrimary, password: secrets.app, firstId: 2_000_000, intervalMs: 20 }).start();
+  writers.push(writer);
+  await writer.waitForAcks(20, 30_000);
+  const cutAt = Date.now();
+  await killNode(leader, loc);
+  await waitFor(loc, "a new leader", (h) => h.leader !== null && h.leader !== leader, 60_000);
+  await writer.waitForAcks(10, 60_000);
+  const oldIp = state.nodes.find((n) => n.name === leader)!.address;
+  const resumed = writer.firstAckAfter(cutAt, oldIp)!.at;
+  const fast = PROFILES.fast;
+  // The lost leader's key lives ttl seconds; then a loop to promote and HAProxy's checks to see it.
+  const budget = fast.patroni.ttl + fast.patroni.loopWait + (fast.haproxy.interMs * (fast.haproxy.fall + fast.haproxy.rise)) / 1000 + 5;
+  console.log(`failover after a power cut with the applied fast profile: ${((resumed - cutAt) / 1000).toFixed(1)} s (budget ${budget} s)`);
+  expect((resumed - cutAt) / 1000).toBeLessThan(budget);
+  await startNode(leader, loc);
+  await expectNoLostWrite(writer);
+}, 300_000);
+
+test("apply --plan cx31 on a cx21 cluster: every node's shared_buffers, max_connections and Redis maxmemory follow, one node restarting at a time", async () => {
+  const { state, secrets } = cluster;
+  const writer = startWriter(3_000_000);
+  await writer.waitForAcks(20, 30_000);
+  const watch = downWatcher(state);
+
+  const result = await apply({ ...loc, plan: "cx31" });
+
+  const watched = await watch.stop();
+  expect(watched.maxDown).toBeLessThanOrEqual(1);
+  // Every node's PostgreSQL restarted (each was seen down, never two at once).
+  expect(watched.seenDown.length).toBeGreaterThanOrEqual(2);
+  const memoryMb = localMemoryMb(PLANS.cx31);
+  for (const node of state.nodes) {
+    expect({ node: node.name, shared: nodeSql(state, node.name, "SHOW shared_buffers"), max: nodeSql(state, node.name, "SHOW max_connections") }).toEqual({
+      node: node.name,
+      shared: `${memoryMb / 4}MB`,
+      max: String(PLANS.cx31.maxConnections),
+    });
+    const maxmemory = onNode(state, node.name, ["redis-cli", "-h", node.address, "-p", String(PORTS.redis), "-a", secrets.redis, "--no-auth-warning", "CONFIG", "GET", "maxmemory"]);
+    expect(maxmemory.split("\n")[1]).toBe(String((memoryMb / 8) * 1024 * 1024));
+    // Written down, so it survives a restart of Redis.
+    expect(onNode(state, node.name, ["grep", "^maxmemory ", serverPaths().config["redis.conf"]])).toBe(`maxmemory ${(memoryMb / 8) * 1024 * 1024}`);
+  }
+  const pending = await Promise.all(state.nodes.map(async (n) => (await patroniGet(n.address, "patroni")).pending_restart ?? false));
+  expect(pending).toEqual(state.nodes.map(() => false));
+  expect(result.changes.filter((c) => c.lines.includes("postgres: restarted with the new parameters")).length).toBeGreaterThanOrEqual(2);
+  await expectNoLostWrite(writer);
+}, 600_000);
+
+test("apply --synchronous-mode false turns synchronous replication off", async () => {
+  const { state, secrets } = cluster;
+  expect((await patroniGet(state.nodes[0].address, "config")).synchronous_mode).toBe(true);
+  await apply({ ...loc, synchronousMode: "false" });
+  expect((await patroniGet(state.nodes[0].address, "config")).synchronous_mode).toBe(false);
+  await waitFor(loc, "no synchronous standby", (h) => h.syncStandby === null && h.leader !== null, 30_000);
+  expect((await waitHealthy(state, secrets)).healthy).toBe(true);
+}, 180_000);
+
+test("a grown volume: its file system grows online", async () => {
+  const { state } = cluster;
+  const sizeGb = () =>
+    Number(onNode(state, state.nodes[0].name, ["df", "--output=size", "-B1G", serverPaths().volumeMount]).split("\n")[1].trim());
+  const before = sizeGb();
+  await apply({ ...loc, volumeGb: 12 });
+  expect(sizeGb()).toBeGreaterThan(before);
+  // A smaller one is refused before anything changes.
+  await expect(apply({ ...loc, volumeGb: 11 })).rejects.toThrow(/cannot shrink/);
+}, 180_000);
+
+test("a rotated SSH key set: the new key logs in, the old one no longer does, and no node was ever without a working key", async () => {
+  const { state } = cluster;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "madbase-rotate-"));
+  const fresh: SshIdentity = { keyFile: path.join(dir, "id_ed25519"), knownHosts: sshIdentity(state.root).knownHosts };
+  expect(spawnSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "rotated", "-f", fresh.keyFile]).status).toBe(0);
+  const freshPub = fs.readFileSync(`${fresh.keyFile}.pub`, "utf8").trim();
+  const old = sshIdentity(state.root);
+  const logsIn = async (id: SshIdentity, ip: string) => (await sshScript(id, ip, "true\n", { timeoutMs: 15_000 })).code === 0;
+  try {
+    // Step 1: the new key is added (the runner's own stays).
+    await apply({ ...loc, authorizedKeys: [freshPub] });
+    for (const n of state.nodes) expect([n.name, await logsIn(fresh, n.address), await logsIn(old, n.address)]).toEqual([n.name, true, true]);
+
+    // Step 2: the runner moves to the new key, and the old one goes; a watcher logs in with the
+    // new key all along.
+    let watching = true;
+    const failures: string[] = [];
+    const watcher = (async () => {
+      while (watching) {
+        for (const n of state.nodes) if (!(await logsIn(fresh, n.address))) failures.push(n.name);
+        await sleep(200);
+      }
+    })();
+    await apply({ ...loc, authorizedKeys: [freshPub], identity: fresh });
+    watching = false;
+    await watcher;
+    expect(failures).toEqual([]);
+    for (const n of state.nodes) expect([n.name, await logsIn(fresh, n.address), await logsIn(old, n.address)]).toEqual([n.name, true, false]);
+  } finally {
+    // Give the runner its key back (later commands of a developer's session use it).
+    await apply({ ...loc, authorizedKeys: [freshPub, fs.readFileSync(`${old.keyFile}.pub`, "utf8").trim()], identity: fresh }).catch(() => undefined);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}, 300_000);
+
+test("what Pulumi refuses is refused before any node is touched", async () => {
+  await expect(apply({ ...loc, stack: "dev" })).rejects.toThrow(/keeps its stack/);
+  await expect(apply({ ...loc, plan: "cx99" })).rejects.toThrow(/plan/);
+}, 60_000);
