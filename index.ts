@@ -51,7 +51,9 @@ export = async () => {
     );
   }
 
-  const pillar = new StatePillar(plan.topology.clusterName, { plan, backupCredentials, sshPrivateKey });
+  // The resize script talks to the Hetzner API itself; without hcloud:token it uses HCLOUD_TOKEN.
+  const hcloudToken = new pulumi.Config("hcloud").getSecret("token");
+  const pillar = new StatePillar(plan.topology.clusterName, { plan, backupCredentials, sshPrivateKey, hcloudToken });
 
   return {
     /** Connection strings through the entry point (secret): the leader on 5433, replicas on 5434, Redis on 6379. */

@@ -70,7 +70,7 @@ export interface RunOptions {
   stack: string;
   /** `madbase-state:*` keys without the namespace; values as Pulumi passes them (strings). */
   config?: Record<string, string>;
-  /** Keys (without namespace) stored as secrets. */
+  /** Keys (without namespace, or with another one: `hcloud:token`) stored as secrets. */
   secretConfig?: Record<string, string>;
   preview?: boolean;
   /**
@@ -181,12 +181,11 @@ export async function runProgram(opts: RunOptions): Promise<ProgramRun> {
   };
 
   const config: Record<string, string> = {};
-  for (const [k, v] of Object.entries(opts.config ?? {})) config[`${PROJECT}:${k}`] = v;
-  for (const [k, v] of Object.entries(opts.secretConfig ?? {})) config[`${PROJECT}:${k}`] = v;
-  pulumi.runtime.setAllConfig(
-    config,
-    Object.keys(opts.secretConfig ?? {}).map((k) => `${PROJECT}:${k}`),
-  );
+  // A key with a namespace of its own (`hcloud:token`) is taken as it is.
+  const full = (k: string) => (k.includes(":") ? k : `${PROJECT}:${k}`);
+  for (const [k, v] of Object.entries(opts.config ?? {})) config[full(k)] = v;
+  for (const [k, v] of Object.entries(opts.secretConfig ?? {})) config[full(k)] = v;
+  pulumi.runtime.setAllConfig(config, Object.keys(opts.secretConfig ?? {}).map(full));
 
   const capture = (level: string) => (...args: unknown[]) => {
     logs.push(`${level}: ${args.map((a) => (typeof a === "string" ? a : safeStringify(a))).join(" ")}`);
