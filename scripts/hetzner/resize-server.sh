@@ -73,8 +73,8 @@ chmod 600 "$keyfile"
 # api METHOD PATH [JSON]: the response body on stdout; a failed request stops the script.
 api() {
   local method=$1 path=$2 body=${3:-} out
-  local args=(-sS --max-time 30 --retry 3 --retry-connrefused -X "$method" -H "@$tmp/auth" -H "Content-Type: application/json" -w '\n%{http_code}')
-  if [[ -n $body ]]; then args+=(--data "$body"); fi
+  local args=(-sS --max-time 30 --retry 3 --retry-connrefused -X "$method" -H "@$tmp/auth" -w '\n%{http_code}')
+  if [[ -n $body ]]; then args+=(-H "Content-Type: application/json" --data "$body"); fi
   out=$(curl "${args[@]}" "$endpoint$path") || fail "$method $path: curl failed"
   local code=${out##*$'\n'}
   out=${out%$'\n'*}
