@@ -5,6 +5,7 @@ import {
   PORTS,
   ScriptContext,
   USERS,
+  drainScript,
   handoffScript,
   joinScript,
   leaveScript,
@@ -14,6 +15,7 @@ import {
   renderNode,
   scriptDigest,
   serverPaths,
+  settleScript,
   systemdControl,
 } from "../core";
 import { BackupBucket } from "./backupBucket";
@@ -26,7 +28,6 @@ import { NodeMembership } from "./nodeMembership";
 import { StackPlan, checkUserDataSize, databaseNodeSelector, nodeLabels, stackLabels } from "./plan";
 import { PrivateNetwork } from "./privateNetwork";
 import { ServerResize } from "./serverResize";
-import { drainScript, settleScript } from "./drainPlaceholder";
 import { SshKeys } from "./sshKeys";
 import { BackupCredentials } from "./stackConfig";
 
@@ -188,7 +189,7 @@ export class StatePillar extends pulumi.ComponentResource {
    * onto a node that already has the new type); then config-refresh on every node, one at a time,
    * led by the leadership hand-off, so a shrink moves leadership off the leaving nodes before
    * anything else, and a refresh renders the per-node parameters of the new plan onto a server
-   * that already has it. Pulumi deletes last, so removed nodes leave after the nodes that stay
+   * that already has it. Refreshes, too, run from the last node to node 0 (refreshOrder). Pulumi deletes last, so removed nodes leave after the nodes that stay
    * are refreshed.
    */
   private declareMembership(plan: StackPlan, privateKey: pulumi.Input<string>, protect: boolean, hcloudToken?: pulumi.Input<string>): void {

@@ -57,14 +57,21 @@ describe("prod at 5 nodes, plan cx31 → cx41", () => {
     for (const n of [1, 2, 3, 4, 5]) expect(dependsOn(resize(after, n))).toContain(`madbase-prod-${n}`);
   });
 
-  test("each node drains towards the nodes already resized", () => {
-    // The placeholder drain names no target; what each node gets is checked through its position in the chain above.
-    for (const n of [1, 2, 3, 4, 5]) expect(resize(after, n).inputs.environment.DRAIN_SCRIPT).toMatch(new RegExp(`node-drain[\\s\\S]*madbase-prod-${n}`));
-    for (const n of [1, 2, 3, 4, 5]) expect(resize(after, n).inputs.environment.SETTLE_SCRIPT).toMatch(new RegExp(`node-settle[\\s\\S]*madbase-prod-${n}`));
+  test("each node drains towards the nodes already resized, and settles before the next one goes", () => {
+    for (const n of [1, 2, 3, 4, 5]) {
+      const env = resize(after, n).inputs.environment;
+      const prefer = [1, 2, 3, 4, 5].filter((m) => m > n).map((m) => ` "madbase-prod-${m}"`).join("");
+      expect(env.DRAIN_SCRIPT).toContain(`# node-drain for madbase-prod-${n} (madbase-prod)`);
+      expect(env.DRAIN_SCRIPT).toMatch(new RegExp(`^drain_postgres${prefer}$`, "m"));
+      expect(env.DRAIN_SCRIPT).toMatch(/^drain_redis$/m);
+      expect(env.SETTLE_SCRIPT).toContain(`# node-settle for madbase-prod-${n} (madbase-prod)`);
+      expect(env.SETTLE_SCRIPT).toMatch(/^settle_node$/m);
+    }
   });
 
   test("the config refreshes run after the whole chain, so they render the new plan onto resized servers", () => {
-    expect(dependsOn(find(after, "command:remote:Command", "madbase-prod-1-config"))).toContain("madbase-prod-1-resize");
+    // The first refresh (refreshes run last node first, too) waits for the end of the chain, node 1's resize.
+    expect(dependsOn(find(after, "command:remote:Command", "madbase-prod-5-config"))).toContain("madbase-prod-1-resize");
     expect(find(after, "command:remote:Command", "madbase-prod-1-config").inputs.triggers).not.toEqual(find(before, "command:remote:Command", "madbase-prod-1-config").inputs.triggers);
   });
 
