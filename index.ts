@@ -1,49 +1,85 @@
 /**
  * madbase-state: the MadBase State Pillar on Hetzner Cloud.
  *
- * Reads and validates the stack's `madbase-state:*` config first (a bad value stops the program
- * before any resource is declared, with a message naming the key, the value and what is allowed),
- * then declares the StatePillar. The Hetzner token comes from `hcloud:token` (secret) or
- * HCLOUD_TOKEN, read by the hcloud provider itself.
+ * Before any resource is declared, the program
+ *  1. reads and validates the stack's `madbase-state:*` config (a bad value stops it with a message
+ *     naming the key, the value and what is allowed);
+ *  2. reads the settings the last deployment was made with (its own `appliedSettings` output,
+ *     through a StackReference to this very stack) and refuses a change the running stack cannot
+ *     take in place (core/stack-change.ts), naming the key, the old and the new value.
+ * Only then does it declare the StatePillar. The Hetzner token comes from `hcloud:token` (secret)
+ * or HCLOUD_TOKEN, read by the hcloud provider itself.
+ *
+ * The program is an async function (Pulumi awaits it); what it returns are the stack's outputs.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { PORTS, USERS, renderPrometheusConfig } from "./core";
+import { AppliedSettings, PORTS, USERS, appliedSettings as recordSettings, checkStackChange, readAppliedSettings, renderPrometheusConfig } from "./core";
 import { planStack } from "./components/plan";
 import { readStackConfig } from "./components/stackConfig";
 import { StatePillar } from "./components/statePillar";
 
-const { settings, backupCredentials, sshPrivateKey } = readStackConfig();
-const plan = planStack(settings);
-for (const warning of plan.warnings) pulumi.log.warn(warning);
-if (!sshPrivateKey) {
-  pulumi.log.warn(
-    "madbase-state:sshPrivateKey is empty: Pulumi cannot log in to the nodes, so a change of nodeCount would add servers that never " +
-      "join the cluster and delete servers that never left it. Set it (pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519) before changing nodeCount.",
-  );
+/** The stack output the next `up` compares itself with. */
+const APPLIED_SETTINGS_OUTPUT = "appliedSettings";
+
+/**
+ * The last deployment's appliedSettings, or undefined (first `up`, or a deployment by a version
+ * that did not record them): then nothing is refused, and the log says why.
+ */
+async function previousSettings(): Promise<AppliedSettings | undefined> {
+  const self = new pulumi.StackReference(`${pulumi.getOrganization()}/${pulumi.getProject()}/${pulumi.getStack()}`);
+  const details = await self.getOutputDetails(APPLIED_SETTINGS_OUTPUT);
+  // An older CLI marks every output secret when any is; the record itself holds no secret.
+  const { previous, reason } = readAppliedSettings(details.value ?? details.secretValue);
+  if (!previous) pulumi.log.info(`Nothing to compare this update with (${reason}): no setting change is refused.`);
+  return previous;
 }
 
-const pillar = new StatePillar(plan.topology.clusterName, { plan, backupCredentials, sshPrivateKey });
+export = async () => {
+  const { settings, backupCredentials, sshPrivateKey } = readStackConfig();
+  const plan = planStack(settings);
+  const applied = recordSettings(settings, { sshPrivateKeySet: sshPrivateKey !== undefined });
+  const previous = await previousSettings();
+  checkStackChange(previous, applied);
 
-/** Connection strings through the entry point (secret): the leader on 5433, replicas on 5434, Redis on 6379. */
-export const databaseUrl = pillar.databaseUrl;
-export const databaseReadUrl = pillar.databaseReadUrl;
-export const redisUrl = pillar.redisUrl;
-/** Patroni's scope: also the pgBackRest stanza and the Sentinel master name. */
-export const patroniScope = plan.topology.clusterName;
-export const nodes = pillar.nodeSummaries();
-export const entryPoint = {
-  kind: pillar.entryPoint.kind,
-  host: pillar.entryPoint.host,
-  ports: pillar.entryPoint.ports,
+  for (const warning of plan.warnings) pulumi.log.warn(warning);
+  if (!sshPrivateKey && !previous) {
+    // On a running stack, a change that needs SSH is refused by checkStackChange; before the first
+    // up the operator can still set the key cheaply.
+    pulumi.log.warn(
+      "madbase-state:sshPrivateKey is empty: Pulumi cannot log in to the nodes, so a later change of nodeCount or plan will be refused: it would add servers " +
+        "that never join the cluster and delete servers that never left it. Set it (pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519) before the first pulumi up.",
+    );
+  }
+
+  // The resize script talks to the Hetzner API itself; without hcloud:token it uses HCLOUD_TOKEN.
+  const hcloudToken = new pulumi.Config("hcloud").getSecret("token");
+  const pillar = new StatePillar(plan.topology.clusterName, { plan, backupCredentials, sshPrivateKey, hcloudToken });
+
+  return {
+    /** Connection strings through the entry point (secret): the leader on 5433, replicas on 5434, Redis on 6379. */
+    databaseUrl: pillar.databaseUrl,
+    databaseReadUrl: pillar.databaseReadUrl,
+    redisUrl: pillar.redisUrl,
+    /** Patroni's scope: also the pgBackRest stanza and the Sentinel master name. */
+    patroniScope: plan.topology.clusterName,
+    nodes: pillar.nodeSummaries(),
+    entryPoint: {
+      kind: pillar.entryPoint.kind,
+      host: pillar.entryPoint.host,
+      ports: pillar.entryPoint.ports,
+    },
+    /** Where the backups are: bucket, endpoint, pgBackRest's repository path and the Redis snapshots' prefix (no keys). */
+    backupStore: pillar.backup.location,
+    /** HAProxy's stats page on the first node (every node serves its own on the same port); log in as haproxyStatsUser. */
+    haproxyStatsUrl: `http://${plan.topology.nodes[0].privateIp}:${PORTS.haproxyStats}/`,
+    haproxyStatsUser: USERS.haproxyStats,
+    haproxyStatsPassword: pillar.haproxyStatsPassword,
+    /**
+     * prometheus.yml for a Prometheus server on the private network: every node's exporters, Patroni,
+     * HAProxy, Sentinel and etcd. No secret in it (HAProxy's password is read from a file).
+     */
+    prometheusConfig: renderPrometheusConfig(plan.topology),
+    /** The settings this deployment was made with (plain, no secret): the next `up` is checked against them. */
+    [APPLIED_SETTINGS_OUTPUT]: applied,
+  };
 };
-/** Where the backups are: bucket, endpoint, pgBackRest's repository path and the Redis snapshots' prefix (no keys). */
-export const backupStore = pillar.backup.location;
-/** HAProxy's stats page on the first node (every node serves its own on the same port); log in as haproxyStatsUser. */
-export const haproxyStatsUrl = `http://${plan.topology.nodes[0].privateIp}:${PORTS.haproxyStats}/`;
-export const haproxyStatsUser = USERS.haproxyStats;
-export const haproxyStatsPassword = pillar.haproxyStatsPassword;
-/**
- * prometheus.yml for a Prometheus server on the private network: every node's exporters, Patroni,
- * HAProxy, Sentinel and etcd. No secret in it (HAProxy's password is read from a file).
- */
-export const prometheusConfig = renderPrometheusConfig(plan.topology);

@@ -22,7 +22,7 @@ export interface DatabaseNodeArgs {
 }
 
 /**
- * One database node: a Debian 12 server at a fixed private address, and the Hetzner volume that
+ * One database node: a Debian 13 server at a fixed private address, and the Hetzner volume that
  * holds its PostgreSQL data.
  *
  * A node is stateful, and its identity is its name: every Pulumi name here comes from the node's
@@ -110,7 +110,11 @@ export class DatabaseNode extends pulumi.ComponentResource {
         //  - sshKeys: read only at creation; keys added later are installed over SSH.
         //  - image: the image only matters at creation; a new debian-13 build must not rebuild a
         //    running node.
-        ignoreChanges: ["userData", "sshKeys", "image"],
+        //  - serverType: the provider changes a type by powering the server off, and Pulumi would
+        //    update every server in parallel, so every node would lose power at once. The type
+        //    changes through the resize chain instead (ServerResize: drain, shutdown, change type,
+        //    power on, settle), one node at a time; it is only read here when a server is created.
+        ignoreChanges: ["userData", "sshKeys", "image", "serverType"],
         // If some change still forces a replacement, Pulumi would create the new server first; the
         // name and private address are still taken by the running one, so the replacement fails
         // before anything is deleted, instead of deleting a database node and hoping.

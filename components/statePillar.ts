@@ -5,6 +5,7 @@ import {
   PORTS,
   ScriptContext,
   USERS,
+  drainScript,
   handoffScript,
   joinScript,
   leaveScript,
@@ -14,6 +15,7 @@ import {
   renderNode,
   scriptDigest,
   serverPaths,
+  settleScript,
   systemdControl,
 } from "../core";
 import { BackupBucket } from "./backupBucket";
@@ -25,6 +27,7 @@ import { NodeFirewall } from "./nodeFirewall";
 import { NodeMembership } from "./nodeMembership";
 import { StackPlan, checkUserDataSize, databaseNodeSelector, nodeLabels, stackLabels } from "./plan";
 import { PrivateNetwork } from "./privateNetwork";
+import { ServerResize } from "./serverResize";
 import { SshKeys } from "./sshKeys";
 import { BackupCredentials } from "./stackConfig";
 
@@ -32,8 +35,10 @@ export interface StatePillarArgs {
   /** From `planStack`: validated settings, topology and everything derived from them. */
   plan: StackPlan;
   backupCredentials?: BackupCredentials;
-  /** Pulumi's SSH key to the nodes (secret): without it, no membership commands are declared. */
+  /** Pulumi's SSH key to the nodes (secret): without it, no membership or resize commands are declared. */
   sshPrivateKey?: pulumi.Input<string>;
+  /** `hcloud:token` (secret) for the resize script; absent, it uses the HCLOUD_TOKEN Pulumi runs with. */
+  hcloudToken?: pulumi.Input<string>;
 }
 
 export interface NodeSummary {
@@ -53,8 +58,10 @@ export class StatePillar extends pulumi.ComponentResource {
   readonly nodes: DatabaseNode[];
   readonly entryPoint: EntryPoint;
   readonly backup: BackupBucket;
-  /** Each node's membership (node-join, node-leave) and configuration refresh; none without sshPrivateKey. */
+  /** Each node's membership (node-join, node-leave), resize and configuration refresh; none without sshPrivateKey. */
   readonly memberships: NodeMembership[] = [];
+  /** In index order (they run in the reverse order). */
+  readonly resizes: ServerResize[] = [];
   readonly refreshes: ConfigRefresh[] = [];
 
   /** `postgresql://madbase:…@entry:5433/madbase` — the leader, through HAProxy (secret). */
@@ -142,7 +149,7 @@ export class StatePillar extends pulumi.ComponentResource {
       );
     });
 
-    if (args.sshPrivateKey) this.declareMembership(args.plan, args.sshPrivateKey, protect);
+    if (args.sshPrivateKey) this.declareMembership(args.plan, args.sshPrivateKey, protect, args.hcloudToken);
 
     this.entryPoint = new EntryPoint(
       `${name}-entry`,
@@ -175,13 +182,17 @@ export class StatePillar extends pulumi.ComponentResource {
   }
 
   /**
-   * Membership over SSH (NodeMembership, ConfigRefresh; the scripts are core/scale.ts's, with
-   * systemd behind `svc`): node-join on each node, one at a time in index order, and node-leave
-   * before a removed node's server goes; then config-refresh on every node, one at a time, led by
-   * the leadership hand-off, so a shrink moves leadership off the leaving nodes before anything
-   * else. Pulumi deletes last, so removed nodes leave after the nodes that stay are refreshed.
+   * Membership over SSH (NodeMembership, ServerResize, ConfigRefresh; the scripts are
+   * core/scale.ts's, with systemd behind `svc`): node-join on each node, one at a time in index
+   * order, and node-leave before a removed node's server goes; then the resize chain, one node at
+   * a time from the last node to node 0 (usually the founding leader, so leadership moves once,
+   * onto a node that already has the new type); then config-refresh on every node, one at a time,
+   * led by the leadership hand-off, so a shrink moves leadership off the leaving nodes before
+   * anything else, and a refresh renders the per-node parameters of the new plan onto a server
+   * that already has it. Refreshes, too, run from the last node to node 0 (refreshOrder). Pulumi deletes last, so removed nodes leave after the nodes that stay
+   * are refreshed.
    */
-  private declareMembership(plan: StackPlan, privateKey: pulumi.Input<string>, protect: boolean): void {
+  private declareMembership(plan: StackPlan, privateKey: pulumi.Input<string>, protect: boolean, hcloudToken?: pulumi.Input<string>): void {
     const { topology, options } = plan;
     const command = (scripts: (ctx: ScriptContext) => { name: string; text: string }[]) =>
       pulumi.secret(this.secrets.values.apply((secrets) => remoteCommand(scripts({ options, secrets, paths: () => serverPaths(), control: () => systemdControl() }))));
@@ -204,7 +215,32 @@ export class StatePillar extends pulumi.ComponentResource {
       previous = membership.command;
       this.memberships.push(membership);
     });
-    let after: pulumi.Resource[] = this.memberships.map((m) => m.command);
+    const memberships: pulumi.Resource[] = this.memberships.map((m) => m.command);
+    // The resize chain, from the last node down: node i drains towards the nodes already resized.
+    let chain: pulumi.Resource[] = memberships;
+    const resizes: ServerResize[] = [];
+    for (let i = topology.nodes.length - 1; i >= 0; i--) {
+      const node = topology.nodes[i];
+      const resize = new ServerResize(
+        `${node.name}-resize`,
+        {
+          node,
+          serverType: plan.serverType,
+          serverId: this.nodes[i].server.id,
+          host: this.nodes[i].publicIpv4,
+          privateKey,
+          hcloudToken,
+          drain: command((ctx) => [{ name: "node-drain", text: drainScript(topology, node, ctx, { prefer: topology.nodes.slice(i + 1) }) }]),
+          settle: command((ctx) => [{ name: "node-settle", text: settleScript(topology, node, ctx) }]),
+          after: [this.nodes[i].server, ...chain],
+        },
+        { parent: this },
+      );
+      chain = [resize.command];
+      resizes.unshift(resize);
+    }
+    this.resizes.push(...resizes);
+    let after: pulumi.Resource[] = [...memberships, ...chain];
     // One node at a time, last node first (refreshOrder): a refresh that restarts PostgreSQL
     // restarts the replicas before the founding node, which usually leads.
     refreshOrder(topology).forEach((node, k) => {

@@ -17,3 +17,4 @@ export * from "./cluster";
 export * from "./monitoring";
 export * from "./scale";
 export * from "./patroni";
+export * from "./stack-change";

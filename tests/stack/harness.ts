@@ -13,6 +13,8 @@ import { jest } from "@jest/globals";
 import * as yaml from "js-yaml";
 
 export const PROJECT = "madbase-state";
+/** The Pulumi organization the mocks run the stack in (the program references itself by it). */
+export const ORGANIZATION = "madbase";
 const ROOT = path.resolve(__dirname, "..", "..");
 
 /** Pulumi's markers in serialized properties. */
@@ -60,15 +62,23 @@ export interface ProgramRun {
   logs: string[];
   /** Every secret value the run handled: generated passwords and configured S3 keys. */
   secretValues: string[];
+  /** The stacks the program read through a StackReference (read, not declared: not in `resources`). */
+  stackReferences: string[];
 }
 
 export interface RunOptions {
   stack: string;
   /** `madbase-state:*` keys without the namespace; values as Pulumi passes them (strings). */
   config?: Record<string, string>;
-  /** Keys (without namespace) stored as secrets. */
+  /** Keys (without namespace, or with another one: `hcloud:token`) stored as secrets. */
   secretConfig?: Record<string, string>;
   preview?: boolean;
+  /**
+   * The outputs of the stack's previous deployment, as the program's StackReference to itself reads
+   * them (absent: a first `up`, no outputs). `secretOutputs` names those the backend marks secret.
+   */
+  previousOutputs?: Record<string, unknown>;
+  secretOutputs?: string[];
 }
 
 /** A deterministic numeric id per resource, so ids do not depend on declaration order. */
@@ -105,10 +115,16 @@ export async function runProgram(opts: RunOptions): Promise<ProgramRun> {
   const resources = new Map<string, Declared>();
   const secretValues: string[] = Object.values(opts.secretConfig ?? {});
   const logs: string[] = [];
+  const stackReferences: string[] = [];
 
   await pulumi.runtime.setMocks(
     {
       newResource(args) {
+        if (args.type === "pulumi:pulumi:StackReference") {
+          // A read, not a registration: it never reaches `resources`.
+          stackReferences.push(args.inputs.name);
+          return { id: args.inputs.name, state: { name: args.inputs.name, outputs: opts.previousOutputs ?? {}, secretOutputNames: opts.secretOutputs ?? [] } };
+        }
         const state: Record<string, unknown> = { ...args.inputs };
         if (!preview) {
           if (args.type === "random:index/randomPassword:RandomPassword") {
@@ -137,6 +153,7 @@ export async function runProgram(opts: RunOptions): Promise<ProgramRun> {
     PROJECT,
     opts.stack,
     preview,
+    ORGANIZATION,
   );
 
   // Record each registration's options and raw inputs, then let the mock monitor handle it.
@@ -164,12 +181,11 @@ export async function runProgram(opts: RunOptions): Promise<ProgramRun> {
   };
 
   const config: Record<string, string> = {};
-  for (const [k, v] of Object.entries(opts.config ?? {})) config[`${PROJECT}:${k}`] = v;
-  for (const [k, v] of Object.entries(opts.secretConfig ?? {})) config[`${PROJECT}:${k}`] = v;
-  pulumi.runtime.setAllConfig(
-    config,
-    Object.keys(opts.secretConfig ?? {}).map((k) => `${PROJECT}:${k}`),
-  );
+  // A key with a namespace of its own (`hcloud:token`) is taken as it is.
+  const full = (k: string) => (k.includes(":") ? k : `${PROJECT}:${k}`);
+  for (const [k, v] of Object.entries(opts.config ?? {})) config[full(k)] = v;
+  for (const [k, v] of Object.entries(opts.secretConfig ?? {})) config[full(k)] = v;
+  pulumi.runtime.setAllConfig(config, Object.keys(opts.secretConfig ?? {}).map(full));
 
   const capture = (level: string) => (...args: unknown[]) => {
     logs.push(`${level}: ${args.map((a) => (typeof a === "string" ? a : safeStringify(a))).join(" ")}`);
@@ -182,7 +198,9 @@ export async function runProgram(opts: RunOptions): Promise<ProgramRun> {
   let program: Record<string, unknown> = {};
   try {
     try {
-      program = (await import("../../index")) as Record<string, unknown>;
+      // index.ts is an async program (`export = async () => outputs`), as the Pulumi CLI runs it.
+      const mod = (await import("../../index")) as unknown as { default: () => Promise<Record<string, unknown>> };
+      program = await mod.default();
     } catch (e) {
       error = e as Error;
     }
@@ -198,7 +216,7 @@ export async function runProgram(opts: RunOptions): Promise<ProgramRun> {
         value: await out.promise(),
       };
     }
-    return { error, resources: [...resources.values()], outputs, logs, secretValues };
+    return { error, resources: [...resources.values()], outputs, logs, secretValues, stackReferences };
   } finally {
     for (const spy of spies) spy.mockRestore();
   }
