@@ -83,6 +83,7 @@ function downWatcher(state: LocalClusterState) {
     }
   })();
   return {
+    /** Stops watching (again: a no-op) and says what was seen. */
     async stop() {
       running = false;
       await loop;
@@ -114,9 +115,7 @@ test("apply --profile fast on a norm cluster: Patroni, every Sentinel and every 
   const writer = startWriter(1_000_000);
   await writer.waitForAcks(20, 30_000);
   const watch = downWatcher(state);
-
-  const result = await apply({ ...loc, profile: "fast" });
-
+  const result = await apply({ ...loc, profile: "fast" }).finally(() => watch.stop());
   expect(await watch.stop()).toEqual({ maxDown: 0, seenDown: [] });
   const config = await patroniGet(state.nodes[0].address, "config");
   expect({ ttl: config.ttl, loop_wait: config.loop_wait, retry_timeout: config.retry_timeout }).toEqual({
@@ -177,9 +176,7 @@ test("apply --plan cx31 on a cx21 cluster: every node's shared_buffers, max_conn
   const writer = startWriter(3_000_000);
   await writer.waitForAcks(20, 30_000);
   const watch = downWatcher(state);
-
-  const result = await apply({ ...loc, plan: "cx31" });
-
+  const result = await apply({ ...loc, plan: "cx31" }).finally(() => watch.stop());
   const watched = await watch.stop();
   expect(watched.maxDown).toBeLessThanOrEqual(1);
   // Every node's PostgreSQL restarted (each was seen down, never two at once).
@@ -245,8 +242,7 @@ test("a rotated SSH key set: the new key logs in, the old one no longer does, an
         await sleep(200);
       }
     })();
-    await apply({ ...loc, authorizedKeys: [freshPub], identity: fresh });
-    watching = false;
+    await apply({ ...loc, authorizedKeys: [freshPub], identity: fresh }).finally(() => (watching = false));
     await watcher;
     expect(failures).toEqual([]);
     for (const n of state.nodes) expect([n.name, await logsIn(fresh, n.address), await logsIn(old, n.address)]).toEqual([n.name, true, false]);
