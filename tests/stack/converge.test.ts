@@ -1,0 +1,73 @@
+/**
+ * Every converging key changes only the resources that apply it: a new failover profile, say,
+ * changes the nodes' config-refresh commands and nothing else (no server, volume, membership or
+ * resize), so `pulumi up` runs exactly those, one node at a time.
+ */
+import { Declared, ProgramRun, T, runProgram, stackFileConfig } from "./harness";
+
+const SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACBmYWtlLWtleS1mb3ItbWFkYmFzZS1zdGF0ZS10ZXN0cw==\n-----END OPENSSH PRIVATE KEY-----\n";
+const KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeyA admin@host";
+const KEY_B = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeyB other@host";
+const BASE = { nodeCount: "3", sshPublicKeys: JSON.stringify([KEY_A]), adminCidrs: '["198.51.100.7/32"]' };
+
+function up(config: Record<string, string> = {}): Promise<ProgramRun> {
+  return runProgram({ stack: "prod", config: { ...stackFileConfig("prod"), ...BASE, ...config }, secretConfig: { sshPrivateKey: SSH_KEY } });
+}
+
+/** What Pulumi diffs for a resource: its inputs without the ones it ignores, and its options. */
+function diffable(r: Declared) {
+  const inputs = { ...r.inputs };
+  for (const key of r.options.ignoreChanges) delete inputs[key];
+  const { dependencies: _dependencies, ...options } = r.options;
+  return JSON.stringify({ inputs, options });
+}
+
+/** The resources (type and name) whose diffable state differs between two runs, sorted. */
+function changed(a: ProgramRun, b: ProgramRun): string[] {
+  const key = (r: Declared) => `${r.type} ${r.name}`;
+  const before = new Map(a.resources.map((r) => [key(r), diffable(r)]));
+  const after = new Map(b.resources.map((r) => [key(r), diffable(r)]));
+  const names = new Set([...before.keys(), ...after.keys()]);
+  return [...names].filter((n) => before.get(n) !== after.get(n)).sort();
+}
+
+const COMMAND = "command:remote:Command";
+const configs = [1, 2, 3].map((n) => `${COMMAND} madbase-prod-${n}-config`);
+
+let base: ProgramRun;
+beforeAll(async () => {
+  base = await up();
+  expect(base.error).toBeUndefined();
+});
+
+test.each([
+  ["failoverProfile", { failoverProfile: "fast" }],
+  ["synchronousMode", { synchronousMode: "false" }],
+  ["backupRetentionFull", { backupRetentionFull: "8" }],
+])("%s changes the nodes' config refreshes and nothing else", async (_key, change) => {
+  const run = await up(change);
+  expect(run.error).toBeUndefined();
+  expect(changed(base, run)).toEqual(configs);
+});
+
+test("sshPublicKeys changes the refreshes (root's keys) and Hetzner's key objects, never a server", async () => {
+  const run = await up({ sshPublicKeys: JSON.stringify([KEY_A, KEY_B]) });
+  expect(run.error).toBeUndefined();
+  const names = changed(base, run);
+  expect(names.filter((n) => !n.startsWith(T.sshKey))).toEqual(configs);
+  expect(names.some((n) => n.startsWith(T.sshKey))).toBe(true);
+  const refresh = run.resources.find((r) => r.type === COMMAND && r.name === "madbase-prod-1-config")!;
+  expect(refresh.inputs.create).toContain(Buffer.from(`${KEY_A}\n${KEY_B}\n`).toString("base64"));
+});
+
+test("plan changes the resize chain's target and the refreshes (memory, max_connections), never a server", async () => {
+  const run = await up({ plan: "cx41" });
+  expect(run.error).toBeUndefined();
+  expect(changed(base, run)).toEqual([...[1, 2, 3].map((n) => `command:local:Command madbase-prod-${n}-resize`), ...configs].sort());
+});
+
+test("adminCidrs changes the firewall only", async () => {
+  const run = await up({ adminCidrs: '["198.51.100.8/32"]' });
+  expect(run.error).toBeUndefined();
+  expect(changed(base, run)).toEqual([`${T.firewall} madbase-prod-firewall`]);
+});
