@@ -21,7 +21,7 @@
  */
 import { createHash } from "node:crypto";
 import { ConfigError } from "./errors";
-import { NodePaths } from "./paths";
+import { NodePaths, serverPaths } from "./paths";
 import { dynamicConfig, STANDBY_MINIMUM_PARAMETERS } from "./patroni";
 import { ClusterOptions, nodeMemoryMb, redisMaxMemoryMb, redisMinReplicasToWrite, refreshedFiles, renderNode, template } from "./render";
 import { ClusterSecrets, USERS } from "./secrets";
@@ -56,7 +56,8 @@ export interface ScriptContext {
 
 /** `svc` and `node_ready` on a Hetzner server: the Debian units, after cloud-init has finished. */
 export function systemdControl(): string {
-  return template("scripts/control-systemd.sh")({});
+  const { readyMarker, firstBootLog } = serverPaths();
+  return template("scripts/control-systemd.sh")({ readyMarker, firstBootLog });
 }
 
 // Values go into the scripts inside double quotes: refuse anything the shell would expand there.
