@@ -205,7 +205,11 @@ test("apply --plan cx31 on a cx21 cluster: every node's shared_buffers, max_conn
 test("apply --synchronous-mode false turns synchronous replication off", async () => {
   const { state, secrets } = cluster;
   expect((await patroniGet(state.nodes[0].address, "config")).synchronous_mode).toBe(true);
+  const writer = startWriter(4_000_000);
+  await writer.waitForAcks(20, 30_000);
   await apply({ ...loc, synchronousMode: "false" });
+  await writer.waitForAcks(20, 30_000);
+  await expectNoLostWrite(writer);
   expect((await patroniGet(state.nodes[0].address, "config")).synchronous_mode).toBe(false);
   await waitFor(loc, "no synchronous standby", (h) => h.syncStandby === null && h.leader !== null, 30_000);
   expect((await waitHealthy(state, secrets)).healthy).toBe(true);
