@@ -7,7 +7,7 @@
  * HCLOUD_TOKEN, read by the hcloud provider itself.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { PORTS, USERS, renderPrometheusConfig } from "./core";
+import { PORTS, USERS, renderAlertRules, renderPrometheusConfig } from "./core";
 import { planStack } from "./components/plan";
 import { readStackConfig } from "./components/stackConfig";
 import { StatePillar } from "./components/statePillar";
@@ -47,3 +47,5 @@ export const haproxyStatsPassword = pillar.haproxyStatsPassword;
  * HAProxy, Sentinel and etcd. No secret in it (HAProxy's password is read from a file).
  */
 export const prometheusConfig = renderPrometheusConfig(plan.topology);
+/** alerts.yml, which prometheusConfig loads from beside it (rule_files): thresholds from this stack's plan, profile and backups. */
+export const alertRules = renderAlertRules(plan.topology, plan.options);

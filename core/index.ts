@@ -16,3 +16,4 @@ export * from "./backup";
 export * from "./cluster";
 export * from "./monitoring";
 export * from "./scale";
+export * from "./alerts";
