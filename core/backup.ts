@@ -58,7 +58,7 @@ export const BACKUP_GRACE_HOURS = 6;
  * Debian has no pgBackRest exporter package; this is the same information on a port that is already scraped.
  */
 export const BACKUP_METRICS_FILE = "/var/lib/prometheus/node-exporter/madbase-pgbackrest.prom";
-export const BACKUP_METRICS_INTERVAL_SECONDS = 60;
+export const BACKUP_METRICS_INTERVAL_SECONDS = 30;
 /** The metrics that file holds (names used by the alert rules and the dashboard). */
 export const BACKUP_METRICS = {
   success: "madbase_pgbackrest_info_success",
