@@ -6,7 +6,10 @@
  *  - the healthy cluster fires nothing;
  *  - Patroni stopped on a replica: PatroniMemberDown and PostgresReplicationBroken fire;
  *  - a power cut of the leader: PostgresNoLeader fires, and resolves once a replica took over;
- *  - the WAL archive unwritable: PostgresArchivingFailing fires.
+ *  - the WAL archive unwritable: PostgresArchivingFailing fires;
+ *  - and with the leader's archive-push-queue-max made small: WAL past it is dropped (logged,
+ *    counted in the backup textfile), the archive queue stays bounded, writes go on, and
+ *    PostgresWalDropped fires.
  * Each within the time its rule promises (its `for`, plus scrapes and evaluations).
  */
 import * as fs from "node:fs";
@@ -15,7 +18,9 @@ import * as path from "node:path";
 import { ALERT_RULES_FILE, BACKUP_METRICS, alertRules, alertThresholds, describeCluster, renderAlertRules, renderPrometheusConfig } from "../../core";
 import { loadStackSettings } from "../../cli/render";
 import { UpResult, killNode, startNode, stopService, waitHealthy } from "../../local/cluster";
+import { machineExec } from "../../local/machine";
 import { inNamespace } from "../../local/network";
+import { findNode } from "../../local/state";
 import { run, start, stop, waitFor } from "../support/proc";
 import { parsePromQL } from "../support/promql";
 import { TestCluster, finish, nodeSql, sleep, startCluster, testLocation } from "./harness";
@@ -27,6 +32,8 @@ let cluster: UpResult;
 let prom: ReturnType<typeof start> | undefined;
 let ns = "";
 let archiveDir = "";
+/** The leader while the archive is unwritable (the last two tests). */
+let archivingLeader = "";
 
 interface ActiveAlert {
   labels: Record<string, string>;
@@ -160,6 +167,7 @@ test("WAL archiving that fails (the repository unwritable): the archiving alert 
     60_000,
     1000,
   );
+  archivingLeader = leader;
   await run(["chmod", "-R", "a-w", archiveDir]);
   const since = Date.now();
   const writer = (async () => {
@@ -172,4 +180,45 @@ test("WAL archiving that fails (the repository unwritable): the archiving alert 
   const took = await waitFiring("PostgresArchivingFailing", { node: leader }, since, (t.archiveFailWindow + 60) * 1000);
   await writer;
   console.log(`PostgresArchivingFailing after ${took.toFixed(1)} s (window ${t.archiveFailWindow} s)`);
+}, 240_000);
+
+test("past archive-push-queue-max WAL is dropped instead of kept: the queue stays bounded, writes go on, PostgresWalDropped fires", async () => {
+  const { state } = cluster;
+  expect(archivingLeader).not.toBe("");
+  const node = findNode(state, archivingLeader);
+  // The rendered limit is a fifth of the stack's volume (GiBs); 64 MiB shows the same behaviour in seconds.
+  const queueMb = 64;
+  const sed = machineExec(node.machine, ["sed", "-i", `s/^archive-push-queue-max=.*/archive-push-queue-max=${queueMb}MiB/`, "/etc/pgbackrest.conf"]);
+  expect(sed.code).toBe(0);
+  const since = Date.now();
+  const asyncLog = `/var/log/pgbackrest/${state.clusterName}-archive-push-async.log`;
+  const dropped = () => Number(machineExec(node.machine, ["sh", "-c", `grep -c 'dropped WAL file' ${asyncLog} || true`]).stdout.trim() || 0);
+  const ready = () => Number(nodeSql(state, archivingLeader, "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'") ?? -1);
+  // The backlog the last test left under the rendered limit (GiBs): all of it waits.
+  const backlog = ready();
+  await waitFor(
+    "pgBackRest to drop WAL past the queue limit",
+    async () => {
+      // A write and a segment switch: 16 MiB more WAL waiting for the (unwritable) archive.
+      const ok = nodeSql(state, archivingLeader, "INSERT INTO alert_wal VALUES (2); SELECT pg_switch_wal()");
+      expect(ok).toBeDefined();
+      return dropped() > 0;
+    },
+    120_000,
+    1000,
+  );
+  // PostgreSQL hands pgBackRest the dropped segments one by one (each is "archived" now), then
+  // the queue stays within the limit however much is written while the store is down.
+  const limit = queueMb / 16 + 2;
+  await waitFor("the backlog to drain", async () => ready() <= limit, 90_000, 1000);
+  let most = 0;
+  for (let i = 0; i < 10; i++) {
+    expect(nodeSql(state, archivingLeader, "INSERT INTO alert_wal VALUES (3); SELECT pg_switch_wal()")).toBeDefined();
+    most = Math.max(most, ready());
+    await sleep(500);
+  }
+  // Never more segments waiting than the limit holds, plus the one being judged and one switching.
+  expect(most).toBeLessThanOrEqual(limit);
+  const took = await waitFiring("PostgresWalDropped", { node: archivingLeader }, since, 90_000);
+  console.log(`${backlog} segment(s) waiting before; ${dropped()} dropped; then at most ${most} waiting; PostgresWalDropped after ${took.toFixed(1)} s`);
 }, 240_000);
