@@ -13,7 +13,7 @@
  * The program is an async function (Pulumi awaits it); what it returns are the stack's outputs.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { AppliedSettings, PORTS, USERS, appliedSettings as recordSettings, checkStackChange, readAppliedSettings, renderPrometheusConfig } from "./core";
+import { AppliedSettings, PORTS, USERS, appliedSettings as recordSettings, checkStackChange, readAppliedSettings, renderAlertRules, renderPrometheusConfig } from "./core";
 import { planStack } from "./components/plan";
 import { readStackConfig } from "./components/stackConfig";
 import { StatePillar } from "./components/statePillar";
@@ -79,6 +79,8 @@ export = async () => {
      * HAProxy, Sentinel and etcd. No secret in it (HAProxy's password is read from a file).
      */
     prometheusConfig: renderPrometheusConfig(plan.topology),
+    /** alerts.yml, which prometheusConfig loads from beside it (rule_files): thresholds from this stack's plan, profile and backups. */
+    alertRules: renderAlertRules(plan.topology, plan.options),
     /** The settings this deployment was made with (plain, no secret): the next `up` is checked against them. */
     [APPLIED_SETTINGS_OUTPUT]: applied,
   };

@@ -3,7 +3,7 @@
  *
  * Renders every node's files from Pulumi.<stack>.yaml with clearly marked placeholder secrets,
  * so the configuration can be read and checked without a Pulumi backend, and the Prometheus scrape
- * configuration for the whole cluster (out/prometheus.yml).
+ * configuration for the whole cluster (out/prometheus.yml) with the alert rules it loads (out/alerts.yml).
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -16,6 +16,8 @@ import {
   parseSettings,
   placeholderSecrets,
   renderCluster,
+  ALERT_RULES_FILE,
+  renderAlertRules,
   renderPrometheusConfig,
   serverPaths,
   settingsFromStackFile,
@@ -90,6 +92,10 @@ function main(argv: string[]): number {
     const prometheus = path.join(out, "prometheus.yml");
     fs.writeFileSync(prometheus, renderPrometheusConfig(topology));
     console.log(`  wrote ${path.relative(process.cwd(), prometheus) || prometheus} (Prometheus scrape configuration for every node)`);
+    // The alert rules it loads (rule_files), beside it.
+    const alerts = path.join(out, ALERT_RULES_FILE);
+    fs.writeFileSync(alerts, renderAlertRules(topology, options));
+    console.log(`  wrote ${path.relative(process.cwd(), alerts) || alerts} (Prometheus alert rules, loaded by prometheus.yml)`);
     return 0;
   } catch (e) {
     if (e instanceof ConfigError) {

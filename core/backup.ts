@@ -21,7 +21,7 @@ import { PORTS } from "./topology";
  */
 export const BACKUP_SCRIPT = "madbase-backup";
 /** The parts of the script, one template each (templates/scripts/<name>.sh.hbs). */
-const SCRIPT_PARTS = ["store", "pg-backup", "pg-restore", "redis-snapshot", "redis-restore", "pgbackrest-archive-push"] as const;
+const SCRIPT_PARTS = ["store", "pg-backup", "pg-restore", "redis-snapshot", "redis-restore", "pgbackrest-archive-push", "pg-metrics"] as const;
 
 /** systemd units of a server (the local runner has no systemd; tests run the scripts directly). */
 export const BACKUP_UNITS = [
@@ -30,9 +30,67 @@ export const BACKUP_UNITS = [
   "madbase-pg-backup-diff.timer",
   "madbase-redis-snapshot.service",
   "madbase-redis-snapshot.timer",
+  "madbase-pg-metrics.service",
+  "madbase-pg-metrics.timer",
 ] as const;
-/** The timers to enable: weekly full and daily differential PostgreSQL backups, hourly Redis snapshots. */
+/**
+ * The timers to enable: weekly full and daily differential PostgreSQL backups, hourly Redis
+ * snapshots, and the backup metrics every minute.
+ */
 export const BACKUP_TIMERS = BACKUP_UNITS.filter((u) => u.endsWith(".timer"));
+
+/**
+ * When the PostgreSQL backups run (systemd OnCalendar, UTC) and how often each comes round: the
+ * timers are rendered from this, and the backup-age alerts (core/alerts.ts) allow one period plus
+ * BACKUP_GRACE_HOURS before they fire. A differential backup counts for "diff" and a full one for both.
+ */
+export const BACKUP_SCHEDULE = {
+  full: { onCalendar: "Sun *-*-* 01:15:00 UTC", periodHours: 7 * 24 },
+  diff: { onCalendar: "Mon..Sat *-*-* 01:15:00 UTC", periodHours: 24 },
+} as const;
+/** How late a scheduled backup may finish (it runs, a slow store, a retry the next day for a missed full one). */
+export const BACKUP_GRACE_HOURS = 6;
+
+/**
+ * Backup metrics for node exporter's textfile collector (Debian's prometheus-node-exporter reads
+ * /var/lib/prometheus/node-exporter/*.prom by default): `madbase-backup pg-metrics` writes this
+ * file every BACKUP_METRICS_INTERVAL_SECONDS from `pgbackrest info` and pgBackRest's archive log.
+ * Debian has no pgBackRest exporter package; this is the same information on a port that is already scraped.
+ */
+export const BACKUP_METRICS_FILE = "/var/lib/prometheus/node-exporter/madbase-pgbackrest.prom";
+export const BACKUP_METRICS_INTERVAL_SECONDS = 30;
+/** The metrics that file holds (names used by the alert rules and the dashboard). */
+export const BACKUP_METRICS = {
+  success: "madbase_pgbackrest_info_success",
+  statusCode: "madbase_pgbackrest_status_code",
+  collected: "madbase_pgbackrest_metrics_timestamp_seconds",
+  lastBackup: "madbase_pgbackrest_backup_last_completion_timestamp_seconds",
+  archiveEnd: "madbase_pgbackrest_archive_newest_segment_end_bytes",
+  walDropped: "madbase_pgbackrest_wal_dropped_total",
+  walDroppedLast: "madbase_pgbackrest_wal_dropped_last_timestamp_seconds",
+} as const;
+
+/**
+ * pgBackRest's archive-push-queue-max: the most WAL waiting to be archived before pgBackRest drops
+ * it (tells PostgreSQL it was archived, logs `dropped WAL file`), so a store that is down for days
+ * can never fill the data volume and stop PostgreSQL. A fifth of the volume: the rest holds the
+ * data, wal_keep_size and max_wal_size. Past it, point-in-time recovery has a gap until the next
+ * backup (the PostgresWalDropped alert says so).
+ */
+export const ARCHIVE_QUEUE_FRACTION = 0.2;
+/** The stack's default volume (settings' volumeSizeGb default). */
+export const DEFAULT_VOLUME_GB = 40;
+/**
+ * PostgreSQL's archive_timeout: a segment is switched (and archived) at most this long after a
+ * write, so an idle cluster does not ship a 16 MiB segment a minute; also the archive-age alert's unit.
+ */
+export const ARCHIVE_TIMEOUT_SECONDS = 300;
+/** archive_command of a stack that archives nothing (no S3 keys): every segment counts as archived. */
+export const ARCHIVING_OFF_COMMAND = "/bin/true";
+export function archivePushQueueMaxMb(volumeSizeGb: number): number {
+  if (!Number.isInteger(volumeSizeGb) || volumeSizeGb < 1) throw new RangeError(`volume size must be a whole number of GB, got ${volumeSizeGb}`);
+  return Math.floor(volumeSizeGb * 1024 * ARCHIVE_QUEUE_FRACTION);
+}
 
 /** Default days of Redis snapshots kept when a BackupTarget does not say. */
 export const DEFAULT_REDIS_RETENTION_DAYS = 7;
@@ -136,6 +194,10 @@ function backupModel(input: NodeRenderInput) {
     redisRetentionDays: backup.redisRetentionDays ?? DEFAULT_REDIS_RETENTION_DAYS,
     bgsaveWaitSeconds: BGSAVE_WAIT_SECONDS,
     s3Host: backup.port ? `${backup.endpoint}:${backup.port}` : backup.endpoint,
+    schedule: BACKUP_SCHEDULE,
+    metricsFile: BACKUP_METRICS_FILE,
+    metricsInterval: BACKUP_METRICS_INTERVAL_SECONDS,
+    metrics: BACKUP_METRICS,
   };
 }
 

@@ -11,6 +11,7 @@ export function describeCluster(settings: StackSettings): { topology: Topology; 
     plan: getPlan(settings.plan),
     profile: getProfile(settings.failoverProfile),
     synchronousMode: settings.synchronousMode,
+    volumeSizeGb: settings.volumeSizeGb,
     backup: {
       bucket: settings.backupBucket,
       endpoint: settings.backupEndpoint,

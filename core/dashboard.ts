@@ -242,6 +242,56 @@ const ROWS: RowSpec[] = [
       },
     ],
   },
+  {
+    // The signals of the alert rules that guard the data (core/alerts.ts): archiving, backups, disks.
+    title: "Archiving, backups and disks",
+    panels: [
+      {
+        title: "WAL archiver (leader)",
+        description: "Seconds since the leader last archived a WAL segment, and archive_command failures. An idle cluster archives at least every archive_timeout (300 s) after a write; failures that go on fire PostgresArchivingFailing.",
+        kind: "timeseries",
+        unit: "s",
+        min: 0,
+        queries: [
+          { expr: `max by (node) (pg_stat_archiver_last_archive_age{${C}} and on (cluster, node) patroni_primary{${C}} == 1)`, legend: "{{node}} last archive age" },
+          { expr: `sum by (node) (increase(pg_stat_archiver_failed_count{${C}}[$__rate_interval]))`, legend: "{{node}} failures" },
+        ],
+      },
+      {
+        title: "WAL not yet in the repository",
+        description: "Bytes between the leader's WAL position and the end of the newest segment in the pgBackRest repository. Past archive-push-queue-max (a fifth of the volume) pgBackRest drops WAL.",
+        kind: "timeseries",
+        unit: "bytes",
+        min: 0,
+        queries: [
+          {
+            expr: `max(patroni_xlog_location{${C}} and on (cluster, node) patroni_primary{${C}} == 1) - max(madbase_pgbackrest_archive_newest_segment_end_bytes{${C}})`,
+            legend: "unarchived WAL",
+          },
+        ],
+      },
+      {
+        title: "Backup age",
+        description: "Time since the newest full, differential and incremental backup finished (pgBackRest info, through node exporter's textfile). Full backups run weekly, differential ones daily.",
+        kind: "timeseries",
+        unit: "s",
+        min: 0,
+        queries: [{ expr: `time() - max by (type) (madbase_pgbackrest_backup_last_completion_timestamp_seconds{${C}} > 0)`, legend: "{{type}}" }],
+      },
+      {
+        title: "Disk space in 24 h (prediction)",
+        description: "Free space each node's data volume and root disk will have in a day at the rate of the last 6 hours; below zero fires DataVolumeFullWithinADay or RootDiskFullWithinADay.",
+        kind: "timeseries",
+        unit: "bytes",
+        queries: [
+          {
+            expr: `predict_linear(node_filesystem_avail_bytes{${C}, mountpoint=~"/|/var/lib/postgresql"}[6h], 86400)`,
+            legend: "{{node}} {{mountpoint}}",
+          },
+        ],
+      },
+    ],
+  },
 ];
 
 const GRID_WIDTH = 24;

@@ -18,3 +18,4 @@ export * from "./monitoring";
 export * from "./scale";
 export * from "./patroni";
 export * from "./stack-change";
+export * from "./alerts";

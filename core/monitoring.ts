@@ -3,6 +3,7 @@
  * topology. Pure, like the rest of the core: the Pulumi program exports it, `npm run render`
  * writes it, and the local runner's tests scrape exactly these endpoints.
  */
+import { ALERT_RULES_FILE } from "./alerts";
 import { template } from "./render";
 import { USERS } from "./secrets";
 import { PORTS, Topology } from "./topology";
@@ -40,6 +41,8 @@ export interface PrometheusConfigOptions {
   /** Where the Prometheus server keeps HAProxy's stats password (one line, the password only). */
   haproxyPasswordFile?: string;
   scrapeIntervalSeconds?: number;
+  /** Rule files Prometheus loads, relative to prometheus.yml: the rendered alerts.yml beside it (core/alerts.ts). */
+  ruleFiles?: string[];
 }
 
 export function defaultHaproxyPasswordFile(topology: Pick<Topology, "clusterName">): string {
@@ -57,6 +60,7 @@ export function renderPrometheusConfig(topology: Topology, opts: PrometheusConfi
     scrapeInterval: `${interval}s`,
     // Prometheus wants the timeout no longer than the interval.
     scrapeTimeout: `${Math.min(10, interval)}s`,
+    ruleFiles: opts.ruleFiles ?? [ALERT_RULES_FILE],
     jobs: SCRAPE_JOBS.map((j) => ({ target: "", basicAuth: false, ...j, name: `${topology.clusterName}-${j.job}` })),
   });
 }

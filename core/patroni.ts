@@ -5,9 +5,10 @@
  * cluster and a converged one carry the same values.
  */
 import type { ClusterOptions } from "./render";
+import { ARCHIVE_TIMEOUT_SECONDS } from "./backup";
 import { postgresTuning } from "./plans";
 
-/** A replica further behind than this (bytes) is never promoted (also the alerting threshold). */
+/** A replica further behind than this (bytes) is never promoted; the lag alert uses it too. */
 export const MAXIMUM_LAG_ON_FAILOVER = 1048576;
 
 /**
@@ -63,7 +64,7 @@ export function dynamicConfig(options: ClusterOptions): DynamicConfig {
         wal_keep_size: "512MB",
         password_encryption: "scram-sha-256",
         archive_mode: "on",
-        archive_timeout: "60s",
+        archive_timeout: `${ARCHIVE_TIMEOUT_SECONDS}s`,
       },
     },
   };

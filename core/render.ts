@@ -2,7 +2,18 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import Handlebars from "handlebars";
 import * as yaml from "js-yaml";
-import { BACKUP_TIMERS, backupFilesForCloudInit, renderBackupFiles, renderBackupUnits, pgbackrestReplicaCommand, pgbackrestRestoreCommand, archiveCommand } from "./backup";
+import {
+  ARCHIVING_OFF_COMMAND,
+  BACKUP_TIMERS,
+  DEFAULT_VOLUME_GB,
+  archivePushQueueMaxMb,
+  backupFilesForCloudInit,
+  renderBackupFiles,
+  renderBackupUnits,
+  pgbackrestReplicaCommand,
+  pgbackrestRestoreCommand,
+  archiveCommand,
+} from "./backup";
 import { gzB64 } from "./userdata";
 import { EXPORTER_PACKAGES, NODE_PACKAGES } from "./packages";
 import { NODE_FILES, NodeFile, NodePaths } from "./paths";
@@ -29,6 +40,11 @@ export interface BackupTarget {
    * pg_rewind's archive step must work without an S3 store on this machine).
    */
   localRepoPath?: string;
+  /**
+   * false: PostgreSQL archives nothing (archive_command `/bin/true`, WAL recycled at once), for a
+   * stack without real S3 keys; see archivingDecision (core/alerts.ts). On when absent.
+   */
+  archiving?: boolean;
 }
 
 /** Settings that are the same for every node of the cluster. */
@@ -39,6 +55,8 @@ export interface ClusterOptions {
   backup: BackupTarget;
   /** Memory to size PostgreSQL and Redis for; defaults to the plan's. Local runs pass less. */
   memoryMb?: number;
+  /** The data volume's size, which bounds the WAL archive queue; DEFAULT_VOLUME_GB when absent. */
+  volumeSizeGb?: number;
 }
 
 export interface NodeRenderInput {
@@ -142,7 +160,8 @@ function model(input: NodeRenderInput) {
     checkTimeoutMs: Math.max(1000, interMs),
     fastInterMs: Math.max(250, Math.floor(interMs / 2)),
     replicaMaxLag: REPLICA_MAX_LAG,
-    archiveCommand: archiveCommand(paths.scriptDir),
+    archiveCommand: options.backup.archiving === false ? ARCHIVING_OFF_COMMAND : archiveCommand(paths.scriptDir),
+    archivePushQueueMaxMb: archivePushQueueMaxMb(options.volumeSizeGb ?? DEFAULT_VOLUME_GB),
     restoreCommand: pgbackrestRestoreCommand(paths.config["pgbackrest.conf"], topology.clusterName),
     pgbackrestReplicaCommand: pgbackrestReplicaCommand(paths.scriptDir),
     // Patroni's etcd endpoints: every member. (Patroni 3.0.2 needed only the other nodes' members

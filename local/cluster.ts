@@ -196,7 +196,7 @@ export function renderLocalNode(
   secrets: ClusterSecrets,
   extra: { etcdInitialClusterState?: "new" | "existing"; redisMasterIp?: string } = {},
 ) {
-  return renderNode({ topology, node, options: { ...options, memoryMb: localMemoryMb(options.plan) }, secrets, paths: serverPaths(), ...extra });
+  return renderNode({ topology, node, options: { ...options, memoryMb: localMemoryMb(options.plan), volumeSizeGb: LOCAL_VOLUME_GB }, secrets, paths: serverPaths(), ...extra });
 }
 
 /** Hetzner-style volume ids: stable per node, distinct across nodes. */

@@ -28,6 +28,7 @@ import {
 } from "../core";
 import { loadStackSettings } from "../cli/render";
 import {
+  LOCAL_VOLUME_GB,
   localMemoryMb,
   Location,
   UnhealthyError,
@@ -142,7 +143,7 @@ export function lock(root: string): () => void {
  */
 export function scriptContext(state: LocalClusterState, secrets: ClusterSecrets, options: ScriptContext["options"]): ScriptContext {
   return {
-    options: { ...options, memoryMb: localMemoryMb(options.plan), backup: state.backup ?? localBackup() },
+    options: { ...options, memoryMb: localMemoryMb(options.plan), volumeSizeGb: LOCAL_VOLUME_GB, backup: state.backup ?? localBackup() },
     secrets,
     paths: () => serverPaths(),
     control: () => systemdControl(),

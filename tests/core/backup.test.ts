@@ -38,7 +38,7 @@ test("the script holds no secret; the environment file holds exactly the ones th
 });
 
 test("every node enables the weekly full, daily diff and hourly Redis timers", () => {
-  expect(BACKUP_TIMERS).toEqual(["madbase-pg-backup-full.timer", "madbase-pg-backup-diff.timer", "madbase-redis-snapshot.timer"]);
+  expect(BACKUP_TIMERS).toEqual(["madbase-pg-backup-full.timer", "madbase-pg-backup-diff.timer", "madbase-redis-snapshot.timer", "madbase-pg-metrics.timer"]);
   // madbase-first-boot runs `systemctl enable --now $BACKUP_TIMERS` on every node.
   expect(nodeEnv.BACKUP_TIMERS).toBe(BACKUP_TIMERS.join(" "));
   expect(written["/etc/systemd/system/madbase-pg-backup@.service"].content).toMatch(/^User=postgres$/m);

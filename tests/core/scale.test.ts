@@ -324,7 +324,7 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
     expect([b.code, b.failed]).toEqual([0, undefined]);
     expect(b.calls).toContain("systemctl enable etcd patroni redis-server redis-sentinel");
     expect(b.calls).toContain("systemctl restart --no-block etcd patroni redis-server redis-sentinel");
-    expect(b.calls).toContain("systemctl enable --now madbase-pg-backup-full.timer madbase-pg-backup-diff.timer madbase-redis-snapshot.timer");
+    expect(b.calls).toContain("systemctl enable --now madbase-pg-backup-full.timer madbase-pg-backup-diff.timer madbase-redis-snapshot.timer madbase-pg-metrics.timer");
     expectInOrder(b.calls.join("\n"), [
       "madbase-mount-volume /var/lib/postgresql",
       "install -d -o postgres -g postgres -m 0700 /var/lib/postgresql/17",

@@ -69,7 +69,7 @@ describe("prod with S3 keys", () => {
       const userData = server.inputs.userData as string;
       expect(userData).toContain("path: /usr/local/sbin/madbase-backup");
       // madbase-first-boot enables and starts these timers (node.env's BACKUP_TIMERS).
-      expect(expandUserData(userData)).toContain('BACKUP_TIMERS="madbase-pg-backup-full.timer madbase-pg-backup-diff.timer madbase-redis-snapshot.timer"');
+      expect(expandUserData(userData)).toContain('BACKUP_TIMERS="madbase-pg-backup-full.timer madbase-pg-backup-diff.timer madbase-redis-snapshot.timer madbase-pg-metrics.timer"');
     }
   });
 });

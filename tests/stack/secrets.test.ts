@@ -41,7 +41,7 @@ describe.each([
 
   test("no plain output holds a secret value", () => {
     const plain = Object.entries(run.outputs).filter(([, o]) => !o.secret);
-    expect(plain.map(([k]) => k).sort()).toEqual(["appliedSettings", "backupStore", "entryPoint", "haproxyStatsUrl", "haproxyStatsUser", "nodes", "patroniScope", "prometheusConfig"]);
+    expect(plain.map(([k]) => k).sort()).toEqual(["alertRules", "appliedSettings", "backupStore", "entryPoint", "haproxyStatsUrl", "haproxyStatsUser", "nodes", "patroniScope", "prometheusConfig"]);
     expect(leaks(JSON.stringify(Object.fromEntries(plain.map(([k, o]) => [k, o.value]))), run.secretValues)).toEqual([]);
     expect(run.outputs.haproxyStatsUrl.value).not.toMatch(/@/);
   });
