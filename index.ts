@@ -13,7 +13,7 @@
  * The program is an async function (Pulumi awaits it); what it returns are the stack's outputs.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { AppliedSettings, PORTS, USERS, appliedSettings as recordSettings, checkStackChange, readAppliedSettings, renderAlertRules, renderPrometheusConfig } from "./core";
+import { AppliedSettings, PORTS, USERS, appliedSettings as recordSettings, archivingDecision, checkStackChange, readAppliedSettings, renderAlertRules, renderPrometheusConfig } from "./core";
 import { planStack } from "./components/plan";
 import { readStackConfig } from "./components/stackConfig";
 import { StatePillar } from "./components/statePillar";
@@ -37,11 +37,14 @@ async function previousSettings(): Promise<AppliedSettings | undefined> {
 export = async () => {
   const { settings, backupCredentials, sshPrivateKey } = readStackConfig();
   const plan = planStack(settings);
+  // Without real S3 keys the nodes archive nothing (and every up says so); a protected stack refuses.
+  const archiving = archivingDecision(settings, backupCredentials !== undefined);
+  plan.options.backup.archiving = archiving.archiving;
   const applied = recordSettings(settings, { sshPrivateKeySet: sshPrivateKey !== undefined });
   const previous = await previousSettings();
   checkStackChange(previous, applied);
 
-  for (const warning of plan.warnings) pulumi.log.warn(warning);
+  for (const warning of [...plan.warnings, ...archiving.warnings]) pulumi.log.warn(warning);
   if (!sshPrivateKey && !previous) {
     // On a running stack, a change that needs SSH is refused by checkStackChange; before the first
     // up the operator can still set the key cheaply.

@@ -84,10 +84,10 @@ test("an existing bucket (backupCreateBucket: false) is only used: no provider, 
 });
 
 test("without S3 keys the bucket is not declared and the operator is told why", async () => {
-  const run = await runProgram({ stack: "prod", config: stackFileConfig("prod") });
+  const run = await runProgram({ stack: "dev", config: stackFileConfig("dev") });
   expect(run.error).toBeUndefined();
   expect(ofType(run, BUCKET)).toEqual([]);
-  expect(run.logs.join("\n")).toMatch(/the backup bucket madbase-state-prod is not declared: it needs madbase-state:backupAccessKey and backupSecretKey/);
+  expect(run.logs.join("\n")).toMatch(/the backup bucket madbase-state-dev is not declared: it needs madbase-state:backupAccessKey and backupSecretKey/);
 });
 
 test("a retention the config cannot use stops the program before anything is declared", async () => {

@@ -79,6 +79,21 @@ export interface RunOptions {
    */
   previousOutputs?: Record<string, unknown>;
   secretOutputs?: string[];
+  /**
+   * A protected stack (prod) refuses to start without S3 keys, so runs of one get FIXTURE_S3_KEYS
+   * unless they give keys themselves or set this (the tests of that refusal).
+   */
+  withoutBackupKeys?: boolean;
+}
+
+/** Well-formed S3 keys for protected stacks in tests that are not about the keys. */
+export const FIXTURE_S3_KEYS = { backupAccessKey: "HZ1FIXTUREACCESSKEY0", backupSecretKey: "hZ2fixtureSecretKeyValue0123456789abcdef" };
+
+function withFixtureKeys(opts: RunOptions): RunOptions {
+  const secret = opts.secretConfig ?? {};
+  const protectedStack = /^true$/i.test(opts.config?.protectNodes ?? "");
+  if (!protectedStack || opts.withoutBackupKeys || "backupAccessKey" in secret || "backupSecretKey" in secret) return opts;
+  return { ...opts, secretConfig: { ...FIXTURE_S3_KEYS, ...secret } };
 }
 
 /** A deterministic numeric id per resource, so ids do not depend on declaration order. */
@@ -106,7 +121,8 @@ export function stackFileConfig(stack: string): Record<string, string> {
   return out;
 }
 
-export async function runProgram(opts: RunOptions): Promise<ProgramRun> {
+export async function runProgram(given: RunOptions): Promise<ProgramRun> {
+  const opts = withFixtureKeys(given);
   // Every fresh copy of @pulumi/pulumi adds a process exit hook; a test file loads several.
   process.setMaxListeners(Math.max(process.getMaxListeners(), 100));
   const preview = opts.preview ?? false;

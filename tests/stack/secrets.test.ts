@@ -13,13 +13,14 @@ function leaks(text: string, secrets: string[]): string[] {
   return secrets.filter((s) => text.includes(s));
 }
 
+// A protected stack refuses to start without S3 keys: "without" is an unprotected prod-shaped stack.
 describe.each([
-  ["without S3 keys", {}],
-  ["with S3 keys", S3],
-])("prod %s", (_label, secretConfig: Record<string, string>) => {
+  ["without S3 keys (unprotected)", {}, { protectNodes: "false" }],
+  ["with S3 keys", S3, {}],
+])("prod %s", (_label, secretConfig: Record<string, string>, extra: Record<string, string>) => {
   let run: ProgramRun;
   beforeAll(async () => {
-    run = await runProgram({ stack: "prod", config: { ...stackFileConfig("prod"), nodeCount: "3" }, secretConfig });
+    run = await runProgram({ stack: "prod", config: { ...stackFileConfig("prod"), nodeCount: "3", ...extra }, secretConfig });
     expect(run.error).toBeUndefined();
   });
 
@@ -83,11 +84,19 @@ test("the declared prod stack, as a snapshot, holds no secret value", async () =
   expect(inventory).toMatchSnapshot();
 });
 
-test("without S3 keys the nodes get named placeholders and the operator is warned", async () => {
-  const run = await runProgram({ stack: "prod", config: stackFileConfig("prod") });
+test("without S3 keys a dev stack's nodes get named placeholders, archive nothing, and the operator is warned", async () => {
+  const run = await runProgram({ stack: "dev", config: stackFileConfig("dev") });
+  expect(run.error).toBeUndefined();
   const userData = expandUserData(ofType(run, T.server)[0].inputs.userData as string);
   expect(userData).toContain("PLACEHOLDER-s3AccessKey-not-a-secret");
-  expect(run.logs.join("\n")).toMatch(/backupAccessKey and backupSecretKey are not set: .*backups to s3:\/\/madbase-state-prod will fail/);
+  expect(userData).toContain('archive_command: "/bin/true"');
+  expect(run.logs.join("\n")).toMatch(/backupAccessKey\/backupSecretKey are not set: WAL archiving is OFF on stack dev/);
+});
+
+test("a protected stack refuses to start without S3 keys, before any resource", async () => {
+  const run = await runProgram({ stack: "prod", config: stackFileConfig("prod"), withoutBackupKeys: true });
+  expect(run.error?.message).toMatch(/^madbase-state:backupAccessKey: .*stack prod is protected \(protectNodes: true\) and must back up/);
+  expect(run.resources).toHaveLength(0);
 });
 
 test("with S3 keys the nodes get them (as secrets) and nobody is warned", async () => {
