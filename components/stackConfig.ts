@@ -6,7 +6,7 @@
  * handed to code that might echo them in an error message.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { CONFIG_NAMESPACE, ConfigError, StackSettings, checkSecrets, parseSettings, placeholderSecrets } from "../core";
+import { CONFIG_NAMESPACE, ConfigError, StackSettings, checkSecrets, holdsKey, openSshPublicKey, parseSettings, placeholderSecrets } from "../core";
 
 /** Secret config keys, kept apart from the settings the schema validates. */
 export const SECRET_CONFIG_KEYS = ["backupAccessKey", "backupSecretKey", "sshPrivateKey"] as const;
@@ -67,6 +67,7 @@ export function readStackConfig(stack: string = pulumi.getStack()): StackConfig 
   const settings = parseSettings(stack, rawSettings());
   const config = new pulumi.Config(CONFIG_NAMESPACE);
   const sshPrivateKey = readPrivateKey(config);
+  checkOwnKeyKept(settings.sshPublicKeys);
   const accessKey = config.getSecret("backupAccessKey");
   const secretKey = config.getSecret("backupSecretKey");
   if (!accessKey && !secretKey) return { settings, sshPrivateKey };
@@ -87,6 +88,25 @@ export function readStackConfig(stack: string = pulumi.getStack()): StackConfig 
     }
   }
   return { settings, backupCredentials: { accessKey, secretKey }, sshPrivateKey };
+}
+
+/**
+ * Every refresh makes root's keys on the nodes exactly sshPublicKeys; without the public half of
+ * sshPrivateKey among them, Pulumi would lock itself out of every node, one refresh after another.
+ * (A key file in another format than OpenSSH's cannot be checked here: ssh-keygen -y shows its
+ * public key.)
+ */
+function checkOwnKeyKept(publicKeys: string[]): void {
+  const value = pulumi.runtime.allConfig()[`${CONFIG_NAMESPACE}:sshPrivateKey`];
+  if (value === undefined || publicKeys.length === 0) return;
+  const own = openSshPublicKey(value);
+  if (own && !holdsKey(publicKeys, own)) {
+    throw new ConfigError(
+      `${CONFIG_NAMESPACE}:sshPublicKeys`,
+      `${publicKeys.length} key(s), none of them sshPrivateKey's (${own.slice(0, 40)}...)`,
+      "keep the public key of sshPrivateKey in the list (ssh-keygen -y -f <key file>): every pulumi up makes root's keys on the nodes exactly this list, and Pulumi logs in with sshPrivateKey. To rotate, add the new key, switch sshPrivateKey to it in a later up, then drop the old one",
+    );
+  }
 }
 
 /** The SSH private key, checked for shape without ever showing it. */

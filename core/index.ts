@@ -17,5 +17,6 @@ export * from "./cluster";
 export * from "./monitoring";
 export * from "./scale";
 export * from "./patroni";
+export * from "./ssh-keys";
 export * from "./stack-change";
 export * from "./alerts";

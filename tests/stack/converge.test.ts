@@ -4,11 +4,12 @@
  * resize), so `pulumi up` runs exactly those, one node at a time.
  */
 import { Declared, ProgramRun, T, runProgram, stackFileConfig } from "./harness";
+import { FIXTURE_SSH_PRIVATE_KEY, FIXTURE_SSH_PUBLIC_KEY } from "../support/fixtures";
 
-const SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACBmYWtlLWtleS1mb3ItbWFkYmFzZS1zdGF0ZS10ZXN0cw==\n-----END OPENSSH PRIVATE KEY-----\n";
+const SSH_KEY = FIXTURE_SSH_PRIVATE_KEY;
 const KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeyA admin@host";
 const KEY_B = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeyB other@host";
-const BASE = { nodeCount: "3", sshPublicKeys: JSON.stringify([KEY_A]), adminCidrs: '["198.51.100.7/32"]' };
+const BASE = { nodeCount: "3", sshPublicKeys: JSON.stringify([KEY_A, FIXTURE_SSH_PUBLIC_KEY]), adminCidrs: '["198.51.100.7/32"]' };
 
 function up(config: Record<string, string> = {}): Promise<ProgramRun> {
   return runProgram({ stack: "prod", config: { ...stackFileConfig("prod"), ...BASE, ...config }, secretConfig: { sshPrivateKey: SSH_KEY } });
@@ -51,13 +52,13 @@ test.each([
 });
 
 test("sshPublicKeys changes the refreshes (root's keys) and Hetzner's key objects, never a server", async () => {
-  const run = await up({ sshPublicKeys: JSON.stringify([KEY_A, KEY_B]) });
+  const run = await up({ sshPublicKeys: JSON.stringify([KEY_A, FIXTURE_SSH_PUBLIC_KEY, KEY_B]) });
   expect(run.error).toBeUndefined();
   const names = changed(base, run);
   expect(names.filter((n) => !n.startsWith(T.sshKey))).toEqual(configs);
   expect(names.some((n) => n.startsWith(T.sshKey))).toBe(true);
   const refresh = run.resources.find((r) => r.type === COMMAND && r.name === "madbase-prod-1-config")!;
-  expect(refresh.inputs.create).toContain(Buffer.from(`${KEY_A}\n${KEY_B}\n`).toString("base64"));
+  expect(refresh.inputs.create).toContain(Buffer.from(`${KEY_A}\n${FIXTURE_SSH_PUBLIC_KEY}\n${KEY_B}\n`).toString("base64"));
 });
 
 test("plan changes the resize chain's target and the refreshes (memory, max_connections), never a server", async () => {

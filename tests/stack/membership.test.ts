@@ -6,11 +6,12 @@
  * a node that stays, except its refresh.
  */
 import { Declared, ProgramRun, T, isSecretEnvelope, ofType, plainStrings, runProgram, stackFileConfig } from "./harness";
+import { FIXTURE_SSH_PRIVATE_KEY, FIXTURE_SSH_PUBLIC_KEY } from "../support/fixtures";
 
 const COMMAND = "command:remote:Command";
 /** A made-up key of the right shape: the mocks never connect. */
-const SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACBmYWtlLWtleS1mb3ItbWFkYmFzZS1zdGF0ZS10ZXN0cw==\n-----END OPENSSH PRIVATE KEY-----\n";
-const PUBLIC_KEY = '["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey admin@host"]';
+const SSH_KEY = FIXTURE_SSH_PRIVATE_KEY;
+const PUBLIC_KEY = JSON.stringify(["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey admin@host", FIXTURE_SSH_PUBLIC_KEY]);
 
 async function stack(name: "prod" | "dev", nodeCount: number, extra: Record<string, string> = {}): Promise<ProgramRun> {
   return runProgram({

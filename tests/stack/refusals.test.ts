@@ -6,9 +6,10 @@
  * version (no such output) and changes that converge in place declare as before.
  */
 import { ORGANIZATION, PROJECT, ProgramRun, T, ofType, runProgram, stackFileConfig } from "./harness";
+import { FIXTURE_SSH_PRIVATE_KEY, FIXTURE_SSH_PUBLIC_KEY } from "../support/fixtures";
 
-const SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACBmYWtlLWtleS1mb3ItbWFkYmFzZS1zdGF0ZS10ZXN0cw==\n-----END OPENSSH PRIVATE KEY-----\n";
-const BASE = { sshPublicKeys: '["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey admin@host"]', adminCidrs: '["198.51.100.7/32"]' };
+const SSH_KEY = FIXTURE_SSH_PRIVATE_KEY;
+const BASE = { sshPublicKeys: JSON.stringify(["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey admin@host", FIXTURE_SSH_PUBLIC_KEY]), adminCidrs: '["198.51.100.7/32"]' };
 
 interface Deploy {
   config?: Record<string, string>;
@@ -118,4 +119,15 @@ describe("accepted", () => {
   test("a first deployment without the key still warns about what will be refused later", () => {
     expect(firstNoKey.logs.join("\n")).toMatch(/sshPrivateKey is empty: .*will be refused/);
   });
+});
+
+test("sshPublicKeys without sshPrivateKey's own public key is refused: Pulumi would lock itself out of every node", async () => {
+  const run = await runProgram({
+    stack: "prod",
+    config: { ...stackFileConfig("prod"), sshPublicKeys: '["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey admin@host"]' },
+    secretConfig: { sshPrivateKey: SSH_KEY },
+  });
+  expect(run.error?.message).toMatch(/^madbase-state:sshPublicKeys: .*none of them sshPrivateKey's .* is not allowed; keep the public key of sshPrivateKey in the list/);
+  expect(run.resources).toHaveLength(0);
+  expect(run.error?.message).not.toContain("PRIVATE KEY");
 });

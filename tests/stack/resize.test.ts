@@ -5,11 +5,12 @@
  * first config refresh. Secrets reach the script through its environment, as secrets.
  */
 import { Declared, ProgramRun, T, isSecretEnvelope, ofType, plainStrings, runProgram, stackFileConfig } from "./harness";
+import { FIXTURE_SSH_PRIVATE_KEY, FIXTURE_SSH_PUBLIC_KEY } from "../support/fixtures";
 
 const LOCAL = "command:local:Command";
-const SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACBmYWtlLWtleS1mb3ItbWFkYmFzZS1zdGF0ZS10ZXN0cw==\n-----END OPENSSH PRIVATE KEY-----\n";
+const SSH_KEY = FIXTURE_SSH_PRIVATE_KEY;
 const HCLOUD_TOKEN = "hcloud-token-for-the-resize-tests-0123456789abcdefghijklmnopqrstuv";
-const BASE = { sshPublicKeys: '["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey admin@host"]', adminCidrs: '["198.51.100.7/32"]' };
+const BASE = { sshPublicKeys: JSON.stringify(["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey admin@host", FIXTURE_SSH_PUBLIC_KEY]), adminCidrs: '["198.51.100.7/32"]' };
 
 function up(config: Record<string, string>, secrets: Record<string, string> = { sshPrivateKey: SSH_KEY, "hcloud:token": HCLOUD_TOKEN }): Promise<ProgramRun> {
   return runProgram({ stack: "prod", config: { ...stackFileConfig("prod"), ...BASE, ...config }, secretConfig: secrets });

@@ -36,3 +36,11 @@ export function renderStack(opts: {
   const secrets = opts.secrets ?? randomSecrets();
   return { topology, secrets, files: renderCluster(topology, options, secrets, opts.pathsFor ?? (() => serverPaths())) };
 }
+
+/**
+ * An OpenSSH private key file for the stack tests (its key bytes are a label, not a key: nothing
+ * ever logs in with it), and the public key it carries, which sshPublicKeys must hold.
+ */
+export const FIXTURE_SSH_PRIVATE_KEY =
+  "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACBmYWtlLWtleS1mb3ItbWFkYmFzZS1zdGF0ZS10ZXN0cw==\n-----END OPENSSH PRIVATE KEY-----\n";
+export const FIXTURE_SSH_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGZha2Uta2V5LWZvci1tYWRiYXNlLXN0YXRlLXRlc3Rz pulumi@ci";
