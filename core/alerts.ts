@@ -13,7 +13,6 @@
  */
 import * as yaml from "js-yaml";
 import {
-  ARCHIVE_TIMEOUT_SECONDS,
   BACKUP_GRACE_HOURS,
   BACKUP_METRICS,
   BACKUP_METRICS_FILE,
@@ -22,9 +21,9 @@ import {
   DEFAULT_VOLUME_GB,
   archivePushQueueMaxMb,
 } from "./backup";
-import { MAXIMUM_LAG_ON_FAILOVER } from "./patroni";
+import { ARCHIVE_TIMEOUT_SECONDS, MAXIMUM_LAG_ON_FAILOVER } from "./patroni";
 import { ConfigError } from "./errors";
-import type { ClusterOptions } from "./render";
+import type { ClusterOptions } from "./model";
 import { CONFIG_NAMESPACE, StackSettings } from "./settings";
 import { NodePaths, serverPaths } from "./paths";
 import { Topology } from "./topology";

@@ -11,7 +11,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { gzipSync } from "node:zlib";
 import Handlebars from "handlebars";
-import type { BackupTarget, NodeRenderInput } from "./render";
+import type { BackupTarget, NodeRenderInput } from "./model";
 import { PORTS } from "./topology";
 
 /**
@@ -80,11 +80,6 @@ export const BACKUP_METRICS = {
 export const ARCHIVE_QUEUE_FRACTION = 0.2;
 /** The stack's default volume (settings' volumeSizeGb default). */
 export const DEFAULT_VOLUME_GB = 40;
-/**
- * PostgreSQL's archive_timeout: a segment is switched (and archived) at most this long after a
- * write, so an idle cluster does not ship a 16 MiB segment a minute; also the archive-age alert's unit.
- */
-export const ARCHIVE_TIMEOUT_SECONDS = 300;
 /** archive_command of a stack that archives nothing (no S3 keys): every segment counts as archived. */
 export const ARCHIVING_OFF_COMMAND = "/bin/true";
 export function archivePushQueueMaxMb(volumeSizeGb: number): number {

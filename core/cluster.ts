@@ -1,4 +1,4 @@
-import { ClusterOptions } from "./render";
+import type { ClusterOptions } from "./model";
 import { getPlan } from "./plans";
 import { getProfile } from "./profiles";
 import { StackSettings } from "./settings";

@@ -10,6 +10,7 @@ export * from "./settings";
 export * from "./secrets";
 export * from "./packages";
 export * from "./paths";
+export * from "./model";
 export * from "./render";
 export * from "./userdata";
 export * from "./backup";

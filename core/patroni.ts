@@ -4,12 +4,17 @@
  * cluster, through Patroni's `PATCH /config` by config-refresh: one source for both, so a new
  * cluster and a converged one carry the same values.
  */
-import type { ClusterOptions } from "./render";
-import { ARCHIVE_TIMEOUT_SECONDS } from "./backup";
+import type { ClusterOptions } from "./model";
 import { postgresTuning } from "./plans";
 
 /** A replica further behind than this (bytes) is never promoted; the lag alert uses it too. */
 export const MAXIMUM_LAG_ON_FAILOVER = 1048576;
+
+/**
+ * PostgreSQL's archive_timeout: a segment is switched (and archived) at most this long after a
+ * write, so an idle cluster does not ship a 16 MiB segment a minute; also the archive-age alert's unit.
+ */
+export const ARCHIVE_TIMEOUT_SECONDS = 300;
 
 /**
  * PostgreSQL parameters whose value on a hot standby must be at least the primary's (PostgreSQL

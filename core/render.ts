@@ -18,60 +18,12 @@ import { gzB64 } from "./userdata";
 import { EXPORTER_PACKAGES, NODE_PACKAGES } from "./packages";
 import { NODE_FILES, NodeFile, NodePaths } from "./paths";
 import { dynamicConfig } from "./patroni";
-import { Plan, postgresTuning } from "./plans";
-import { FailoverProfile, checkProfile } from "./profiles";
+import { postgresTuning } from "./plans";
+import { checkProfile } from "./profiles";
 import { APP_DATABASE, ClusterSecrets, USERS, checkSecrets } from "./secrets";
 import { NodeSpec, PORTS, Topology, possibleNodeAddresses } from "./topology";
 
-/** Where pgBackRest keeps the repository: any S3-compatible store. */
-export interface BackupTarget {
-  bucket: string;
-  /** Host name (no scheme); pgBackRest always speaks TLS to it. */
-  endpoint: string;
-  region: string;
-  retentionFull: number;
-  /** Days of Redis snapshots kept (never the newest one); 7 when absent. */
-  redisRetentionDays?: number;
-  verifyTls: boolean;
-  /** Only when the store is not on 443 (a local test store). */
-  port?: number;
-  /**
-   * A directory every node shares, used instead of the bucket (the local runner: WAL archiving and
-   * pg_rewind's archive step must work without an S3 store on this machine).
-   */
-  localRepoPath?: string;
-  /**
-   * false: PostgreSQL archives nothing (archive_command `/bin/true`, WAL recycled at once), for a
-   * stack without real S3 keys; see archivingDecision (core/alerts.ts). On when absent.
-   */
-  archiving?: boolean;
-}
-
-/** Settings that are the same for every node of the cluster. */
-export interface ClusterOptions {
-  plan: Plan;
-  profile: FailoverProfile;
-  synchronousMode: boolean;
-  backup: BackupTarget;
-  /** Memory to size PostgreSQL and Redis for; defaults to the plan's. Local runs pass less. */
-  memoryMb?: number;
-  /** The data volume's size, which bounds the WAL archive queue; DEFAULT_VOLUME_GB when absent. */
-  volumeSizeGb?: number;
-}
-
-export interface NodeRenderInput {
-  topology: Topology;
-  node: NodeSpec;
-  options: ClusterOptions;
-  secrets: ClusterSecrets;
-  paths: NodePaths;
-  /** `existing` for a member joining a running etcd cluster (scaling); `new` when the cluster is created. */
-  etcdInitialClusterState?: "new" | "existing";
-  /** The Redis master to replicate from; the first node when the cluster is created. */
-  redisMasterIp?: string;
-}
-
-export type RenderedNode = Record<NodeFile, string>;
+import type { ClusterOptions, NodeRenderInput, RenderedNode } from "./model";
 
 /** The scripts of a node's first boot and of Redis's start guard (templates/scripts/<name>.sh, plain shell). */
 export const FIRST_BOOT_SCRIPT = "madbase-first-boot";

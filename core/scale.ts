@@ -23,7 +23,8 @@ import { createHash } from "node:crypto";
 import { ConfigError } from "./errors";
 import { NodePaths, serverPaths } from "./paths";
 import { dynamicConfig, STANDBY_MINIMUM_PARAMETERS } from "./patroni";
-import { ClusterOptions, nodeMemoryMb, redisMaxMemoryMb, redisMinReplicasToWrite, refreshedFiles, renderNode, template } from "./render";
+import type { ClusterOptions } from "./model";
+import { nodeMemoryMb, redisMaxMemoryMb, redisMinReplicasToWrite, refreshedFiles, renderNode, template } from "./render";
 import { ClusterSecrets, USERS } from "./secrets";
 import { NodeSpec, PORTS, Topology, possibleNodeAddresses } from "./topology";
 
