@@ -8,19 +8,17 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
-import * as yaml from "js-yaml";
 import {
   ConfigError,
   NODE_FILES,
   describeCluster,
-  parseSettings,
   placeholderSecrets,
   renderCluster,
   ALERT_RULES_FILE,
   renderAlertRules,
   renderPrometheusConfig,
   serverPaths,
-  settingsFromStackFile,
+  loadStackSettings,
 } from "../core";
 
 /** What `DIR/<node>/` holds: the files a node runs, by the names the docs use. */
@@ -28,15 +26,6 @@ export const NODE_DIR_FILES = ["patroni.yml", "etcd.conf", "redis.conf", "sentin
 
 const USAGE = "usage: npm run render -- --stack <dev|prod> [--nodes N] [--profile fast|norm|safe] --out DIR";
 
-export function loadStackSettings(stack: string, overrides: Record<string, unknown> = {}, root = path.resolve(__dirname, "..")) {
-  const file = path.join(root, `Pulumi.${stack}.yaml`);
-  if (!/^[a-z][a-z0-9-]*$/.test(stack) || !fs.existsSync(file)) {
-    const stacks = fs.readdirSync(root).filter((f) => /^Pulumi\.[^.]+\.yaml$/.test(f)).map((f) => f.split(".")[1]);
-    throw new ConfigError("--stack", stack, `use one of ${stacks.join(", ")} (a Pulumi.<stack>.yaml beside Pulumi.yaml)`);
-  }
-  const raw = settingsFromStackFile(yaml.load(fs.readFileSync(file, "utf8")));
-  return parseSettings(stack, { ...raw, ...overrides });
-}
 
 function main(argv: string[]): number {
   let values;

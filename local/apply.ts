@@ -11,8 +11,7 @@
  */
 import * as fs from "node:fs";
 import { spawnSync } from "node:child_process";
-import { ClusterSecrets, ConfigError, describeCluster, refreshOrder, refreshScript } from "../core";
-import { loadStackSettings } from "../cli/render";
+import { ClusterSecrets, ConfigError, describeCluster, loadStackSettings, refreshOrder, refreshScript } from "../core";
 import { Location, UnhealthyError, loadCluster, waitHealthy } from "./cluster";
 import { ClusterHealth, assertHostLink } from "./health";
 import { NotHealthyError, lock, runScript, scriptContext } from "./scale";

@@ -27,8 +27,8 @@ import {
   hostAddress,
   renderNode,
   serverPaths,
+  loadStackSettings,
 } from "../core";
-import { loadStackSettings } from "../cli/render";
 import { ClusterHealth, assertHostLink, clusterHealth, summarize } from "./health";
 import { checkHostTools } from "./host-tools";
 import { ensureImage, imageUser } from "./image";

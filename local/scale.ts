@@ -25,8 +25,8 @@ import {
   remoteCommand,
   serverPaths,
   systemdControl,
+  loadStackSettings,
 } from "../core";
-import { loadStackSettings } from "../cli/render";
 import {
   LOCAL_VOLUME_GB,
   localMemoryMb,

@@ -16,7 +16,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { ALERT_RULES_FILE, BACKUP_METRICS, alertRules, alertThresholds, describeCluster, renderAlertRules, renderPrometheusConfig } from "../../core";
-import { loadStackSettings } from "../../cli/render";
+import { loadStackSettings } from "../../core";
 import { UpResult, killNode, startNode, stopService, waitHealthy } from "../../local/cluster";
 import { machineExec } from "../../local/machine";
 import { inNamespace } from "../../local/network";

@@ -4,7 +4,7 @@
  */
 import * as fs from "node:fs";
 import { ConfigError } from "../../core";
-import { loadStackSettings } from "../../cli/render";
+import { loadStackSettings } from "../../core";
 import { namespaceExists } from "../../local/network";
 import { cli, testLocation } from "./harness";
 
