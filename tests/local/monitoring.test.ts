@@ -13,7 +13,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import * as yaml from "js-yaml";
-import { ClusterSecrets, PORTS, USERS, buildTopology, getPlan, renderPrometheusConfig } from "../../core";
+import { ALERT_RULES_FILE, ClusterSecrets, PORTS, USERS, buildTopology, describeCluster, getPlan, loadStackSettings, renderAlertRules, renderPrometheusConfig } from "../../core";
 import { UpResult, down } from "../../local/cluster";
 import { EXPORTERS, EXPORTER_PORTS } from "../../local/exporters";
 import { Sample, parseMetrics } from "../../local/metrics";
@@ -162,6 +162,9 @@ test("a real Prometheus with the rendered prometheus.yml scrapes every target an
   fs.mkdirSync(path.join(dir, "data"), { recursive: true });
   const config = path.join(dir, "prometheus.yml");
   fs.writeFileSync(config, scrapeConfig(1).text);
+  // prometheus.yml loads the alert rules from beside it, as on a Prometheus server of the stack.
+  const { topology, options } = describeCluster(loadStackSettings(state.stack, { failoverProfile: state.profile, subnetCidr: state.subnetCidr, nodeCount: state.nodes.length }));
+  fs.writeFileSync(path.join(dir, ALERT_RULES_FILE), renderAlertRules(topology, { ...options, backup: state.backup ?? options.backup }, { scrapeIntervalSeconds: 1 }));
   const check = await run(["promtool", "check", "config", config], { timeoutMs: 30_000 });
   expect([check.code, check.stdout + check.stderr]).toEqual([0, expect.stringContaining("SUCCESS")]);
   const prom = start(
