@@ -14,7 +14,7 @@ import { spawnSync } from "node:child_process";
 import { ClusterSecrets, ConfigError, describeCluster, loadStackSettings, refreshOrder, refreshScript } from "../core";
 import { Location, UnhealthyError, loadCluster, waitHealthy } from "./cluster";
 import { ClusterHealth, assertHostLink } from "./health";
-import { NotHealthyError, lock, runScript, scriptContext } from "./scale";
+import { NotHealthyError, runScript, scriptContext, withClusterLock } from "./scale";
 import { SshIdentity, ensureSshKey, sshIdentity } from "./ssh";
 import { LocalClusterState, writeState } from "./state";
 
@@ -54,13 +54,7 @@ export function changeLines(output: string[]): string[] {
 }
 
 export async function apply(opts: ApplyOptions = {}): Promise<ApplyResult> {
-  const { state } = loadCluster(opts);
-  const release = lock(state.root);
-  try {
-    return await applyLocked(opts);
-  } finally {
-    release();
-  }
+  return withClusterLock(opts, () => applyLocked(opts));
 }
 
 async function applyLocked(opts: ApplyOptions): Promise<ApplyResult> {

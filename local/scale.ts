@@ -109,10 +109,14 @@ export class NotHealthyError extends Error {
  * same cluster while one runs.
  */
 export async function scale(opts: ScaleOptions): Promise<ScaleResult> {
-  const { state } = loadCluster(opts);
-  const release = lock(state.root);
+  return withClusterLock(opts, () => scaleLocked(opts));
+}
+
+/** Runs `change` holding the cluster's lock (one scale or apply at a time). */
+export async function withClusterLock<T>(loc: Location, change: () => Promise<T>): Promise<T> {
+  const release = lock(loadCluster(loc).state.root);
   try {
-    return await scaleLocked(opts);
+    return await change();
   } finally {
     release();
   }
@@ -122,7 +126,7 @@ export async function scale(opts: ScaleOptions): Promise<ScaleResult> {
  * One membership or configuration change at a time per cluster (scale, apply): a lock file holding
  * the PID (a dead holder's lock is taken over).
  */
-export function lock(root: string): () => void {
+function lock(root: string): () => void {
   const file = path.join(root, "scale.lock");
   for (let attempt = 0; ; attempt++) {
     try {
