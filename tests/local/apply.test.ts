@@ -202,6 +202,30 @@ test("apply --plan cx31 on a cx21 cluster: every node's shared_buffers, max_conn
   await expectNoLostWrite(writer);
 }, 600_000);
 
+test("apply --plan cx21 back: a lowered max_connections restarts the leader first, in place, then the replicas", async () => {
+  const { state } = cluster;
+  const writer = startWriter(3_500_000);
+  await writer.waitForAcks(20, 30_000);
+  const watch = downWatcher(state);
+  const result = await apply({ ...loc, plan: "cx21" }).finally(() => watch.stop());
+  const watched = await watch.stop();
+  console.log(`apply --plan cx21 in ${result.seconds.toFixed(1)} s:\n${result.changes.map((c) => `  ${c.node}: ${c.lines.join("; ")}`).join("\n")}`);
+  expect(watched.maxDown).toBeLessThanOrEqual(1);
+  // The first node visited saw the leader's lowered value and restarted it before anything else.
+  expect(result.changes[0].lines.some((l) => /^postgres: the leader \(.*\) lowers max_connections: restarting it in place first$/.test(l))).toBe(true);
+  const memoryMb = localMemoryMb(PLANS.cx21);
+  for (const node of state.nodes) {
+    expect({ node: node.name, shared: nodeSql(state, node.name, "SHOW shared_buffers"), max: nodeSql(state, node.name, "SHOW max_connections") }).toEqual({
+      node: node.name,
+      shared: `${memoryMb / 4}MB`,
+      max: String(PLANS.cx21.maxConnections),
+    });
+  }
+  const pending = await Promise.all(state.nodes.map(async (n) => (await patroniGet(n.address, "patroni")).pending_restart ?? false));
+  expect(pending).toEqual(state.nodes.map(() => false));
+  await expectNoLostWrite(writer);
+}, 600_000);
+
 test("apply --synchronous-mode false turns synchronous replication off", async () => {
   const { state, secrets } = cluster;
   expect((await patroniGet(state.nodes[0].address, "config")).synchronous_mode).toBe(true);
