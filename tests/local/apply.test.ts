@@ -10,10 +10,11 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { PLANS, PORTS, PROFILES, serverPaths } from "../../core";
+import { PLANS, PORTS, PROFILES, buildTopology, describeCluster, drainScript, loadStackSettings, serverPaths, settleScript } from "../../core";
 import { apply } from "../../local/apply";
-import { UpResult, down, killNode, loadCluster, localMemoryMb, startNode, up, waitHealthy } from "../../local/cluster";
-import { machineExec } from "../../local/machine";
+import { UpResult, bootNode, down, killNode, loadCluster, localMemoryMb, startNode, up, waitHealthy } from "../../local/cluster";
+import { runScript, scriptContext } from "../../local/scale";
+import { machineExec, shutdown } from "../../local/machine";
 import { SshIdentity, sshIdentity, sshScript } from "../../local/ssh";
 import { LocalClusterState } from "../../local/state";
 import { AckWriter, missingIds } from "../../local/writer";
@@ -223,6 +224,39 @@ test("apply --plan cx21 back: a lowered max_connections restarts the leader firs
   }
   const pending = await Promise.all(state.nodes.map(async (n) => (await patroniGet(n.address, "patroni")).pending_restart ?? false));
   expect(pending).toEqual(state.nodes.map(() => false));
+  await expectNoLostWrite(writer);
+}, 600_000);
+
+test("a resize's node side: the leader drained, shut down cleanly, booted again and settled; no write lost, never two nodes down", async () => {
+  const { state, secrets } = loadCluster(loc);
+  const ctx = scriptContext(state, secrets, describeCluster(loadStackSettings(state.stack, { nodeCount: 3, subnetCidr: state.subnetCidr, failoverProfile: state.profile, plan: state.plan, synchronousMode: state.synchronousMode })).options);
+  const topology = buildTopology({ stack: state.stack, nodeCount: 3, subnetCidr: state.subnetCidr });
+  const leaderName = (await waitHealthy(state, secrets)).leader!;
+  const node = topology.nodes.find((n) => n.name === leaderName)!;
+  const writer = new AckWriter({ host: state.nodes.find((n) => n.name !== leaderName)!.address, port: PORTS.postgresPrimary, password: secrets.app, firstId: 3_800_000, intervalMs: 20 }).start();
+  writers.push(writer);
+  await writer.waitForAcks(20, 30_000);
+  const watch = downWatcher(state);
+  try {
+    const drained = await runScript(state, { kind: "run", node, script: "node-drain", text: drainScript(topology, node, ctx) }, () => undefined);
+    expect(drained.some((l) => /patroni: .* leads now/.test(l))).toBe(true);
+    expect((await waitHealthy(state, secrets)).leader).not.toBe(leaderName);
+    const local = state.nodes.find((n) => n.name === leaderName)!;
+    expect(await shutdown(local.machine, 120_000)).toBe("clean");
+    await bootNode(state, local);
+    // As resize-server.sh does: settle once SSH answers again.
+    const deadline = Date.now() + 180_000;
+    while ((await sshScript(sshIdentity(state.root), local.address, "true\n", { timeoutMs: 10_000 })).code !== 0) {
+      if (Date.now() > deadline) throw new Error(`${leaderName}: SSH does not answer after its boot`);
+      await sleep(1000);
+    }
+    const settled = await runScript(state, { kind: "run", node, script: "node-settle", text: settleScript(topology, node, ctx) }, () => undefined, sshIdentity(state.root));
+    expect(settled.some((l) => l.includes("settled: etcd healthy, PostgreSQL streaming"))).toBe(true);
+  } finally {
+    await watch.stop();
+  }
+  expect((await watch.stop()).maxDown).toBeLessThanOrEqual(1);
+  cluster = { ...cluster, state: loadCluster(loc).state };
   await expectNoLostWrite(writer);
 }, 600_000);
 
