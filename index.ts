@@ -77,6 +77,8 @@ export = async () => {
     haproxyStatsUrl: `http://${plan.topology.nodes[0].privateIp}:${PORTS.haproxyStats}/`,
     haproxyStatsUser: USERS.haproxyStats,
     haproxyStatsPassword: pillar.haproxyStatsPassword,
+    /** The cluster CA's certificate (PEM, public): sslmode=verify-full against the entry point (README, TLS). */
+    caCertificate: pillar.caCertificate,
     /**
      * prometheus.yml for a Prometheus server on the private network: every node's exporters, Patroni,
      * HAProxy, Sentinel and etcd. No secret in it (HAProxy's password is read from a file).

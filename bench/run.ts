@@ -24,7 +24,7 @@ import { LocalClusterState, findNode } from "../local/state";
 import { sleep } from "../local/machine";
 import { machineProcesses } from "../local/processes";
 import { nodeVersions } from "../local/versions";
-import { AckWriter } from "../local/writer";
+import { AckWriter, PROBE_SSL } from "../local/writer";
 
 const LOC: Location & { subnetCidr: string } = { root: path.join(os.tmpdir(), "madbase-bench"), networkId: "bench", subnetCidr: "10.42.200.0/24" };
 // The issue's targets. Patroni 4's 20 s minimum ttl bounds every PostgreSQL failover after a power
@@ -161,7 +161,7 @@ async function pgLatency(): Promise<Results["pgLatency"]> {
   const leaderIp = findNode(state, await leaderOf()).address;
   const entry = state.nodes.find((n) => n.address !== leaderIp)!.address;
   const measure = async (host: string, port: number) => {
-    const client = new Client({ host, port, user: USERS.app, password: secrets.app, database: APP_DATABASE });
+    const client = new Client({ host, port, user: USERS.app, password: secrets.app, database: APP_DATABASE, ssl: PROBE_SSL });
     await client.connect();
     try {
       return await roundTrips(2000, () => client.query("SELECT 1"));

@@ -13,6 +13,7 @@ import {
   NODE_FILES,
   describeCluster,
   placeholderSecrets,
+  placeholderTls,
   renderCluster,
   ALERT_RULES_FILE,
   renderAlertRules,
@@ -60,12 +61,12 @@ function main(argv: string[]): number {
     if (values.profile !== undefined) overrides.failoverProfile = values.profile;
     const settings = loadStackSettings(values.stack, overrides);
     const { topology, options } = describeCluster(settings);
-    const rendered = renderCluster(topology, options, placeholderSecrets(), () => serverPaths());
+    const rendered = renderCluster(topology, options, placeholderSecrets(), placeholderTls(topology.nodes.map((n) => n.name)), () => serverPaths());
     const out = path.resolve(values.out);
     console.log(
       `Rendering stack ${settings.stack}: ${topology.nodeCount} node(s), plan ${options.plan.name}, profile ${options.profile.name}, subnet ${topology.subnetCidr}`,
     );
-    console.log("Secrets are placeholders (PLACEHOLDER-...): a real stack gets them from Pulumi.");
+    console.log("Secrets and certificates are placeholders (PLACEHOLDER-...): a real stack gets them from Pulumi.");
     for (const node of topology.nodes) {
       const dir = path.join(out, node.name);
       for (const file of NODE_FILES) {

@@ -16,6 +16,7 @@ import {
   Topology,
   describeCluster,
   placeholderSecrets,
+  placeholderTls,
   renderNode,
   serverPaths,
   serverTypeFor,
@@ -55,6 +56,7 @@ const PORT_PURPOSE: Record<keyof typeof PORTS, string> = {
   patroni: "Patroni REST",
   etcdClient: "etcd clients",
   etcdPeer: "etcd peers",
+  etcdMetrics: "etcd metrics",
   redis: "Redis",
   redisMaster: "HAProxy to the Redis master",
   sentinel: "Redis Sentinel",
@@ -231,7 +233,8 @@ export function databaseNodeSelector(stack: string): string {
 }
 
 function renderUserData(topology: Topology, node: NodeSpec, options: ClusterOptions): string {
-  return renderNode({ topology, node, options, secrets: placeholderSecrets(), paths: serverPaths() })["user-data.yaml"];
+  const tls = placeholderTls(topology.nodes.map((n) => n.name));
+  return renderNode({ topology, node, options, secrets: placeholderSecrets(), tls, paths: serverPaths() })["user-data.yaml"];
 }
 
 /** Throws when a node's cloud-init document is over Hetzner's limit; returns it otherwise. */

@@ -2,6 +2,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as hcloud from "@pulumi/hcloud";
 import {
   APP_DATABASE,
+  DATABASE_URL_SSLMODE,
   PORTS,
   ScriptContext,
   USERS,
@@ -19,6 +20,7 @@ import {
   systemdControl,
 } from "../core";
 import { BackupBucket } from "./backupBucket";
+import { ClusterCertificates } from "./clusterCertificates";
 import { ClusterSecrets } from "./clusterSecrets";
 import { ConfigRefresh } from "./configRefresh";
 import { DatabaseNode } from "./databaseNode";
@@ -55,6 +57,7 @@ export class StatePillar extends pulumi.ComponentResource {
   readonly network: PrivateNetwork;
   readonly firewall: NodeFirewall;
   readonly secrets: ClusterSecrets;
+  readonly certificates: ClusterCertificates;
   readonly nodes: DatabaseNode[];
   readonly entryPoint: EntryPoint;
   readonly backup: BackupBucket;
@@ -71,6 +74,8 @@ export class StatePillar extends pulumi.ComponentResource {
   /** `redis://:…@entry:6379/0` — the Redis master, through HAProxy (secret). */
   readonly redisUrl: pulumi.Output<string>;
   readonly haproxyStatsPassword: pulumi.Output<string>;
+  /** The cluster CA's certificate (public): clients verify the servers with it (sslmode=verify-full). */
+  readonly caCertificate: pulumi.Output<string>;
 
   constructor(name: string, args: StatePillarArgs, opts?: pulumi.ComponentResourceOptions) {
     super("madbase-state:index:StatePillar", name, {}, opts);
@@ -120,13 +125,16 @@ export class StatePillar extends pulumi.ComponentResource {
 
     this.secrets = new ClusterSecrets(`${name}-secrets`, { backupCredentials: args.backupCredentials, backupBucket: settings.backupBucket, protect }, { parent: this });
 
+    this.certificates = new ClusterCertificates(`${name}-tls`, { topology, protect }, { parent: this });
+    const certs = this.certificates.values;
+
     this.nodes = topology.nodes.map((node) => {
       // Node i's cloud-init is rendered from the cluster as it is now. It is used once, when the
       // server is created; DatabaseNode ignores later changes to it (a grown node list, a new
       // template), so this value may change with the count without touching a running node.
       const userData = pulumi.secret(
-        this.secrets.values.apply((secrets) =>
-          checkUserDataSize(node, renderNode({ topology, node, options, secrets, paths: serverPaths() })["user-data.yaml"]),
+        pulumi.all([this.secrets.values, certs]).apply(([secrets, tls]) =>
+          checkUserDataSize(node, renderNode({ topology, node, options, secrets, tls, paths: serverPaths() })["user-data.yaml"]),
         ),
       );
       return new DatabaseNode(
@@ -168,10 +176,13 @@ export class StatePillar extends pulumi.ComponentResource {
     const host = this.entryPoint.host;
     const pw = this.secrets.passwords;
     const enc = encodeURIComponent;
-    this.databaseUrl = pulumi.secret(pw.app.result.apply((p) => `postgresql://${USERS.app}:${enc(p)}@${host}:${PORTS.postgresPrimary}/${APP_DATABASE}`));
-    this.databaseReadUrl = pulumi.secret(pw.app.result.apply((p) => `postgresql://${USERS.app}:${enc(p)}@${host}:${PORTS.postgresReplicas}/${APP_DATABASE}`));
+    // TLS is required (plain-text remote logins are refused); verify-full needs the caCertificate output.
+    const q = `?sslmode=${DATABASE_URL_SSLMODE}`;
+    this.databaseUrl = pulumi.secret(pw.app.result.apply((p) => `postgresql://${USERS.app}:${enc(p)}@${host}:${PORTS.postgresPrimary}/${APP_DATABASE}${q}`));
+    this.databaseReadUrl = pulumi.secret(pw.app.result.apply((p) => `postgresql://${USERS.app}:${enc(p)}@${host}:${PORTS.postgresReplicas}/${APP_DATABASE}${q}`));
     this.redisUrl = pulumi.secret(pw.redis.result.apply((p) => `redis://:${enc(p)}@${host}:${PORTS.redisMaster}/0`));
     this.haproxyStatsPassword = pulumi.secret(pw.haproxyStats.result);
+    this.caCertificate = this.certificates.caCertPem;
 
     this.registerOutputs({
       databaseUrl: this.databaseUrl,
@@ -195,7 +206,11 @@ export class StatePillar extends pulumi.ComponentResource {
   private declareMembership(plan: StackPlan, privateKey: pulumi.Input<string>, protect: boolean, hcloudToken?: pulumi.Input<string>): void {
     const { topology, options } = plan;
     const command = (scripts: (ctx: ScriptContext) => { name: string; text: string }[]) =>
-      pulumi.secret(this.secrets.values.apply((secrets) => remoteCommand(scripts({ options, secrets, paths: () => serverPaths(), control: () => systemdControl() }))));
+      pulumi.secret(
+        pulumi
+          .all([this.secrets.values, this.certificates.values])
+          .apply(([secrets, tls]) => remoteCommand(scripts({ options, secrets, tls, paths: () => serverPaths(), control: () => systemdControl() }))),
+      );
     let previous: pulumi.Resource | undefined;
     topology.nodes.forEach((node, i) => {
       const membership = new NodeMembership(

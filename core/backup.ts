@@ -177,7 +177,7 @@ function backupModel(input: NodeRenderInput) {
     pgbackrestConf: paths.config["pgbackrest.conf"],
     patroniConf: paths.config["patroni.yml"],
     patroniUrl: `http://${node.privateIp}:${PORTS.patroni}`,
-    etcdUrl: `http://127.0.0.1:${PORTS.etcdClient}`,
+    etcdUrl: `https://127.0.0.1:${PORTS.etcdClient}`,
     // Patroni's key for "this cluster exists" (namespace /madbase/, scope = cluster name).
     initializeKey: `/madbase/${stanza}/initialize`,
     logDir: paths.pgbackrestLogDir,

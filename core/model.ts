@@ -7,6 +7,7 @@ import type { NodeFile, NodePaths } from "./paths";
 import type { Plan } from "./plans";
 import type { FailoverProfile } from "./profiles";
 import type { ClusterSecrets } from "./secrets";
+import type { ClusterTls } from "./tls";
 import type { NodeSpec, Topology } from "./topology";
 
 /** Where pgBackRest keeps the repository: any S3-compatible store. */
@@ -50,6 +51,8 @@ export interface NodeRenderInput {
   node: NodeSpec;
   options: ClusterOptions;
   secrets: ClusterSecrets;
+  /** The cluster's certificates (core/tls.ts): the CA's and every rendered node's pair. */
+  tls: ClusterTls;
   paths: NodePaths;
   /** `existing` for a member joining a running etcd cluster (scaling); `new` when the cluster is created. */
   etcdInitialClusterState?: "new" | "existing";

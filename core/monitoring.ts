@@ -34,7 +34,7 @@ export const SCRAPE_JOBS: readonly ScrapeJob[] = [
   },
   { job: "patroni", purpose: "Patroni's own metrics: role, timeline, WAL positions", port: PORTS.patroni, path: "/metrics" },
   { job: "haproxy", purpose: "HAProxy's built-in exporter on the stats listener (login required)", port: PORTS.haproxyStats, path: "/metrics", basicAuth: true },
-  { job: "etcd", purpose: "etcd, Patroni's DCS", port: PORTS.etcdClient, path: "/metrics" },
+  { job: "etcd", purpose: "etcd, Patroni's DCS", port: PORTS.etcdMetrics, path: "/metrics" },
 ];
 
 export interface PrometheusConfigOptions {

@@ -54,6 +54,12 @@ export interface NodePaths {
   failedMarker: string;
   /** The first-boot script's own log (cloud-init's output log gets the same lines). */
   firstBootLog: string;
+  /**
+   * The cluster CA's certificate and this node's certificate and key (core/tls.ts). The key is
+   * root:ssl-cert 0640: PostgreSQL accepts a root-owned key with group read, and Patroni
+   * (postgres) and etcd read it as members of Debian's ssl-cert group.
+   */
+  tls: { caCert: string; cert: string; key: string };
 }
 
 /** The Debian 13 (trixie) layout on a Hetzner server: the packages' own paths, data on the volume. */
@@ -91,5 +97,6 @@ export function serverPaths(): NodePaths {
     readyMarker: "/var/lib/madbase/ready",
     failedMarker: "/var/lib/madbase/first-boot.failed",
     firstBootLog: "/var/log/madbase-first-boot.log",
+    tls: { caCert: "/etc/madbase/tls/ca.crt", cert: "/etc/madbase/tls/node.crt", key: "/etc/madbase/tls/node.key" },
   };
 }

@@ -21,6 +21,7 @@ import { dynamicConfig } from "./patroni";
 import { postgresTuning } from "./plans";
 import { checkProfile } from "./profiles";
 import { APP_DATABASE, ClusterSecrets, USERS, checkSecrets } from "./secrets";
+import { ClusterTls, nodeTls } from "./tls";
 import { NodeSpec, PORTS, Topology, possibleNodeAddresses } from "./topology";
 
 import type { ClusterOptions, NodeRenderInput, RenderedNode } from "./model";
@@ -82,6 +83,25 @@ const FILE_OWNERSHIP: Record<Exclude<NodeFile, "user-data.yaml">, { owner: strin
   "redis-exporter-passwords.json": { owner: "root:prometheus", mode: "0640" },
 };
 
+/**
+ * The node's certificate files (NodePaths.tls). The key: root:ssl-cert 0640, which PostgreSQL
+ * accepts for a root-owned key; Patroni and PostgreSQL (postgres) and etcd read it through the group.
+ */
+export function tlsFiles(input: NodeRenderInput): { path: string; owner: string; mode: string; content: string }[] {
+  const pem = nodeTls(input.tls, input.node);
+  const { tls } = input.paths;
+  return [
+    { path: tls.caCert, owner: "root:root", mode: "0644", content: pem.caCert },
+    { path: tls.cert, owner: "root:root", mode: "0644", content: pem.cert },
+    { path: tls.key, owner: "root:ssl-cert", mode: "0640", content: pem.key },
+  ];
+}
+
+/** PostgreSQL rereads its certificate files on a reload (a Patroni reload does not reload it unless its own file changed). */
+function reloadPostgres(paths: NodePaths): string {
+  return `runuser -u postgres -- psql -h ${paths.pgSocketDir} -p ${PORTS.postgres} -d postgres -Atqc 'SELECT pg_reload_conf()' >/dev/null`;
+}
+
 /** The lag a replica may have and still serve reads through 5434. */
 const REPLICA_MAX_LAG = "16MB";
 
@@ -126,8 +146,11 @@ function model(input: NodeRenderInput) {
       "local all all scram-sha-256",
       "host all all 127.0.0.1/32 scram-sha-256",
       `host replication ${USERS.replication} 127.0.0.1/32 scram-sha-256`,
-      `host replication ${USERS.replication} ${topology.subnetCidr} scram-sha-256`,
-      `host all all ${topology.subnetCidr} scram-sha-256`,
+      // Remote logins, replication included, only over TLS; any plain-text remote login is refused.
+      `hostssl replication ${USERS.replication} ${topology.subnetCidr} scram-sha-256`,
+      `hostssl all all ${topology.subnetCidr} scram-sha-256`,
+      "hostnossl replication all 0.0.0.0/0 reject",
+      "hostnossl all all 0.0.0.0/0 reject",
     ],
   };
 }
@@ -233,6 +256,9 @@ export function refreshedFiles(input: NodeRenderInput, files: RenderedNode): Ref
       after: u.path.endsWith(".timer") ? `svc daemon-reload units && svc try-restart ${path.posix.basename(u.path)}` : "svc daemon-reload units",
     })),
     ...nodeScripts(input.paths).filter((f) => !f.path.endsWith(FIRST_BOOT_SCRIPT)).map((f) => ({ ...f, owner: "root:root", mode: "0755" })),
+    // A renewed certificate (README, Rotation): etcd rereads its files at every handshake; Patroni
+    // (REST API) and PostgreSQL reread theirs on a reload, HAProxy its CA on a reload.
+    ...tlsFiles(input).map((f) => ({ ...f, after: `svc reload patroni && svc reload haproxy && ${reloadPostgres(input.paths)}` })),
   ];
 }
 
@@ -255,6 +281,7 @@ export function nodeMemoryMb(options: ClusterOptions): number {
 export function renderNode(input: NodeRenderInput): RenderedNode {
   checkProfile(input.options.profile);
   checkSecrets(input.secrets);
+  const tls = tlsFiles(input);
   const m = model(input);
   const files = {} as RenderedNode;
   for (const name of NODE_FILES) {
@@ -274,6 +301,8 @@ export function renderNode(input: NodeRenderInput): RenderedNode {
         ...own,
         content: gzB64(files[name as NodeFile]),
       })),
+      // After the packages too: the ssl-cert group exists by then.
+      ...tls.map((f) => ({ ...f, content: gzB64(f.content) })),
       // Written after the packages, like patroni.yml: the postgres user exists by then.
       { path: input.paths.postBootstrapSql, owner: "postgres:postgres", mode: "0600", content: gzB64(postBootstrapSql(input.secrets)) },
     ],
@@ -286,9 +315,10 @@ export function renderCluster(
   topology: Topology,
   options: ClusterOptions,
   secrets: ClusterSecrets,
+  tls: ClusterTls,
   pathsFor: (node: NodeSpec) => NodePaths,
 ): Record<string, RenderedNode> {
   return Object.fromEntries(
-    topology.nodes.map((node) => [node.name, renderNode({ topology, node, options, secrets, paths: pathsFor(node) })]),
+    topology.nodes.map((node) => [node.name, renderNode({ topology, node, options, secrets, tls, paths: pathsFor(node) })]),
   );
 }

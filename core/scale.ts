@@ -26,6 +26,7 @@ import { dynamicConfig, STANDBY_MINIMUM_PARAMETERS } from "./patroni";
 import type { ClusterOptions } from "./model";
 import { nodeMemoryMb, redisMaxMemoryMb, redisMinReplicasToWrite, refreshedFiles, renderNode, template } from "./render";
 import { ClusterSecrets, USERS } from "./secrets";
+import type { ClusterTls } from "./tls";
 import { NodeSpec, PORTS, Topology, possibleNodeAddresses } from "./topology";
 
 export const SCALE_SCRIPTS = ["node-join", "leadership-handoff", "config-refresh", "node-leave", "node-drain", "node-settle"] as const;
@@ -39,6 +40,8 @@ export type ScaleService = (typeof SCALE_SERVICES)[number];
 export interface ScriptContext {
   options: ClusterOptions;
   secrets: ClusterSecrets;
+  /** The cluster's certificates: config-refresh keeps each node's files at them (a renewal). */
+  tls: ClusterTls;
   /** Where a node keeps its files: `serverPaths()`, on Hetzner and on a local (booted) node alike. */
   paths: (node: NodeSpec) => NodePaths;
   /**
@@ -79,6 +82,9 @@ function libModel(script: ScaleScript, purpose: string, topology: Topology, node
     sentinelConf: runtime.sentinelConf,
     haproxyCfg: paths.config["haproxy.cfg"],
     patroniYml: paths.config["patroni.yml"],
+    tlsCa: paths.tls.caCert,
+    tlsCert: paths.tls.cert,
+    tlsKey: paths.tls.key,
   };
   for (const [key, value] of Object.entries(files)) shellSafe(`paths.${key}`, value);
   // Secrets are limited to shell-safe characters by checkSecrets (renderNode runs it).
@@ -104,7 +110,7 @@ function render(script: ScaleScript, purpose: string, topology: Topology, node: 
 
 /** The node's files as the topology renders them (for config-refresh). */
 function renderFor(topology: Topology, node: NodeSpec, ctx: ScriptContext) {
-  return renderNode({ topology, node, options: ctx.options, secrets: ctx.secrets, paths: ctx.paths(node) });
+  return renderNode({ topology, node, options: ctx.options, secrets: ctx.secrets, tls: ctx.tls, paths: ctx.paths(node) });
 }
 
 /**
@@ -168,7 +174,7 @@ export function refreshScript(to: Topology, node: NodeSpec, ctx: ScriptContext):
     if (body.split("\n").includes(delimiter)) throw new Error(`${name} contains the line ${delimiter}`);
     return body;
   };
-  const input = { topology: to, node, options: ctx.options, secrets: ctx.secrets, paths: ctx.paths(node) };
+  const input = { topology: to, node, options: ctx.options, secrets: ctx.secrets, tls: ctx.tls, paths: ctx.paths(node) };
   const etcdHosts = to.nodes.map((n) => `${n.privateIp}:${PORTS.etcdClient}`);
   const order = refreshOrder(to);
   const b64 = (text: string) => Buffer.from(text, "utf8").toString("base64");

@@ -20,6 +20,8 @@ export const PORTS = {
   patroni: 8008,
   etcdClient: 2379,
   etcdPeer: 2380,
+  /** etcd's /metrics and /health in plain HTTP (no keys or data): 2379 takes only the cluster's certificates. */
+  etcdMetrics: 2381,
   redis: 6380,
   redisMaster: 6379,
   sentinel: 26379,
@@ -148,7 +150,7 @@ export function buildTopology(input: TopologyInput): Topology {
     subnetPrefix: prefix,
     nodes,
     loadBalancerIp: hostAddress(input.subnetCidr, LOAD_BALANCER_HOST),
-    etcdInitialCluster: nodes.map((n) => `${n.name}=http://${n.privateIp}:${PORTS.etcdPeer}`).join(","),
+    etcdInitialCluster: nodes.map((n) => `${n.name}=https://${n.privateIp}:${PORTS.etcdPeer}`).join(","),
     etcdClusterToken: `${clusterName}-etcd`,
     quorum: Math.floor(nodeCount / 2) + 1,
     highlyAvailable: nodeCount >= 3,

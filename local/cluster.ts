@@ -15,6 +15,8 @@ import {
   APP_DATABASE,
   BackupTarget,
   ClusterSecrets,
+  ClusterTls,
+  DATABASE_URL_SSLMODE,
   GENERATED_SECRET_NAMES,
   NodeSpec,
   PORTS,
@@ -47,6 +49,7 @@ import {
 import { machineProcesses } from "./processes";
 import { createNetwork, destroyNetwork, namespaceExists, nodeNamespace, setNodeLink } from "./network";
 import { ensureSshKey } from "./ssh";
+import { ensureClusterTls } from "./tls";
 import {
   LocalClusterState,
   LocalNode,
@@ -194,9 +197,10 @@ export function renderLocalNode(
   node: NodeSpec,
   options: ClusterOptions,
   secrets: ClusterSecrets,
+  tls: ClusterTls,
   extra: { etcdInitialClusterState?: "new" | "existing"; redisMasterIp?: string } = {},
 ) {
-  return renderNode({ topology, node, options: { ...options, memoryMb: localMemoryMb(options.plan), volumeSizeGb: LOCAL_VOLUME_GB }, secrets, paths: serverPaths(), ...extra });
+  return renderNode({ topology, node, options: { ...options, memoryMb: localMemoryMb(options.plan), volumeSizeGb: LOCAL_VOLUME_GB }, secrets, tls, paths: serverPaths(), ...extra });
 }
 
 /** Hetzner-style volume ids: stable per node, distinct across nodes. */
@@ -303,6 +307,8 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
   fs.mkdirSync(root, { recursive: true, mode: 0o755 });
   fs.chmodSync(root, 0o755);
   writeSecrets(root, secrets);
+  // The CA, each node's pair and this machine's operator pair, as the Pulumi program makes them.
+  const tls = ensureClusterTls(root, topology);
   writeState(state);
   if (state.backupHostDir) prepareBackupDir(image, state.backupHostDir);
   const { publicKey } = ensureSshKey(root);
@@ -318,7 +324,7 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
     hostIp: state.hostIp,
   });
   for (const node of topology.nodes) {
-    const files = renderLocalNode(topology, node, { ...options, backup }, secrets);
+    const files = renderLocalNode(topology, node, { ...options, backup }, secrets, tls);
     const userData = opts.extraUserData ? mergeUserData(files["user-data.yaml"], opts.extraUserData(node)) : files["user-data.yaml"];
     const local = createNodeMachine(state, node, userData, { publicKey, attachVolume: !(opts.withoutVolume ?? []).includes(node.name) });
     // Recorded before it boots, so that `down` finds it whatever happens next.
@@ -392,7 +398,7 @@ export async function waitHealthy(
 export function clusterUrls(state: LocalClusterState, secrets: ClusterSecrets): { databaseUrl: string; redisUrl: string } {
   const ip = state.nodes[0].address;
   return {
-    databaseUrl: `postgresql://${USERS.app}:${encodeURIComponent(secrets.app)}@${ip}:${PORTS.postgresPrimary}/${APP_DATABASE}`,
+    databaseUrl: `postgresql://${USERS.app}:${encodeURIComponent(secrets.app)}@${ip}:${PORTS.postgresPrimary}/${APP_DATABASE}?sslmode=${DATABASE_URL_SSLMODE}`,
     redisUrl: `redis://:${encodeURIComponent(secrets.redis)}@${ip}:${PORTS.redisMaster}/0`,
   };
 }

@@ -46,14 +46,17 @@ export async function patroniNode(ip: string): Promise<PatroniNode | undefined> 
   return (await getJson(`http://${ip}:${PORTS.patroni}/patroni`)) as PatroniNode | undefined;
 }
 
-/** Whether an etcd member answers at all (GET /version works without a quorum). */
+/**
+ * Whether an etcd member answers at all (/health answers "false" without a quorum). On the metrics
+ * port, plain HTTP: it carries no key or member data; the client port takes certificates only.
+ */
 export async function etcdAnswers(ip: string): Promise<boolean> {
-  const body = (await getJson(`http://${ip}:${PORTS.etcdClient}/version`)) as { etcdserver?: string } | undefined;
-  return typeof body?.etcdserver === "string";
+  const body = (await getJson(`http://${ip}:${PORTS.etcdMetrics}/health`)) as { health?: string } | undefined;
+  return typeof body?.health === "string";
 }
 
 export async function etcdHealthy(ip: string): Promise<boolean> {
-  const body = (await getJson(`http://${ip}:${PORTS.etcdClient}/health`)) as { health?: string } | undefined;
+  const body = (await getJson(`http://${ip}:${PORTS.etcdMetrics}/health`)) as { health?: string } | undefined;
   return body?.health === "true";
 }
 

@@ -46,6 +46,7 @@ import { addNode, removeNode } from "./network";
 import { probeNode } from "./node-probe";
 import { SshIdentity, ensureSshKey, sshIdentity, sshScript } from "./ssh";
 import { LocalClusterState, LocalNode, findNode, writeState } from "./state";
+import { ensureClusterTls, readClusterTls } from "./tls";
 
 export interface ScaleOptions extends Location {
   /** The node count to reach: 1, 3, 5 or 7 (the stack's rules apply, such as requireHa). */
@@ -149,6 +150,7 @@ export function scriptContext(state: LocalClusterState, secrets: ClusterSecrets,
   return {
     options: { ...options, memoryMb: localMemoryMb(options.plan), volumeSizeGb: LOCAL_VOLUME_GB, backup: state.backup ?? localBackup() },
     secrets,
+    tls: readClusterTls(state.root),
     paths: () => serverPaths(),
     control: () => systemdControl(),
   };
@@ -182,6 +184,8 @@ async function scaleLocked(opts: ScaleOptions): Promise<ScaleResult> {
     throw new ConfigError("nodes", names, `a running cluster's nodes are ${from.nodes.map((n) => n.name).join(", ")}; this one is not in a state scale can move from`);
   }
 
+  // New nodes get their certificates (signed by the cluster's CA) before anything renders them.
+  ensureClusterTls(state.root, to);
   const ctx = scriptContext(state, secrets, options);
   const plan = planScale(from, to, ctx, { requireHa: settings.requireHa });
   progress(`Scaling ${state.clusterName} from ${from.nodeCount} to ${to.nodeCount} node(s): ${plan.steps.length} step(s)`);
@@ -231,7 +235,7 @@ function appendLog(state: LocalClusterState, node: Pick<NodeSpec, "name">, text:
 async function provision(state: LocalClusterState, ctx: ScriptContext, to: Topology, node: NodeSpec, progress: (line: string) => void): Promise<void> {
   const net = { id: state.networkId, hub: `${state.networkId}-hub`, subnetPrefix: to.subnetPrefix, namespaces: {} };
   addNode(net, { name: node.name, privateIp: node.privateIp });
-  const files = renderLocalNode(to, node, ctx.options, ctx.secrets, { etcdInitialClusterState: "existing" });
+  const files = renderLocalNode(to, node, ctx.options, ctx.secrets, ctx.tls, { etcdInitialClusterState: "existing" });
   const { publicKey } = ensureSshKey(state.root);
   const local = createNodeMachine(state, node, files["user-data.yaml"], { publicKey });
   // Recorded before it boots, so that `down` finds it whatever happens next.

@@ -8,6 +8,7 @@
  *   node --import tsx local/writer.ts --host H --port P --password-file F --first ID [--table T]
  */
 import * as fs from "node:fs";
+import type { ConnectionOptions } from "node:tls";
 import { parseArgs } from "node:util";
 import { Client } from "pg";
 import { APP_DATABASE, USERS } from "../core";
@@ -25,7 +26,16 @@ export interface WriterOptions {
   retryMs?: number;
   /** Called for each acknowledged write. */
   onAck?: (id: number, at: number) => void;
+  /** TLS towards PostgreSQL (remote logins need it); PROBE_SSL when absent. */
+  ssl?: ConnectionOptions;
 }
+
+/**
+ * TLS without checking the server's certificate: remote logins must use TLS (pg_hba), and these
+ * writers and probes measure availability, not identity. The check that a client verifies the
+ * server (verify-full against the cluster CA) is tests/local/tls.test.ts's.
+ */
+export const PROBE_SSL: ConnectionOptions = { rejectUnauthorized: false };
 
 export const DEFAULT_TABLE = "acked_writes";
 
@@ -92,6 +102,7 @@ export class AckWriter {
       password: this.opts.password,
       database: APP_DATABASE,
       connectionTimeoutMillis: 2000,
+      ssl: this.opts.ssl ?? PROBE_SSL,
       // A commit waiting for a lost synchronous standby must not hold the writer forever.
       query_timeout: 5000,
     });
@@ -125,8 +136,16 @@ export class AckWriter {
 }
 
 /** Ids among `ids` that a server does not have (read through `host:port`, normally a 5433). */
-export async function missingIds(opts: { host: string; port: number; password: string; table?: string }, ids: number[]): Promise<number[]> {
-  const client = new Client({ host: opts.host, port: opts.port, user: USERS.app, password: opts.password, database: APP_DATABASE, connectionTimeoutMillis: 3000 });
+export async function missingIds(opts: { host: string; port: number; password: string; table?: string; ssl?: ConnectionOptions }, ids: number[]): Promise<number[]> {
+  const client = new Client({
+    host: opts.host,
+    port: opts.port,
+    user: USERS.app,
+    password: opts.password,
+    database: APP_DATABASE,
+    connectionTimeoutMillis: 3000,
+    ssl: opts.ssl ?? PROBE_SSL,
+  });
   await client.connect();
   try {
     const { rows } = await client.query<{ id: string }>(`SELECT id FROM ${opts.table ?? DEFAULT_TABLE} WHERE id = ANY($1::bigint[])`, [ids]);

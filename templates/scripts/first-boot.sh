@@ -41,6 +41,8 @@ step="creating data directories"
 install -d -o postgres -g postgres -m 0700 "$PG_VERSION_DIR"
 install -d -o etcd -g etcd -m 0700 "$ETCD_DATA_DIR"
 install -d -o postgres -g postgres -m 0750 "$PGBACKREST_LOG_DIR" "$PGBACKREST_SPOOL_DIR"
+# The node's TLS key is root:ssl-cert 0640: postgres is in the group already (postgresql-common), etcd joins it.
+usermod -a -G ssl-cert etcd
 
 step="reloading systemd units"
 systemctl daemon-reload

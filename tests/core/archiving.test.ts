@@ -13,6 +13,7 @@ import {
   describeCluster,
   parseSettings,
   placeholderSecrets,
+  placeholderTls,
   renderNode,
   serverPaths,
 } from "../../core";
@@ -20,7 +21,7 @@ import {
 function render(stack: string, overrides: Record<string, unknown>, archiving?: boolean) {
   const { topology, options } = describeCluster(parseSettings(stack, overrides));
   if (archiving !== undefined) options.backup.archiving = archiving;
-  const files = renderNode({ topology, node: topology.nodes[0], options, secrets: placeholderSecrets(), paths: serverPaths() });
+  const files = renderNode({ topology, node: topology.nodes[0], options, secrets: placeholderSecrets(), tls: placeholderTls(topology.nodes.map((n) => n.name)), paths: serverPaths() });
   return { topology, options, files, patroni: yaml.load(files["patroni.yml"]) as any };
 }
 

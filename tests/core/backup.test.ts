@@ -10,7 +10,7 @@ import * as path from "node:path";
 import { gunzipSync } from "node:zlib";
 import * as yaml from "js-yaml";
 import { BACKUP_SCRIPT, BACKUP_TIMERS, SECRET_NAMES, describeCluster, parseSettings, readEnvFile, renderBackupFiles, renderNode, serverPaths, writtenFiles } from "../../core";
-import { randomSecrets, renderStack } from "../support/fixtures";
+import { fixtureTls, randomSecrets, renderStack } from "../support/fixtures";
 
 const { files, secrets, topology } = renderStack({ nodeCount: 3 });
 const node = files["madbase-prod-2"];
@@ -19,7 +19,7 @@ const written = Object.fromEntries(userData.write_files.map((f) => [f.path, f]))
 const nodeEnv = readEnvFile(writtenFiles(node["user-data.yaml"]).find((f) => f.path === "/etc/madbase/node.env")!.content);
 const backupFiles = (() => {
   const { options } = describeCluster(parseSettings("prod", { nodeCount: 3, plan: "cx31" }));
-  return renderBackupFiles({ topology, node: topology.nodes[1], options, secrets, paths: serverPaths() });
+  return renderBackupFiles({ topology, node: topology.nodes[1], options, secrets, tls: fixtureTls(), paths: serverPaths() });
 })();
 
 test("cloud-init writes the script (gzipped, byte for byte) and its environment file, readable by root and redis only", () => {
@@ -52,7 +52,7 @@ test("pgBackRest archives asynchronously to the bucket with the configured reten
   expect(conf).toMatch(/^repo1-s3-uri-style=path$/m);
   expect(conf).toMatch(/^repo1-path=\/madbase-prod\/pgbackrest$/m);
   const { topology: t, options: o } = describeCluster(parseSettings("prod", { nodeCount: 3, backupRetentionFull: "9" }));
-  const other = renderNode({ topology: t, node: t.nodes[0], options: o, secrets: randomSecrets(), paths: serverPaths() });
+  const other = renderNode({ topology: t, node: t.nodes[0], options: o, secrets: randomSecrets(), tls: fixtureTls(), paths: serverPaths() });
   expect(other["pgbackrest.conf"]).toMatch(/^repo1-retention-full=9$/m);
 });
 

@@ -18,7 +18,7 @@ import {
   settleScript,
   systemdControl,
 } from "../../core";
-import { randomSecrets } from "../support/fixtures";
+import { fixtureTls, randomSecrets } from "../support/fixtures";
 
 const secrets = randomSecrets();
 const optionsFor = (raw: Record<string, unknown>): ClusterOptions => describeCluster(parseSettings("prod", { nodeCount: 3, ...raw })).options;
@@ -27,6 +27,7 @@ const topology = buildTopology({ stack: "prod", nodeCount: 3, subnetCidr: "10.42
 const node = topology.nodes[1];
 const ctx = (options: ClusterOptions, extra: Partial<ScriptContext> = {}): ScriptContext => ({
   options,
+  tls: fixtureTls(),
   secrets,
   paths: () => serverPaths(),
   control: () => systemdControl(),
@@ -42,7 +43,7 @@ function added(a: string, b: string): string[] {
 
 describe("config-refresh", () => {
   it("sets Patroni's dynamic configuration to exactly what a new cluster bootstraps with", () => {
-    const patroniYml = renderNode({ topology, node, options: base, secrets, paths: serverPaths() })["patroni.yml"];
+    const patroniYml = renderNode({ topology, node, options: base, secrets, tls: fixtureTls(), paths: serverPaths() })["patroni.yml"];
     const bootstrap = (yaml.load(patroniYml) as { bootstrap: { dcs: unknown } }).bootstrap.dcs;
     expect(bootstrap).toEqual(dynamicConfig(base));
     expect(refresh(base)).toContain(`readonly DYNAMIC_CONFIG='${JSON.stringify(dynamicConfig(base))}'`);

@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as yaml from "js-yaml";
-import { NODE_FILES, NODE_PACKAGES, SECRET_NAMES, expandUserData, maskSecrets, serverPaths, template, writtenFiles } from "../../core";
+import { NODE_FILES, NODE_PACKAGES, SECRET_NAMES, expandUserData, maskPem, maskSecrets, serverPaths, template, writtenFiles } from "../../core";
 import { renderStack } from "../support/fixtures";
 
 const root = path.resolve(__dirname, "..", "..");
@@ -31,12 +31,13 @@ describe("rendering", () => {
     }
   });
 
-  it("points Patroni at every etcd member and PostgreSQL 17, and keeps pg_hba to the private subnet with scram", () => {
+  it("points Patroni at every etcd member (over TLS) and PostgreSQL 17, and keeps pg_hba to the private subnet with scram, over TLS", () => {
     const { files, topology } = renderStack({ nodeCount: 3 });
     const patroni = yaml.load(files["madbase-prod-2"]["patroni.yml"]) as any;
     // Patroni 4 (fixed in 3.0.3): every member, its own included, with member discovery.
     expect(patroni.etcd3.hosts).toEqual(topology.nodes.map((n) => `${n.privateIp}:2379`));
     expect(patroni.etcd3.use_proxies).toBeUndefined();
+    expect(patroni.etcd3).toMatchObject({ protocol: "https", cacert: "/etc/madbase/tls/ca.crt", cert: "/etc/madbase/tls/node.crt", key: "/etc/madbase/tls/node.key" });
     expect(patroni.postgresql).toMatchObject({ bin_dir: "/usr/lib/postgresql/17/bin", data_dir: "/var/lib/postgresql/17/madbase" });
     const single = yaml.load(renderStack({ nodeCount: 1 }).files["madbase-prod-1"]["patroni.yml"]) as any;
     expect(single.etcd3.hosts).toEqual(["10.42.1.10:2379"]);
@@ -46,10 +47,17 @@ describe("rendering", () => {
     expect(patroni.bootstrap.dcs.postgresql.parameters.max_connections).toBe(200);
     expect(patroni.postgresql.parameters.shared_buffers).toBe("4096MB");
     const hostRules = (patroni.postgresql.pg_hba as string[]).filter((r) => r.startsWith("host"));
+    // Loopback logins as before; from the subnet only over TLS; any other plain-text login refused.
     for (const rule of hostRules) {
-      expect(rule).toMatch(/ (10\.42\.1\.0\/24|127\.0\.0\.1\/32) scram-sha-256$/);
+      expect(rule).toMatch(/^(host .* 127\.0\.0\.1\/32 scram-sha-256|hostssl .* 10\.42\.1\.0\/24 scram-sha-256|hostnossl \S+ all 0\.0\.0\.0\/0 reject)$/);
     }
-    expect(hostRules.join("\n")).not.toMatch(/0\.0\.0\.0|::\/0|trust|md5/);
+    expect(hostRules.filter((r) => r.startsWith("hostssl"))).toHaveLength(2);
+    expect(hostRules.slice(-2)).toEqual(["hostnossl replication all 0.0.0.0/0 reject", "hostnossl all all 0.0.0.0/0 reject"]);
+    expect(hostRules.join("\n")).not.toMatch(/::\/0|trust|md5/);
+    expect(patroni.postgresql.parameters).toMatchObject({ ssl: "on", ssl_cert_file: "/etc/madbase/tls/node.crt", ssl_key_file: "/etc/madbase/tls/node.key" });
+    expect(patroni.postgresql.authentication.replication).toMatchObject({ sslmode: "verify-full", sslrootcert: "/etc/madbase/tls/ca.crt" });
+    expect(patroni.postgresql.authentication.rewind).toMatchObject({ sslmode: "verify-full" });
+    expect(patroni.bootstrap.pg_hba).toEqual(patroni.postgresql.pg_hba);
   });
 
   it("switches synchronous replication per stack", () => {
@@ -144,8 +152,10 @@ describe("rendering", () => {
     for (const file of NODE_FILES) {
       // user-data's gzipped files are unpacked, so that the snapshot shows (and masks) what they hold.
       const text = file === "user-data.yaml" ? expandUserData(files["madbase-prod-2"][file]) : files["madbase-prod-2"][file];
-      const masked = maskSecrets(text, secrets);
+      // Certificates and keys are made afresh in each test process: shown as <pem:…>.
+      const masked = maskPem(maskSecrets(text, secrets));
       for (const name of SECRET_NAMES) expect(masked).not.toContain(secrets[name]);
+      expect(masked).not.toContain("PRIVATE KEY-----\n");
       expect(masked).toMatchSnapshot(file);
     }
   });

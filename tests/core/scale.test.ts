@@ -27,11 +27,12 @@ import {
   writtenFiles,
   systemdControl,
 } from "../../core";
-import { randomSecrets } from "../support/fixtures";
+import { fixtureTls, randomSecrets } from "../support/fixtures";
 
 const secrets = randomSecrets();
 const { options } = describeCluster(parseSettings("prod", { nodeCount: 3, plan: "cx31", synchronousMode: true }));
-const ctx: ScriptContext = { options, secrets, paths: () => serverPaths(), control: () => systemdControl() };
+const tls = fixtureTls();
+const ctx: ScriptContext = { options, secrets, tls, paths: () => serverPaths(), control: () => systemdControl() };
 const topo = (nodeCount: number): Topology => buildTopology({ stack: "prod", nodeCount, subnetCidr: "10.42.1.0/24" });
 const labels = (steps: ScaleStep[]) => steps.map(describeStep);
 /** A script's commands: no comments, and none of the configuration files it carries. */
@@ -185,7 +186,7 @@ describe("leadership-handoff and config-refresh", () => {
     const five = topo(5);
     const node = five.nodes[0];
     const text = refreshScript(five, node, ctx);
-    const files = renderNode({ topology: five, node, options, secrets, paths: serverPaths() });
+    const files = renderNode({ topology: five, node, options, secrets, tls, paths: serverPaths() });
     expect(text).toContain(`<<'MADBASE_HAPROXY_CFG'\n${files["haproxy.cfg"]}MADBASE_HAPROXY_CFG\n`);
     expect(text).toContain(`<<'MADBASE_PATRONI_YML'\n${files["patroni.yml"]}MADBASE_PATRONI_YML\n`);
     expect(text).toContain("patroni: restarted with etcd hosts 10.42.1.10:2379, 10.42.1.11:2379, 10.42.1.12:2379, 10.42.1.13:2379, 10.42.1.14:2379");
@@ -270,6 +271,7 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
       node: five.nodes[nodeIndex],
       options,
       secrets,
+      tls,
       paths: serverPaths(),
       etcdInitialClusterState: opts.joining ? "existing" : "new",
     })["user-data.yaml"];
@@ -280,7 +282,7 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
       fs.mkdirSync(bin);
       const calls = path.join(dir, "calls");
       const stub = (name: string, body = "") => fs.writeFileSync(path.join(bin, name), `#!/bin/bash\necho "${name} $*" >>${calls}\n${body}\n`, { mode: 0o755 });
-      for (const name of ["sysctl", "mountpoint", "install", "systemctl"]) stub(name);
+      for (const name of ["sysctl", "mountpoint", "install", "systemctl", "usermod"]) stub(name);
       stub("runuser", opts.stanzaError ? `echo "${opts.stanzaError}" >&2; exit 28` : "");
       // Patroni's answers: /health at once; the role (/primary or /replica) only after
       // `electedAfter` role questions, as while the members still elect a leader.
@@ -323,6 +325,8 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
     const b = boot(0);
     expect([b.code, b.failed]).toEqual([0, undefined]);
     expect(b.calls).toContain("systemctl enable etcd patroni redis-server redis-sentinel");
+    // etcd reads the node's TLS key (root:ssl-cert 0640) through the group.
+    expect(b.calls).toContain("usermod -a -G ssl-cert etcd");
     expect(b.calls).toContain("systemctl restart --no-block etcd patroni redis-server redis-sentinel");
     expect(b.calls).toContain("systemctl enable --now madbase-pg-backup-full.timer madbase-pg-backup-diff.timer madbase-redis-snapshot.timer madbase-pg-metrics.timer");
     expectInOrder(b.calls.join("\n"), [
@@ -393,7 +397,7 @@ describe("madbase-redis-follow (redis-server's ExecStartPre)", () => {
   /** Runs the guard with a redis-cli stand-in whose Sentinels (by address) name the given masters. */
   function follow(named: Record<string, string>, conf: string, quorumInSentinelConf?: number): { conf: string; code: number | null; output: string } {
     const three = topo(3);
-    const userData = renderNode({ topology: three, node: three.nodes[0], options, secrets, paths: serverPaths() })["user-data.yaml"];
+    const userData = renderNode({ topology: three, node: three.nodes[0], options, secrets, tls, paths: serverPaths() })["user-data.yaml"];
     const files = Object.fromEntries(writtenFiles(userData).map((f) => [f.path, f.content]));
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "madbase-follow-"));
     try {

@@ -20,7 +20,7 @@ describe("topology", () => {
 
   it("lists every member in etcd's initial cluster with its peer URL", () => {
     expect(topo(3).etcdInitialCluster).toBe(
-      "madbase-prod-1=http://10.42.1.10:2380,madbase-prod-2=http://10.42.1.11:2380,madbase-prod-3=http://10.42.1.12:2380",
+      "madbase-prod-1=https://10.42.1.10:2380,madbase-prod-2=https://10.42.1.11:2380,madbase-prod-3=https://10.42.1.12:2380",
     );
   });
 

@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { BACKUP_SCRIPT, BACKUP_UNITS, describeCluster, parseSettings, renderBackupFiles, renderBackupUnits, serverPaths } from "../../core";
-import { randomSecrets } from "../support/fixtures";
+import { fixtureTls, randomSecrets } from "../support/fixtures";
 import { run } from "../support/proc";
 
 jest.setTimeout(120_000);
@@ -20,7 +20,7 @@ const settings = parseSettings("prod", { nodeCount: 3 });
 const { topology, options } = describeCluster(settings);
 // The units name the script by its installed path: here, the rendered copy in the scratch dir.
 const paths = { ...serverPaths(), scriptDir: work };
-const input = { topology, node: topology.nodes[1], options, secrets: randomSecrets(), paths };
+const input = { topology, node: topology.nodes[1], options, secrets: randomSecrets(), tls: fixtureTls(), paths };
 const script = path.join(work, BACKUP_SCRIPT);
 fs.writeFileSync(script, renderBackupFiles(input)[BACKUP_SCRIPT].content, { mode: 0o755 });
 const unitDir = path.join(work, "units");

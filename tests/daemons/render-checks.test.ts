@@ -9,9 +9,20 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { ChildProcess, execFileSync } from "node:child_process";
-import { NODE_FILES, PORTS, PROFILE_NAMES, RenderedNode, Topology, readEnvFile } from "../../core";
+import {
+  ClusterTls,
+  NODE_FILES,
+  PORTS,
+  PROFILE_NAMES,
+  RenderedNode,
+  Topology,
+  caCertificateSpec,
+  operatorCertificateSpec,
+  readEnvFile,
+} from "../../core";
 import { ensureImage } from "../../local/image";
-import { renderStack } from "../support/fixtures";
+import { certPaths, issueCertificate } from "../../local/tls";
+import { fixtureTlsRoot, renderStack } from "../support/fixtures";
 import { mapLimit, run, start, stop, waitFor } from "../support/proc";
 
 jest.setTimeout(240_000);
@@ -205,11 +216,27 @@ function writeRender(dir: string, files: Record<string, RenderedNode>): void {
   }
 }
 
-/** Starts every node's etcd from its etcd.conf (only the data dir moved to scratch space). */
-async function startEtcd(net: Net, topology: Topology, files: Record<string, RenderedNode>, dir: string): Promise<ChildProcess[]> {
+/** A pair of certificate files in the scratch directory, as etcdctl flags (paths inside the image). */
+function certFlags(dir: string, pair: { ca: string; cert: string; key: string }): string[] {
+  fs.mkdirSync(dir, { recursive: true });
+  for (const [name, pem] of Object.entries(pair)) fs.writeFileSync(path.join(dir, name), pem, { mode: 0o600 });
+  return [`--cacert=${inside(path.join(dir, "ca"))}`, `--cert=${inside(path.join(dir, "cert"))}`, `--key=${inside(path.join(dir, "key"))}`];
+}
+
+/** The operator's pair of the fixture certificates (local/tls.ts): etcd's client port takes nothing else. */
+let operatorFlags: string[] = [];
+
+/**
+ * Starts every node's etcd from its etcd.conf (the data dir and the certificate files moved to
+ * scratch space; the certificates are the fixture's, made by the local runner's generator).
+ */
+async function startEtcd(net: Net, topology: Topology, files: Record<string, RenderedNode>, dir: string, tls: ClusterTls): Promise<ChildProcess[]> {
   const procs = topology.nodes.map((node) => {
     const env = readEnvFile(files[node.name]["etcd.conf"]);
     env.ETCD_DATA_DIR = inside(path.join(dir, node.name, "etcd-data"));
+    const pem = path.join(dir, node.name, "tls");
+    const [ca, cert, key] = certFlags(pem, { ca: tls.caCert, ...tls.nodes[node.name] }).map((f) => f.replace(/^--\w+=/, ""));
+    Object.assign(env, { ETCD_TRUSTED_CA_FILE: ca, ETCD_PEER_TRUSTED_CA_FILE: ca, ETCD_CERT_FILE: cert, ETCD_PEER_CERT_FILE: cert, ETCD_KEY_FILE: key, ETCD_PEER_KEY_FILE: key });
     const vars = Object.entries(env).map(([k, v]) => `${k}=${v}`);
     return start(inImage(net.namespaces[node.name], ["env", "-i", "PATH=/usr/bin:/bin", ...vars, "etcd"]));
   });
@@ -217,7 +244,9 @@ async function startEtcd(net: Net, topology: Topology, files: Record<string, Ren
   await waitFor(
     `etcd cluster of ${topology.nodeCount}`,
     async () => {
-      const r = await run(inImage(first, ["etcdctl", `--endpoints=${topology.nodes[0].privateIp}:2379`, "endpoint", "health", "--cluster"]), { timeoutMs: 10_000 });
+      const r = await run(inImage(first, ["etcdctl", ...operatorFlags, `--endpoints=https://${topology.nodes[0].privateIp}:2379`, "endpoint", "health", "--cluster"]), {
+        timeoutMs: 10_000,
+      });
       return r.code === 0 && (r.stdout + r.stderr).split("is healthy").length - 1 === topology.nodeCount;
     },
     60_000,
@@ -229,12 +258,14 @@ async function startEtcd(net: Net, topology: Topology, files: Record<string, Ren
 describe.each([1, 3, 5])("rendered files for %i node(s)", (nodeCount) => {
   let topology: Topology;
   let net: Net;
+  let tls: ClusterTls;
   const rendered: Record<string, Record<string, RenderedNode>> = {};
 
   beforeAll(async () => {
     for (const profile of PROFILE_NAMES) {
       const r = renderStack({ nodeCount, profile });
       topology = r.topology;
+      tls = r.tls;
       rendered[profile] = r.files;
       writeRender(path.join(work, `${nodeCount}`, profile), r.files);
     }
@@ -243,15 +274,49 @@ describe.each([1, 3, 5])("rendered files for %i node(s)", (nodeCount) => {
     net = createNet(id, topology);
     const run: NodeRun = { id, etcd: [] };
     running.push(run);
-    run.etcd = await startEtcd(net, topology, rendered.norm, path.join(work, `${nodeCount}`));
+    const root = fixtureTlsRoot();
+    operatorFlags = certFlags(path.join(work, `${nodeCount}`, "operator"), {
+      ca: fs.readFileSync(certPaths(root, "ca").cert, "utf8"),
+      cert: fs.readFileSync(certPaths(root, "operator").cert, "utf8"),
+      key: fs.readFileSync(certPaths(root, "operator").key, "utf8"),
+    });
+    run.etcd = await startEtcd(net, topology, rendered.norm, path.join(work, `${nodeCount}`), tls);
   });
 
-  it("etcd forms a cluster from every node's etcd.conf", async () => {
+  it("etcd forms a cluster from every node's etcd.conf, over TLS between peers", async () => {
     const first = net.namespaces[topology.nodes[0].name];
-    const r = await run(inImage(first, ["etcdctl", `--endpoints=${topology.nodes[0].privateIp}:2379`, "member", "list"]), { timeoutMs: 10_000 });
+    const r = await run(inImage(first, ["etcdctl", ...operatorFlags, `--endpoints=https://${topology.nodes[0].privateIp}:2379`, "member", "list"]), { timeoutMs: 10_000 });
     const members = r.stdout.trim().split("\n");
     expect(members).toHaveLength(nodeCount);
-    for (const node of topology.nodes) expect(r.stdout).toContain(`${node.name}, http://${node.privateIp}:2380, http://${node.privateIp}:2379`);
+    for (const node of topology.nodes) expect(r.stdout).toContain(`${node.name}, https://${node.privateIp}:2380, https://${node.privateIp}:2379`);
+  });
+
+  it("etcd serves only clients with a certificate of the cluster's CA", async () => {
+    const first = net.namespaces[topology.nodes[0].name];
+    const endpoint = `--endpoints=https://${topology.nodes[0].privateIp}:2379`;
+    const put = (flags: string[]) => run(inImage(first, ["etcdctl", ...flags, endpoint, "--dial-timeout=2s", "--command-timeout=3s", "put", "/probe", "x"]), { timeoutMs: 15_000 });
+    // A pair from another CA (its own, made the same way), trusted CA still the cluster's.
+    const otherRoot = path.join(work, `${nodeCount}`, "other-ca");
+    issueCertificate(caCertificateSpec({ clusterName: "someone-else" }), certPaths(otherRoot, "ca"));
+    issueCertificate(operatorCertificateSpec({ clusterName: "someone-else" }), certPaths(otherRoot, "operator"), certPaths(otherRoot, "ca"));
+    const foreign = certFlags(path.join(otherRoot, "flags"), {
+      ca: tls.caCert,
+      cert: fs.readFileSync(certPaths(otherRoot, "operator").cert, "utf8"),
+      key: fs.readFileSync(certPaths(otherRoot, "operator").key, "utf8"),
+    });
+    const [noCert, otherCa, plain, ours] = [
+      await put([operatorFlags[0]]),
+      await put(foreign),
+      await run(inImage(first, ["curl", "-s", "-m", "3", `http://${topology.nodes[0].privateIp}:2379/version`]), { timeoutMs: 10_000 }),
+      await put(operatorFlags),
+    ];
+    expect(noCert.code).not.toBe(0);
+    expect(otherCa.code).not.toBe(0);
+    expect(plain.stdout).not.toContain("etcdserver");
+    expect({ code: ours.code, out: ours.stdout.trim() }).toEqual({ code: 0, out: "OK" });
+    // Metrics stay plain HTTP, on their own port, without a key in sight.
+    const metrics = await run(inImage(first, ["curl", "-sf", "-m", "3", `http://${topology.nodes[0].privateIp}:${PORTS.etcdMetrics}/health`]), { timeoutMs: 10_000 });
+    expect(metrics.stdout).toContain('"health":"true"');
   });
 
   it.each(PROFILE_NAMES)("every file passes its daemon's check (profile %s)", async (profile) => {

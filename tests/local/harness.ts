@@ -14,7 +14,7 @@ import { machineExec } from "../../local/machine";
 import { Location, UpResult, down, status, up } from "../../local/cluster";
 import { ClusterHealth, assertHostLink } from "../../local/health";
 import { LocalClusterState, findNode } from "../../local/state";
-import { Ack } from "../../local/writer";
+import { Ack, PROBE_SSL } from "../../local/writer";
 
 export const REPO = path.resolve(__dirname, "..", "..");
 
@@ -78,7 +78,7 @@ export async function sql<T extends Record<string, unknown>>(
   params: unknown[] = [],
 ): Promise<T[]> {
   assertHostLink(state);
-  const client = new Client({ host, port, user: USERS.app, password, database: APP_DATABASE, connectionTimeoutMillis: 3000, query_timeout: 10_000 });
+  const client = new Client({ host, port, user: USERS.app, password, database: APP_DATABASE, connectionTimeoutMillis: 3000, query_timeout: 10_000, ssl: PROBE_SSL });
   client.on("error", () => undefined);
   await client.connect();
   try {

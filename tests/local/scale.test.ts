@@ -14,6 +14,7 @@ import * as path from "node:path";
 import Redis from "ioredis";
 import { BACKUP_SCRIPT, PORTS, ScaleStep, serverPaths } from "../../core";
 import { loadCluster } from "../../local/cluster";
+import { operatorTls, tlsRequest } from "../../local/tls";
 import { assertHostLink } from "../../local/health";
 import { machineExec, machinePath } from "../../local/machine";
 import { probeNode } from "../../local/node-probe";
@@ -88,9 +89,9 @@ async function membership() {
   const { state, secrets } = loadCluster(loc);
   const names = state.nodes.map((n) => n.name);
   const first = state.nodes[0].address;
-  const etcd = (await (await fetch(`http://${first}:${PORTS.etcdClient}/v3/cluster/member/list`, { method: "POST", body: "{}" })).json()) as {
-    members: { name: string; isLearner?: boolean }[];
-  };
+  // etcd's client port takes only the cluster's certificates: this machine presents the operator's.
+  const answer = await tlsRequest(`https://${first}:${PORTS.etcdClient}/v3/cluster/member/list`, { ...operatorTls(state.root), method: "POST", body: "{}" });
+  const etcd = JSON.parse(answer.body) as { members: { name: string; isLearner?: boolean }[] };
   const patroni = (await (await fetch(`http://${first}:${PORTS.patroni}/cluster`)).json()) as { members: { name: string; role: string; state: string }[] };
   const sentinels = await Promise.all(state.nodes.map((n) => sentinelMaster(n.address, state.clusterName)));
   const haproxy = await Promise.all(

@@ -110,6 +110,14 @@ function fakePassword(name: string, length: number): string {
   return out.slice(0, length);
 }
 
+/** A PEM document of `bytes` bytes, derived from the resource's name (same name, same value). */
+function fakePem(label: string, name: string, bytes: number): string {
+  let der = Buffer.alloc(0);
+  for (let i = 0; der.length < bytes; i++) der = Buffer.concat([der, crypto.createHash("sha256").update(`${label}:${name}#${i}`).digest()]);
+  const body = der.subarray(0, bytes).toString("base64").replace(/(.{64})/g, "$1\n").replace(/\n$/, "");
+  return `-----BEGIN ${label}-----\n${body}\n-----END ${label}-----\n`;
+}
+
 /** Config values of a committed Pulumi.<stack>.yaml, as the Pulumi CLI would hand them over. */
 export function stackFileConfig(stack: string): Record<string, string> {
   const doc = yaml.load(fs.readFileSync(path.join(ROOT, `Pulumi.${stack}.yaml`), "utf8")) as { config?: Record<string, unknown> };
@@ -148,6 +156,16 @@ export async function runProgram(given: RunOptions): Promise<ProgramRun> {
             secretValues.push(result);
             state.result = result;
           }
+          // @pulumi/tls: PEM documents of the sizes the provider makes (P-256), unique per resource.
+          if (args.type === "tls:index/privateKey:PrivateKey") {
+            state.privateKeyPem = fakePem("EC PRIVATE KEY", args.name, 121);
+            state.publicKeyPem = fakePem("PUBLIC KEY", args.name, 91);
+            secretValues.push(state.privateKeyPem as string);
+          }
+          if (args.type === "tls:index/selfSignedCert:SelfSignedCert" || args.type === "tls:index/locallySignedCert:LocallySignedCert") {
+            state.certPem = fakePem("CERTIFICATE", args.name, args.inputs.isCaCertificate ? 400 : 500);
+          }
+          if (args.type === "tls:index/certRequest:CertRequest") state.certRequestPem = fakePem("CERTIFICATE REQUEST", args.name, 300);
           if (args.type === "hcloud:index/server:Server") {
             const n = Number(numericId(args.type, args.name)) % 250;
             state.ipv4Address = `203.0.113.${n + 1}`;

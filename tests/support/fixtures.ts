@@ -1,20 +1,47 @@
 import { randomBytes } from "node:crypto";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
 import {
   ClusterSecrets,
+  ClusterTls,
   NodePaths,
   NodeSpec,
   ProfileName,
   SECRET_NAMES,
   Topology,
+  buildTopology,
   describeCluster,
   parseSettings,
   renderCluster,
   serverPaths,
 } from "../../core";
+import { ensureClusterTls } from "../../local/tls";
 
 /** Fresh random secrets for each test run, so a snapshot can only pass if every value is masked. */
 export function randomSecrets(): ClusterSecrets {
   return Object.fromEntries(SECRET_NAMES.map((n) => [n, randomBytes(24).toString("base64url").replace(/[-_]/g, "x")])) as unknown as ClusterSecrets;
+}
+
+const tlsRoots = new Map<string, string>();
+/**
+ * Real certificates for a stack's nodes (all seven a stack can have), made by the local runner's
+ * generator once per stack and test process: the CA and pairs are cached in a temporary directory.
+ */
+export function fixtureTls(stack = "prod", subnetCidr = "10.42.1.0/24"): ClusterTls {
+  return ensureClusterTls(fixtureTlsRoot(stack, subnetCidr), buildTopology({ stack, nodeCount: 7, subnetCidr }));
+}
+
+/** The directory fixtureTls keeps its files in (local/tls.ts's layout: the CA, the nodes', the operator's). */
+export function fixtureTlsRoot(stack = "prod", subnetCidr = "10.42.1.0/24"): string {
+  const id = `${stack}-${subnetCidr}`;
+  let root = tlsRoots.get(id);
+  if (!root) {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), "madbase-tls-fixture-"));
+    tlsRoots.set(id, root);
+    process.on("exit", () => fs.rmSync(root!, { recursive: true, force: true }));
+  }
+  return root;
 }
 
 export function renderStack(opts: {
@@ -25,7 +52,7 @@ export function renderStack(opts: {
   synchronousMode?: boolean;
   secrets?: ClusterSecrets;
   pathsFor?: (node: NodeSpec) => NodePaths;
-}): { topology: Topology; secrets: ClusterSecrets; files: ReturnType<typeof renderCluster> } {
+}): { topology: Topology; secrets: ClusterSecrets; tls: ClusterTls; files: ReturnType<typeof renderCluster> } {
   const settings = parseSettings(opts.stack ?? "prod", {
     nodeCount: opts.nodeCount,
     failoverProfile: opts.profile ?? "norm",
@@ -34,7 +61,8 @@ export function renderStack(opts: {
   });
   const { topology, options } = describeCluster(settings);
   const secrets = opts.secrets ?? randomSecrets();
-  return { topology, secrets, files: renderCluster(topology, options, secrets, opts.pathsFor ?? (() => serverPaths())) };
+  const tls = fixtureTls(topology.stack, topology.subnetCidr);
+  return { topology, secrets, tls, files: renderCluster(topology, options, secrets, tls, opts.pathsFor ?? (() => serverPaths())) };
 }
 
 /**
