@@ -176,7 +176,8 @@ function backupModel(input: NodeRenderInput) {
     scriptDir: paths.scriptDir,
     pgbackrestConf: paths.config["pgbackrest.conf"],
     patroniConf: paths.config["patroni.yml"],
-    patroniUrl: `http://${node.privateIp}:${PORTS.patroni}`,
+    patroniUrl: `https://${node.privateIp}:${PORTS.patroni}`,
+    tlsCa: paths.tls.caCert,
     etcdUrl: `https://127.0.0.1:${PORTS.etcdClient}`,
     // Patroni's key for "this cluster exists" (namespace /madbase/, scope = cluster name).
     initializeKey: `/madbase/${stanza}/initialize`,

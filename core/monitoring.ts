@@ -18,6 +18,8 @@ export interface ScrapeJob {
   target?: string;
   /** HAProxy's stats listener wants its login for /metrics too. */
   basicAuth?: boolean;
+  /** Served over HTTPS with the node's certificate: verified with the cluster CA (caCertificate). */
+  tls?: boolean;
 }
 
 /** Every endpoint with metrics on a node, each listening on the node's private address. */
@@ -32,7 +34,7 @@ export const SCRAPE_JOBS: readonly ScrapeJob[] = [
     path: "/scrape",
     target: `redis://127.0.0.1:${PORTS.sentinel}`,
   },
-  { job: "patroni", purpose: "Patroni's own metrics: role, timeline, WAL positions", port: PORTS.patroni, path: "/metrics" },
+  { job: "patroni", purpose: "Patroni's own metrics: role, timeline, WAL positions", port: PORTS.patroni, path: "/metrics", tls: true },
   { job: "haproxy", purpose: "HAProxy's built-in exporter on the stats listener (login required)", port: PORTS.haproxyStats, path: "/metrics", basicAuth: true },
   { job: "etcd", purpose: "etcd, Patroni's DCS", port: PORTS.etcdMetrics, path: "/metrics" },
 ];
@@ -40,6 +42,8 @@ export const SCRAPE_JOBS: readonly ScrapeJob[] = [
 export interface PrometheusConfigOptions {
   /** Where the Prometheus server keeps HAProxy's stats password (one line, the password only). */
   haproxyPasswordFile?: string;
+  /** Where the Prometheus server keeps the cluster CA's certificate (the caCertificate output). */
+  caFile?: string;
   scrapeIntervalSeconds?: number;
   /** Rule files Prometheus loads, relative to prometheus.yml: the rendered alerts.yml beside it (core/alerts.ts). */
   ruleFiles?: string[];
@@ -47,6 +51,10 @@ export interface PrometheusConfigOptions {
 
 export function defaultHaproxyPasswordFile(topology: Pick<Topology, "clusterName">): string {
   return `/etc/prometheus/${topology.clusterName}-haproxy-stats.password`;
+}
+
+export function defaultCaFile(topology: Pick<Topology, "clusterName">): string {
+  return `/etc/prometheus/${topology.clusterName}-ca.crt`;
 }
 
 /** prometheus.yml for one cluster: a job per endpoint, every node a target labelled with its name. */
@@ -57,11 +65,12 @@ export function renderPrometheusConfig(topology: Topology, opts: PrometheusConfi
     topology,
     users: USERS,
     haproxyPasswordFile: opts.haproxyPasswordFile ?? defaultHaproxyPasswordFile(topology),
+    caFile: opts.caFile ?? defaultCaFile(topology),
     scrapeInterval: `${interval}s`,
     // Prometheus wants the timeout no longer than the interval.
     scrapeTimeout: `${Math.min(10, interval)}s`,
     ruleFiles: opts.ruleFiles ?? [ALERT_RULES_FILE],
-    jobs: SCRAPE_JOBS.map((j) => ({ target: "", basicAuth: false, ...j, name: `${topology.clusterName}-${j.job}` })),
+    jobs: SCRAPE_JOBS.map((j) => ({ target: "", basicAuth: false, tls: false, ...j, name: `${topology.clusterName}-${j.job}` })),
   });
 }
 

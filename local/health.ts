@@ -16,6 +16,7 @@ import {
   redisReplication,
   sentinelMaster,
 } from "./probes";
+import { readClusterTls } from "./tls";
 import { LocalClusterState } from "./state";
 import { machinePath } from "./machine";
 import { CloudInitStatus, NodeProbe, probeNode } from "./node-probe";
@@ -130,14 +131,16 @@ function agreedMembers(views: (PatroniMember[] | undefined)[]): PatroniMember[] 
 export async function clusterHealth(state: LocalClusterState, secrets: ClusterSecrets): Promise<ClusterHealth> {
   assertHostLink(state);
   const net = { hub: `${state.networkId}-hub` };
+  // Patroni's REST API is HTTPS, verified with the cluster CA.
+  const ca = readClusterTls(state.root).caCert;
   const probes = await Promise.all(
     state.nodes.map(async (node) => {
       const probe = probeNode(node.machine);
       // HAProxy's admin socket, inside the node, seen through its /proc root.
       const socket = machinePath(node.machine, serverPaths().haproxySocket);
       const [members, self, redis, sentinel, etcd, haproxy, exporters] = await Promise.all([
-        patroniCluster(node.address),
-        patroniNode(node.address),
+        patroniCluster(node.address, ca),
+        patroniNode(node.address, ca),
         redisReplication(node.address, secrets.redis),
         sentinelMaster(node.address, state.clusterName),
         etcdHealthy(node.address),

@@ -6,6 +6,7 @@
 import * as net from "node:net";
 import Redis from "ioredis";
 import { PORTS } from "../core";
+import { tlsRequest } from "./tls";
 
 const PROBE_TIMEOUT_MS = 1500;
 
@@ -29,8 +30,17 @@ export interface PatroniMember {
   lag?: number | string;
 }
 
-export async function patroniCluster(ip: string): Promise<PatroniMember[] | undefined> {
-  const body = (await getJson(`http://${ip}:${PORTS.patroni}/cluster`)) as { members?: PatroniMember[] } | undefined;
+/** A GET to Patroni's REST API, over HTTPS verified with the cluster CA (`ca`, PEM). */
+async function patroniJson(ip: string, what: string, ca: string): Promise<unknown | undefined> {
+  try {
+    return JSON.parse((await tlsRequest(`https://${ip}:${PORTS.patroni}/${what}`, { ca, timeoutMs: PROBE_TIMEOUT_MS })).body);
+  } catch {
+    return undefined;
+  }
+}
+
+export async function patroniCluster(ip: string, ca: string): Promise<PatroniMember[] | undefined> {
+  const body = (await patroniJson(ip, "cluster", ca)) as { members?: PatroniMember[] } | undefined;
   return body?.members;
 }
 
@@ -42,8 +52,8 @@ export interface PatroniNode {
   replication?: { application_name: string; state: string; sync_state: string }[];
 }
 
-export async function patroniNode(ip: string): Promise<PatroniNode | undefined> {
-  return (await getJson(`http://${ip}:${PORTS.patroni}/patroni`)) as PatroniNode | undefined;
+export async function patroniNode(ip: string, ca: string): Promise<PatroniNode | undefined> {
+  return (await patroniJson(ip, "patroni", ca)) as PatroniNode | undefined;
 }
 
 /**

@@ -19,10 +19,11 @@ import {
   caCertificateSpec,
   operatorCertificateSpec,
   readEnvFile,
+  serverPaths,
 } from "../../core";
 import { ensureImage } from "../../local/image";
 import { certPaths, issueCertificate } from "../../local/tls";
-import { fixtureTlsRoot, renderStack } from "../support/fixtures";
+import { fixtureTls, fixtureTlsRoot, renderStack } from "../support/fixtures";
 import { mapLimit, run, start, stop, waitFor } from "../support/proc";
 
 jest.setTimeout(240_000);
@@ -125,8 +126,13 @@ function exporterCheck(
 
 /** One check per file: each passes on a good file and fails on a broken one (see the controls below). */
 const CHECKS: Record<(typeof NODE_FILES)[number], Check> = {
-  "haproxy.cfg": async (ns, file) => {
-    const r = await run(inImage(ns, ["haproxy", "-c", "-f", inside(file)]), { timeoutMs: 20_000 });
+  // HAProxy loads the CA file its Patroni checks verify with: the fixture CA, in scratch space.
+  "haproxy.cfg": async (ns, file, scratch) => {
+    const ca = path.join(scratch, "ca.crt");
+    fs.writeFileSync(ca, fixtureTls().caCert);
+    const copy = path.join(scratch, "haproxy.cfg");
+    fs.writeFileSync(copy, fs.readFileSync(file, "utf8").split(serverPaths().tls.caCert).join(inside(ca)));
+    const r = await run(inImage(ns, ["haproxy", "-c", "-f", inside(copy)]), { timeoutMs: 20_000 });
     // HAProxy 3.0 says nothing about a valid file; a bad one exits non-zero with an ALERT.
     return { ok: r.code === 0 && !/\[ALERT\]/.test(r.stdout + r.stderr), detail: `exit ${r.code}: ${r.stdout}${r.stderr}` };
   },

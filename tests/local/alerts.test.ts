@@ -21,6 +21,7 @@ import { UpResult, killNode, startNode, stopService, waitHealthy } from "../../l
 import { machineExec } from "../../local/machine";
 import { inNamespace } from "../../local/network";
 import { findNode } from "../../local/state";
+import { certPaths } from "../../local/tls";
 import { run, start, stop, waitFor } from "../support/proc";
 import { parsePromQL } from "../support/promql";
 import { TestCluster, finish, nodeSql, sleep, startCluster, testLocation } from "./harness";
@@ -70,7 +71,7 @@ beforeAll(async () => {
   const opts = { scrapeIntervalSeconds: SCRAPE };
   const passwordFile = path.join(work, "haproxy-stats.password");
   fs.writeFileSync(passwordFile, `${secrets.haproxyStats}\n`, { mode: 0o644 });
-  fs.writeFileSync(path.join(work, "prometheus.yml"), renderPrometheusConfig(topology, { haproxyPasswordFile: passwordFile, scrapeIntervalSeconds: SCRAPE }));
+  fs.writeFileSync(path.join(work, "prometheus.yml"), renderPrometheusConfig(topology, { haproxyPasswordFile: passwordFile, caFile: certPaths(state.root, "ca").cert, scrapeIntervalSeconds: SCRAPE }));
   fs.writeFileSync(path.join(work, ALERT_RULES_FILE), renderAlertRules(topology, { ...options, backup: state.backup ?? options.backup }, opts));
   fs.writeFileSync(path.join(work, "rules.json"), JSON.stringify({ rules: alertRules(topology, options, opts), t: alertThresholds(topology, options, opts) }));
   const check = await run(["promtool", "check", "config", path.join(work, "prometheus.yml")], { timeoutMs: 30_000 });

@@ -3,10 +3,10 @@
  * that needs a restart restarts its PostgreSQL in place (a short outage, which the output says),
  * and the node comes back with the new settings.
  */
-import { PLANS, PORTS, PROFILES } from "../../core";
+import { PLANS, PROFILES } from "../../core";
 import { apply } from "../../local/apply";
 import { UpResult, down, localMemoryMb, up } from "../../local/cluster";
-import { finish, nodeSql, testLocation } from "./harness";
+import { finish, nodeSql, patroniGet, testLocation } from "./harness";
 
 const loc = testLocation(13);
 let cluster: UpResult;
@@ -32,7 +32,7 @@ test("apply --plan cx31 --profile fast on one node: PostgreSQL restarts in place
   expect(lines).toContain("postgres: restarted with the new parameters");
   expect(nodeSql(state, node.name, "SHOW shared_buffers")).toBe(`${localMemoryMb(PLANS.cx31) / 4}MB`);
   expect(nodeSql(state, node.name, "SHOW max_connections")).toBe(String(PLANS.cx31.maxConnections));
-  const config = (await (await fetch(`http://${node.address}:${PORTS.patroni}/config`)).json()) as { loop_wait: number };
+  const config = (await patroniGet(state, node.address, "config")) as { loop_wait: number };
   expect(config.loop_wait).toBe(PROFILES.fast.patroni.loopWait);
   expect(result.health.healthy).toBe(true);
 }, 300_000);

@@ -18,7 +18,7 @@ import { machineExec, shutdown } from "../../local/machine";
 import { SshIdentity, sshIdentity, sshScript } from "../../local/ssh";
 import { LocalClusterState } from "../../local/state";
 import { AckWriter, missingIds } from "../../local/writer";
-import { finish, nodeSql, sleep, testLocation, waitFor } from "./harness";
+import { finish, nodeSql, patroniGet as harnessPatroniGet, sleep, testLocation, waitFor } from "./harness";
 
 const loc = testLocation(12);
 let cluster: UpResult;
@@ -35,8 +35,7 @@ afterAll(async () => {
 }, 120_000);
 
 async function patroniGet(ip: string, what: string): Promise<any> {
-  const r = await fetch(`http://${ip}:${PORTS.patroni}/${what}`, { signal: AbortSignal.timeout(3000) });
-  return r.json();
+  return harnessPatroniGet(loadCluster(loc).state, ip, what);
 }
 
 function onNode(state: LocalClusterState, name: string, command: string[]): string {

@@ -13,7 +13,8 @@ import { APP_DATABASE, PORTS, USERS, serverPaths } from "../../core";
 import { machineExec } from "../../local/machine";
 import { Location, UpResult, down, status, up } from "../../local/cluster";
 import { ClusterHealth, assertHostLink } from "../../local/health";
-import { LocalClusterState, findNode } from "../../local/state";
+import { LocalClusterState, LocalNode, findNode } from "../../local/state";
+import { certPaths, tlsRequest } from "../../local/tls";
 import { Ack, PROBE_SSL } from "../../local/writer";
 
 export const REPO = path.resolve(__dirname, "..", "..");
@@ -173,4 +174,33 @@ export function namespaceWriter(ns: string, opts: { host: string; port: number; 
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Patroni's REST API over HTTPS (verified with the cluster CA), from inside `from`'s network
+ * namespace: unsafe calls (PATCH /config, POST /switchover) are taken only from the cluster's
+ * members, and this machine is not one. The password reaches curl on its standard input.
+ */
+export function patroniCall(
+  state: LocalClusterState,
+  from: LocalNode,
+  ip: string,
+  method: string,
+  what: string,
+  opts: { body?: unknown; password?: string } = {},
+): { status: number; body: string } {
+  const argv = ["curl", "-s", "-m", "30", "-K", "-", "--cacert", certPaths(state.root, "ca").cert, "-X", method, "-H", "content-type: application/json"];
+  if (opts.body !== undefined) argv.push("-d", JSON.stringify(opts.body));
+  argv.push("-w", "\n%{http_code}", `https://${ip}:${PORTS.patroni}/${what}`);
+  const config = opts.password ? `user = "${USERS.patroniRest}:${opts.password}"\n` : "";
+  const run = spawnSync("ip", ["netns", "exec", from.namespace, ...argv], { input: config, encoding: "utf8", timeout: 40_000 });
+  const out = run.stdout ?? "";
+  const cut = out.lastIndexOf("\n");
+  return { status: Number(out.slice(cut + 1)) || 0, body: out.slice(0, cut) };
+}
+
+/** Patroni's GET endpoints from this machine, over HTTPS verified with the cluster CA. */
+export async function patroniGet(state: LocalClusterState, ip: string, what: string): Promise<any> {
+  const r = await tlsRequest(`https://${ip}:${PORTS.patroni}/${what}`, { ca: fs.readFileSync(certPaths(state.root, "ca").cert, "utf8"), timeoutMs: 3000 });
+  return JSON.parse(r.body);
 }

@@ -19,6 +19,7 @@ import { EXPORTERS, EXPORTER_PORTS } from "../../local/exporters";
 import { Sample, parseMetrics } from "../../local/metrics";
 import { LocalClusterState } from "../../local/state";
 import { inNamespace } from "../../local/network";
+import { certPaths } from "../../local/tls";
 import { run, start, stop, waitFor } from "../support/proc";
 import { grafanaToPromQL, parsePromQL } from "../support/promql";
 import { TestCluster, cli, startCluster, testLocation } from "./harness";
@@ -47,9 +48,9 @@ afterAll(async () => {
 }, 120_000);
 
 /** An HTTP GET from inside a node's namespace (as a Prometheus on the private network would). */
-async function get(ns: string, url: string, auth?: string): Promise<{ status: number; body: string }> {
+async function get(ns: string, url: string, auth?: string, caFile?: string): Promise<{ status: number; body: string }> {
   const out = path.join(work, `body-${Math.random().toString(36).slice(2)}`);
-  const argv = ["curl", "-s", "-m", "5", "-o", out, "-w", "%{http_code}", ...(auth ? ["-u", auth] : []), url];
+  const argv = ["curl", "-s", "-m", "5", "-o", out, "-w", "%{http_code}", ...(auth ? ["-u", auth] : []), ...(caFile ? ["--cacert", caFile] : []), url];
   const r = await run(inNamespace(ns, argv), { timeoutMs: 10_000 });
   const body = fs.existsSync(out) ? fs.readFileSync(out, "utf8") : "";
   fs.rmSync(out, { force: true });
@@ -59,7 +60,7 @@ async function get(ns: string, url: string, auth?: string): Promise<{ status: nu
 /** The rendered scrape configuration for this cluster's topology. */
 function scrapeConfig(scrapeIntervalSeconds = 15) {
   const topology = buildTopology({ stack: state.stack, nodeCount: state.nodes.length, subnetCidr: state.subnetCidr });
-  const text = renderPrometheusConfig(topology, { haproxyPasswordFile: passwordFile, scrapeIntervalSeconds });
+  const text = renderPrometheusConfig(topology, { haproxyPasswordFile: passwordFile, caFile: certPaths(state.root, "ca").cert, scrapeIntervalSeconds });
   return { text, doc: yaml.load(text) as { scrape_configs: any[] } };
 }
 
@@ -95,8 +96,8 @@ test("every target of the rendered prometheus.yml answers as Prometheus scrapes 
     const auth = job.basic_auth ? `${job.basic_auth.username}:${fs.readFileSync(job.basic_auth.password_file, "utf8").trim()}` : undefined;
     scrapes[name] = [];
     for (const sc of job.static_configs) {
-      const url = `http://${sc.targets[0]}${job.metrics_path}${query}`;
-      const r = await get(from, url, auth);
+      const url = `${job.scheme ?? "http"}://${sc.targets[0]}${job.metrics_path}${query}`;
+      const r = await get(from, url, auth, job.tls_config?.ca_file);
       expect({ url, status: r.status }).toEqual({ url, status: 200 });
       const samples = parseMetrics(r.body);
       expect(samples.length).toBeGreaterThan(10);

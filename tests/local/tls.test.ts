@@ -1,0 +1,187 @@
+/**
+ * TLS and authentication on a booted 3-node prod cluster, asserted from this machine, which sits in
+ * the nodes' private network as an application server would:
+ *  - etcd: no client certificate, or one from another CA, can neither read nor write; the
+ *    cluster's (the operator's pair) can;
+ *  - PostgreSQL: plain-text logins to a node's 5432 and to the entry port 5433 are refused;
+ *    sslmode=verify-full against the CA works through the entry point;
+ *  - the certificates the nodes present are the cluster CA's, with the node's SANs;
+ *  - Patroni: HTTPS only; an unsafe call from this machine (not a member) is refused even with
+ *    the password, one from a member without it too; HAProxy checks it over TLS and follows the
+ *    leader through a power cut within the profile's time, and the old leader rejoins.
+ */
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { APP_DATABASE, PORTS, USERS, caCertificateSpec, entryPointName, getProfile, operatorCertificateSpec, serverPaths } from "../../core";
+import { UpResult, killNode, startNode, waitHealthy } from "../../local/cluster";
+import { machinePath } from "../../local/machine";
+import { haproxyServers } from "../../local/probes";
+import { certPaths, issueCertificate, operatorTls } from "../../local/tls";
+import { AckWriter, missingIds } from "../../local/writer";
+import { address, finish, health, patroniCall, patroniGet, startCluster, testLocation, waitFor, writeEntryServer } from "./harness";
+
+const loc = testLocation(16);
+let cluster: UpResult;
+const scratch = fs.mkdtempSync(path.join(os.tmpdir(), "madbase-tls-test-"));
+
+beforeAll(async () => {
+  cluster = await startCluster(loc);
+}, 240_000);
+
+afterAll(async () => {
+  await finish(loc);
+  fs.rmSync(scratch, { recursive: true, force: true });
+}, 120_000);
+
+/** The image's etcdctl (etcd-client 3.5, the nodes' own), run on this machine. */
+function etcdctl(flags: string[], args: string[]): { code: number | null; out: string } {
+  const bin = path.join(cluster.state.image, "usr", "bin", "etcdctl");
+  const endpoint = `--endpoints=https://${cluster.state.nodes[0].address}:${PORTS.etcdClient}`;
+  const r = spawnSync(bin, [endpoint, "--dial-timeout=2s", "--command-timeout=3s", ...flags, ...args], { encoding: "utf8", timeout: 20_000 });
+  return { code: r.status, out: `${r.stdout}${r.stderr}` };
+}
+
+/** psql on this machine, with the password in the environment (never on its command line). */
+function psql(conninfo: string, extraEnv: Record<string, string> = {}): { code: number | null; out: string } {
+  const r = spawnSync("psql", [conninfo, "-XAtc", "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"], {
+    encoding: "utf8",
+    timeout: 20_000,
+    env: { ...process.env, PGPASSWORD: cluster.secrets.app, PGCONNECT_TIMEOUT: "5", ...extraEnv },
+  });
+  return { code: r.status, out: `${r.stdout}${r.stderr}`.trim() };
+}
+
+test("etcd: without a client certificate, or with one from another CA, nothing is read or written; the cluster's certificate can", () => {
+  const op = operatorTls(cluster.state.root);
+  const ours = [`--cacert=${op.caFile}`, `--cert=${op.certFile}`, `--key=${op.keyFile}`];
+  // Another CA, made exactly like the cluster's, and a client pair it signed.
+  const other = path.join(scratch, "other");
+  issueCertificate(caCertificateSpec({ clusterName: "someone-else" }), certPaths(other, "ca"));
+  issueCertificate(operatorCertificateSpec({ clusterName: "someone-else" }), certPaths(other, "operator"), certPaths(other, "ca"));
+  const foreign = [`--cacert=${op.caFile}`, `--cert=${certPaths(other, "operator").cert}`, `--key=${certPaths(other, "operator").key}`];
+  const noCert = [`--cacert=${op.caFile}`];
+
+  for (const flags of [noCert, foreign]) {
+    const put = etcdctl(flags, ["put", "/madbase/intruder", "x"]);
+    expect(put.code).not.toBe(0);
+    const get = etcdctl(flags, ["get", "--prefix", "/madbase/"]);
+    expect(get.code).not.toBe(0);
+    expect(get.out).not.toContain("/madbase/madbase-prod/leader");
+    const remove = etcdctl(flags, ["member", "list"]);
+    expect(remove.code).not.toBe(0);
+  }
+  // Plain HTTP on the client port gets no answer from etcd's API.
+  const plain = spawnSync("curl", ["-s", "-m", "3", `http://${cluster.state.nodes[0].address}:${PORTS.etcdClient}/version`], { encoding: "utf8" });
+  expect(plain.stdout).not.toContain("etcdserver");
+
+  expect(etcdctl(ours, ["put", "/madbase-tls-test/probe", "ok"])).toEqual({ code: 0, out: "OK\n" });
+  expect(etcdctl(ours, ["get", "--print-value-only", "/madbase-tls-test/probe"]).out).toBe("ok\n");
+  const leader = etcdctl(ours, ["get", "--print-value-only", "/madbase/madbase-prod/leader"]);
+  expect(leader).toEqual({ code: 0, out: `${cluster.health.leader}\n` });
+  expect(etcdctl(ours, ["del", "/madbase-tls-test/probe"]).code).toBe(0);
+});
+
+test("the nodes present certificates of the cluster CA, with their name and address and the entry point's", () => {
+  const op = operatorTls(cluster.state.root);
+  for (const node of cluster.state.nodes) {
+    const chain = spawnSync("openssl", ["s_client", "-connect", `${node.address}:${PORTS.etcdClient}`, "-CAfile", op.caFile, "-verify_return_error", "-verify_ip", node.address, "-cert", op.certFile, "-key", op.keyFile], {
+      input: "",
+      encoding: "utf8",
+      timeout: 15_000,
+    });
+    expect(chain.stdout).toMatch(/Verify return code: 0 \(ok\)/);
+    const pem = chain.stdout.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/)![0];
+    const text = spawnSync("openssl", ["x509", "-noout", "-ext", "subjectAltName"], { input: pem, encoding: "utf8" }).stdout;
+    for (const san of [`DNS:${node.name}`, `DNS:${entryPointName(cluster.state)}`, `IP Address:${node.address}`, "IP Address:127.0.0.1"]) expect(text).toContain(san);
+  }
+});
+
+test("PostgreSQL: plain-text logins to a node and to the entry port are refused; verify-full against the CA works through the entry point", () => {
+  const { state } = cluster;
+  const op = operatorTls(state.root);
+  const leaderNode = state.nodes.find((n) => n.name === cluster.health.leader)!;
+  const entry = state.nodes.find((n) => n.name !== cluster.health.leader)!;
+  const base = `user=${USERS.app} dbname=${APP_DATABASE}`;
+  for (const [host, port] of [
+    [leaderNode.address, PORTS.postgres],
+    [entry.address, PORTS.postgres],
+    [entry.address, PORTS.postgresPrimary],
+    [entry.address, PORTS.postgresReplicas],
+  ] as const) {
+    const plain = psql(`host=${host} port=${port} ${base} sslmode=disable`);
+    expect(plain.code).not.toBe(0);
+    expect(plain.out).toMatch(/no pg_hba.conf entry|rejects connection|pg_hba\.conf rejects/);
+  }
+  // verify-full through another node's HAProxy: the leader's certificate names the entry point,
+  // which this client asks for by name (host=) while connecting to the node's address (hostaddr=).
+  const verified = psql(`host=${entryPointName(state)} hostaddr=${entry.address} port=${PORTS.postgresPrimary} ${base} sslmode=verify-full sslrootcert=${op.caFile}`);
+  expect(verified).toEqual({ code: 0, out: "t" });
+  // Verifying against another CA fails: the client really checks the server.
+  const other = path.join(scratch, "other-pg");
+  issueCertificate(caCertificateSpec({ clusterName: "someone-else" }), certPaths(other, "ca"));
+  const wrongCa = psql(`host=${entryPointName(state)} hostaddr=${entry.address} port=${PORTS.postgresPrimary} ${base} sslmode=verify-full sslrootcert=${certPaths(other, "ca").cert}`);
+  expect(wrongCa.code).not.toBe(0);
+  expect(wrongCa.out).toMatch(/certificate verify failed/);
+  // The URL the runner prints asks for TLS.
+  expect(psql(`postgresql://${USERS.app}@${entry.address}:${PORTS.postgresPrimary}/${APP_DATABASE}?sslmode=require`)).toEqual({ code: 0, out: "t" });
+});
+
+test("Patroni: HTTPS only; unsafe calls need the password and a member's address; safe reads verify against the CA", async () => {
+  const { state, secrets } = cluster;
+  const [n1, n2] = state.nodes;
+  // Plain HTTP gets no answer from the REST API.
+  const plain = spawnSync("curl", ["-s", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}", `http://${n1.address}:${PORTS.patroni}/cluster`], { encoding: "utf8" });
+  expect(plain.stdout).not.toBe("200");
+  // Reads verify the server with the cluster CA.
+  expect((await patroniGet(state, n1.address, "cluster")).members).toHaveLength(3);
+  // This machine is not a member: even with the password, an unsafe call is refused.
+  const fromHost = spawnSync(
+    "curl",
+    ["-s", "-m", "10", "-K", "-", "--cacert", operatorTls(state.root).caFile, "-X", "PATCH", "-d", "{}", "-o", "/dev/null", "-w", "%{http_code}", `https://${n1.address}:${PORTS.patroni}/config`],
+    { input: `user = "${USERS.patroniRest}:${secrets.patroniRest}"\n`, encoding: "utf8" },
+  );
+  expect(fromHost.stdout).toBe("403");
+  // From a member: without the password, or with a wrong one, refused; with it, done.
+  expect(patroniCall(state, n2, n1.address, "PATCH", "config", { body: {} }).status).toBe(401);
+  expect(patroniCall(state, n2, n1.address, "PATCH", "config", { body: {}, password: "not-the-password" }).status).toBe(401);
+  expect(patroniCall(state, n2, n1.address, "POST", "restart", { body: {}, password: "not-the-password" }).status).toBe(401);
+  const ok = patroniCall(state, n2, n1.address, "PATCH", "config", { body: {}, password: secrets.patroniRest });
+  expect(ok.status).toBe(200);
+  expect(JSON.parse(ok.body)).toMatchObject({ ttl: getProfile(state.profile).patroni.ttl });
+});
+
+test("HAProxy checks Patroni over TLS and follows the leader through a power cut within the profile's time; the old leader rejoins (pg_rewind over TLS)", async () => {
+  const { state, secrets } = cluster;
+  const leader = cluster.health.leader!;
+  const entry = state.nodes.find((n) => n.name !== leader)!;
+  // Every HAProxy sees exactly the leader UP on 5433 (its checks are HTTPS with the CA).
+  for (const node of state.nodes) {
+    const socket = machinePath(node.machine, serverPaths().haproxySocket)!;
+    const up = (await haproxyServers(socket))!.filter((s) => s.proxy === "postgres_primary" && s.status === "UP").map((s) => s.server);
+    expect(up).toEqual([leader]);
+  }
+  const writer = new AckWriter({ host: entry.address, port: PORTS.postgresPrimary, password: secrets.app, firstId: 16_000_000, intervalMs: 20 }).start();
+  try {
+    await writer.waitForAcks(20, 30_000);
+    await killNode(leader, loc);
+    const cutAt = Date.now();
+    await writer.waitForAcks(20, 120_000);
+    const resumedAt = writer.firstAckAfter(cutAt)!.at;
+    // A power cut holds the leader key for the ttl; then a loop, the checks' fall, and room for a slow machine.
+    const p = getProfile(state.profile);
+    const boundMs = (p.patroni.ttl + p.patroni.loopWait + p.patroni.retryTimeout) * 1000 + (p.haproxy.fall + p.haproxy.rise) * p.haproxy.interMs + 10_000;
+    expect(resumedAt - cutAt).toBeLessThan(boundMs);
+    const h = await waitFor(loc, "a new leader", (x) => x.leader !== null && x.leader !== leader);
+    expect(await writeEntryServer(state, secrets.app, entry.address)).toEqual({ server: address(state, h.leader!), recovery: false });
+    await startNode(leader, loc);
+    const healed = await waitHealthy(state, secrets, { timeoutMs: 150_000 });
+    const old = healed.nodes.find((n) => n.name === leader)!;
+    expect(["replica", "sync_standby"]).toContain(old.role);
+    expect(old.streaming).toBe(true);
+  } finally {
+    await writer.stop();
+  }
+  expect(await missingIds({ host: address(state, (await health(loc)).leader!), port: PORTS.postgresPrimary, password: secrets.app }, writer.ackedIds)).toEqual([]);
+}, 400_000);
