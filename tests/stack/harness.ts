@@ -282,6 +282,10 @@ export const T = {
   loadBalancerTarget: "hcloud:index/loadBalancerTarget:LoadBalancerTarget",
   loadBalancerService: "hcloud:index/loadBalancerService:LoadBalancerService",
   password: "random:index/randomPassword:RandomPassword",
+  privateKey: "tls:index/privateKey:PrivateKey",
+  selfSignedCert: "tls:index/selfSignedCert:SelfSignedCert",
+  certRequest: "tls:index/certRequest:CertRequest",
+  locallySignedCert: "tls:index/locallySignedCert:LocallySignedCert",
 } as const;
 
 /**

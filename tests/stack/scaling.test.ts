@@ -66,8 +66,9 @@ describe("3 → 5 → 3", () => {
   test("growing only adds resources for the new nodes", () => {
     const before = new Set(three.resources.map((r) => `${r.type}::${r.name}`));
     const added = five.resources.filter((r) => !before.has(`${r.type}::${r.name}`)).map((r) => r.name);
-    expect(added.every((name) => /^madbase-prod-[45](-data(-attachment)?)?$/.test(name))).toBe(true);
-    expect(added).toHaveLength(2 * 4); // component, server, volume, attachment per new node
+    // Per new node: component, server, volume, attachment; its key, certificate request and certificate.
+    expect(added.every((name) => /^madbase-prod-(tls-)?madbase-prod-[45]-(key|csr|cert)$|^madbase-prod-[45](-data(-attachment)?)?$/.test(name))).toBe(true);
+    expect(added).toHaveLength(2 * 7);
   });
 
   test("shrinking back to 3 declares exactly the 3-node stack again", async () => {
@@ -155,6 +156,8 @@ describe("options that keep stateful nodes", () => {
     const stackWide = (run: ProgramRun) =>
       run.resources
         .filter((r) => ![...NODE_TYPES, "madbase-state:index:DatabaseNode"].includes(r.type))
+        // A node's own key and certificate come and go with it (tests/stack/certificates.test.ts).
+        .filter((r) => !/-tls-madbase-prod-\d+-(key|csr|cert)$/.test(r.name))
         .map(diffable)
         .sort((a, b) => `${a.type}::${a.name}`.localeCompare(`${b.type}::${b.name}`));
     expect(stackWide(five)).toEqual(stackWide(await prodWith(3)));

@@ -29,8 +29,9 @@ describe.each([
     expect(passwords).toHaveLength(GENERATED_SECRET_NAMES.length);
     for (const p of passwords) expect(p.inputs).toMatchObject({ special: false, length: PASSWORD_LENGTH });
     expect(PASSWORD_LENGTH).toBeGreaterThanOrEqual(32);
-    // The harness saw every generated value (and the S3 keys, when set).
-    expect(run.secretValues.length).toBe(GENERATED_SECRET_NAMES.length + Object.keys(secretConfig).length);
+    // The harness saw every generated value (and the S3 keys, when set), and a private key per
+    // node and the CA's.
+    expect(run.secretValues.length).toBe(GENERATED_SECRET_NAMES.length + Object.keys(secretConfig).length + 3 + 1);
   });
 
   test("connection strings and the stats password are secret outputs", () => {
@@ -42,7 +43,7 @@ describe.each([
 
   test("no plain output holds a secret value", () => {
     const plain = Object.entries(run.outputs).filter(([, o]) => !o.secret);
-    expect(plain.map(([k]) => k).sort()).toEqual(["alertRules", "appliedSettings", "backupStore", "entryPoint", "haproxyStatsUrl", "haproxyStatsUser", "nodes", "patroniScope", "prometheusConfig"]);
+    expect(plain.map(([k]) => k).sort()).toEqual(["alertRules", "appliedSettings", "backupStore", "caCertificate", "entryPoint", "haproxyStatsUrl", "haproxyStatsUser", "nodes", "patroniScope", "prometheusConfig"]);
     expect(leaks(JSON.stringify(Object.fromEntries(plain.map(([k, o]) => [k, o.value]))), run.secretValues)).toEqual([]);
     expect(run.outputs.haproxyStatsUrl.value).not.toMatch(/@/);
   });
