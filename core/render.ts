@@ -97,9 +97,17 @@ export function tlsFiles(input: NodeRenderInput): { path: string; owner: string;
   ];
 }
 
-/** PostgreSQL rereads its certificate files on a reload (a Patroni reload does not reload it unless its own file changed). */
-function reloadPostgres(paths: NodePaths): string {
-  return `runuser -u postgres -- psql -h ${paths.pgSocketDir} -p ${PORTS.postgres} -d postgres -Atqc 'SELECT pg_reload_conf()' >/dev/null`;
+/** The shell variable config-refresh (templates/scripts/config-refresh.sh.hbs) sets when a certificate file changed. */
+const TLS_RELOAD_FLAG = "tls_changed";
+
+/**
+ * What rereads new certificate files: etcd does at every handshake; Patroni (REST API) and HAProxy
+ * (the CA) on a reload; PostgreSQL on its own reload (a Patroni reload skips it when patroni.yml
+ * did not change).
+ */
+export function tlsReloadCommand(paths: NodePaths): string {
+  const psql = `runuser -u postgres -- psql -h ${paths.pgSocketDir} -p ${PORTS.postgres} -d postgres -Atqc 'SELECT pg_reload_conf()' >/dev/null`;
+  return `svc reload patroni && svc reload haproxy && ${psql}`;
 }
 
 /** The lag a replica may have and still serve reads through 5434. */
@@ -256,9 +264,9 @@ export function refreshedFiles(input: NodeRenderInput, files: RenderedNode): Ref
       after: u.path.endsWith(".timer") ? `svc daemon-reload units && svc try-restart ${path.posix.basename(u.path)}` : "svc daemon-reload units",
     })),
     ...nodeScripts(input.paths).filter((f) => !f.path.endsWith(FIRST_BOOT_SCRIPT)).map((f) => ({ ...f, owner: "root:root", mode: "0755" })),
-    // A renewed certificate (README, Rotation): etcd rereads its files at every handshake; Patroni
-    // (REST API) and PostgreSQL reread theirs on a reload, HAProxy its CA on a reload.
-    ...tlsFiles(input).map((f) => ({ ...f, after: `svc reload patroni && svc reload haproxy && ${reloadPostgres(input.paths)}` })),
+    // A renewed certificate (README, Rotation): config-refresh reloads once all three are in place
+    // (TLS_RELOAD_FLAG), so no daemon ever loads a certificate with the other key.
+    ...tlsFiles(input).map((f) => ({ ...f, after: `${TLS_RELOAD_FLAG}=1` })),
   ];
 }
 

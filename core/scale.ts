@@ -24,7 +24,7 @@ import { ConfigError } from "./errors";
 import { NodePaths, serverPaths } from "./paths";
 import { dynamicConfig, STANDBY_MINIMUM_PARAMETERS } from "./patroni";
 import type { ClusterOptions } from "./model";
-import { nodeMemoryMb, redisMaxMemoryMb, redisMinReplicasToWrite, refreshedFiles, renderNode, template } from "./render";
+import { nodeMemoryMb, redisMaxMemoryMb, redisMinReplicasToWrite, refreshedFiles, renderNode, template, tlsReloadCommand } from "./render";
 import { ClusterSecrets, USERS } from "./secrets";
 import type { ClusterTls } from "./tls";
 import { NodeSpec, PORTS, Topology, possibleNodeAddresses } from "./topology";
@@ -194,6 +194,7 @@ export function refreshScript(to: Topology, node: NodeSpec, ctx: ScriptContext):
     quorum: to.quorum,
     sentinel: ctx.options.profile.sentinel,
     refreshed: refreshedFiles(input, files).map((f) => ({ ...f, content: b64(f.content), after: f.after ?? "" })),
+    tlsReload: tlsReloadCommand(input.paths),
     authorizedKeys: ctx.authorizedKeys ? b64(ctx.authorizedKeys.map((k) => `${k.trim()}\n`).join("")) : "",
     volumeMount: input.paths.volumeMount,
   });

@@ -17,6 +17,7 @@ import { ClusterHealth, assertHostLink } from "./health";
 import { NotHealthyError, runScript, scriptContext, withClusterLock } from "./scale";
 import { SshIdentity, ensureSshKey, sshIdentity } from "./ssh";
 import { LocalClusterState, writeState } from "./state";
+import { ensureClusterTls } from "./tls";
 
 export interface ApplyOptions extends Location {
   /** Start from this stack file's settings instead of the cluster's recorded ones (must be the cluster's stack). */
@@ -87,6 +88,8 @@ async function applyLocked(opts: ApplyOptions): Promise<ApplyResult> {
   if (volumes) growVolumes(state, volumes.gb, progress);
 
   const identity = opts.identity ?? sshIdentity(state.root);
+  // A node whose certificate files were removed gets a new pair here (README, Rotation).
+  ensureClusterTls(state.root, topology);
   const ctx = { ...scriptContext(state, secrets, options), authorizedKeys: authorizedKeys(state, opts) };
   const changes: ApplyResult["changes"] = [];
   for (const node of refreshOrder(topology)) {

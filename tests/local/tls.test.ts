@@ -8,13 +8,15 @@
  *  - the certificates the nodes present are the cluster CA's, with the node's SANs;
  *  - Patroni: HTTPS only; an unsafe call from this machine (not a member) is refused even with
  *    the password, one from a member without it too; HAProxy checks it over TLS and follows the
- *    leader through a power cut within the profile's time, and the old leader rejoins.
+ *    leader through a power cut within the profile's time, and the old leader rejoins;
+ *  - rotation: a node's new pair reaches it through config-refresh, and its daemons present it.
  */
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { APP_DATABASE, PORTS, USERS, caCertificateSpec, entryPointName, getProfile, operatorCertificateSpec, serverPaths } from "../../core";
+import { apply } from "../../local/apply";
 import { UpResult, killNode, startNode, waitHealthy } from "../../local/cluster";
 import { machinePath } from "../../local/machine";
 import { haproxyServers } from "../../local/probes";
@@ -186,3 +188,32 @@ test("HAProxy checks Patroni over TLS and follows the leader through a power cut
   }
   expect(await missingIds({ host: address(state, (await health(loc)).leader!), port: PORTS.postgresPrimary, password: secrets.app }, writer.ackedIds)).toEqual([]);
 }, 400_000);
+
+/** The serial of the certificate a node presents on a port (`postgres`: STARTTLS of PostgreSQL's protocol). */
+function presentedSerial(ip: string, port: number, starttls?: string): string {
+  const args = ["s_client", "-connect", `${ip}:${port}`, ...(starttls ? ["-starttls", starttls] : [])];
+  const op = operatorTls(cluster.state.root);
+  if (port === PORTS.etcdClient) args.push("-cert", op.certFile, "-key", op.keyFile);
+  const chain = spawnSync("openssl", args, { input: "", encoding: "utf8", timeout: 15_000 });
+  const pem = chain.stdout.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/)?.[0] ?? "";
+  return spawnSync("openssl", ["x509", "-noout", "-serial"], { input: pem, encoding: "utf8" }).stdout.trim();
+}
+
+test("rotation: a node's new pair reaches it through config-refresh (apply), and etcd, Patroni and PostgreSQL present it", async () => {
+  const { state } = cluster;
+  const node = state.nodes[2];
+  const ports: [number, string?][] = [[PORTS.etcdClient], [PORTS.patroni], [PORTS.postgres, "postgres"]];
+  const before = ports.map(([port, starttls]) => presentedSerial(node.address, port, starttls));
+  expect(new Set(before).size).toBe(1);
+  expect(before[0]).toMatch(/^serial=/);
+  // README, Rotation: remove the node's pair; apply makes a new one and runs config-refresh.
+  for (const f of Object.values(certPaths(state.root, node.name))) fs.rmSync(f);
+  const result = await apply({ ...loc });
+  const lines = (name: string) => result.changes.find((c) => c.node === name)!.lines;
+  expect(lines(node.name)).toContain("tls: Patroni, HAProxy and PostgreSQL reloaded with the new certificate files");
+  for (const other of state.nodes.filter((n) => n.name !== node.name)) expect(lines(other.name).join("\n")).not.toContain("tls:");
+  const after = ports.map(([port, starttls]) => presentedSerial(node.address, port, starttls));
+  expect(after.every((s) => s === after[0] && s !== before[0])).toBe(true);
+  expect(after[0]).toBe(spawnSync("openssl", ["x509", "-noout", "-serial", "-in", certPaths(state.root, node.name).cert], { encoding: "utf8" }).stdout.trim());
+  expect(result.health.healthy).toBe(true);
+}, 300_000);
