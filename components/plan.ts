@@ -26,7 +26,7 @@ import {
 export const NODE_IMAGE = "debian-13";
 
 /** Hetzner refuses user data larger than this (bytes). */
-export const USER_DATA_LIMIT = 40 * 1024;
+export const USER_DATA_LIMIT = 32 * 1024;
 
 /** The smallest Hetzner load balancer; it carries TCP only, so size is about connection counts. */
 export const LOAD_BALANCER_TYPE = "lb11";
