@@ -12,20 +12,22 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import {
+  buildTopology,
   ClusterSecrets,
   ConfigError,
-  NodeSpec,
-  ScaleStep,
-  ScriptContext,
-  Topology,
-  buildTopology,
   describeCluster,
   describeStep,
+  FailedError,
+  loadStackSettings,
+  NodeSpec,
   planScale,
+  RefusedError,
   remoteCommand,
+  ScaleStep,
+  ScriptContext,
   serverPaths,
   systemdControl,
-  loadStackSettings,
+  Topology,
 } from "../core";
 import {
   LOCAL_VOLUME_GB,
@@ -41,7 +43,7 @@ import {
   waitHealthy,
 } from "./cluster";
 import { ClusterHealth, assertHostLink } from "./health";
-import { consoleLog, isRunning, machinePath, sleep } from "./machine";
+import { consoleTail, isRunning, machinePath, nspawnExit, sleep } from "./machine";
 import { addNode, removeNode } from "./network";
 import { probeNode } from "./node-probe";
 import { SshIdentity, ensureSshKey, sshIdentity, sshScript } from "./ssh";
@@ -73,13 +75,15 @@ export interface ScaleResult {
 }
 
 /** A step that failed on a node; its last output lines say why. */
-export class ScaleStepError extends Error {
+export class ScaleStepError extends FailedError {
   constructor(
     readonly step: string,
     readonly output: string[],
   ) {
-    super(`${step} failed:\n  ${output.slice(-15).join("\n  ")}`);
-    this.name = "ScaleStepError";
+    super(
+      `${step} failed:\n  ${output.slice(-15).join("\n  ")}\n` +
+        "The cluster is left as it is for inspection (logs: <root>/<node>/log/scale.log); `npm run local -- status` shows it.",
+    );
   }
 }
 
@@ -89,18 +93,9 @@ const STEP_TIMEOUT_MS = 20 * 60_000;
 const FIRST_BOOT_TIMEOUT_MS = 10 * 60_000;
 
 /** Another scale of the same cluster is running (its PID holds the lock). */
-export class ScaleInProgressError extends Error {
+export class ScaleInProgressError extends RefusedError {
   constructor(pid: number) {
     super(`another scale or apply of this cluster is running (pid ${pid}); wait for it to finish`);
-    this.name = "ScaleInProgressError";
-  }
-}
-
-/** The cluster is not healthy enough to change its membership. */
-export class NotHealthyError extends Error {
-  constructor(problems: string[]) {
-    super(`the cluster is not healthy; scale a healthy cluster (npm run local -- status):\n  ${problems.join("\n  ")}`);
-    this.name = "NotHealthyError";
   }
 }
 
@@ -165,7 +160,7 @@ async function scaleLocked(opts: ScaleOptions): Promise<ScaleResult> {
   try {
     await waitHealthy(state, secrets, { timeoutMs: 60_000 });
   } catch (e) {
-    if (e instanceof UnhealthyError) throw new NotHealthyError(e.health.problems);
+    if (e instanceof UnhealthyError) throw UnhealthyError.refusing("scale", e.health);
     throw e;
   }
   // The stack's own rules (allowed counts, requireHa) with the settings the cluster was started with.
@@ -258,9 +253,10 @@ async function waitFirstBoot(state: LocalClusterState, node: LocalNode): Promise
   };
   for (;;) {
     const probe = probeNode(node.machine);
-    if (!probe.running) {
-      const tail = fs.existsSync(consoleLog(node.machine)) ? fs.readFileSync(consoleLog(node.machine), "utf8").split("\n").slice(-15) : [];
-      throw new ScaleStepError(step, ["the machine stopped during its first boot; console:", ...tail]);
+    // Only systemd-nspawn's exit says the machine stopped: a probe that misses PID 1 for a moment
+    // while nspawn still runs is asked again.
+    if (!probe.running && !isRunning(node.machine.nspawnPid)) {
+      throw new ScaleStepError(step, [`the machine stopped during its first boot (${nspawnExit(node.machine)}); console:`, ...consoleTail(node.machine)]);
     }
     if (probe.cloudInit === "error") throw new ScaleStepError(step, ["cloud-init failed:", ...probe.cloudInitErrors, ...firstBootLog()]);
     if (probe.ready) break;
