@@ -125,7 +125,7 @@ test("status --json names every node's role and processes, and the URLs", () => 
     haproxy: expect.stringMatching(/^3\.0\.\d+$/),
     pgbackrest: expect.stringMatching(/^2\.55\.\d+$/),
   });
-  expect(out.databaseUrl).toBe(`postgresql://madbase:${cluster.secrets.app}@10.42.101.10:5433/madbase`);
+  expect(out.databaseUrl).toBe(`postgresql://madbase:${cluster.secrets.app}@10.42.101.10:5433/madbase?sslmode=require`);
   expect(out.redisUrl).toBe(`redis://:${cluster.secrets.redis}@10.42.101.10:6379/0`);
 });
 
