@@ -115,6 +115,9 @@ function model(input: NodeRenderInput) {
     // Patroni's etcd endpoints: every member. (Patroni 3.0.2 needed only the other nodes' members
     // and use_proxies, or a partitioned node overwrote the new leader's key; fixed in 3.0.3.)
     etcdHosts: topology.nodes,
+    // Who may make unsafe REST calls: loopback and every address a node of the stack can have
+    // (count-independent, so a joining node is in every running node's list already).
+    patroniAllowlist: ["127.0.0.1", ...possibleNodeAddresses(topology.subnetCidr)],
     // Patroni appends the connection string; psql reads the SQL (passwords included) from a file.
     postBootstrap: `psql -v ON_ERROR_STOP=1 -f ${paths.postBootstrapSql} -d`,
     pgHba: [

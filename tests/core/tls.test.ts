@@ -6,6 +6,7 @@ import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import * as yaml from "js-yaml";
 import {
   CA_VALIDITY_HOURS,
   ConfigError,
@@ -19,12 +20,13 @@ import {
   operatorCertificateSpec,
   parseSettings,
   placeholderTls,
+  possibleNodeAddresses,
   refreshScript,
   serverPaths,
   systemdControl,
 } from "../../core";
 import { certPaths, ensureClusterTls, issueCertificate, opensslExtensions } from "../../local/tls";
-import { fixtureTls, randomSecrets } from "../support/fixtures";
+import { fixtureTls, randomSecrets, renderStack } from "../support/fixtures";
 
 const topo = (nodeCount: number) => buildTopology({ stack: "prod", nodeCount, subnetCidr: "10.42.1.0/24" });
 const openssl = (args: string[], input?: string) => execFileSync("openssl", args, { encoding: "utf8", input });
@@ -153,4 +155,17 @@ test("config-refresh keeps a node's certificate files and reloads the daemons on
   const reload = text.indexOf('if [ "${tls_changed:-}" = 1 ]; then');
   expect(reload).toBeGreaterThan(text.lastIndexOf("MADBASE_FILE"));
   expect(text.slice(reload)).toMatch(/svc reload patroni && svc reload haproxy && runuser -u postgres -- psql .*pg_reload_conf/);
+});
+
+test("Patroni takes unsafe calls from loopback and a stack's node addresses only, never the whole subnet (POST /failsafe checks this list alone)", () => {
+  const { files } = renderStack({ nodeCount: 3 });
+  const patroni = yaml.load(files["madbase-prod-2"]["patroni.yml"]) as { restapi: Record<string, unknown> };
+  expect(patroni.restapi).toMatchObject({
+    allowlist: ["127.0.0.1", ...possibleNodeAddresses("10.42.1.0/24")],
+    allowlist_include_members: true,
+    certfile: serverPaths().tls.cert,
+    keyfile: serverPaths().tls.key,
+    cafile: serverPaths().tls.caCert,
+  });
+  expect(patroni.restapi.allowlist).not.toContain("10.42.1.0/24");
 });
