@@ -24,3 +24,4 @@ export * from "./patroni";
 export * from "./ssh-keys";
 export * from "./stack-change";
 export * from "./alerts";
+export * from "./hetzner";

@@ -25,7 +25,7 @@ import { NodePaths, serverPaths } from "./paths";
 import { dynamicConfig, STANDBY_MINIMUM_PARAMETERS } from "./patroni";
 import type { ClusterOptions } from "./model";
 import { nodeMemoryMb, redisMaxMemoryMb, redisMinReplicasToWrite, refreshedFiles, renderNode, tlsReloadCommand } from "./render";
-import { renderScript, template } from "./templates";
+import { plainScript, renderScript, template } from "./templates";
 import { ClusterSecrets, USERS } from "./secrets";
 import type { ClusterTls } from "./tls";
 import { NodeSpec, PORTS, Topology, possibleNodeAddresses } from "./topology";
@@ -106,7 +106,8 @@ function libModel(script: ScaleScript, purpose: string, topology: Topology, node
 
 function render(script: ScaleScript, purpose: string, topology: Topology, node: NodeSpec, ctx: ScriptContext, extra: Record<string, unknown> = {}): string {
   const model = { ...libModel(script, purpose, topology, node, ctx), ...extra };
-  return template("scripts/scale-lib.sh")(model) + renderScript(script, model);
+  // The rendered values, the library (a real .sh file), the driver's `svc`, then the script.
+  return [template("scripts/scale-values.sh")(model), plainScript("scale-lib.sh"), model.control, renderScript(script, model)].join("\n");
 }
 
 /** The node's files as the topology renders them (for config-refresh). */

@@ -1,29 +1,7 @@
-#!/usr/bin/env bash
-# {{script}} for {{node.name}} ({{clusterName}}): {{purpose}}
-# Rendered by madbase-state (core/scale.ts); do not edit by hand. Safe to run again: every step
-# first looks at what is already done. The same script runs on a Hetzner server (over SSH, from
-# Pulumi) and on a local node (inside its network namespace); only `svc` below differs.
-# The library part serves four scripts; each uses some of it:
-# shellcheck disable=SC2034,SC2119,SC2120
-set -euo pipefail
-
-readonly SCRIPT={{json script}}
-readonly NODE={{json node.name}} NODE_IP={{json node.privateIp}}
-# Patroni scope and Sentinel master name.
-readonly CLUSTER={{json clusterName}}
-# Every address a node of this stack can have: etcd is asked at these, and answers with who is a member.
-readonly CANDIDATE_IPS=({{#each candidateIps}}{{json this}} {{/each}})
-readonly ETCD_PEER_PORT={{ports.etcdPeer}} ETCD_CLIENT_PORT={{ports.etcdClient}}
-readonly PATRONI_PORT={{ports.patroni}} REDIS_PORT={{ports.redis}} SENTINEL_PORT={{ports.sentinel}}
-readonly PATRONI_AUTH={{json patroniAuth}}
-# The cluster CA and this node's certificate: etcd (2379, 2380) and Patroni (8008) take nothing else.
-readonly TLS_CA={{json files.tlsCa}} TLS_CERT={{json files.tlsCert}} TLS_KEY={{json files.tlsKey}}
-export REDISCLI_AUTH={{json secrets.redis}}
-# etcd's environment file (initial-cluster settings for a joining member) and data directory.
-readonly ETCD_ENV_FILE={{json files.etcdEnv}} ETCD_DATA_DIR={{json files.etcdData}}
-# The files Redis and Sentinel run from (and rewrite): seeded once, changed only before a first start.
-readonly REDIS_CONF={{json files.redisConf}} SENTINEL_CONF={{json files.sentinelConf}}
-readonly HAPROXY_CFG={{json files.haproxyCfg}} PATRONI_YML={{json files.patroniYml}}
+# shellcheck shell=bash disable=SC2034,SC2119,SC2120,SC2154
+# The library of the node scripts (membership, drain/settle, config-refresh). core/scale.ts puts
+# it after scale-values.sh.hbs, the rendered values it uses (SCRIPT, NODE, ports, files), and
+# before the driver's `svc` and the script itself. Each script uses some of it.
 
 say() { printf '%s [%s %s] %s\n' "$(date +%T)" "$SCRIPT" "$NODE" "$*"; }
 die() {
@@ -346,4 +324,3 @@ put_file() {
 # ---------------------------------------------------------------- daemons
 # `svc ACTION SERVICE` (start, stop, restart, reload; etcd, patroni, redis, sentinel, haproxy) and
 # `node_ready` (wait until the node is provisioned), for this driver.
-{{{control}}}
