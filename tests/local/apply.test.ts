@@ -34,8 +34,10 @@ afterAll(async () => {
   await finish(loc);
 }, 120_000);
 
+// The cluster's root (where its CA is) never changes: read from the state `up` returned, not the
+// state file, which a reboot rewrites while the down watcher asks every 300 ms.
 async function patroniGet(ip: string, what: string): Promise<any> {
-  return harnessPatroniGet(loadCluster(loc).state, ip, what);
+  return harnessPatroniGet(cluster.state, ip, what);
 }
 
 function onNode(state: LocalClusterState, name: string, command: string[]): string {
