@@ -18,7 +18,7 @@ import { clusterHealth } from "../local/health";
 import { findNode } from "../local/state";
 import { PROBE_SSL } from "../local/writer";
 
-const LOC = { root: path.join(os.tmpdir(), "madbase-bench-tls"), networkId: "benchtls", subnetCidr: "10.42.201.0/24" };
+const LOC = { root: path.join(os.tmpdir(), "madbase-bench-tls"), networkId: "btls", subnetCidr: "10.42.201.0/24" };
 
 export interface RoundTrips {
   medianUs: number;
