@@ -6,6 +6,7 @@ import {
   ScriptContext,
   USERS,
   drainScript,
+  redisUrl,
   handoffScript,
   joinScript,
   leaveScript,
@@ -170,7 +171,7 @@ export class StatePillar extends pulumi.ComponentResource {
     const enc = encodeURIComponent;
     this.databaseUrl = pulumi.secret(pw.app.result.apply((p) => `postgresql://${USERS.app}:${enc(p)}@${host}:${PORTS.postgresPrimary}/${APP_DATABASE}`));
     this.databaseReadUrl = pulumi.secret(pw.app.result.apply((p) => `postgresql://${USERS.app}:${enc(p)}@${host}:${PORTS.postgresReplicas}/${APP_DATABASE}`));
-    this.redisUrl = pulumi.secret(pw.redis.result.apply((p) => `redis://:${enc(p)}@${host}:${PORTS.redisMaster}/0`));
+    this.redisUrl = pulumi.secret(pw.redis.result.apply((p) => redisUrl(p, host)));
     this.haproxyStatsPassword = pulumi.secret(pw.haproxyStats.result);
 
     this.registerOutputs({

@@ -12,6 +12,7 @@ import * as path from "node:path";
 import { gzipSync } from "node:zlib";
 import Handlebars from "handlebars";
 import type { BackupTarget, NodeRenderInput } from "./model";
+import { REDIS_USERS } from "./secrets";
 import { PORTS } from "./topology";
 
 /**
@@ -172,6 +173,7 @@ function backupModel(input: NodeRenderInput) {
     paths,
     secrets,
     ports: PORTS,
+    redisUsers: REDIS_USERS,
     backup: { localRepoPath: "", ...backup },
     scriptDir: paths.scriptDir,
     pgbackrestConf: paths.config["pgbackrest.conf"],

@@ -20,7 +20,7 @@ import { NODE_FILES, NodeFile, NodePaths } from "./paths";
 import { dynamicConfig } from "./patroni";
 import { postgresTuning } from "./plans";
 import { checkProfile } from "./profiles";
-import { APP_DATABASE, ClusterSecrets, USERS, checkSecrets } from "./secrets";
+import { APP_DATABASE, ClusterSecrets, REDIS_USERS, USERS, checkSecrets } from "./secrets";
 import { NodeSpec, PORTS, Topology, possibleNodeAddresses } from "./topology";
 
 import type { ClusterOptions, NodeRenderInput, RenderedNode } from "./model";
@@ -73,6 +73,7 @@ const FILE_OWNERSHIP: Record<Exclude<NodeFile, "user-data.yaml">, { owner: strin
   "etcd.conf": { owner: "root:root", mode: "0644" },
   "redis.conf": { owner: "redis:redis", mode: "0640" },
   "sentinel.conf": { owner: "redis:redis", mode: "0640" },
+  "redis-users.acl": { owner: "redis:redis", mode: "0640" },
   "haproxy.cfg": { owner: "root:haproxy", mode: "0640" },
   "pgbackrest.conf": { owner: "postgres:postgres", mode: "0640" },
   // The exporters run as the `prometheus` user their packages create (written after the packages).
@@ -96,6 +97,7 @@ function model(input: NodeRenderInput) {
     secrets,
     paths,
     users: USERS,
+    redisUsers: REDIS_USERS,
     ports: PORTS,
     profile: options.profile,
     synchronousMode: options.synchronousMode,

@@ -25,7 +25,7 @@ import { NodePaths, serverPaths } from "./paths";
 import { dynamicConfig, STANDBY_MINIMUM_PARAMETERS } from "./patroni";
 import type { ClusterOptions } from "./model";
 import { nodeMemoryMb, redisMaxMemoryMb, redisMinReplicasToWrite, refreshedFiles, renderNode, template } from "./render";
-import { ClusterSecrets, USERS } from "./secrets";
+import { ClusterSecrets, REDIS_USERS, USERS } from "./secrets";
 import { NodeSpec, PORTS, Topology, possibleNodeAddresses } from "./topology";
 
 export const SCALE_SCRIPTS = ["node-join", "leadership-handoff", "config-refresh", "node-leave", "node-drain", "node-settle"] as const;
@@ -91,6 +91,7 @@ function libModel(script: ScaleScript, purpose: string, topology: Topology, node
     ports: PORTS,
     patroniAuth: `${USERS.patroniRest}:${ctx.secrets.patroniRest}`,
     secrets: ctx.secrets,
+    redisUsers: REDIS_USERS,
     profile: ctx.options.profile,
     files,
     control: ctx.control(node),

@@ -23,6 +23,7 @@ import {
   ClusterOptions,
   Plan,
   USERS,
+  redisUrl,
   describeCluster,
   hostAddress,
   renderNode,
@@ -393,7 +394,7 @@ export function clusterUrls(state: LocalClusterState, secrets: ClusterSecrets): 
   const ip = state.nodes[0].address;
   return {
     databaseUrl: `postgresql://${USERS.app}:${encodeURIComponent(secrets.app)}@${ip}:${PORTS.postgresPrimary}/${APP_DATABASE}`,
-    redisUrl: `redis://:${encodeURIComponent(secrets.redis)}@${ip}:${PORTS.redisMaster}/0`,
+    redisUrl: redisUrl(secrets.redis, ip),
   };
 }
 

@@ -80,7 +80,7 @@ else
 
   http_code() { curl -s -o /dev/null --max-time 3 -w '%{http_code}' "http://$NODE_IP:$PATRONI_PORT/$1" || true; }
   # shellcheck source=/dev/null
-  redis_pong() { (set -a && . "$BACKUP_ENV_FILE" && redis-cli --no-auth-warning -h 127.0.0.1 -p "$REDIS_PORT" PING 2>/dev/null) | grep -qx PONG; }
+  redis_pong() { (set -a && . "$BACKUP_ENV_FILE" && redis-cli --user "$REDIS_ADMIN_USER" --no-auth-warning -h 127.0.0.1 -p "$REDIS_PORT" PING 2>/dev/null) | grep -qx PONG; }
   step="waiting up to ${WAIT_SECONDS}s for PostgreSQL (Patroni /health) and Redis (PING)"
   say "$step"
   until [ "$(http_code health)" = 200 ] && redis_pong; do

@@ -400,13 +400,17 @@ describe("madbase-redis-follow (redis-server's ExecStartPre)", () => {
       const bin = path.join(dir, "bin");
       fs.mkdirSync(bin);
       const cases = Object.entries(named).map(([ip, m]) => `${ip}) printf '%s\\n' ${m} 6380 ;;`).join(" ");
-      fs.writeFileSync(path.join(bin, "redis-cli"), `#!/bin/bash\ncase "$2" in ${cases} *) exit 1 ;; esac\n`, { mode: 0o755 });
+      // A Sentinel answers only with its password, which reaches redis-cli in its environment.
+      const stub = `#!/bin/bash\n[ "$REDISCLI_AUTH" = ${secrets.sentinel} ] || exit 1\ncase "$2" in ${cases} *) exit 1 ;; esac\n`;
+      fs.writeFileSync(path.join(bin, "redis-cli"), stub, { mode: 0o755 });
+      const backupEnv = path.join(dir, "backup.env");
+      fs.writeFileSync(backupEnv, files["/etc/madbase/backup.env"]);
       const redisConf = path.join(dir, "redis.conf");
       const sentinelConf = path.join(dir, "sentinel.conf");
       fs.writeFileSync(redisConf, conf);
       fs.writeFileSync(sentinelConf, quorumInSentinelConf ? `sentinel monitor madbase-prod 10.42.1.10 6380 ${quorumInSentinelConf}\n` : "");
       const env = path.join(dir, "node.env");
-      fs.writeFileSync(env, files["/etc/madbase/node.env"] + `REDIS_CONF=${redisConf}\nSENTINEL_CONF=${sentinelConf}\n`);
+      fs.writeFileSync(env, files["/etc/madbase/node.env"] + `REDIS_CONF=${redisConf}\nSENTINEL_CONF=${sentinelConf}\nBACKUP_ENV_FILE=${backupEnv}\n`);
       const script = path.join(dir, "follow");
       fs.writeFileSync(script, files["/usr/local/sbin/madbase-redis-follow"]);
       const r = spawnSync("bash", [script, env], { env: { PATH: `${bin}:/usr/bin:/bin` }, encoding: "utf8", timeout: 20_000 });
