@@ -57,8 +57,8 @@ describe("exporter files", () => {
     expect(env.REDIS_USER).toBe(REDIS_USERS.monitoring);
     for (const name of SECRET_NAMES) expect([name, node["redis-exporter.env"].includes(secrets[name])]).toEqual([name, false]);
     expect(JSON.parse(node["redis-exporter-passwords.json"])).toEqual({
-      [`redis://127.0.0.1:${PORTS.redis}`]: secrets.redisMonitoring,
-      [`redis://127.0.0.1:${PORTS.sentinel}`]: secrets.redisMonitoring,
+      [`redis://${REDIS_USERS.monitoring}@127.0.0.1:${PORTS.redis}`]: secrets.redisMonitoring,
+      [`redis://${REDIS_USERS.monitoring}@127.0.0.1:${PORTS.sentinel}`]: secrets.redisMonitoring,
     });
     // The same user on both daemons, and on Redis one that can look but not read a key or CONFIG GET.
     const monitor = (text: string) => text.split("\n").find((l) => l.startsWith(`user ${REDIS_USERS.monitoring} `))!;
