@@ -211,6 +211,33 @@ export function remoteCommand(scripts: { name: string; text: string }[]): string
   return lines.join("\n") + "\n";
 }
 
+/**
+ * What a remote command executes over SSH: a shell reading its script from standard input, so the
+ * script (and the passwords in it) never shows in the node's process list, as the exec string of
+ * an SSH session does (sshd runs it as `bash -c <string>`, readable in /proc/PID/cmdline).
+ */
+export const REMOTE_EXEC = "bash -s";
+
+/** The two actions a membership's standard input holds; its exec string names the one to run. */
+export const MEMBERSHIP_ACTIONS = ["join", "leave"] as const;
+
+/**
+ * A membership's standard input: Pulumi's remote command sends the same one to its create
+ * (`bash -s -- join`) and its delete (`bash -s -- leave`), so it holds both remote commands and
+ * runs the one its first argument names, each in a shell of its own.
+ */
+export function membershipStdin(commands: Record<(typeof MEMBERSHIP_ACTIONS)[number], string>): string {
+  const lines = ['case "${1:-}" in'];
+  for (const action of MEMBERSHIP_ACTIONS) {
+    const delimiter = `MADBASE_${action.toUpperCase()}_END`;
+    const text = commands[action];
+    if (text.split("\n").includes(delimiter)) throw new Error(`the ${action} command contains the line ${delimiter}`);
+    lines.push(`${action}) exec bash -s <<'${delimiter}'`, text.endsWith("\n") ? text.slice(0, -1) : text, delimiter, ";;");
+  }
+  lines.push(`*) echo "usage: ${REMOTE_EXEC} -- ${MEMBERSHIP_ACTIONS.join("|")}" >&2; exit 2 ;;`, "esac");
+  return lines.join("\n") + "\n";
+}
+
 /** sha256 of a script: a Pulumi trigger that changes exactly when the script does. */
 export function scriptDigest(text: string): string {
   return createHash("sha256").update(text).digest("hex");
