@@ -35,6 +35,18 @@ export const CLUSTER_UNITS = ["etcd", "patroni", "redis-server", "redis-sentinel
 /** The units every node starts at its first boot, joining or not. */
 export const EDGE_UNITS = ["haproxy", ...EXPORTER_PACKAGES] as const;
 
+/** Hetzner's metadata service (the server's user data, every secret in it): root only on a node. */
+export const METADATA_IP = "169.254.169.254";
+/** Debian's nftables.service loads this file at boot; the node's only rules are madbase's. */
+export const NFTABLES_CONF = "/etc/nftables.conf";
+/** The nftables table that guards the metadata address (its counter shows what it dropped). */
+export const NFTABLES_TABLE = "madbase_guard";
+
+/** The node's firewall rules (templates/nftables.conf.hbs), the same on every node. */
+export function renderNftables(): string {
+  return template("nftables.conf")({ metadataIp: METADATA_IP });
+}
+
 /** How long a first boot waits for PostgreSQL, Redis and the other units before it fails. */
 export const FIRST_BOOT_WAIT_SECONDS = 300;
 
@@ -235,6 +247,8 @@ export function refreshedFiles(input: NodeRenderInput, files: RenderedNode): Ref
       after: u.path.endsWith(".timer") ? `svc daemon-reload units && svc try-restart ${path.posix.basename(u.path)}` : "svc daemon-reload units",
     })),
     ...nodeScripts(input.paths).filter((f) => !f.path.endsWith(FIRST_BOOT_SCRIPT)).map((f) => ({ ...f, owner: "root:root", mode: "0755" })),
+    // A node booted before the guard existed gets it too, loaded at once and at every boot.
+    { path: NFTABLES_CONF, owner: "root:root", mode: "0644", content: renderNftables(), after: "svc start nftables && svc restart nftables" },
   ];
 }
 
@@ -278,6 +292,8 @@ export function renderNode(input: NodeRenderInput): RenderedNode {
       })),
       // Written after the packages, like patroni.yml: the postgres user exists by then.
       { path: input.paths.postBootstrapSql, owner: "postgres:postgres", mode: "0600", content: gzB64(postBootstrapSql(input.secrets)) },
+      // After the packages too, so a package's own default never replaces it.
+      { path: NFTABLES_CONF, owner: "root:root", mode: "0644", content: gzB64(renderNftables()) },
     ],
   });
   return files;

@@ -32,6 +32,13 @@ else
   sysctl --system >/dev/null
 fi
 
+# Before any daemon runs: only root may reach the metadata service (the user data, with every
+# secret). nftables.service loads the rules at every later boot, before the network.
+step="loading the metadata guard (nftables)"
+systemctl enable --quiet nftables
+systemctl restart nftables
+nft list table inet madbase_guard >/dev/null
+
 # PostgreSQL's data must live on the volume: without it nothing below runs.
 step="mounting the data volume at $VOLUME_MOUNT"
 "$SCRIPT_DIR/madbase-mount-volume" "$VOLUME_MOUNT"
