@@ -248,7 +248,7 @@ export function refreshedFiles(input: NodeRenderInput, files: RenderedNode): Ref
     })),
     ...nodeScripts(input.paths).filter((f) => !f.path.endsWith(FIRST_BOOT_SCRIPT)).map((f) => ({ ...f, owner: "root:root", mode: "0755" })),
     // A node booted before the guard existed gets it too, loaded at once and at every boot.
-    { path: NFTABLES_CONF, owner: "root:root", mode: "0644", content: renderNftables(), after: "svc start nftables && svc restart nftables" },
+    { path: NFTABLES_CONF, owner: "root:root", mode: "0644", content: renderNftables(), after: "svc start nftables && svc reload nftables" },
   ];
 }
 

@@ -36,7 +36,7 @@ fi
 # secret). nftables.service loads the rules at every later boot, before the network.
 step="loading the metadata guard (nftables)"
 systemctl enable --quiet nftables
-systemctl restart nftables
+systemctl reload-or-restart nftables
 nft list table inet madbase_guard >/dev/null
 
 # PostgreSQL's data must live on the volume: without it nothing below runs.

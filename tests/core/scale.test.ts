@@ -328,7 +328,7 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
     expectInOrder(b.calls.join("\n"), [
       // The metadata guard before anything else runs.
       "systemctl enable --quiet nftables",
-      "systemctl restart nftables",
+      "systemctl reload-or-restart nftables",
       "nft list table inet madbase_guard",
       "madbase-mount-volume /var/lib/postgresql",
       "install -d -o postgres -g postgres -m 0700 /var/lib/postgresql/17",
@@ -390,7 +390,7 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
     expect(b.failed).toContain("step=mounting the data volume at /var/lib/postgresql");
     expect(b.output).toContain("no Hetzner volume attached");
     // Only the metadata guard, which comes first, was loaded.
-    expect(b.calls.filter((c) => c.startsWith("systemctl"))).toEqual(["systemctl enable --quiet nftables", "systemctl restart nftables"]);
+    expect(b.calls.filter((c) => c.startsWith("systemctl"))).toEqual(["systemctl enable --quiet nftables", "systemctl reload-or-restart nftables"]);
   });
 });
 
