@@ -225,7 +225,8 @@ const EXPORTER_SERVICES: Partial<Record<NodeFile, string>> = {
 /**
  * The files of a running node that config-refresh replaces when their rendered content changed.
  * Not here: haproxy.cfg and patroni.yml (config-refresh checks and reloads them itself);
- * redis.conf and sentinel.conf (the daemons rewrite them; they change through their APIs);
+ * redis.conf and sentinel.conf (the daemons rewrite them; they change through their APIs, while
+ * redis-users.acl, which no daemon rewrites, is here);
  * etcd.conf (only the first start reads its initial cluster); the first boot's own files.
  */
 export function refreshedFiles(input: NodeRenderInput, files: RenderedNode): RefreshedFile[] {
@@ -239,6 +240,8 @@ export function refreshedFiles(input: NodeRenderInput, files: RenderedNode): Ref
   return [
     // pgBackRest reads its file at every command: nothing to restart.
     own("pgbackrest.conf"),
+    // Redis's users: nothing rewrites this file, so it is kept as rendered and loaded at once.
+    own("redis-users.acl", '[ "$(redis_at "$NODE_IP" ACL LOAD)" = OK ] || die "redis: ACL LOAD refused"'),
     ...(Object.keys(EXPORTER_SERVICES) as (keyof typeof FILE_OWNERSHIP)[]).map((name) => own(name, `svc try-restart ${EXPORTER_SERVICES[name]}`)),
     ...Object.values(backup),
     // A changed schedule counts once systemd reloaded the units and the timer restarted.

@@ -8,12 +8,12 @@
  */
 import { spawn, spawnSync } from "node:child_process";
 import Redis from "ioredis";
-import { NFTABLES_TABLE, PORTS, PROFILES, SECRET_NAMES, METADATA_IP } from "../../core";
+import { METADATA_IP, NFTABLES_TABLE, PORTS, PROFILES, REDIS_USERS, SECRET_NAMES, serverPaths } from "../../core";
 import { UpResult, clusterUrls, stopService } from "../../local/cluster";
 import { apply } from "../../local/apply";
 import { initPid, machineExec } from "../../local/machine";
 import { LocalClusterState } from "../../local/state";
-import { address, finish, health, sleep, startCluster, testLocation } from "./harness";
+import { address, finish, health, nodeRedisCli, sleep, startCluster, testLocation } from "./harness";
 
 const loc = testLocation(18);
 let cluster: UpResult;
@@ -142,7 +142,7 @@ function scanner(state: LocalClusterState, name: string, secrets: string[]) {
   return { stop: () => (child.stdin.end(), done) };
 }
 
-test("while config-refresh runs on each node (apply), no process on any node has a password on its command line", async () => {
+test("while config-refresh runs on each node (apply), no process on any node has a password on its command line; it restores the rendered Redis users", async () => {
   const { state, secrets } = cluster;
   const values = SECRET_NAMES.map((n) => secrets[n]);
   const scanners = state.nodes.map((n) => ({ name: n.name, scan: scanner(state, n.name, values) }));
@@ -150,9 +150,16 @@ test("while config-refresh runs on each node (apply), no process on any node has
   // The control: a process that does carry a password on its command line is seen.
   const canary = state.nodes[0].name;
   onNode(state, canary, ["bash", "-c", "sleep 1", "canary", secrets.postgresSuperuser]);
+  // A user added by hand on one node: the refresh puts the rendered users back, and loads them.
+  const tampered = state.nodes[1];
+  const aclUsers = () => onNode(state, tampered.name, nodeRedisCli("redis", ["-h", tampered.address, "-p", String(PORTS.redis), "ACL", "USERS"])).stdout;
+  onNode(state, tampered.name, ["bash", "-c", `echo 'user intruder on >not-a-secret ~* +@all' >>${serverPaths().config["redis-users.acl"]}`]);
+  onNode(state, tampered.name, nodeRedisCli("redis", ["-h", tampered.address, "-p", String(PORTS.redis), "ACL", "LOAD"]));
+  expect(aclUsers()).toContain("intruder");
   const result = await apply({ ...loc }).catch((e) => e as Error);
   const reports = await Promise.all(scanners.map(async (s) => ({ name: s.name, report: await s.scan.stop() })));
   expect(result).not.toBeInstanceOf(Error);
+  expect(aclUsers().split("\n").sort()).toEqual(["default", ...Object.values(REDIS_USERS)].sort());
   for (const { name, report } of reports) {
     const [, scans, refreshes] = report.match(/^scans (\d+) refreshes (\d+)$/m) ?? [];
     // The scanner looked many times, and saw the refresh script run on its node.
