@@ -152,7 +152,7 @@ test("while config-refresh runs on each node (apply), no process on any node has
   onNode(state, canary, ["bash", "-c", "sleep 1", "canary", secrets.postgresSuperuser]);
   // A user added by hand on one node: the refresh puts the rendered users back, and loads them.
   const tampered = state.nodes[1];
-  const aclUsers = () => onNode(state, tampered.name, nodeRedisCli("redis", ["-h", tampered.address, "-p", String(PORTS.redis), "ACL", "USERS"])).stdout;
+  const aclUsers = () => onNode(state, tampered.name, nodeRedisCli("redis", ["-h", tampered.address, "-p", String(PORTS.redis), "ACL", "USERS"])).stdout.trim();
   onNode(state, tampered.name, ["bash", "-c", `echo 'user intruder on >not-a-secret ~* +@all' >>${serverPaths().config["redis-users.acl"]}`]);
   onNode(state, tampered.name, nodeRedisCli("redis", ["-h", tampered.address, "-p", String(PORTS.redis), "ACL", "LOAD"]));
   expect(aclUsers()).toContain("intruder");
