@@ -13,6 +13,7 @@ export * from "./packages";
 export * from "./paths";
 export * from "./model";
 export * from "./render";
+export * from "./templates";
 export * from "./userdata";
 export * from "./backup";
 export * from "./cluster";

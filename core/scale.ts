@@ -24,7 +24,8 @@ import { ConfigError } from "./errors";
 import { NodePaths, serverPaths } from "./paths";
 import { dynamicConfig, STANDBY_MINIMUM_PARAMETERS } from "./patroni";
 import type { ClusterOptions } from "./model";
-import { nodeMemoryMb, redisMaxMemoryMb, redisMinReplicasToWrite, refreshedFiles, renderNode, template } from "./render";
+import { nodeMemoryMb, redisMaxMemoryMb, redisMinReplicasToWrite, refreshedFiles, renderNode } from "./render";
+import { renderScript, template } from "./templates";
 import { ClusterSecrets, REDIS_USERS, USERS } from "./secrets";
 import { NodeSpec, PORTS, Topology, possibleNodeAddresses } from "./topology";
 
@@ -100,7 +101,7 @@ function libModel(script: ScaleScript, purpose: string, topology: Topology, node
 
 function render(script: ScaleScript, purpose: string, topology: Topology, node: NodeSpec, ctx: ScriptContext, extra: Record<string, unknown> = {}): string {
   const model = { ...libModel(script, purpose, topology, node, ctx), ...extra };
-  return template("scripts/scale-lib.sh")(model) + template(`scripts/${script}.sh`)(model);
+  return template("scripts/scale-lib.sh")(model) + renderScript(script, model);
 }
 
 /** The node's files as the topology renders them (for config-refresh). */
