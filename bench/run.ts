@@ -17,7 +17,7 @@ import * as path from "node:path";
 import { parseArgs } from "node:util";
 import Redis from "ioredis";
 import { Client } from "pg";
-import { APP_DATABASE, PORTS, PROFILES, ProfileName, USERS } from "../core";
+import { APP_DATABASE, PORTS, PROFILES, ProfileName, REDIS_USERS, USERS } from "../core";
 import { Location, down, killNode, loadCluster, startNode, stopService, up, waitHealthy } from "../local/cluster";
 import { assertHostLink, clusterHealth } from "../local/health";
 import { LocalClusterState, findNode } from "../local/state";
@@ -100,7 +100,7 @@ async function pgFailover(): Promise<number> {
 
 /** One SET per fresh connection through `host:port`; true when acknowledged. */
 async function redisSet(host: string, port: number, password: string): Promise<boolean> {
-  const client = new Redis({ host, port, password, lazyConnect: true, connectTimeout: 500, commandTimeout: 500, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  const client = new Redis({ host, port, username: REDIS_USERS.app, password, lazyConnect: true, connectTimeout: 500, commandTimeout: 500, maxRetriesPerRequest: 0, retryStrategy: () => null });
   client.on("error", () => undefined);
   try {
     await client.connect();
@@ -186,7 +186,7 @@ async function redisLatency(): Promise<Results["redisLatency"]> {
   const masterIp = findNode(state, h.redisMaster!).address;
   const entry = state.nodes.find((n) => n.address !== masterIp)!.address;
   const measure = async (host: string, port: number) => {
-    const client = new Redis({ host, port, password: secrets.redis, lazyConnect: true, maxRetriesPerRequest: 0 });
+    const client = new Redis({ host, port, username: REDIS_USERS.app, password: secrets.redis, lazyConnect: true, maxRetriesPerRequest: 0 });
     await client.connect();
     try {
       await client.set("bench:latency", "x");

@@ -5,6 +5,7 @@ import {
   checkUserDataSize,
   databaseNodeSelector,
   drainScript,
+  redisUrl,
   handoffScript,
   joinScript,
   leaveScript,
@@ -174,7 +175,7 @@ export class StatePillar extends pulumi.ComponentResource {
     const enc = encodeURIComponent;
     this.databaseUrl = pulumi.secret(pw.app.result.apply((p) => `postgresql://${USERS.app}:${enc(p)}@${host}:${PORTS.postgresPrimary}/${APP_DATABASE}`));
     this.databaseReadUrl = pulumi.secret(pw.app.result.apply((p) => `postgresql://${USERS.app}:${enc(p)}@${host}:${PORTS.postgresReplicas}/${APP_DATABASE}`));
-    this.redisUrl = pulumi.secret(pw.redis.result.apply((p) => `redis://:${enc(p)}@${host}:${PORTS.redisMaster}/0`));
+    this.redisUrl = pulumi.secret(pw.redis.result.apply((p) => redisUrl(p, host)));
     this.haproxyStatsPassword = pulumi.secret(pw.haproxyStats.result);
 
     this.registerOutputs({

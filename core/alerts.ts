@@ -324,7 +324,7 @@ export function alertRules(topology: Topology, options: ClusterOptions, opts: Al
     forSeconds: t.redisFailover,
     severity: "critical",
     labels: { cluster: C },
-    summary: `No Redis master in ${C} for longer than a Sentinel failover takes (${t.redisFailover} s): writes fail. Ask a Sentinel: \`redis-cli -p 26379 sentinel masters\` on any node.`,
+    summary: `No Redis master in ${C} for longer than a Sentinel failover takes (${t.redisFailover} s): writes fail. Ask a Sentinel: \`REDISCLI_AUTH=$SENTINEL_AUTH redis-cli -p 26379 sentinel masters\` on any node.`,
   });
   add({
     alert: "RedisMultipleMasters",
@@ -332,7 +332,7 @@ export function alertRules(topology: Topology, options: ClusterOptions, opts: Al
     expr: `count by (cluster) (redis_instance_info${sel("redis", 'role="master"')}) > 1`,
     forSeconds: t.redisFailover,
     severity: "critical",
-    summary: `More than one Redis master in ${C}: writes go to different masters. Find the one the Sentinels name (\`redis-cli -p 26379 sentinel get-master-addr-by-name ${C}\`) and make the other a replica.`,
+    summary: `More than one Redis master in ${C}: writes go to different masters. Find the one the Sentinels name (\`REDISCLI_AUTH=$SENTINEL_AUTH redis-cli -p 26379 sentinel get-master-addr-by-name ${C}\`) and make the other a replica.`,
   });
   if (ha) {
     add({
@@ -358,7 +358,7 @@ export function alertRules(topology: Topology, options: ClusterOptions, opts: Al
     expr: `increase(redis_rejected_connections_total{cluster="${C}", job=~"${C}-(redis|sentinel)"}[5m]) > 0`,
     forSeconds: 0,
     severity: "warning",
-    summary: `{{ $labels.job }} on {{ $labels.node }} refused connections (maxclients) in the last 5 minutes. On it: \`redis-cli info clients\`, and look for clients that leak connections.`,
+    summary: `{{ $labels.job }} on {{ $labels.node }} refused connections (maxclients) in the last 5 minutes. On it: \`redis-cli --user admin info clients\` (REDISCLI_AUTH from /etc/madbase/backup.env), and look for clients that leak connections.`,
   });
   add({
     alert: "SentinelFailover",
@@ -366,7 +366,7 @@ export function alertRules(topology: Topology, options: ClusterOptions, opts: Al
     expr: `count by (cluster) (count by (cluster, master_address) (last_over_time(redis_sentinel_master_status${sel("sentinel")}[15m]))) > 1`,
     forSeconds: 0,
     severity: "warning",
-    summary: `Sentinel moved the Redis master of ${C} in the last 15 minutes. Find why the old master failed: \`journalctl -u redis-server\` on it, \`redis-cli -p 26379 sentinel masters\`.`,
+    summary: `Sentinel moved the Redis master of ${C} in the last 15 minutes. Find why the old master failed: \`journalctl -u redis-server\` on it, \`REDISCLI_AUTH=$SENTINEL_AUTH redis-cli -p 26379 sentinel masters\`.`,
   });
 
   // ---- HAProxy

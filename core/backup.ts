@@ -9,6 +9,7 @@
  */
 import * as path from "node:path";
 import type { BackupTarget, NodeRenderInput } from "./model";
+import { REDIS_USERS } from "./secrets";
 import { template } from "./templates";
 import { PORTS } from "./topology";
 
@@ -149,6 +150,7 @@ function backupModel(input: NodeRenderInput) {
     paths,
     secrets,
     ports: PORTS,
+    redisUsers: REDIS_USERS,
     backup: { localRepoPath: "", ...backup },
     scriptDir: paths.scriptDir,
     pgbackrestConf: paths.config["pgbackrest.conf"],

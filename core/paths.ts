@@ -6,6 +6,7 @@ export const NODE_FILES = [
   "etcd.conf",
   "redis.conf",
   "sentinel.conf",
+  "redis-users.acl",
   "haproxy.cfg",
   "pgbackrest.conf",
   "node-exporter.env",
@@ -70,6 +71,7 @@ export function serverPaths(): NodePaths {
       "etcd.conf": "/etc/default/etcd",
       "redis.conf": "/etc/redis/redis.conf",
       "sentinel.conf": "/etc/redis/sentinel.conf",
+      "redis-users.acl": "/etc/redis/users.acl",
       "haproxy.cfg": "/etc/haproxy/haproxy.cfg",
       "pgbackrest.conf": "/etc/pgbackrest.conf",
       // Debian's exporter units read these environment files (EnvironmentFile=).

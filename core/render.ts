@@ -17,7 +17,7 @@ import { NODE_FILES, NodeFile, NodePaths } from "./paths";
 import { dynamicConfig } from "./patroni";
 import { postgresTuning } from "./plans";
 import { checkProfile } from "./profiles";
-import { APP_DATABASE, ClusterSecrets, USERS, checkSecrets } from "./secrets";
+import { APP_DATABASE, ClusterSecrets, REDIS_USERS, USERS, checkSecrets } from "./secrets";
 import { NodeSpec, PORTS, Topology, possibleNodeAddresses } from "./topology";
 
 import type { ClusterOptions, NodeRenderInput, RenderedNode } from "./model";
@@ -32,6 +32,18 @@ export const CLUSTER_UNITS = ["etcd", "patroni", "redis-server", "redis-sentinel
 /** The units every node starts at its first boot, joining or not. */
 export const EDGE_UNITS = ["haproxy", ...EXPORTER_PACKAGES] as const;
 
+/** Hetzner's metadata service (the server's user data, every secret in it): root only on a node. */
+export const METADATA_IP = "169.254.169.254";
+/** Debian's nftables.service loads this file at boot; the node's only rules are madbase's. */
+export const NFTABLES_CONF = "/etc/nftables.conf";
+/** The nftables table that guards the metadata address (its counter shows what it dropped). */
+export const NFTABLES_TABLE = "madbase_guard";
+
+/** The node's firewall rules (templates/nftables.conf.hbs), the same on every node. */
+export function renderNftables(): string {
+  return template("nftables.conf")({ metadataIp: METADATA_IP });
+}
+
 /** How long a first boot waits for PostgreSQL, Redis and the other units before it fails. */
 export const FIRST_BOOT_WAIT_SECONDS = 300;
 
@@ -41,6 +53,7 @@ const FILE_OWNERSHIP: Record<Exclude<NodeFile, "user-data.yaml">, { owner: strin
   "etcd.conf": { owner: "root:root", mode: "0644" },
   "redis.conf": { owner: "redis:redis", mode: "0640" },
   "sentinel.conf": { owner: "redis:redis", mode: "0640" },
+  "redis-users.acl": { owner: "redis:redis", mode: "0640" },
   "haproxy.cfg": { owner: "root:haproxy", mode: "0640" },
   "pgbackrest.conf": { owner: "postgres:postgres", mode: "0640" },
   // The exporters run as the `prometheus` user their packages create (written after the packages).
@@ -64,6 +77,7 @@ function model(input: NodeRenderInput) {
     secrets,
     paths,
     users: USERS,
+    redisUsers: REDIS_USERS,
     ports: PORTS,
     profile: options.profile,
     synchronousMode: options.synchronousMode,
@@ -174,7 +188,8 @@ const EXPORTER_SERVICES: Partial<Record<NodeFile, string>> = {
 /**
  * The files of a running node that config-refresh replaces when their rendered content changed.
  * Not here: haproxy.cfg and patroni.yml (config-refresh checks and reloads them itself);
- * redis.conf and sentinel.conf (the daemons rewrite them; they change through their APIs);
+ * redis.conf and sentinel.conf (the daemons rewrite them; they change through their APIs, while
+ * redis-users.acl, which no daemon rewrites, is here);
  * etcd.conf (only the first start reads its initial cluster); the first boot's own files.
  */
 export function refreshedFiles(input: NodeRenderInput, files: RenderedNode): RefreshedFile[] {
@@ -188,6 +203,8 @@ export function refreshedFiles(input: NodeRenderInput, files: RenderedNode): Ref
   return [
     // pgBackRest reads its file at every command: nothing to restart.
     own("pgbackrest.conf"),
+    // Redis's users: nothing rewrites this file, so it is kept as rendered and loaded at once.
+    own("redis-users.acl", '[ "$(redis_at "$NODE_IP" ACL LOAD)" = OK ] || die "redis: ACL LOAD refused"'),
     ...(Object.keys(EXPORTER_SERVICES) as (keyof typeof FILE_OWNERSHIP)[]).map((name) => own(name, `svc try-restart ${EXPORTER_SERVICES[name]}`)),
     ...Object.values(backup),
     // A changed schedule counts once systemd reloaded the units and the timer restarted.
@@ -196,6 +213,8 @@ export function refreshedFiles(input: NodeRenderInput, files: RenderedNode): Ref
       after: u.path.endsWith(".timer") ? `svc daemon-reload units && svc try-restart ${path.posix.basename(u.path)}` : "svc daemon-reload units",
     })),
     ...nodeScripts(input.paths).filter((f) => !f.path.endsWith(FIRST_BOOT_SCRIPT)).map((f) => ({ ...f, owner: "root:root", mode: "0755" })),
+    // A node booted before the guard existed gets it too, loaded at once and at every boot.
+    { path: NFTABLES_CONF, owner: "root:root", mode: "0644", content: renderNftables(), after: "svc start nftables && svc reload nftables" },
   ];
 }
 
@@ -231,6 +250,8 @@ function bundledFiles(input: NodeRenderInput, files: RenderedNode): BundledFile[
       content: files[name as NodeFile],
     })),
     { path: input.paths.postBootstrapSql, owner: "postgres:postgres", mode: "0600", content: postBootstrapSql(input.secrets) },
+    // After the packages, so a package's own default never replaces it.
+    { path: NFTABLES_CONF, owner: "root:root", mode: "0644", content: renderNftables() },
   ];
 }
 

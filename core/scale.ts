@@ -26,7 +26,7 @@ import { dynamicConfig, STANDBY_MINIMUM_PARAMETERS } from "./patroni";
 import type { ClusterOptions } from "./model";
 import { nodeMemoryMb, redisMaxMemoryMb, redisMinReplicasToWrite, refreshedFiles, renderNode } from "./render";
 import { plainScript, renderScript, template } from "./templates";
-import { ClusterSecrets, USERS } from "./secrets";
+import { ClusterSecrets, REDIS_USERS, USERS } from "./secrets";
 import { NodeSpec, PORTS, Topology, possibleNodeAddresses } from "./topology";
 
 export const SCALE_SCRIPTS = ["node-join", "leadership-handoff", "config-refresh", "node-leave", "node-drain", "node-settle"] as const;
@@ -92,6 +92,7 @@ function libModel(script: ScaleScript, purpose: string, topology: Topology, node
     ports: PORTS,
     patroniAuth: `${USERS.patroniRest}:${ctx.secrets.patroniRest}`,
     secrets: ctx.secrets,
+    redisUsers: REDIS_USERS,
     profile: ctx.options.profile,
     files,
     control: ctx.control(node),
@@ -209,6 +210,33 @@ export function remoteCommand(scripts: { name: string; text: string }[]): string
     lines.push(`cat >${file} <<'${delimiter}'`, text.endsWith("\n") ? text.slice(0, -1) : text, delimiter);
   });
   scripts.forEach(({ name }, i) => lines.push(`bash "$dir/${i + 1}-${name}.sh"`));
+  return lines.join("\n") + "\n";
+}
+
+/**
+ * What a remote command executes over SSH: a shell reading its script from standard input, so the
+ * script (and the passwords in it) never shows in the node's process list, as the exec string of
+ * an SSH session does (sshd runs it as `bash -c <string>`, readable in /proc/PID/cmdline).
+ */
+export const REMOTE_EXEC = "bash -s";
+
+/** The two actions a membership's standard input holds; its exec string names the one to run. */
+export const MEMBERSHIP_ACTIONS = ["join", "leave"] as const;
+
+/**
+ * A membership's standard input: Pulumi's remote command sends the same one to its create
+ * (`bash -s -- join`) and its delete (`bash -s -- leave`), so it holds both remote commands and
+ * runs the one its first argument names, each in a shell of its own.
+ */
+export function membershipStdin(commands: Record<(typeof MEMBERSHIP_ACTIONS)[number], string>): string {
+  const lines = ['case "${1:-}" in'];
+  for (const action of MEMBERSHIP_ACTIONS) {
+    const delimiter = `MADBASE_${action.toUpperCase()}_END`;
+    const text = commands[action];
+    if (text.split("\n").includes(delimiter)) throw new Error(`the ${action} command contains the line ${delimiter}`);
+    lines.push(`${action}) exec bash -s <<'${delimiter}'`, text.endsWith("\n") ? text.slice(0, -1) : text, delimiter, ";;");
+  }
+  lines.push(`*) echo "usage: ${REMOTE_EXEC} -- ${MEMBERSHIP_ACTIONS.join("|")}" >&2; exit 2 ;;`, "esac");
   return lines.join("\n") + "\n";
 }
 

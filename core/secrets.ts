@@ -1,4 +1,5 @@
 import { ConfigError } from "./errors";
+import { PORTS } from "./topology";
 
 /** Every secret the rendered files carry. On Hetzner they come from @pulumi/random (and stack config for S3 keys). */
 export interface ClusterSecrets {
@@ -7,7 +8,20 @@ export interface ClusterSecrets {
   rewind: string;
   /** The application's PostgreSQL user (`madbase`). */
   app: string;
+  /** The application's Redis user (`app`, REDIS_USERS): the password in `redisUrl`. */
   redis: string;
+  /** Redis replicas authenticate to their master as `replica` (masteruser/masterauth). */
+  redisReplication: string;
+  /** Sentinel authenticates to Redis as `sentinel` (auth-user/auth-pass). */
+  redisSentinel: string;
+  /** redis_exporter's `monitor` user, on Redis and on Sentinel. */
+  redisMonitoring: string;
+  /** The node's own scripts (config-refresh, membership, backups) as `admin`. */
+  redisAdmin: string;
+  /** HAProxy's health check as `haproxy`: INFO and PING only. */
+  redisCheck: string;
+  /** Sentinel's own password (`requirepass`): scripts and the Sentinels among themselves. */
+  sentinel: string;
   patroniRest: string;
   haproxyStats: string;
   /** The PostgreSQL role the metrics exporter logs in as (`monitor`, member of pg_monitor). */
@@ -22,6 +36,12 @@ export const SECRET_NAMES: (keyof ClusterSecrets)[] = [
   "rewind",
   "app",
   "redis",
+  "redisReplication",
+  "redisSentinel",
+  "redisMonitoring",
+  "redisAdmin",
+  "redisCheck",
+  "sentinel",
   "patroniRest",
   "haproxyStats",
   "monitoring",
@@ -43,6 +63,27 @@ export const USERS = {
   /** Read-only PostgreSQL role of the Prometheus exporter: pg_monitor, nothing more. */
   monitoring: "monitor",
 } as const;
+
+/**
+ * Redis's ACL users (templates/redis-users.acl.hbs), one per kind of client, each with its own
+ * secret; the `default` user is off. Sentinel has `default` (its requirepass) and `monitor`.
+ */
+export const REDIS_USERS = {
+  app: "app",
+  replication: "replica",
+  sentinel: "sentinel",
+  monitoring: "monitor",
+  admin: "admin",
+  check: "haproxy",
+} as const;
+
+/**
+ * The application's Redis URL through the entry point. It names its user: a URL with an empty
+ * one (`redis://:pw@…`) makes Debian's `redis-cli -u` send `AUTH "" pw`, which Redis refuses.
+ */
+export function redisUrl(password: string, host: string): string {
+  return `redis://${REDIS_USERS.app}:${encodeURIComponent(password)}@${host}:${PORTS.redisMaster}/0`;
+}
 
 export const APP_DATABASE = "madbase";
 

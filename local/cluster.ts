@@ -16,6 +16,7 @@ import {
   BackupTarget,
   ClusterOptions,
   ClusterSecrets,
+  redisUrl,
   describeCluster,
   GENERATED_SECRET_NAMES,
   hostAddress,
@@ -411,7 +412,7 @@ export function clusterUrls(state: LocalClusterState, secrets: ClusterSecrets): 
   const ip = state.nodes[0].address;
   return {
     databaseUrl: `postgresql://${USERS.app}:${encodeURIComponent(secrets.app)}@${ip}:${PORTS.postgresPrimary}/${APP_DATABASE}`,
-    redisUrl: `redis://:${encodeURIComponent(secrets.redis)}@${ip}:${PORTS.redisMaster}/0`,
+    redisUrl: redisUrl(secrets.redis, ip),
   };
 }
 

@@ -15,6 +15,7 @@ import {
   patroniNode,
   redisReplication,
   sentinelMaster,
+  probeAuth,
 } from "./probes";
 import { LocalClusterState } from "./state";
 import { machinePath } from "./machine";
@@ -138,8 +139,8 @@ export async function clusterHealth(state: LocalClusterState, secrets: ClusterSe
       const [members, self, redis, sentinel, etcd, haproxy, exporters] = await Promise.all([
         patroniCluster(node.address),
         patroniNode(node.address),
-        redisReplication(node.address, secrets.redis),
-        sentinelMaster(node.address, state.clusterName),
+        redisReplication(node.address, probeAuth(secrets).redis),
+        sentinelMaster(node.address, state.clusterName, probeAuth(secrets).sentinel),
         etcdHealthy(node.address),
         socket ? haproxyServers(socket) : Promise.resolve(undefined),
         probeExporters(node.address),

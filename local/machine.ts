@@ -18,7 +18,10 @@ import * as path from "node:path";
  * The boot flags, in one place. Probed on a Debian 12 host (nspawn 252, hybrid cgroups):
  * --register=no --keep-unit: no systemd on the host to register with ("Failed to open system bus");
  * the unified hierarchy: trixie's systemd 257 wants cgroup v2;
- * --timezone=off: the default bind-mounts /etc/localtime, and package scripts then fail on it.
+ * --timezone=off: the default bind-mounts /etc/localtime, and package scripts then fail on it;
+ * --capability=CAP_NET_ADMIN: root on a server may load firewall rules (the node's nftables
+ * guard of the metadata address), and nspawn drops it by default; it reaches only the node's own
+ * network namespace.
  */
 export const NSPAWN_ENV = { SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: "1" };
 export function nspawnArgs(m: MachineRecord): string[] {
@@ -28,6 +31,7 @@ export function nspawnArgs(m: MachineRecord): string[] {
     "--register=no",
     "--keep-unit",
     "--timezone=off",
+    "--capability=CAP_NET_ADMIN",
     `--directory=${m.rootDir}`,
     `--machine=${m.name}`,
     `--network-namespace-path=/run/netns/${m.namespace}`,

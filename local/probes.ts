@@ -5,7 +5,7 @@
  */
 import * as net from "node:net";
 import Redis from "ioredis";
-import { PORTS } from "../core";
+import { ClusterSecrets, PORTS, REDIS_USERS } from "../core";
 
 const PROBE_TIMEOUT_MS = 1500;
 
@@ -57,11 +57,26 @@ export async function etcdHealthy(ip: string): Promise<boolean> {
   return body?.health === "true";
 }
 
-async function redisCommand(ip: string, port: number, password: string | undefined, args: string[]): Promise<unknown> {
+/** A Redis or Sentinel login: every one has a user (Redis's `default` is off). */
+export interface RedisAuth {
+  username: string;
+  password: string;
+}
+
+/** The probes' logins: Redis's `monitor` (INFO, nothing more), Sentinel's own password. */
+export function probeAuth(secrets: ClusterSecrets): { redis: RedisAuth; sentinel: RedisAuth } {
+  return {
+    redis: { username: REDIS_USERS.monitoring, password: secrets.redisMonitoring },
+    sentinel: { username: "default", password: secrets.sentinel },
+  };
+}
+
+async function redisCommand(ip: string, port: number, auth: RedisAuth, args: string[]): Promise<unknown> {
   const client = new Redis({
     host: ip,
     port,
-    password,
+    username: auth.username,
+    password: auth.password,
     lazyConnect: true,
     connectTimeout: PROBE_TIMEOUT_MS,
     commandTimeout: PROBE_TIMEOUT_MS,
@@ -96,8 +111,8 @@ export function parseInfo(text: string): Record<string, string> {
   return out;
 }
 
-export async function redisReplication(ip: string, password: string, port: number = PORTS.redis): Promise<RedisReplication | undefined> {
-  const text = await redisCommand(ip, port, password, ["INFO", "replication"]);
+export async function redisReplication(ip: string, auth: RedisAuth, port: number = PORTS.redis): Promise<RedisReplication | undefined> {
+  const text = await redisCommand(ip, port, auth, ["INFO", "replication"]);
   if (typeof text !== "string") return undefined;
   const info = parseInfo(text);
   return {
@@ -109,8 +124,8 @@ export async function redisReplication(ip: string, password: string, port: numbe
 }
 
 /** The master address a Sentinel names for the cluster, as "ip". */
-export async function sentinelMaster(ip: string, masterName: string): Promise<string | undefined> {
-  const reply = await redisCommand(ip, PORTS.sentinel, undefined, ["SENTINEL", "get-master-addr-by-name", masterName]);
+export async function sentinelMaster(ip: string, masterName: string, auth: RedisAuth): Promise<string | undefined> {
+  const reply = await redisCommand(ip, PORTS.sentinel, auth, ["SENTINEL", "get-master-addr-by-name", masterName]);
   return Array.isArray(reply) && typeof reply[0] === "string" ? reply[0] : undefined;
 }
 

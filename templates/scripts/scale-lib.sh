@@ -145,9 +145,9 @@ switchover_from() {
 }
 
 # ---------------------------------------------------------------- Redis and Sentinel
-# Sentinel has no password (it listens on the private network only); Redis has one.
-sentinel_at() { env -u REDISCLI_AUTH timeout 5 redis-cli -h "$1" -p "$SENTINEL_PORT" --raw "${@:2}"; }
-redis_at() { timeout 5 redis-cli --no-auth-warning -h "$1" -p "$REDIS_PORT" --raw "${@:2}"; }
+# Sentinel's own password, Redis's admin user: both reach redis-cli in its environment (REDISCLI_AUTH).
+sentinel_at() { REDISCLI_AUTH=$SENTINEL_AUTH timeout 5 redis-cli --no-auth-warning -h "$1" -p "$SENTINEL_PORT" --raw "${@:2}"; }
+redis_at() { timeout 5 redis-cli --user "$REDIS_ADMIN_USER" --no-auth-warning -h "$1" -p "$REDIS_PORT" --raw "${@:2}"; }
 
 # sentinel_field IP FIELD: one field of SENTINEL MASTER (quorum, num-other-sentinels, num-slaves...).
 sentinel_field() { sentinel_at "$1" SENTINEL MASTER "$CLUSTER" 2>/dev/null | awk -v key="$2" 'previous == key { print; exit } { previous = $0 }'; }

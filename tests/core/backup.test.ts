@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import * as yaml from "js-yaml";
-import { BACKUP_SCRIPT, BACKUP_TIMERS, SECRET_NAMES, describeCluster, parseSettings, readEnvFile, renderBackupFiles, renderNode, serverPaths, writtenFiles } from "../../core";
+import { BACKUP_SCRIPT, BACKUP_TIMERS, REDIS_USERS, SECRET_NAMES, describeCluster, parseSettings, readEnvFile, renderBackupFiles, renderNode, serverPaths, writtenFiles } from "../../core";
 import { randomSecrets, renderStack } from "../support/fixtures";
 
 const { files, secrets, topology } = renderStack({ nodeCount: 3 });
@@ -30,7 +30,11 @@ test("cloud-init writes the script (in the file bundle, byte for byte) and its e
 test("the script holds no secret; the environment file holds exactly the ones the jobs need", () => {
   const script = backupFiles[BACKUP_SCRIPT].content;
   for (const name of SECRET_NAMES) expect([name, script.includes(secrets[name])]).toEqual([name, false]);
-  expect(backupFiles["backup.env"].content).toContain(`REDISCLI_AUTH=${secrets.redis}\n`);
+  // Redis's admin user (the script passes --user) and Sentinel's password; not the application's.
+  expect(backupFiles["backup.env"].content).toContain(`REDISCLI_AUTH=${secrets.redisAdmin}\n`);
+  expect(backupFiles["backup.env"].content).toContain(`SENTINEL_AUTH=${secrets.sentinel}\n`);
+  expect(backupFiles["backup.env"].content).not.toContain(secrets.redis);
+  expect(script).toContain(`--user ${REDIS_USERS.admin} `);
   expect(backupFiles["backup.env"].content).toContain(`AWS_SECRET_ACCESS_KEY=${secrets.s3SecretKey}\n`);
   expect(backupFiles["backup.env"].content).not.toContain(secrets.postgresSuperuser);
 });

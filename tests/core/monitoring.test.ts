@@ -9,6 +9,7 @@ import {
   PORTS,
   SCRAPE_JOBS,
   SECRET_NAMES,
+  REDIS_USERS,
   USERS,
   buildTopology,
   maskSecrets,
@@ -48,13 +49,22 @@ describe("exporter files", () => {
     expect(cmd).not.toMatch(new RegExp(`${USERS.monitoring}[^"]*SUPERUSER`));
   });
 
-  test("the Redis exporter reads Redis' password from a file (never argv or the environment); Sentinel needs none", () => {
+  test("the Redis exporter logs in to Redis and Sentinel as monitor, its password from a file (never argv or the environment)", () => {
     const node = files["madbase-prod-3"];
     const env = readEnvFile(node["redis-exporter.env"]);
     expect(env.REDIS_ADDR).toBe(`redis://127.0.0.1:${PORTS.redis}`);
     expect(env.REDIS_PASSWORD_FILE).toBe(serverPaths().config["redis-exporter-passwords.json"]);
-    expect(node["redis-exporter.env"]).not.toContain(secrets.redis);
-    expect(JSON.parse(node["redis-exporter-passwords.json"])).toEqual({ [`redis://127.0.0.1:${PORTS.redis}`]: secrets.redis });
+    expect(env.REDIS_USER).toBe(REDIS_USERS.monitoring);
+    for (const name of SECRET_NAMES) expect([name, node["redis-exporter.env"].includes(secrets[name])]).toEqual([name, false]);
+    expect(JSON.parse(node["redis-exporter-passwords.json"])).toEqual({
+      [`redis://${REDIS_USERS.monitoring}@127.0.0.1:${PORTS.redis}`]: secrets.redisMonitoring,
+      [`redis://${REDIS_USERS.monitoring}@127.0.0.1:${PORTS.sentinel}`]: secrets.redisMonitoring,
+    });
+    // The same user on both daemons, and on Redis one that can look but not read a key or CONFIG GET.
+    const monitor = (text: string) => text.split("\n").find((l) => l.startsWith(`user ${REDIS_USERS.monitoring} `))!;
+    expect(monitor(node["redis-users.acl"])).toMatch(/-@all .*\+info/);
+    expect(monitor(node["redis-users.acl"])).not.toMatch(/~|\+get|config/);
+    expect(monitor(node["sentinel.conf"])).toContain(`>${secrets.redisMonitoring} -@all `);
   });
 
   test("HAProxy's /metrics needs the stats login: the auth rule comes before the exporter", () => {

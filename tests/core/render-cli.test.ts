@@ -17,7 +17,7 @@ describe("npm run render", () => {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), "madbase-render-"));
   afterAll(() => fs.rmSync(out, { recursive: true, force: true }));
 
-  it("writes exactly the seven documented files per node, and says what it wrote", () => {
+  it("writes exactly the eight documented files per node, and says what it wrote", () => {
     const r = render(["--stack", "prod", "--nodes", "5", "--profile", "fast", "--out", out]);
     expect(r.code).toBe(0);
     const nodes = fs.readdirSync(out).filter((f) => fs.statSync(path.join(out, f)).isDirectory()).sort();
@@ -35,7 +35,9 @@ describe("npm run render", () => {
     const r = render(["--stack", "dev", "--out", out]);
     expect(r.code).toBe(0);
     const redis = fs.readFileSync(path.join(out, "madbase-dev-1", "redis.conf"), "utf8");
-    expect(redis).toMatch(/^requirepass PLACEHOLDER-redis-not-a-secret$/m);
+    expect(redis).toMatch(/^masterauth PLACEHOLDER-redisReplication-not-a-secret$/m);
+    const users = fs.readFileSync(path.join(out, "madbase-dev-1", "redis-users.acl"), "utf8");
+    expect(users).toMatch(/^user app on >PLACEHOLDER-redis-not-a-secret /m);
     expect(r.out + r.err).not.toMatch(/PLACEHOLDER-\w+-not-a-secret/);
     expect(fs.statSync(path.join(out, "madbase-dev-1", "redis.conf")).mode & 0o077).toBe(0);
   });

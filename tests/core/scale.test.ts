@@ -280,7 +280,7 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
       fs.mkdirSync(bin);
       const calls = path.join(dir, "calls");
       const stub = (name: string, body = "") => fs.writeFileSync(path.join(bin, name), `#!/bin/bash\necho "${name} $*" >>${calls}\n${body}\n`, { mode: 0o755 });
-      for (const name of ["sysctl", "mountpoint", "install", "systemctl"]) stub(name);
+      for (const name of ["sysctl", "mountpoint", "install", "systemctl", "nft"]) stub(name);
       stub("runuser", opts.stanzaError ? `echo "${opts.stanzaError}" >&2; exit 28` : "");
       // Patroni's answers: /health at once; the role (/primary or /replica) only after
       // `electedAfter` role questions, as while the members still elect a leader.
@@ -326,6 +326,10 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
     expect(b.calls).toContain("systemctl restart --no-block etcd patroni redis-server redis-sentinel");
     expect(b.calls).toContain("systemctl enable --now madbase-pg-backup-full.timer madbase-pg-backup-diff.timer madbase-redis-snapshot.timer madbase-pg-metrics.timer");
     expectInOrder(b.calls.join("\n"), [
+      // The metadata guard before anything else runs.
+      "systemctl enable --quiet nftables",
+      "systemctl reload-or-restart nftables",
+      "nft list table inet madbase_guard",
       "madbase-mount-volume /var/lib/postgresql",
       "install -d -o postgres -g postgres -m 0700 /var/lib/postgresql/17",
       "systemctl daemon-reload",
@@ -385,7 +389,8 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
     expect(b.ready).toBeUndefined();
     expect(b.failed).toContain("step=mounting the data volume at /var/lib/postgresql");
     expect(b.output).toContain("no Hetzner volume attached");
-    expect(b.calls.filter((c) => c.startsWith("systemctl"))).toEqual([]);
+    // Only the metadata guard, which comes first, was loaded.
+    expect(b.calls.filter((c) => c.startsWith("systemctl"))).toEqual(["systemctl enable --quiet nftables", "systemctl reload-or-restart nftables"]);
   });
 });
 
@@ -400,13 +405,17 @@ describe("madbase-redis-follow (redis-server's ExecStartPre)", () => {
       const bin = path.join(dir, "bin");
       fs.mkdirSync(bin);
       const cases = Object.entries(named).map(([ip, m]) => `${ip}) printf '%s\\n' ${m} 6380 ;;`).join(" ");
-      fs.writeFileSync(path.join(bin, "redis-cli"), `#!/bin/bash\ncase "$2" in ${cases} *) exit 1 ;; esac\n`, { mode: 0o755 });
+      // A Sentinel answers only with its password, which reaches redis-cli in its environment.
+      const stub = `#!/bin/bash\n[ "$REDISCLI_AUTH" = ${secrets.sentinel} ] || exit 1\ncase "$2" in ${cases} *) exit 1 ;; esac\n`;
+      fs.writeFileSync(path.join(bin, "redis-cli"), stub, { mode: 0o755 });
+      const backupEnv = path.join(dir, "backup.env");
+      fs.writeFileSync(backupEnv, files["/etc/madbase/backup.env"]);
       const redisConf = path.join(dir, "redis.conf");
       const sentinelConf = path.join(dir, "sentinel.conf");
       fs.writeFileSync(redisConf, conf);
       fs.writeFileSync(sentinelConf, quorumInSentinelConf ? `sentinel monitor madbase-prod 10.42.1.10 6380 ${quorumInSentinelConf}\n` : "");
       const env = path.join(dir, "node.env");
-      fs.writeFileSync(env, files["/etc/madbase/node.env"] + `REDIS_CONF=${redisConf}\nSENTINEL_CONF=${sentinelConf}\n`);
+      fs.writeFileSync(env, files["/etc/madbase/node.env"] + `REDIS_CONF=${redisConf}\nSENTINEL_CONF=${sentinelConf}\nBACKUP_ENV_FILE=${backupEnv}\n`);
       const script = path.join(dir, "follow");
       fs.writeFileSync(script, files["/usr/local/sbin/madbase-redis-follow"]);
       const r = spawnSync("bash", [script, env], { env: { PATH: `${bin}:/usr/bin:/bin` }, encoding: "utf8", timeout: 20_000 });

@@ -125,12 +125,23 @@ const CHECKS: Record<(typeof NODE_FILES)[number], Check> = {
     return { ok: r.code === 0, detail: r.stdout + r.stderr };
   },
   // Redis has no check flag: a file that parses keeps the server running until the timeout (124).
+  // Its aclfile (checked on its own below) is an empty one here: Redis refuses to start without it.
   "redis.conf": async (ns, file, scratch) => {
+    const acl = path.join(scratch, "users.acl");
+    fs.writeFileSync(acl, "");
     const r = await run(
-      inImage(ns, ["timeout", "1", "redis-server", inside(file), "--port", "0", "--unixsocket", inside(path.join(scratch, "redis.sock")), "--dir", inside(scratch), "--save", ""]),
+      inImage(ns, ["timeout", "1", "redis-server", inside(file), "--port", "0", "--unixsocket", inside(path.join(scratch, "redis.sock")), "--dir", inside(scratch), "--save", "", "--aclfile", inside(acl)]),
       { timeoutMs: 20_000 },
     );
     return { ok: r.code === 124 && !/FATAL CONFIG FILE ERROR/.test(r.stdout), detail: r.stdout + r.stderr };
+  },
+  // A Redis that loads the file as its aclfile keeps running; a bad user line aborts its start.
+  "redis-users.acl": async (ns, file, scratch) => {
+    const sock = inside(path.join(scratch, "redis.sock"));
+    const r = await run(inImage(ns, ["timeout", "1", "redis-server", "--port", "0", "--unixsocket", sock, "--dir", inside(scratch), "--save", "", "--aclfile", inside(file)]), {
+      timeoutMs: 20_000,
+    });
+    return { ok: r.code === 124 && !/ACL errors|Error in user declaration/.test(r.stdout), detail: r.stdout + r.stderr };
   },
   // Sentinel rewrites its file, so it checks a writable copy; it exits 1 on a bad statement.
   "sentinel.conf": async (ns, file, scratch) => {
@@ -176,7 +187,7 @@ const CHECKS: Record<(typeof NODE_FILES)[number], Check> = {
   },
 };
 
-const PROFILE_INDEPENDENT: readonly string[] = ["node-exporter.env", "postgres-exporter.env", "redis-exporter.env", "redis-exporter-passwords.json"];
+const PROFILE_INDEPENDENT: readonly string[] = ["node-exporter.env", "postgres-exporter.env", "redis-exporter.env", "redis-exporter-passwords.json", "redis-users.acl"];
 
 interface NodeRun {
   id: string;
@@ -275,6 +286,7 @@ describe.each([1, 3, 5])("rendered files for %i node(s)", (nodeCount) => {
       ["patroni.yml", (t) => t.replace("loop_wait: 5", "loop_wait: soon")],
       ["redis.conf", (t) => t.replace("maxmemory-policy noeviction", "maxmemory-policy forget-everything")],
       ["sentinel.conf", (t) => t.replace("sentinel parallel-syncs", "sentinel parallel-sinks")],
+      ["redis-users.acl", (t) => t.replace("-@admin", "-@admins")],
       ["user-data.yaml", (t) => t.replace("package_update: true", "package_update: [1, 2]")],
       ["pgbackrest.conf", (t) => t.replace("repo1-type=s3", "repo1-type=s3\nrepo1-kind=bucket")],
       ["node-exporter.env", (t) => t.replace("--web.listen-address=", "--web.listen-adress=")],

@@ -18,7 +18,7 @@ import { machineExec, shutdown } from "../../local/machine";
 import { SshIdentity, sshIdentity, sshScript } from "../../local/ssh";
 import { LocalClusterState } from "../../local/state";
 import { AckWriter, missingIds } from "../../local/writer";
-import { finish, nodeSql, sleep, testLocation, waitFor } from "./harness";
+import { finish, nodeRedisCli, nodeSql, sleep, testLocation, waitFor } from "./harness";
 
 const loc = testLocation(12);
 let cluster: UpResult;
@@ -48,7 +48,7 @@ function onNode(state: LocalClusterState, name: string, command: string[]): stri
 
 function sentinelMaster(state: LocalClusterState, name: string): Record<string, string> {
   const ip = state.nodes.find((n) => n.name === name)!.address;
-  const lines = onNode(state, name, ["redis-cli", "-h", ip, "-p", String(PORTS.sentinel), "--raw", "SENTINEL", "MASTER", state.clusterName]).split("\n");
+  const lines = onNode(state, name, nodeRedisCli("sentinel", ["-h", ip, "-p", String(PORTS.sentinel), "--raw", "SENTINEL", "MASTER", state.clusterName])).split("\n");
   const out: Record<string, string> = {};
   for (let i = 0; i + 1 < lines.length; i += 2) out[lines[i]] = lines[i + 1];
   return out;
@@ -175,7 +175,7 @@ test("after it, a power cut of the leader fails over within the fast profile's t
 }, 300_000);
 
 test("apply --plan cx31 on a cx21 cluster: every node's shared_buffers, max_connections and Redis maxmemory follow, one node restarting at a time", async () => {
-  const { state, secrets } = cluster;
+  const { state } = cluster;
   const writer = startWriter(3_000_000);
   await writer.waitForAcks(20, 30_000);
   const watch = downWatcher(state);
@@ -192,7 +192,7 @@ test("apply --plan cx31 on a cx21 cluster: every node's shared_buffers, max_conn
       shared: `${memoryMb / 4}MB`,
       max: String(PLANS.cx31.maxConnections),
     });
-    const maxmemory = onNode(state, node.name, ["redis-cli", "-h", node.address, "-p", String(PORTS.redis), "-a", secrets.redis, "--no-auth-warning", "CONFIG", "GET", "maxmemory"]);
+    const maxmemory = onNode(state, node.name, nodeRedisCli("redis", ["-h", node.address, "-p", String(PORTS.redis), "CONFIG", "GET", "maxmemory"]));
     expect(maxmemory.split("\n")[1]).toBe(String((memoryMb / 8) * 1024 * 1024));
     // Written down (CONFIG REWRITE, in Redis's own units), so it survives a restart of Redis.
     expect(onNode(state, node.name, ["grep", "^maxmemory ", serverPaths().config["redis.conf"]])).toBe(`maxmemory ${memoryMb / 8}mb`);

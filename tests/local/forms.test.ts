@@ -126,7 +126,7 @@ test("status --json names every node's role and processes, and the URLs", () => 
     pgbackrest: expect.stringMatching(/^2\.55\.\d+$/),
   });
   expect(out.databaseUrl).toBe(`postgresql://madbase:${cluster.secrets.app}@10.42.101.10:5433/madbase`);
-  expect(out.redisUrl).toBe(`redis://:${cluster.secrets.redis}@10.42.101.10:6379/0`);
+  expect(out.redisUrl).toBe(`redis://app:${cluster.secrets.redis}@10.42.101.10:6379/0`);
 });
 
 test("a second up says the cluster is already running and starts nothing", () => {

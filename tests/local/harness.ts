@@ -9,7 +9,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { Client } from "pg";
 import Redis from "ioredis";
-import { APP_DATABASE, PORTS, USERS, serverPaths } from "../../core";
+import { APP_DATABASE, PORTS, REDIS_USERS, USERS, serverPaths } from "../../core";
 import { machineExec } from "../../local/machine";
 import { Location, UpResult, down, status, up } from "../../local/cluster";
 import { ClusterHealth, assertHostLink } from "../../local/health";
@@ -114,9 +114,10 @@ export function nodeSql(state: LocalClusterState, name: string, text: string): s
   return r.code === 0 ? r.stdout.trim() : undefined;
 }
 
-export function redisClient(state: LocalClusterState, password: string, host: string, port: number = PORTS.redisMaster): Redis {
+/** A Redis client as `username` (the application's user unless told: Redis's `default` is off). */
+export function redisClient(state: LocalClusterState, password: string, host: string, port: number = PORTS.redisMaster, username: string = REDIS_USERS.app): Redis {
   assertHostLink(state);
-  const client = new Redis({ host, port, password, lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  const client = new Redis({ host, port, username, password, lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 0, retryStrategy: () => null });
   client.on("error", () => undefined);
   return client;
 }
@@ -173,4 +174,14 @@ export function namespaceWriter(ns: string, opts: { host: string; port: number; 
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * argv running redis-cli on a node with the node's own credentials, read there from its backup.env
+ * (Redis's admin user, or Sentinel's password): no password on any command line.
+ */
+export function nodeRedisCli(target: "redis" | "sentinel", args: string[]): string[] {
+  const auth = target === "sentinel" ? 'export REDISCLI_AUTH="$SENTINEL_AUTH"' : `set -- --user ${REDIS_USERS.admin} "$@"`;
+  const script = `set -a; . ${serverPaths().backupEnvFile}; set +a; ${auth}; exec redis-cli --no-auth-warning "$@"`;
+  return ["bash", "-c", script, "redis-cli", ...args];
 }

@@ -7,7 +7,7 @@
 import { PORTS, serverPaths } from "../../core";
 import { UpResult, startNode, stopService, waitHealthy } from "../../local/cluster";
 import { BACKENDS } from "../../local/health";
-import { haproxyServers, redisReplication } from "../../local/probes";
+import { haproxyServers, probeAuth, redisReplication } from "../../local/probes";
 import { machinePath } from "../../local/machine";
 import { address, finish, redisClient, sleep, startCluster, testLocation, waitFor } from "./harness";
 
@@ -73,7 +73,7 @@ test("Sentinel promotes a replica, HAProxy follows, and the old master returns a
           return socket ? haproxyServers(socket) : Promise.resolve(undefined);
         }),
       );
-      const returning = await redisReplication(address(state, oldMaster), secrets.redis);
+      const returning = await redisReplication(address(state, oldMaster), probeAuth(secrets).redis);
       const up = Object.fromEntries(
         state.nodes.map((n, i) => [n.name, (views[i] ?? []).filter((s) => s.proxy === "redis_master" && s.status.startsWith("UP")).map((s) => s.server)]),
       );

@@ -12,7 +12,7 @@ import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import Redis from "ioredis";
-import { BACKUP_SCRIPT, PORTS, ScaleStep, serverPaths } from "../../core";
+import { BACKUP_SCRIPT, PORTS, REDIS_USERS, ScaleStep, serverPaths } from "../../core";
 import { loadCluster } from "../../local/cluster";
 import { assertHostLink } from "../../local/health";
 import { machineExec, machinePath } from "../../local/machine";
@@ -60,10 +60,11 @@ function longestGap(w: AckWriter, from: number, to: number): number {
   return Math.max(...times.slice(1).map((t, i) => t - times[i]));
 }
 
-/** A command to a node's Sentinel (no password: it listens on the private network only). */
+/** A command to a node's Sentinel, with its password. */
 async function sentinelCall(ip: string, ...args: string[]): Promise<unknown> {
-  assertHostLink(loadCluster(loc).state);
-  const client = new Redis({ host: ip, port: PORTS.sentinel, lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  const { state, secrets } = loadCluster(loc);
+  assertHostLink(state);
+  const client = new Redis({ host: ip, port: PORTS.sentinel, password: secrets.sentinel, lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 0, retryStrategy: () => null });
   client.on("error", () => undefined);
   await client.connect();
   try {
@@ -343,7 +344,7 @@ describe("dev, 1 → 3 → 5 (scale API) → 3, on booted nodes", () => {
     const others = state.nodes.filter((n) => n.name !== n4.name);
     const setPriority = async (value: string) => {
       for (const n of others) {
-        const c = redisClient(state, secrets.redis, n.address, PORTS.redis);
+        const c = redisClient(state, secrets.redisAdmin, n.address, PORTS.redis, REDIS_USERS.admin);
         await c.connect();
         await c.config("SET", "replica-priority", value);
         c.disconnect();

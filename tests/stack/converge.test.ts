@@ -58,7 +58,7 @@ test("sshPublicKeys changes the refreshes (root's keys) and Hetzner's key object
   expect(names.filter((n) => !n.startsWith(T.sshKey))).toEqual(configs);
   expect(names.some((n) => n.startsWith(T.sshKey))).toBe(true);
   const refresh = run.resources.find((r) => r.type === COMMAND && r.name === "madbase-prod-1-config")!;
-  expect(refresh.inputs.create).toContain(Buffer.from(`${KEY_A}\n${FIXTURE_SSH_PUBLIC_KEY}\n${KEY_B}\n`).toString("base64"));
+  expect(refresh.inputs.stdin).toContain(Buffer.from(`${KEY_A}\n${FIXTURE_SSH_PUBLIC_KEY}\n${KEY_B}\n`).toString("base64"));
 });
 
 test("plan changes the resize chain's target and the refreshes (memory, max_connections), never a server", async () => {

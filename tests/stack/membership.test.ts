@@ -65,8 +65,13 @@ describe("3 → 5 → 3 with membership commands", () => {
     for (const n of [1, 2, 3, 4, 5]) {
       const m = membership(five, n);
       hosts.add(m.inputs.connection.host);
-      expect(m.inputs.create).toContain(`# node-join for madbase-prod-${n} (madbase-prod)`);
-      expect(m.inputs.delete).toContain(`# node-leave for madbase-prod-${n} (madbase-prod)`);
+      // Both scripts on standard input; the exec strings (a node's process list shows them) name the action.
+      expect([m.inputs.create, m.inputs.delete]).toEqual(["bash -s -- join", "bash -s -- leave"]);
+      const [join, leave] = m.inputs.stdin.split("\nleave) ");
+      expect(join).toMatch(/^case "\$\{1:-\}" in\njoin\) /);
+      expect(join).toContain(`# node-join for madbase-prod-${n} (madbase-prod)`);
+      expect(leave).toContain(`# node-leave for madbase-prod-${n} (madbase-prod)`);
+      expect(leave).not.toContain("# node-join");
       // The server's public address (the mocks hand out 203.0.113.x).
       expect(m.inputs.connection).toMatchObject({ user: "root", host: expect.stringMatching(/^203\.0\.113\.\d+$/) });
       expect(m.options.dependencies.some((urn) => urn.endsWith(`hcloud:index/server:Server::madbase-prod-${n}`))).toBe(true);
@@ -97,8 +102,8 @@ describe("3 → 5 → 3 with membership commands", () => {
       expect(dependsOn(refresh(five, n))).toContain(`madbase-prod-${n + 1}-config`);
       expect(dependsOn(refresh(five, n)).filter((d) => d!.endsWith("-config") || d!.endsWith("-membership"))).toEqual([`madbase-prod-${n + 1}-config`]);
     }
-    expect(refresh(five, 5).inputs.create).toMatch(/1-leadership-handoff\.sh[\s\S]*2-config-refresh\.sh/);
-    for (const n of [1, 2, 3, 4]) expect(refresh(five, n).inputs.create).not.toContain("leadership-handoff");
+    expect(refresh(five, 5).inputs.stdin).toMatch(/1-leadership-handoff\.sh[\s\S]*2-config-refresh\.sh/);
+    for (const n of [1, 2, 3, 4]) expect(refresh(five, n).inputs.stdin).not.toContain("leadership-handoff");
     // It has nothing to undo: replacing or deleting it runs nothing on the node.
     for (const n of [1, 2, 3, 4, 5]) expect(refresh(five, n).inputs.delete).toBeUndefined();
   });
@@ -107,16 +112,17 @@ describe("3 → 5 → 3 with membership commands", () => {
     for (const n of [1, 2, 3]) {
       expect(refresh(five, n).inputs.triggers).not.toEqual(refresh(three, n).inputs.triggers);
       expect(refresh(threeAgain, n).inputs.triggers).toEqual(refresh(three, n).inputs.triggers);
-      expect(refresh(five, n).inputs.create).toContain("server madbase-prod-5 10.42.1.14:5432");
-      expect(refresh(three, n).inputs.create).not.toContain("madbase-prod-5");
+      expect(refresh(five, n).inputs.stdin).toContain("server madbase-prod-5 10.42.1.14:5432");
+      expect(refresh(three, n).inputs.stdin).not.toContain("madbase-prod-5");
     }
   });
 
   test("scripts and the SSH key are sent as secrets, and no secret shows in plain text", () => {
     const secrets = [...five.secretValues];
     for (const c of ofType(five, COMMAND)) {
-      expect(isSecretEnvelope(c.raw.create)).toBe(true);
-      if (c.name.endsWith("-membership")) expect(isSecretEnvelope(c.raw.delete)).toBe(true);
+      // The scripts are secret and travel on standard input; the exec strings hold none of them.
+      expect(isSecretEnvelope(c.raw.stdin)).toBe(true);
+      expect([c.name, c.raw.create]).toEqual([c.name, c.name.endsWith("-membership") ? "bash -s -- join" : "bash -s"]);
       expect(isSecretEnvelope(c.raw.connection?.privateKey) || isSecretEnvelope(c.raw.connection)).toBe(true);
       expect([c.name, secrets.filter((s) => plainStrings(c.raw).join("\n").includes(s))]).toEqual([c.name, []]);
     }

@@ -60,7 +60,7 @@ describe("committed stacks", () => {
 
   test("connection strings have the seed's shapes through the entry point", () => {
     expect(prod.outputs.databaseUrl.value).toMatch(/^postgresql:\/\/madbase:[A-Za-z0-9]{32}@10\.42\.1\.5:5433\/madbase$/);
-    expect(prod.outputs.redisUrl.value).toMatch(/^redis:\/\/:[A-Za-z0-9]{32}@10\.42\.1\.5:6379\/0$/);
+    expect(prod.outputs.redisUrl.value).toMatch(/^redis:\/\/app:[A-Za-z0-9]{32}@10\.42\.1\.5:6379\/0$/);
     expect(dev.outputs.databaseUrl.value).toMatch(/@10\.42\.1\.10:5433\/madbase$/);
   });
 });
