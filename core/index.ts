@@ -22,3 +22,4 @@ export * from "./patroni";
 export * from "./ssh-keys";
 export * from "./stack-change";
 export * from "./alerts";
+export * from "./pooler";

@@ -24,7 +24,7 @@ import { ConfigError } from "./errors";
 import { NodePaths, serverPaths } from "./paths";
 import { dynamicConfig, STANDBY_MINIMUM_PARAMETERS } from "./patroni";
 import type { ClusterOptions } from "./model";
-import { nodeMemoryMb, redisMaxMemoryMb, redisMinReplicasToWrite, refreshedFiles, renderNode, template } from "./render";
+import { nodeMemoryMb, poolerSetupSql, redisMaxMemoryMb, redisMinReplicasToWrite, refreshedFiles, renderNode, template } from "./render";
 import { ClusterSecrets, USERS } from "./secrets";
 import { NodeSpec, PORTS, Topology, possibleNodeAddresses } from "./topology";
 
@@ -188,6 +188,8 @@ export function refreshScript(to: Topology, node: NodeSpec, ctx: ScriptContext):
     quorum: to.quorum,
     sentinel: ctx.options.profile.sentinel,
     refreshed: refreshedFiles(input, files).map((f) => ({ ...f, content: b64(f.content), after: f.after ?? "" })),
+    poolerSql: b64(poolerSetupSql(ctx.secrets)),
+    pgSocketDir: input.paths.pgSocketDir,
     authorizedKeys: ctx.authorizedKeys ? b64(ctx.authorizedKeys.map((k) => `${k.trim()}\n`).join("")) : "",
     volumeMount: input.paths.volumeMount,
   });
