@@ -389,7 +389,7 @@ export function alertRules(topology: Topology, options: ClusterOptions, opts: Al
   });
 
   // ---- HAProxy
-  const backends = ha ? "postgres_primary|postgres_replicas|redis_master" : "postgres_primary|redis_master";
+  const backends = ha ? "postgres_primary|postgres_direct|postgres_replicas|redis_master" : "postgres_primary|postgres_direct|redis_master";
   add({
     alert: "HaproxyBackendWithoutServer",
     group: "haproxy",

@@ -61,6 +61,15 @@ export function poolSize(maxConnections: number): number {
   return size;
 }
 
+/**
+ * Server connections PgBouncer may hold as the auth user (its logins' lookups queue on them): a
+ * burst of thousands of logins must not open more than the role's CONNECTION LIMIT
+ * (AUTH_ROLE_CONNECTION_LIMIT), or PostgreSQL refuses the lookup and PgBouncer then fails every
+ * login for server_login_retry. Each lookup takes well under a millisecond.
+ */
+export const AUTH_POOL_SIZE = 2;
+export const AUTH_ROLE_CONNECTION_LIMIT = 5;
+
 /** Where PgBouncer's auth_query runs, and the function it calls there. */
 export const AUTH_DATABASE = APP_DATABASE;
 export const AUTH_FUNCTION = "pgbouncer.get_auth";

@@ -22,7 +22,9 @@ import { postgresTuning } from "./plans";
 import { checkProfile } from "./profiles";
 import {
   AUTH_DATABASE,
+  AUTH_POOL_SIZE,
   AUTH_QUERY,
+  AUTH_ROLE_CONNECTION_LIMIT,
   DEFAULT_POOL_MODE,
   MAX_CLIENT_CONNECTIONS,
   MAX_PREPARED_STATEMENTS,
@@ -136,6 +138,7 @@ function model(input: NodeRenderInput) {
       maxClientConn: MAX_CLIENT_CONNECTIONS,
       maxPreparedStatements: MAX_PREPARED_STATEMENTS,
       limitNofile: PGBOUNCER_LIMIT_NOFILE,
+      authPoolSize: AUTH_POOL_SIZE,
     },
     archiveCommand: options.backup.archiving === false ? ARCHIVING_OFF_COMMAND : archiveCommand(paths.scriptDir),
     archivePushQueueMaxMb: archivePushQueueMaxMb(options.volumeSizeGb ?? DEFAULT_VOLUME_GB),
@@ -190,7 +193,8 @@ function roleSql(name: string, options: string, inRole?: string): string {
  * database, once at the cluster's creation and by config-refresh on the leader. Idempotent.
  */
 export function poolerSetupSql(secrets: ClusterSecrets): string {
-  return [roleSql(USERS.pgbouncerAuth, `LOGIN CONNECTION LIMIT 5 PASSWORD '${secrets.pgbouncerAuth}'`), `\\connect ${AUTH_DATABASE}`, poolerAuthSql()].join("\n") + "\n";
+  const role = roleSql(USERS.pgbouncerAuth, `LOGIN CONNECTION LIMIT ${AUTH_ROLE_CONNECTION_LIMIT} PASSWORD '${secrets.pgbouncerAuth}'`);
+  return [role, `\\connect ${AUTH_DATABASE}`, poolerAuthSql()].join("\n") + "\n";
 }
 
 /** A script that takes no rendered value (it reads the node's environment file). */

@@ -117,9 +117,30 @@ function exporterCheck(
  * pointed at the copy), run as postgres with the unit's descriptor limit, in the node's namespace.
  * It passes when PgBouncer starts without a warning, listens on the node's private address, and
  * lets the exporter's role read the admin console with the exporter's password: proof of the
- * userlist and of stats_users. PostgreSQL does not run here; nothing below needs it.
+ * userlist and of stats_users; `during` (the exporter's check) runs while it listens. PostgreSQL
+ * does not run here; nothing below needs it. One PgBouncer at a time per namespace (one port).
  */
-async function pgbouncerCheck(ns: string, ini: string, userlist: string, exporterEnv: string, scratch: string) {
+const pgbouncerTurns = new Map<string, Promise<unknown>>();
+function pgbouncerCheck(
+  ns: string,
+  ini: string,
+  userlist: string,
+  exporterEnv: string,
+  scratch: string,
+  during?: () => Promise<{ ok: boolean; detail: string }>,
+): Promise<{ ok: boolean; detail: string }> {
+  const turn = (pgbouncerTurns.get(ns) ?? Promise.resolve()).then(() => runPgbouncer(ns, ini, userlist, exporterEnv, scratch, during));
+  pgbouncerTurns.set(ns, turn.catch(() => undefined));
+  return turn;
+}
+async function runPgbouncer(
+  ns: string,
+  ini: string,
+  userlist: string,
+  exporterEnv: string,
+  scratch: string,
+  during?: () => Promise<{ ok: boolean; detail: string }>,
+) {
   fs.chmodSync(scratch, 0o755);
   const iniCopy = path.join(scratch, "pgbouncer.ini");
   const listCopy = path.join(scratch, "userlist.txt");
@@ -130,7 +151,8 @@ async function pgbouncerCheck(ns: string, ini: string, userlist: string, exporte
   const address = /^listen_addr = ([^,\s]+)/m.exec(text)?.[1] ?? "";
   const port = /^listen_port = (\d+)/m.exec(text)?.[1] ?? "";
   const password = readEnvFile(fs.readFileSync(exporterEnv, "utf8")).PGPASSWORD;
-  const proc = start(inImage(ns, ["sh", "-c", `ulimit -n ${PGBOUNCER_LIMIT_NOFILE} && exec runuser -u postgres -- pgbouncer "$0"`, inside(iniCopy)]));
+  const limit = `ulimit -n ${PGBOUNCER_LIMIT_NOFILE}`;
+  const proc = start(inImage(ns, ["sh", "-c", `${limit} && exec runuser -u postgres -- sh -c '${limit} && exec pgbouncer "$0"' "$0"`, inside(iniCopy)]));
   try {
     const console = await waitFor(
       `pgbouncer on ${address}:${port}`,
@@ -139,15 +161,16 @@ async function pgbouncerCheck(ns: string, ini: string, userlist: string, exporte
         const r = await run(inImage(ns, ["env", `PGPASSWORD=${password}`, "psql", "-h", address, "-p", port, "-U", USERS.monitoring, "-d", "pgbouncer", "-Atc", "SHOW CONFIG"]), {
           timeoutMs: 5000,
         });
-        return r.code === 0 ? r.stdout : /password authentication failed|not allowed|no such user/.test(r.stderr) ? `REFUSED: ${r.stderr}` : undefined;
+        return r.code === 0 ? r.stdout : /authentication failed|not allowed|no such user/.test(r.stderr) ? `REFUSED: ${r.stderr}` : undefined;
       },
       10_000,
       250,
     ).catch((e: Error) => `FAILED: ${e.message}`);
+    const also = during && /^pool_mode\|/m.test(console) ? await during() : { ok: true, detail: "" };
     const log = proc.output();
     return {
-      ok: /^pool_mode\|/m.test(console) && !/WARNING|ERROR|FATAL/.test(log),
-      detail: `${console.slice(0, 300)}\n${log}`,
+      ok: /^pool_mode\|/m.test(console) && !/WARNING|ERROR|FATAL/.test(log) && also.ok,
+      detail: `${console.slice(0, 300)}\n${log}\n${also.detail}`,
     };
   } finally {
     await stop(proc);
@@ -213,12 +236,16 @@ const CHECKS: Record<(typeof NODE_FILES)[number], Check> = {
     pgbouncerCheck(ns, file, sibling(file, "pgbouncer-userlist.txt"), sibling(file, "pgbouncer-exporter.env"), scratch),
   "pgbouncer-userlist.txt": (ns, file, scratch) =>
     pgbouncerCheck(ns, sibling(file, "pgbouncer.ini"), file, sibling(file, "pgbouncer-exporter.env"), scratch),
-  // No PgBouncer runs here: the exporter still serves, and says so with pgbouncer_up 0.
-  "pgbouncer-exporter.env": exporterCheck(
-    "prometheus-pgbouncer-exporter",
-    (env) => env.ARGS.replace(/^.*--web\.listen-address=(\S+).*$/, "$1"),
-    /^pgbouncer_up 0$/m,
-  ),
+  // The exporter exits when PgBouncer does not answer at its start: checked against the node's
+  // PgBouncer, it must read the admin console (pgbouncer_up 1).
+  "pgbouncer-exporter.env": (ns, file, scratch) =>
+    pgbouncerCheck(ns, sibling(file, "pgbouncer.ini"), sibling(file, "pgbouncer-userlist.txt"), file, scratch, () =>
+      exporterCheck("prometheus-pgbouncer-exporter", (env) => env.ARGS.replace(/^.*--web\.listen-address=(\S+).*$/, "$1"), /^pgbouncer_up 1$/m)(
+        ns,
+        file,
+        scratch,
+      ),
+    ),
   // The Redis exporter loads the file at start and refuses to run on one it cannot read.
   "redis-exporter-passwords.json": async (ns, file, scratch) => {
     const env = path.join(scratch, "redis-exporter.env");
