@@ -35,7 +35,11 @@ function client(host: string, port: number, extra: Partial<ClientConfig> = {}): 
   return c;
 }
 
-/** Samples the leader's client backends through 5435 (direct) until stopped; the peak is what the test reads. */
+/**
+ * Samples the leader's client backends through 5435 (direct) until stopped; the peak is what the
+ * test reads. PgBouncer's are the application user's from the leader's own address (the sampler's
+ * own session, through the leader's HAProxy, comes from there too: left out).
+ */
 function sampleBackends(host: string) {
   const c = client(host, PORTS.postgresDirect);
   let stopped = false;
@@ -45,7 +49,8 @@ function sampleBackends(host: string) {
     while (!stopped) {
       const { rows } = await c.query<{ clients: number; pooled: number }>(
         `SELECT count(*) FILTER (WHERE backend_type = 'client backend')::int AS clients,
-                count(*) FILTER (WHERE backend_type = 'client backend' AND usename = $1 AND client_addr = inet_server_addr())::int AS pooled
+                count(*) FILTER (WHERE backend_type = 'client backend' AND usename = $1 AND client_addr = inet_server_addr()
+                                 AND pid <> pg_backend_pid())::int AS pooled
            FROM pg_stat_activity`,
         [USERS.app],
       );
