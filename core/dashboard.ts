@@ -80,14 +80,14 @@ const ROWS: RowSpec[] = [
       {
         title: "PgBouncer clients waiting",
         description:
-          "Clients each node's PgBouncer holds in its queue for a PostgreSQL connection of the application database, and the longest wait. " +
+          "Clients each node's PgBouncer holds in its queue for a PostgreSQL connection (every pool: the application database's, its lookups', the admin console's), and the longest wait. " +
           "A wait that stays above a second means the pool (max_db_connections, from the plan's max_connections) is saturated.",
         kind: "timeseries",
         unit: "short",
         min: 0,
         queries: [
-          { expr: `sum by (node) (pgbouncer_pools_client_waiting_connections{${C}, database="madbase"})`, legend: "{{node}} waiting" },
-          { expr: `max by (node) (pgbouncer_pools_client_maxwait_seconds{${C}, database="madbase"})`, legend: "{{node}} longest wait (s)" },
+          { expr: `sum by (node) (pgbouncer_pools_client_waiting_connections{${C}})`, legend: "{{node}} waiting" },
+          { expr: `max by (node) (pgbouncer_pools_client_maxwait_seconds{${C}})`, legend: "{{node}} longest wait (s)" },
         ],
       },
       {
@@ -99,9 +99,9 @@ const ROWS: RowSpec[] = [
         unit: "short",
         min: 0,
         queries: [
-          { expr: `sum by (node) (pgbouncer_pools_client_active_connections{${C}, database="madbase"})`, legend: "{{node}} clients" },
-          { expr: `sum by (node) (pgbouncer_pools_server_active_connections{${C}, database="madbase"})`, legend: "{{node}} server active" },
-          { expr: `sum by (node) (pgbouncer_pools_server_idle_connections{${C}, database="madbase"})`, legend: "{{node}} server idle" },
+          { expr: `sum by (node) (pgbouncer_pools_client_active_connections{${C}})`, legend: "{{node}} clients" },
+          { expr: `sum by (node) (pgbouncer_pools_server_active_connections{${C}})`, legend: "{{node}} server active" },
+          { expr: `sum by (node) (pgbouncer_pools_server_idle_connections{${C}})`, legend: "{{node}} server idle" },
         ],
       },
     ],
