@@ -63,6 +63,8 @@ interface PoolingResult {
   /** Median SELECT 1 round trip at one client. */
   roundTrip: { pooledUs: number; directUs: number };
   seconds: number;
+  /** This machine's 1-minute load average when the runs ended: other work shares the cores. */
+  load: number;
 }
 
 const log = (line: string) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${line}`);
@@ -240,7 +242,7 @@ async function pooling(seconds = 15): Promise<PoolingResult> {
     pooled.push(await measure(PORTS.postgresPrimary));
     direct.push(await measure(PORTS.postgresDirect));
   }
-  return { connectPerTransaction, persistent, roundTrip: { pooledUs: median(pooled), directUs: median(direct) }, seconds };
+  return { connectPerTransaction, persistent, roundTrip: { pooledUs: median(pooled), directUs: median(direct) }, seconds, load: os.loadavg()[0] };
 }
 
 function poolingLines(p: PoolingResult): string[] {
@@ -248,7 +250,7 @@ function poolingLines(p: PoolingResult): string[] {
   const c = p.connectPerTransaction;
   const s = p.persistent;
   return [
-    `| pgbench -C -S, ${c.clients} clients, ${p.seconds} s: TPS pooled 5433 / direct 5435 | ${c.pooledTps.toFixed(0)} / ${c.directTps.toFixed(0)} (${x(c.pooledTps, c.directTps)}) | pooled ≥ 3× direct | ${c.pooledTps >= 3 * c.directTps ? "yes" : "**no**"} |`,
+    `| pgbench -C -S, ${c.clients} clients, ${p.seconds} s (load ${p.load.toFixed(1)} on ${os.cpus().length} cores): TPS pooled 5433 / direct 5435 | ${c.pooledTps.toFixed(0)} / ${c.directTps.toFixed(0)} (${x(c.pooledTps, c.directTps)}) | pooled ≥ 3× direct | ${c.pooledTps >= 3 * c.directTps ? "yes" : "**no**"} |`,
     `| pgbench -S, ${s.clients} clients, ${p.seconds} s: TPS pooled 5433 / direct 5435 | ${s.pooledTps.toFixed(0)} / ${s.directTps.toFixed(0)} (${x(s.pooledTps, s.directTps)}) | - | - |`,
     `| PostgreSQL round trip at one client (SELECT 1), median: 5433 pooled / 5435 direct | ${p.roundTrip.pooledUs.toFixed(0)} µs / ${p.roundTrip.directUs.toFixed(0)} µs: PgBouncer adds ${(p.roundTrip.pooledUs - p.roundTrip.directUs).toFixed(0)} µs | - | - |`,
   ];
