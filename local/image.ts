@@ -110,15 +110,22 @@ export async function ensureImage(opts: { kind?: ImageKind; onProgress?: (line: 
   return root;
 }
 
+/** How many built images of a kind stay in the cache: switching between branches whose package lists differ does not rebuild. */
+const IMAGES_KEPT = 3;
+
 /**
- * Removes the older images of a kind (about 800 MB each) once a new one is built, except those a
- * running machine still boots from (an overlay's lower layer).
+ * Removes the older images of a kind (about 800 MB each) once a new one is built: all but the
+ * newest few, and never one a running machine still boots from (an overlay's lower layer).
  */
 function pruneImages(cache: string, kind: ImageKind, keep: string, progress: (line: string) => void): void {
   const mounts = fs.readFileSync("/proc/self/mounts", "utf8");
-  for (const name of fs.readdirSync(cache)) {
-    const dir = path.join(cache, name);
-    if (dir === keep || !name.startsWith(`trixie-${kind}-`) || name.endsWith(".partial")) continue;
+  const older = fs
+    .readdirSync(cache)
+    .map((name) => ({ name, dir: path.join(cache, name) }))
+    .filter(({ name, dir }) => dir !== keep && name.startsWith(`trixie-${kind}-`) && !name.endsWith(".partial"))
+    .sort((a, b) => fs.statSync(b.dir).mtimeMs - fs.statSync(a.dir).mtimeMs)
+    .slice(IMAGES_KEPT - 1);
+  for (const { name, dir } of older) {
     if (mounts.includes(`lowerdir=${dir},`) || mounts.includes(`lowerdir=${dir} `)) continue;
     progress(`  removing the older node image ${name}`);
     fs.rmSync(dir, { recursive: true, force: true });

@@ -202,21 +202,57 @@ export function bootMachine(m: MachineRecord): number {
   }
   if (child.pid === undefined) throw new Error(`could not start systemd-nspawn for ${m.name}`);
   child.on("error", () => undefined);
+  const pid = child.pid;
+  child.on("exit", (code, signal) => exits.set(pid, signal ? `systemd-nspawn killed by ${signal}` : `systemd-nspawn exited with ${code}`));
   child.unref();
   m.nspawnPid = child.pid;
   return child.pid;
 }
 
-/** The machine's PID 1 (systemd), a child of systemd-nspawn; undefined while it is not up. */
+/**
+ * The machine's PID 1 (systemd), seen from the host; undefined while it is not up. systemd-nspawn
+ * forks an outer child that sets the container up and then clones the init: "a running child of
+ * nspawn" can be that outer child, or a short-lived helper, which is why init is recognised by what
+ * it is, PID 1 of its own PID namespace, among nspawn's children and grandchildren.
+ */
 export function initPid(m: MachineRecord): number | undefined {
   if (!isRunning(m.nspawnPid)) return undefined;
+  const children = childPids(m.nspawnPid);
+  return [...children, ...children.flatMap(childPids)].find((pid) => isRunning(pid) && isNamespaceInit(pid));
+}
+
+function childPids(pid: number): number[] {
   try {
-    const children = fs.readFileSync(`/proc/${m.nspawnPid}/task/${m.nspawnPid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
-    const init = children.find((pid) => isRunning(pid));
-    return init;
+    return fs.readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
   } catch {
-    return undefined;
+    return [];
   }
+}
+
+/** `NSpid:` lists a process's PID in each nested namespace; the innermost is 1 for a container's init. */
+function isNamespaceInit(pid: number): boolean {
+  try {
+    const line = fs.readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith("NSpid:"));
+    const ids = line?.split(/\s+/).slice(1) ?? [];
+    return ids.length > 1 && ids[ids.length - 1] === "1";
+  } catch {
+    return false;
+  }
+}
+
+/** How systemd-nspawn ended, for the machines this process started (said when a boot fails). */
+const exits = new Map<number, string>();
+
+export function nspawnExit(m: MachineRecord): string {
+  if (isRunning(m.nspawnPid)) return "systemd-nspawn is running";
+  return (m.nspawnPid && exits.get(m.nspawnPid)) ?? "systemd-nspawn exited";
+}
+
+/** The last lines the machine printed, without the blank ones. */
+export function consoleTail(m: MachineRecord, lines = 15): string[] {
+  if (!fs.existsSync(consoleLog(m))) return ["(no console log)"];
+  const tail = fs.readFileSync(consoleLog(m), "utf8").split("\n").filter((l) => l.trim() !== "").slice(-lines);
+  return tail.length > 0 ? tail : ["(the console is empty)"];
 }
 
 /** Waits for PID 1 to exist (systemd-nspawn sets up the container first). */
@@ -226,8 +262,8 @@ export async function waitForInit(m: MachineRecord, timeoutMs = 30_000): Promise
     const pid = initPid(m);
     if (pid) return pid;
     if (!isRunning(m.nspawnPid) || Date.now() > deadline) {
-      const tail = fs.existsSync(consoleLog(m)) ? fs.readFileSync(consoleLog(m), "utf8").split("\n").slice(-15).join("\n") : "";
-      throw new Error(`${m.name} did not boot (systemd-nspawn ${isRunning(m.nspawnPid) ? "still starting" : "exited"}); console:\n${tail}`);
+      const how = isRunning(m.nspawnPid) ? "systemd-nspawn still starting" : nspawnExit(m);
+      throw new Error(`${m.name} did not boot (${how}); console:\n${consoleTail(m).join("\n")}`);
     }
     await sleep(100);
   }

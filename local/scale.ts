@@ -41,7 +41,7 @@ import {
   waitHealthy,
 } from "./cluster";
 import { ClusterHealth, assertHostLink } from "./health";
-import { consoleLog, isRunning, machinePath, sleep } from "./machine";
+import { consoleTail, isRunning, machinePath, nspawnExit, sleep } from "./machine";
 import { addNode, removeNode } from "./network";
 import { probeNode } from "./node-probe";
 import { SshIdentity, ensureSshKey, sshIdentity, sshScript } from "./ssh";
@@ -254,9 +254,10 @@ async function waitFirstBoot(state: LocalClusterState, node: LocalNode): Promise
   };
   for (;;) {
     const probe = probeNode(node.machine);
-    if (!probe.running) {
-      const tail = fs.existsSync(consoleLog(node.machine)) ? fs.readFileSync(consoleLog(node.machine), "utf8").split("\n").slice(-15) : [];
-      throw new ScaleStepError(step, ["the machine stopped during its first boot; console:", ...tail]);
+    // Only systemd-nspawn's exit says the machine stopped: a probe that misses PID 1 for a moment
+    // while nspawn still runs is asked again.
+    if (!probe.running && !isRunning(node.machine.nspawnPid)) {
+      throw new ScaleStepError(step, [`the machine stopped during its first boot (${nspawnExit(node.machine)}); console:`, ...consoleTail(node.machine)]);
     }
     if (probe.cloudInit === "error") throw new ScaleStepError(step, ["cloud-init failed:", ...probe.cloudInitErrors, ...firstBootLog()]);
     if (probe.ready) break;
