@@ -13,8 +13,18 @@
  * The program is an async function (Pulumi awaits it); what it returns are the stack's outputs.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { AppliedSettings, PORTS, USERS, appliedSettings as recordSettings, archivingDecision, checkStackChange, readAppliedSettings, renderAlertRules, renderPrometheusConfig } from "./core";
-import { planStack } from "./components/plan";
+import {
+  AppliedSettings,
+  appliedSettings as recordSettings,
+  archivingDecision,
+  checkStackChange,
+  planStack,
+  PORTS,
+  readAppliedSettings,
+  renderAlertRules,
+  renderPrometheusConfig,
+  USERS,
+} from "./core";
 import { readStackConfig } from "./components/stackConfig";
 import { StatePillar } from "./components/statePillar";
 

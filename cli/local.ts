@@ -7,12 +7,9 @@
  * default "mb") keep several clusters apart.
  */
 import { parseArgs } from "node:util";
-import { ConfigError } from "../core";
+import { MadbaseError, UsageError } from "../core";
 import {
-  AlreadyRunningError,
   Location,
-  NotRunningError,
-  UnhealthyError,
   loadCluster,
   clusterUrls,
   down,
@@ -27,11 +24,10 @@ import { RestoreTarget, restoreCluster } from "../local/backup";
 import { backupOnEveryNode, restoreRedis } from "../local/backup-ops";
 import { formatHealth, formatOverview } from "../local/health";
 import { findNode } from "../local/state";
-import { MissingHostToolsError } from "../local/host-tools";
 import { isRunning } from "../local/machine";
 import { clusterVersions, nodeVersions } from "../local/versions";
 import { sshIdentity, sshInteractive } from "../local/ssh";
-import { NotHealthyError, ScaleInProgressError, ScaleStepError, scale } from "../local/scale";
+import { scale } from "../local/scale";
 import { apply } from "../local/apply";
 
 const USAGE = `usage: npm run local -- <command> [options]
@@ -60,7 +56,6 @@ const USAGE = `usage: npm run local -- <command> [options]
   restore-redis [--name NAME]
                       put a Redis snapshot (default: the newest) back on the master; replicas resync`;
 
-class UsageError extends Error {}
 
 const COMMANDS: Record<string, { options: Record<string, { type: "string" | "boolean" }>; positionals: number }> = {
   up: {
@@ -233,29 +228,10 @@ async function main(): Promise<void> {
   try {
     process.exitCode = await run(process.argv.slice(2), loc);
   } catch (e) {
-    if (e instanceof UsageError) {
-      console.error(`local: ${e.message}\n\n${USAGE}`);
-      process.exitCode = 2;
-    } else if (
-      e instanceof ConfigError ||
-      e instanceof MissingHostToolsError ||
-      e instanceof AlreadyRunningError ||
-      e instanceof NotRunningError ||
-      e instanceof NotHealthyError ||
-      e instanceof ScaleInProgressError
-    ) {
-      console.error(`local: ${e.message}`);
-      process.exitCode = 2;
-    } else if (e instanceof ScaleStepError) {
-      console.error(`local: ${e.message}\nThe cluster is left as it is for inspection (logs: <root>/<node>/log/scale.log); \`npm run local -- status\` shows it.`);
-      process.exitCode = 1;
-    } else if (e instanceof UnhealthyError) {
-      console.error(`local: ${e.message}\nThe cluster is left running for inspection; \`npm run local -- down\` removes it.`);
-      process.exitCode = 1;
-    } else {
-      console.error(`local: ${(e as Error).stack ?? e}`);
-      process.exitCode = 1;
-    }
+    if (e instanceof UsageError) console.error(`local: ${e.message}\n\n${USAGE}`);
+    else if (e instanceof MadbaseError) console.error(`local: ${e.message}`);
+    else console.error(`local: ${(e as Error).stack ?? e}`);
+    process.exitCode = e instanceof MadbaseError ? e.exitCode : 1;
   }
 }
 

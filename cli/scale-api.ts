@@ -9,6 +9,7 @@
  *  - pulumi: sets madbase-state:nodeCount on the stack and runs `pulumi up` (Automation API).
  */
 import { parseArgs } from "node:util";
+import { UsageError } from "../core";
 import { buildScaleApi, SCALE_PATH } from "../scale/api";
 import { ScaleBackend } from "../scale/backend";
 import { LocalBackend } from "../scale/localBackend";
@@ -16,7 +17,6 @@ import { PulumiBackend } from "../scale/pulumiBackend";
 
 const USAGE = "usage: MADBASE_SCALE_API_TOKEN=... npm run scale-api -- [--backend local|pulumi] [--stack NAME] [--host 127.0.0.1] [--port 8001]";
 
-class UsageError extends Error {}
 
 export interface ScaleApiOptions {
   backend: "local" | "pulumi";

@@ -1,7 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as hcloud from "@pulumi/hcloud";
-import { NodeSpec } from "../core";
-import { NODE_IMAGE } from "./plan";
+import { NODE_IMAGE, NodeSpec } from "../core";
 
 export interface DatabaseNodeArgs {
   node: NodeSpec;

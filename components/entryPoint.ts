@@ -1,7 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as hcloud from "@pulumi/hcloud";
-import { PORTS } from "../core";
-import { ENTRY_PORTS, EntrySpec, LOAD_BALANCER_TYPE } from "./plan";
+import { ENTRY_PORTS, EntrySpec, LOAD_BALANCER_TYPE, PORTS } from "../core";
 
 export interface EntryPointArgs {
   entry: EntrySpec;

@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as hcloud from "@pulumi/hcloud";
-import { FirewallRuleSpec } from "./plan";
+import { FirewallRuleSpec } from "../core";
 
 export interface NodeFirewallArgs {
   /** The Hetzner name, e.g. `madbase-prod-nodes`. */

@@ -2,21 +2,26 @@ import * as pulumi from "@pulumi/pulumi";
 import * as hcloud from "@pulumi/hcloud";
 import {
   APP_DATABASE,
-  PORTS,
-  ScriptContext,
-  USERS,
+  checkUserDataSize,
+  databaseNodeSelector,
   drainScript,
   handoffScript,
   joinScript,
   leaveScript,
+  nodeLabels,
+  PORTS,
   refreshOrder,
   refreshScript,
   remoteCommand,
   renderNode,
+  ScriptContext,
   scriptDigest,
   serverPaths,
   settleScript,
+  stackLabels,
+  StackPlan,
   systemdControl,
+  USERS,
 } from "../core";
 import { BackupBucket } from "./backupBucket";
 import { ClusterSecrets } from "./clusterSecrets";
@@ -25,7 +30,6 @@ import { DatabaseNode } from "./databaseNode";
 import { EntryPoint } from "./entryPoint";
 import { NodeFirewall } from "./nodeFirewall";
 import { NodeMembership } from "./nodeMembership";
-import { StackPlan, checkUserDataSize, databaseNodeSelector, nodeLabels, stackLabels } from "./plan";
 import { PrivateNetwork } from "./privateNetwork";
 import { ServerResize } from "./serverResize";
 import { SshKeys } from "./sshKeys";

@@ -7,11 +7,9 @@
  * Pure, like the rest of the core: the local runner writes the same scripts under each node's
  * directory and the tests run them there.
  */
-import * as fs from "node:fs";
 import * as path from "node:path";
-import { gzipSync } from "node:zlib";
-import Handlebars from "handlebars";
 import type { BackupTarget, NodeRenderInput } from "./model";
+import { template } from "./templates";
 import { PORTS } from "./topology";
 
 /**
@@ -20,8 +18,6 @@ import { PORTS } from "./topology";
  * snapshot store) in one place and the cloud-init document small.
  */
 export const BACKUP_SCRIPT = "madbase-backup";
-/** The parts of the script, one template each (templates/scripts/<name>.sh.hbs). */
-const SCRIPT_PARTS = ["store", "pg-backup", "pg-restore", "redis-snapshot", "redis-restore", "pgbackrest-archive-push", "pg-metrics"] as const;
 
 /** systemd units of a server (the local runner has no systemd; tests run the scripts directly). */
 export const BACKUP_UNITS = [
@@ -99,25 +95,6 @@ export interface BackupFile {
   owner: string;
   mode: string;
   content: string;
-  /** cloud-init's write_files encoding of `content`; plain text when absent. */
-  encoding?: "gz+b64";
-}
-
-const TEMPLATE_DIR = path.resolve(__dirname, "..", "templates");
-const hb = Handlebars.create();
-hb.registerHelper("json", (value: unknown) => JSON.stringify(value));
-hb.registerHelper("concat", (...args: unknown[]) => args.slice(0, -1).join(""));
-for (const part of SCRIPT_PARTS) {
-  hb.registerPartial(part, fs.readFileSync(path.join(TEMPLATE_DIR, "scripts", `${part}.sh.hbs`), "utf8"));
-}
-const compiled = new Map<string, Handlebars.TemplateDelegate>();
-function template(name: string): Handlebars.TemplateDelegate {
-  let t = compiled.get(name);
-  if (!t) {
-    t = hb.compile(fs.readFileSync(path.join(TEMPLATE_DIR, `${name}.hbs`), "utf8"), { strict: true, noEscape: true });
-    compiled.set(name, t);
-  }
-  return t;
 }
 
 /** Where the Redis snapshots of a cluster go in the bucket: beside pgBackRest's repository, not in it. */
@@ -219,16 +196,3 @@ export function renderBackupUnits(input: NodeRenderInput): BackupFile[] {
   }));
 }
 
-/**
- * The files as cloud-init writes them: the script gzipped and base64-encoded (cloud-init unpacks them;
- * Hetzner takes at most 32 KiB of user data), the small environment file and units as text.
- */
-export function backupFilesForCloudInit(input: NodeRenderInput): BackupFile[] {
-  const scripts = renderBackupFiles(input);
-  return [
-    ...Object.entries(scripts).map(([name, f]) =>
-      name === BACKUP_SCRIPT ? { ...f, encoding: "gz+b64" as const, content: gzipSync(f.content, { level: 9 }).toString("base64") } : f,
-    ),
-    ...renderBackupUnits(input),
-  ];
-}

@@ -4,7 +4,7 @@
  * writes it, and the local runner's tests scrape exactly these endpoints.
  */
 import { ALERT_RULES_FILE } from "./alerts";
-import { template } from "./render";
+import { template } from "./templates";
 import { USERS } from "./secrets";
 import { PORTS, Topology } from "./topology";
 

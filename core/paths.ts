@@ -51,6 +51,12 @@ export interface NodePaths {
    * from this postgres-only file rather than passed on a command line that `ps` shows.
    */
   postBootstrapSql: string;
+  /**
+   * The node's files as one gzipped tar in the user data (root-only), unpacked with their owners
+   * and modes just before the first-boot script runs, then removed: one archive compresses the
+   * files together, where one gz+b64 entry each would pass Hetzner's 32 KiB on a 7-node stack.
+   */
+  fileBundle: string;
   /** Written last by the first-boot script, with a timestamp: this node finished its first boot. */
   readyMarker: string;
   /** Written instead of the ready marker when the first-boot script fails: what failed. */
@@ -95,6 +101,7 @@ export function serverPaths(): NodePaths {
     backupEnvFile: "/etc/madbase/backup.env",
     nodeEnvFile: "/etc/madbase/node.env",
     postBootstrapSql: "/etc/patroni/post-bootstrap.sql",
+    fileBundle: "/var/lib/madbase/first-boot-files.tar.gz",
     readyMarker: "/var/lib/madbase/ready",
     failedMarker: "/var/lib/madbase/first-boot.failed",
     firstBootLog: "/var/log/madbase-first-boot.log",

@@ -1,20 +1,17 @@
-import * as fs from "node:fs";
 import * as path from "node:path";
-import Handlebars from "handlebars";
-import * as yaml from "js-yaml";
 import {
   ARCHIVING_OFF_COMMAND,
   BACKUP_TIMERS,
   DEFAULT_VOLUME_GB,
   archivePushQueueMaxMb,
-  backupFilesForCloudInit,
   renderBackupFiles,
   renderBackupUnits,
   pgbackrestReplicaCommand,
   pgbackrestRestoreCommand,
   archiveCommand,
 } from "./backup";
-import { gzB64 } from "./userdata";
+import { plainScript, template } from "./templates";
+import { BundledFile, bundleFiles } from "./userdata";
 import { EXPORTER_PACKAGES, NODE_PACKAGES } from "./packages";
 import { NODE_FILES, NodeFile, NodePaths } from "./paths";
 import { dynamicConfig } from "./patroni";
@@ -50,35 +47,6 @@ export const EDGE_UNITS = ["haproxy", "pgbouncer", ...EXPORTER_PACKAGES] as cons
 
 /** How long a first boot waits for PostgreSQL, Redis and the other units before it fails. */
 export const FIRST_BOOT_WAIT_SECONDS = 300;
-
-const TEMPLATE_DIR = path.resolve(__dirname, "..", "templates");
-
-const hb = Handlebars.create();
-hb.registerHelper("json", (value: unknown) => JSON.stringify(value));
-hb.registerHelper("hostPort", (host: string, port: number) => `${host}:${port}`);
-hb.registerHelper("concat", (...args: unknown[]) => args.slice(0, -1).join(""));
-// Strings always quoted: Patroni reads YAML 1.1, where a bare `on` or `off` is a boolean.
-hb.registerHelper("yaml", (value: unknown) => yaml.dump(value, { forceQuotes: true, lineWidth: -1 }));
-hb.registerHelper("indent", (text: string, width: number) => {
-  const pad = " ".repeat(width);
-  return text
-    .replace(/\n$/, "")
-    .split("\n")
-    .map((line) => (line === "" ? "" : pad + line))
-    .join("\n");
-});
-
-const compiled = new Map<string, Handlebars.TemplateDelegate>();
-/** Templates compile in strict mode: a value the model lacks is an error, never an empty string. */
-export function template(name: string): Handlebars.TemplateDelegate {
-  let t = compiled.get(name);
-  if (!t) {
-    const source = fs.readFileSync(path.join(TEMPLATE_DIR, `${name}.hbs`), "utf8");
-    t = hb.compile(source, { strict: true, noEscape: true });
-    compiled.set(name, t);
-  }
-  return t;
-}
 
 /** Who owns each file on a server, and its mode: secrets readable only by their daemon. */
 const FILE_OWNERSHIP: Record<Exclude<NodeFile, "user-data.yaml">, { owner: string; mode: string }> = {
@@ -197,11 +165,6 @@ export function poolerSetupSql(secrets: ClusterSecrets): string {
   return [role, `\\connect ${AUTH_DATABASE}`, poolerAuthSql()].join("\n") + "\n";
 }
 
-/** A script that takes no rendered value (it reads the node's environment file). */
-export function plainScript(name: string): string {
-  return fs.readFileSync(path.join(TEMPLATE_DIR, "scripts", name), "utf8");
-}
-
 /**
  * The node's environment file (paths.nodeEnvFile): what madbase-first-boot and madbase-redis-follow
  * need to know. Whether the node joins a running cluster is decided here, when rendering: the
@@ -225,7 +188,7 @@ export function renderNodeEnv(input: NodeRenderInput): string {
 /** The node's own scripts (no rendered value in them): the volume mount, the first boot, Redis's start guard. */
 function nodeScripts(paths: NodePaths): { path: string; content: string }[] {
   return [
-    [MOUNT_VOLUME_SCRIPT, template("scripts/mount-volume.sh")({})],
+    [MOUNT_VOLUME_SCRIPT, plainScript("mount-volume.sh")],
     [FIRST_BOOT_SCRIPT, plainScript("first-boot.sh")],
     [REDIS_FOLLOW_SCRIPT, plainScript("redis-follow.sh")],
   ].map(([name, content]) => ({ path: path.posix.join(paths.scriptDir, name), content }));
@@ -296,6 +259,26 @@ export function nodeMemoryMb(options: ClusterOptions): number {
   return options.memoryMb ?? options.plan.memoryGb * 1024;
 }
 
+/**
+ * What the file bundle of the user data holds: node.env, the node's scripts, the backup scripts, secrets and
+ * units, the rendered configuration and the post-bootstrap SQL. They land after the packages are
+ * installed (the owners, postgres above all, exist by then) and before the first-boot script runs.
+ */
+function bundledFiles(input: NodeRenderInput, files: RenderedNode): BundledFile[] {
+  return [
+    { path: input.paths.nodeEnvFile, owner: "root:root", mode: "0644", content: renderNodeEnv(input) },
+    ...nodeScripts(input.paths).map((f) => ({ ...f, owner: "root:root", mode: "0755" })),
+    ...Object.values(renderBackupFiles(input)),
+    ...renderBackupUnits(input),
+    ...Object.entries(FILE_OWNERSHIP).map(([name, own]) => ({
+      path: input.paths.config[name as keyof typeof FILE_OWNERSHIP],
+      ...own,
+      content: files[name as NodeFile],
+    })),
+    { path: input.paths.postBootstrapSql, owner: "postgres:postgres", mode: "0600", content: postBootstrapSql(input.secrets) },
+  ];
+}
+
 /** Renders the files one node runs. Pure: the same input always gives the same files. */
 export function renderNode(input: NodeRenderInput): RenderedNode {
   checkProfile(input.options.profile);
@@ -313,19 +296,8 @@ export function renderNode(input: NodeRenderInput): RenderedNode {
       // PgBouncer holds a descriptor per client and per server connection (Debian's unit keeps 1024).
       limitNofile: unit === "pgbouncer" ? PGBOUNCER_LIMIT_NOFILE : 0,
     })),
-    nodeEnv: renderNodeEnv(input),
-    // gzipped like the backup script: user-data is at most 32 KiB (the scripts hold no secret).
-    nodeScripts: nodeScripts(input.paths).map((f) => ({ path: f.path, content: gzB64(f.content) })),
-    backupFiles: backupFilesForCloudInit(input),
-    configFiles: [
-      ...Object.entries(FILE_OWNERSHIP).map(([name, own]) => ({
-        path: input.paths.config[name as keyof typeof FILE_OWNERSHIP],
-        ...own,
-        content: gzB64(files[name as NodeFile]),
-      })),
-      // Written after the packages, like patroni.yml: the postgres user exists by then.
-      { path: input.paths.postBootstrapSql, owner: "postgres:postgres", mode: "0600", content: gzB64(postBootstrapSql(input.secrets)) },
-    ],
+    // Everything else the node needs, in one compressed archive: Hetzner takes 32 KiB of user data.
+    fileBundle: bundleFiles(bundledFiles(input, files)),
   });
   return files;
 }

@@ -25,7 +25,8 @@ import { NodePaths, serverPaths } from "./paths";
 import { dynamicConfig, STANDBY_MINIMUM_PARAMETERS } from "./patroni";
 import { AUTH_DATABASE, AUTH_FUNCTION } from "./pooler";
 import type { ClusterOptions } from "./model";
-import { nodeMemoryMb, poolerSetupSql, redisMaxMemoryMb, redisMinReplicasToWrite, refreshedFiles, renderNode, template } from "./render";
+import { nodeMemoryMb, poolerSetupSql, redisMaxMemoryMb, redisMinReplicasToWrite, refreshedFiles, renderNode } from "./render";
+import { renderScript, template } from "./templates";
 import { ClusterSecrets, USERS } from "./secrets";
 import { NodeSpec, PORTS, Topology, possibleNodeAddresses } from "./topology";
 
@@ -100,7 +101,7 @@ function libModel(script: ScaleScript, purpose: string, topology: Topology, node
 
 function render(script: ScaleScript, purpose: string, topology: Topology, node: NodeSpec, ctx: ScriptContext, extra: Record<string, unknown> = {}): string {
   const model = { ...libModel(script, purpose, topology, node, ctx), ...extra };
-  return template("scripts/scale-lib.sh")(model) + template(`scripts/${script}.sh`)(model);
+  return template("scripts/scale-lib.sh")(model) + renderScript(script, model);
 }
 
 /** The node's files as the topology renders them (for config-refresh). */

@@ -14,7 +14,7 @@ import { spawnSync } from "node:child_process";
 import { ClusterSecrets, ConfigError, describeCluster, loadStackSettings, refreshOrder, refreshScript } from "../core";
 import { Location, UnhealthyError, loadCluster, waitHealthy } from "./cluster";
 import { ClusterHealth, assertHostLink } from "./health";
-import { NotHealthyError, runScript, scriptContext, withClusterLock } from "./scale";
+import { runScript, scriptContext, withClusterLock } from "./scale";
 import { SshIdentity, ensureSshKey, sshIdentity } from "./ssh";
 import { LocalClusterState, writeState } from "./state";
 
@@ -77,7 +77,7 @@ async function applyLocked(opts: ApplyOptions): Promise<ApplyResult> {
   try {
     await waitHealthy(state, secrets, { timeoutMs: 60_000 });
   } catch (e) {
-    if (e instanceof UnhealthyError) throw new NotHealthyError(e.health.problems);
+    if (e instanceof UnhealthyError) throw UnhealthyError.refusing("apply", e.health);
     throw e;
   }
   progress(

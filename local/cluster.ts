@@ -14,20 +14,22 @@ import * as path from "node:path";
 import {
   APP_DATABASE,
   BackupTarget,
-  ClusterSecrets,
-  GENERATED_SECRET_NAMES,
-  NodeSpec,
-  PORTS,
-  SECRET_NAMES,
-  Topology,
   ClusterOptions,
-  Plan,
-  USERS,
+  ClusterSecrets,
   describeCluster,
+  GENERATED_SECRET_NAMES,
   hostAddress,
-  renderNode,
-  serverPaths,
   loadStackSettings,
+  MadbaseError,
+  NodeSpec,
+  Plan,
+  PORTS,
+  RefusedError,
+  renderNode,
+  SECRET_NAMES,
+  serverPaths,
+  Topology,
+  USERS,
 } from "../core";
 import { ClusterHealth, assertHostLink, clusterHealth, summarize } from "./health";
 import { checkHostTools } from "./host-tools";
@@ -145,20 +147,18 @@ export interface UpOptions extends Location {
   afterHealthy?: (state: LocalClusterState, secrets: ClusterSecrets) => Promise<ClusterHealth | void>;
 }
 
-export class AlreadyRunningError extends Error {
+export class AlreadyRunningError extends RefusedError {
   constructor(root: string) {
     super(
       `a local cluster is already running (state in ${path.relative(process.cwd(), root) || root}); ` +
         "see it with `npm run local -- status`, or stop it with `npm run local -- down`",
     );
-    this.name = "AlreadyRunningError";
   }
 }
 
-export class NotRunningError extends Error {
+export class NotRunningError extends RefusedError {
   constructor() {
     super("no local cluster is running; start one with `npm run local -- up`");
-    this.name = "NotRunningError";
   }
 }
 
@@ -350,18 +350,36 @@ export async function bootNode(state: LocalClusterState, node: LocalNode): Promi
   await waitForInit(node.machine);
 }
 
-export class UnhealthyError extends Error {
-  constructor(
+/**
+ * The cluster is not healthy: after waiting for it (a failure: it is left running for a look), or
+ * before a change that needs a healthy cluster (a refusal: nothing was changed).
+ */
+export class UnhealthyError extends MadbaseError {
+  private constructor(
     readonly health: ClusterHealth,
-    seconds: number,
-    state: LocalClusterState,
+    message: string,
+    exitCode: 1 | 2,
   ) {
-    super(
+    super(message, exitCode);
+  }
+
+  static after(health: ClusterHealth, seconds: number, state: LocalClusterState): UnhealthyError {
+    return new UnhealthyError(
+      health,
       `the cluster is not healthy after ${seconds.toFixed(0)} s:\n  ${health.problems.join("\n  ")}\n` +
         `Look inside a node with \`npm run local -- ssh <node>\` (journalctl, cloud-init status --long); ` +
-        `consoles: ${path.join(state.root, "<node>", "machine", "console.log")}`,
+        `consoles: ${path.join(state.root, "<node>", "machine", "console.log")}\n` +
+        "The cluster is left running for inspection; `npm run local -- down` removes it.",
+      1,
     );
-    this.name = "UnhealthyError";
+  }
+
+  static refusing(what: string, health: ClusterHealth): UnhealthyError {
+    return new UnhealthyError(
+      health,
+      `the cluster is not healthy; ${what} a healthy cluster (npm run local -- status):\n  ${health.problems.join("\n  ")}`,
+      2,
+    );
   }
 }
 
@@ -383,7 +401,7 @@ export async function waitHealthy(
     last = line;
     if (health.healthy) return health;
     // A failed first boot never heals by itself: say so now rather than at the deadline.
-    if (Date.now() > deadline || health.nodes.some((n) => n.cloudInit === "error")) throw new UnhealthyError(health, (Date.now() - since) / 1000, state);
+    if (Date.now() > deadline || health.nodes.some((n) => n.cloudInit === "error")) throw UnhealthyError.after(health, (Date.now() - since) / 1000, state);
     await sleep(500);
   }
 }

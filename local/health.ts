@@ -2,7 +2,7 @@
  * The cluster's health as one value: what each node runs and reports, and the list of reasons it
  * is not (yet) healthy. `up` waits for an empty list, `status` prints it, the tests assert on it.
  */
-import { ClusterSecrets, serverPaths } from "../core";
+import { ClusterSecrets, RefusedError, serverPaths } from "../core";
 import { hostLinkUp, nodeLinkUp } from "./network";
 import {
   HaproxyServer,
@@ -78,7 +78,7 @@ export interface ClusterHealth {
   healthy: boolean;
 }
 
-export class HostLinkDownError extends Error {
+export class HostLinkDownError extends RefusedError {
   constructor(state: LocalClusterState) {
     super(
       `this machine's link into the local network (${state.networkId}-host, ${state.hostIp}) is not up; ` +

@@ -4,6 +4,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { RefusedError } from "../core";
 
 export const SETUP_SCRIPT = "scripts/setup-debian.sh";
 
@@ -19,14 +20,13 @@ const HOST_TOOLS: Record<string, string> = {
   flock: "util-linux",
 };
 
-export class MissingHostToolsError extends Error {
+export class MissingHostToolsError extends RefusedError {
   constructor(readonly missing: { program: string; pkg: string }[]) {
     const pkgs = [...new Set(missing.map((m) => m.pkg))];
     super(
       `missing programs on this machine: ${missing.map((m) => m.program).join(", ")} (Debian packages ${pkgs.join(", ")}). ` +
         `Install them with: sudo bash ${SETUP_SCRIPT}`,
     );
-    this.name = "MissingHostToolsError";
   }
 }
 

@@ -10,7 +10,7 @@ import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { NODE_PACKAGES } from "../core";
+import { FailedError, NODE_PACKAGES } from "../core";
 
 /**
  * What Hetzner's debian-13 image brings that a node relies on: systemd as init, cloud-init and
@@ -58,13 +58,12 @@ export function imageName(kind: ImageKind): string {
   return `trixie-${kind}-${hash.digest("hex").slice(0, 12)}`;
 }
 
-export class ImageBuildError extends Error {
+export class ImageBuildError extends FailedError {
   constructor(kind: ImageKind, code: number | null, tail: string) {
     super(
       `building the ${kind} node image failed (exit ${code}); the last lines of mmdebstrap:\n${tail}\n` +
         "Is Debian's mirror reachable, and mmdebstrap installed (bash scripts/setup-debian.sh)?",
     );
-    this.name = "ImageBuildError";
   }
 }
 

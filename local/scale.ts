@@ -12,20 +12,22 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import {
+  buildTopology,
   ClusterSecrets,
   ConfigError,
-  NodeSpec,
-  ScaleStep,
-  ScriptContext,
-  Topology,
-  buildTopology,
   describeCluster,
   describeStep,
+  FailedError,
+  loadStackSettings,
+  NodeSpec,
   planScale,
+  RefusedError,
   remoteCommand,
+  ScaleStep,
+  ScriptContext,
   serverPaths,
   systemdControl,
-  loadStackSettings,
+  Topology,
 } from "../core";
 import {
   LOCAL_VOLUME_GB,
@@ -72,13 +74,15 @@ export interface ScaleResult {
 }
 
 /** A step that failed on a node; its last output lines say why. */
-export class ScaleStepError extends Error {
+export class ScaleStepError extends FailedError {
   constructor(
     readonly step: string,
     readonly output: string[],
   ) {
-    super(`${step} failed:\n  ${output.slice(-15).join("\n  ")}`);
-    this.name = "ScaleStepError";
+    super(
+      `${step} failed:\n  ${output.slice(-15).join("\n  ")}\n` +
+        "The cluster is left as it is for inspection (logs: <root>/<node>/log/scale.log); `npm run local -- status` shows it.",
+    );
   }
 }
 
@@ -88,18 +92,9 @@ const STEP_TIMEOUT_MS = 20 * 60_000;
 const FIRST_BOOT_TIMEOUT_MS = 10 * 60_000;
 
 /** Another scale of the same cluster is running (its PID holds the lock). */
-export class ScaleInProgressError extends Error {
+export class ScaleInProgressError extends RefusedError {
   constructor(pid: number) {
     super(`another scale or apply of this cluster is running (pid ${pid}); wait for it to finish`);
-    this.name = "ScaleInProgressError";
-  }
-}
-
-/** The cluster is not healthy enough to change its membership. */
-export class NotHealthyError extends Error {
-  constructor(problems: string[]) {
-    super(`the cluster is not healthy; scale a healthy cluster (npm run local -- status):\n  ${problems.join("\n  ")}`);
-    this.name = "NotHealthyError";
   }
 }
 
@@ -163,7 +158,7 @@ async function scaleLocked(opts: ScaleOptions): Promise<ScaleResult> {
   try {
     await waitHealthy(state, secrets, { timeoutMs: 60_000 });
   } catch (e) {
-    if (e instanceof UnhealthyError) throw new NotHealthyError(e.health.problems);
+    if (e instanceof UnhealthyError) throw UnhealthyError.refusing("scale", e.health);
     throw e;
   }
   // The stack's own rules (allowed counts, requireHa) with the settings the cluster was started with.

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { ScaleBackend } from "./backend";
+import { RefusedError } from "../core";
 
 export type JobState = "running" | "succeeded" | "failed";
 
@@ -15,7 +16,7 @@ export interface ScaleJob {
   log: string[];
 }
 
-export class ScaleBusyError extends Error {
+export class ScaleBusyError extends RefusedError {
   constructor(readonly running: ScaleJob) {
     super(`scale job ${running.id} (to ${running.target} nodes) is still running; wait for it to finish`);
   }

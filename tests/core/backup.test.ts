@@ -7,25 +7,23 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { gunzipSync } from "node:zlib";
 import * as yaml from "js-yaml";
 import { BACKUP_SCRIPT, BACKUP_TIMERS, SECRET_NAMES, describeCluster, parseSettings, readEnvFile, renderBackupFiles, renderNode, serverPaths, writtenFiles } from "../../core";
 import { randomSecrets, renderStack } from "../support/fixtures";
 
 const { files, secrets, topology } = renderStack({ nodeCount: 3 });
 const node = files["madbase-prod-2"];
-const userData = yaml.load(node["user-data.yaml"]) as { write_files: { path: string; owner: string; permissions: string; encoding?: string; content: string }[] };
-const written = Object.fromEntries(userData.write_files.map((f) => [f.path, f]));
+const written = Object.fromEntries(writtenFiles(node["user-data.yaml"]).map((f) => [f.path, f]));
 const nodeEnv = readEnvFile(writtenFiles(node["user-data.yaml"]).find((f) => f.path === "/etc/madbase/node.env")!.content);
 const backupFiles = (() => {
   const { options } = describeCluster(parseSettings("prod", { nodeCount: 3, plan: "cx31" }));
   return renderBackupFiles({ topology, node: topology.nodes[1], options, secrets, paths: serverPaths() });
 })();
 
-test("cloud-init writes the script (gzipped, byte for byte) and its environment file, readable by root and redis only", () => {
+test("cloud-init writes the script (in the file bundle, byte for byte) and its environment file, readable by root and redis only", () => {
   const script = written["/usr/local/sbin/madbase-backup"];
-  expect(script).toMatchObject({ owner: "root:root", permissions: "0755", encoding: "gz+b64" });
-  expect(gunzipSync(Buffer.from(script.content, "base64")).toString("utf8")).toBe(backupFiles[BACKUP_SCRIPT].content);
+  expect(script).toMatchObject({ owner: "root:root", permissions: "0755" });
+  expect(script.content).toBe(backupFiles[BACKUP_SCRIPT].content);
   expect(written["/etc/madbase/backup.env"]).toMatchObject({ owner: "root:redis", permissions: "0640", content: backupFiles["backup.env"].content });
 });
 

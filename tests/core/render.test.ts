@@ -131,10 +131,17 @@ describe("rendering", () => {
   it("boots through one first-boot script, and lets root log in with the meta-data keys", () => {
     const { files } = renderStack({ nodeCount: 3 });
     const doc = yaml.load(files["madbase-prod-1"]["user-data.yaml"]) as any;
-    expect(doc.runcmd).toEqual([["/usr/local/sbin/madbase-first-boot", "/etc/madbase/node.env"]]);
+    // One command: the file bundle unpacked (owners and modes kept), removed, then the first boot.
+    expect(doc.runcmd).toHaveLength(1);
+    const [shell, flag, script, name, ...args] = doc.runcmd[0];
+    expect([shell, flag, name]).toEqual(["sh", "-ec", "unpack"]);
+    expect(script).toMatch(/tar -xzpf "\$1" --same-owner .*-C \/ && rm -f "\$1" && exec "\$2" "\$3"/);
+    expect(args).toEqual(["/var/lib/madbase/first-boot-files.tar.gz", "/usr/local/sbin/madbase-first-boot", "/etc/madbase/node.env"]);
+    expect(doc.write_files.find((f: any) => f.path === args[0])).toMatchObject({ owner: "root:root", permissions: "0600", defer: true, encoding: "b64" });
     expect(doc.disable_root).toBe(false);
     const byPath = Object.fromEntries(writtenFiles(files["madbase-prod-1"]["user-data.yaml"]).map((f) => [f.path, f]));
-    expect(byPath["/usr/local/sbin/madbase-first-boot"]).toMatchObject({ permissions: "0755", encoding: "gz+b64" });
+    expect(byPath["/usr/local/sbin/madbase-first-boot"]).toMatchObject({ owner: "root:root", permissions: "0755" });
+    expect(byPath["/etc/madbase/node.env"].content).toMatch(/^NODE_NAME=/m);
     expect(byPath["/usr/local/sbin/madbase-first-boot"].content).toMatch(/^set -euo pipefail$/m);
     expect(byPath["/usr/local/sbin/madbase-redis-follow"]).toMatchObject({ permissions: "0755" });
   });

@@ -9,8 +9,9 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { ChildProcess, execFileSync } from "node:child_process";
-import { NODE_FILES, PGBOUNCER_LIMIT_NOFILE, PORTS, PROFILE_NAMES, RenderedNode, Topology, USERS, readEnvFile } from "../../core";
-import { ensureImage } from "../../local/image";
+import * as yaml from "js-yaml";
+import { NODE_FILES, PGBOUNCER_LIMIT_NOFILE, PORTS, PROFILE_NAMES, RenderedNode, Topology, USERS, readEnvFile, serverPaths, writtenFiles } from "../../core";
+import { ensureImage, imageUser } from "../../local/image";
 import { renderStack } from "../support/fixtures";
 import { mapLimit, run, start, stop, waitFor } from "../support/proc";
 
@@ -386,4 +387,27 @@ describe.each([1, 3, 5])("rendered files for %i node(s)", (nodeCount) => {
       expect(result.ok).toBe(false);
     });
   }
+});
+
+test("the user data's file bundle unpacks with the image's tar as the first boot does: every file, its content, its owner by name, its mode", async () => {
+  const userData = renderStack({ nodeCount: 3 }).files["madbase-prod-2"]["user-data.yaml"];
+  const bundle = (yaml.load(userData) as { write_files: { path: string; content: string }[] }).write_files.find((f) => f.path === serverPaths().fileBundle)!;
+  const scratch = fs.mkdtempSync(path.join(work, "bundle-"));
+  fs.writeFileSync(path.join(scratch, "bundle.tar.gz"), Buffer.from(bundle.content, "base64"));
+  fs.mkdirSync(path.join(scratch, "root"));
+  // The flags of the first boot's unpack command (the render tests pin that command), into a scratch root.
+  const unpack = `tar -xzpf ${inside(path.join(scratch, "bundle.tar.gz"))} --same-owner --touch -C ${inside(path.join(scratch, "root"))}`;
+  const list = `find ${inside(path.join(scratch, "root"))} -type f -printf '/%P %u:%g %m\\n'`;
+  const r = await run(inImage(undefined, ["sh", "-ec", `${unpack} && ${list}`]), { timeoutMs: 30_000 });
+  expect(r.stderr).toBe("");
+  const landed = Object.fromEntries(r.stdout.trim().split("\n").map((l) => [l.split(" ")[0], l.split(" ").slice(1).join(" ")]));
+  const expected = writtenFiles(userData).filter((f) => f.defer);
+  expect(Object.keys(landed).sort()).toEqual(expected.map((f) => f.path).sort());
+  for (const f of expected) {
+    // The owners resolve by name to the image's own users (postgres is not root).
+    expect([f.path, landed[f.path]]).toEqual([f.path, `${f.owner} ${Number.parseInt(f.permissions!, 8).toString(8)}`]);
+    expect(fs.readFileSync(path.join(scratch, "root", f.path), "utf8")).toBe(f.content);
+  }
+  const uid = (name: string) => fs.statSync(path.join(scratch, "root", name)).uid;
+  expect(uid("/etc/patroni/config.yml")).toBe(imageUser(imageRoot, "postgres").uid);
 });

@@ -3,7 +3,7 @@
  * endpoint, kept when the stack is destroyed (retainOnDelete), with the retention the config asks
  * for; or an existing bucket, only used. The S3 keys stay secrets everywhere.
  */
-import { expandUserData } from "../../core";
+import { expandUserData, writtenFiles } from "../../core";
 import { ProgramRun, isSecretEnvelope, ofType, plainStrings, runProgram, stackFileConfig } from "./harness";
 
 const BUCKET = "aws:s3/bucket:Bucket";
@@ -67,7 +67,7 @@ describe("prod with S3 keys", () => {
   test("every node gets the backup scripts and timers in its cloud-init", () => {
     for (const server of ofType(run, "hcloud:index/server:Server")) {
       const userData = server.inputs.userData as string;
-      expect(userData).toContain("path: /usr/local/sbin/madbase-backup");
+      expect(writtenFiles(userData).map((f) => f.path)).toContain("/usr/local/sbin/madbase-backup");
       // madbase-first-boot enables and starts these timers (node.env's BACKUP_TIMERS).
       expect(expandUserData(userData)).toContain('BACKUP_TIMERS="madbase-pg-backup-full.timer madbase-pg-backup-diff.timer madbase-redis-snapshot.timer madbase-pg-metrics.timer"');
     }

@@ -3,7 +3,7 @@
  * the entry ports also from clientCidrs, nothing else; never a service port open to the world.
  */
 import { parseSettings } from "../../core";
-import { ENTRY_PORTS, SERVICE_PORTS, isWholeInternet, nodeFirewallRules, normalizeCidr, tooWideForDatabase } from "../../components/plan";
+import { ENTRY_PORTS, SERVICE_PORTS, isWholeInternet, nodeFirewallRules, normalizeCidr, tooWideForDatabase } from "../../core";
 import { ProgramRun, T, ofType, runProgram, stackFileConfig } from "./harness";
 
 /** Every port a daemon of the cluster listens on (the list). */

@@ -11,16 +11,17 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { jest } from "@jest/globals";
 import * as yaml from "js-yaml";
+import * as pulumiRpc from "@pulumi/pulumi/runtime/rpc";
 
 export const PROJECT = "madbase-state";
 /** The Pulumi organization the mocks run the stack in (the program references itself by it). */
 export const ORGANIZATION = "madbase";
 const ROOT = path.resolve(__dirname, "..", "..");
 
-/** Pulumi's markers in serialized properties. */
-const SIG_KEY = "4dabf18193072939515e22adb298388d";
-const SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270";
-export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
+/** Pulumi's markers in serialized properties (secrets, unknown values), from the SDK itself. */
+const SIG_KEY = pulumiRpc.specialSigKey;
+const SECRET_SIG = pulumiRpc.specialSecretSig;
+export const UNKNOWN = pulumiRpc.unknownValue;
 
 export interface ResourceOptions {
   protect?: boolean;

@@ -8,7 +8,7 @@
 import * as ipaddr from "ipaddr.js";
 import * as yaml from "js-yaml";
 import { PORTS, SCRAPE_JOBS, readEnvFile, writtenFiles } from "../../core";
-import { ENTRY_PORTS } from "../../components/plan";
+import { ENTRY_PORTS } from "../../core";
 import { ProgramRun, T, ofType, runProgram, stackFileConfig } from "./harness";
 
 const EXPORTER_PORTS = [PORTS.nodeExporter, PORTS.postgresExporter, PORTS.redisExporter];

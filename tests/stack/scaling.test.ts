@@ -3,6 +3,7 @@
  * that stays (resource names, inputs, options) is the same whatever nodeCount says, and the
  * options that guard servers and volumes are there and follow protectNodes.
  */
+import { writtenFiles } from "../../core";
 import { Declared, ProgramRun, T, ofType, runProgram, stackFileConfig } from "./harness";
 
 const NODE_TYPES: string[] = [T.server, T.volume, T.volumeAttachment];
@@ -77,7 +78,9 @@ describe("3 → 5 → 3", () => {
 
   test("the new nodes' cloud-init knows all five members; the old nodes keep theirs (ignored input)", () => {
     const server4 = ofType(five, T.server).find((s) => s.name === "madbase-prod-4")!;
-    expect(server4.inputs.userData).toContain("10.42.1.14");
+    const etcd = writtenFiles(server4.inputs.userData as string).find((f) => f.path === "/etc/default/etcd")!.content;
+    const members = etcd.match(/^ETCD_INITIAL_CLUSTER=(.*)$/m)![1].split(",");
+    expect(members.map((m) => m.replace(/^.*\/\/|:\d+$/g, ""))).toEqual(["10.42.1.10", "10.42.1.11", "10.42.1.12", "10.42.1.13", "10.42.1.14"]);
     for (const server of ofType(five, T.server)) expect(server.options.ignoreChanges).toContain("userData");
   });
 });

@@ -4,7 +4,7 @@
 set -eu
 target="$1"
 dev=""
-for i in $(seq 1 60); do
+for _ in $(seq 1 60); do
   dev=$(ls /dev/disk/by-id/scsi-0HC_Volume_* 2>/dev/null | head -n 1 || true)
   [ -n "$dev" ] && break
   sleep 2

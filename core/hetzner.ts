@@ -1,25 +1,19 @@
 /**
- * What the stack will build, worked out from validated settings before any resource is declared.
+ * What the stack asks of Hetzner, worked out from validated settings before any resource is
+ * declared: servers' image and types, firewall rules, the entry point, labels, network zones.
  *
  * Everything here is plain data and plain functions (no Pulumi), so a value the stack cannot use
  * stops the program before it declares anything, and the rules can be tested on their own.
  */
 import * as ipaddr from "ipaddr.js";
-import {
-  CONFIG_NAMESPACE,
-  ClusterOptions,
-  ConfigError,
-  HETZNER_LOCATIONS,
-  NodeSpec,
-  PORTS,
-  StackSettings,
-  Topology,
-  describeCluster,
-  placeholderSecrets,
-  renderNode,
-  serverPaths,
-  serverTypeFor,
-} from "../core";
+import { describeCluster, serverTypeFor } from "./cluster";
+import { ConfigError } from "./errors";
+import type { ClusterOptions } from "./model";
+import { serverPaths } from "./paths";
+import { renderNode } from "./render";
+import { placeholderSecrets } from "./secrets";
+import { CONFIG_NAMESPACE, HETZNER_LOCATIONS, StackSettings } from "./settings";
+import { NodeSpec, PORTS, Topology } from "./topology";
 
 /** The Debian 13 (trixie) image every database node boots. */
 export const NODE_IMAGE = "debian-13";

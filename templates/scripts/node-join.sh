@@ -1,3 +1,6 @@
+# shellcheck shell=bash
+# A part of a node script: scale-lib (templates/scripts/scale-lib.sh.hbs) comes before it, with the
+# values and functions it uses.
 
 # ================================================================ node-join
 # The order matters: etcd first (Patroni's DCS), then Patroni clones this node as a replica, then

@@ -1,3 +1,6 @@
+# shellcheck shell=bash
+# A part of a node script: scale-lib (templates/scripts/scale-lib.sh.hbs) comes before it, with the
+# values and functions it uses.
 
 # ================================================================ node-leave
 # Takes this node out of the cluster before its server (or namespace) goes: leadership first,
