@@ -6,7 +6,10 @@
  * through a surviving node's HAProxy) per failover profile; Redis failover (kill -9 of the master
  * -> first SET acknowledged through a surviving HAProxy); cold start of booted nodes; the latency
  * the HAProxy hop adds at one client (through 5433 vs the leader's 5432, through 6379 vs the
- * master's 6380); the cluster's RAM; false failovers while both cores are saturated for 60 s.
+ * master's 6380); the cluster's RAM; false failovers while both cores are saturated for 60 s;
+ * pgbench through PgBouncer (5433) against the leader's PostgreSQL itself (5435): a new connection
+ * per transaction (-C) and 64 clients of read-only transactions, TPS side by side, and the round
+ * trip the pooler adds at one client. `--only pooling` boots one fast cluster for those alone.
  *
  * Runs on its own network id, subnet and root, so it never touches a developer's cluster.
  */
@@ -50,6 +53,18 @@ interface Results {
   pssMiB?: number;
   processes?: number;
   falseFailovers?: { leaderChanges: number; redisMasterChanges: number; writerFailures: number; seconds: number };
+  pooling?: PoolingResult;
+}
+
+/** pgbench TPS pooled (5433: HAProxy, the leader's PgBouncer) and direct (5435: HAProxy, the leader's PostgreSQL). */
+interface PoolingResult {
+  connectPerTransaction: { pooledTps: number; directTps: number; clients: number };
+  persistent: { pooledTps: number; directTps: number; clients: number };
+  /** Median SELECT 1 round trip at one client. */
+  roundTrip: { pooledUs: number; directUs: number };
+  seconds: number;
+  /** This machine's 1-minute load average when the runs ended: other work shares the cores. */
+  load: number;
 }
 
 const log = (line: string) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${line}`);
@@ -178,6 +193,69 @@ async function pgLatency(): Promise<Results["pgLatency"]> {
   return { haproxyUs: median(via), directUs: median(direct) };
 }
 
+/** One pgbench run from this machine (its password in the environment, never on the command line): its TPS. */
+function pgbench(host: string, port: number, password: string, args: string[]): number {
+  const out = execFileSync("pgbench", ["-h", host, "-p", String(port), "-U", USERS.app, "-n", ...args, APP_DATABASE], {
+    encoding: "utf8",
+    env: { ...process.env, PGPASSWORD: password },
+    stdio: ["ignore", "pipe", "pipe"],
+    maxBuffer: 16 * 1024 * 1024,
+  });
+  const tps = /^tps = ([\d.]+)/m.exec(out);
+  if (!tps) throw new Error(`pgbench printed no tps:\n${out}`);
+  return Number(tps[1]);
+}
+
+/**
+ * PgBouncer against PostgreSQL itself, both through a replica's HAProxy (5433 pooled, 5435 direct),
+ * so the only difference is the pool: `-C -S` (a new connection, a SCRAM login, per transaction),
+ * `-S` with 64 connected clients, and SELECT 1 round trips at one client.
+ */
+async function pooling(seconds = 15): Promise<PoolingResult> {
+  const { state, secrets } = current();
+  assertHostLink(state);
+  const leaderIp = findNode(state, await leaderOf()).address;
+  const entry = state.nodes.find((n) => n.address !== leaderIp)!.address;
+  execFileSync("pgbench", ["-h", entry, "-p", String(PORTS.postgresDirect), "-U", USERS.app, "-i", "-s", "1", "-q", APP_DATABASE], {
+    env: { ...process.env, PGPASSWORD: secrets.app },
+    stdio: "ignore",
+  });
+  const side = (args: string[]) => ({
+    pooledTps: pgbench(entry, PORTS.postgresPrimary, secrets.app, args),
+    directTps: pgbench(entry, PORTS.postgresDirect, secrets.app, args),
+  });
+  const connectClients = 8;
+  const connectPerTransaction = { ...side(["-C", "-S", "-c", String(connectClients), "-j", "2", "-T", String(seconds)]), clients: connectClients };
+  const persistent = { ...side(["-S", "-c", "64", "-j", "2", "-T", String(seconds)]), clients: 64 };
+  const measure = async (port: number) => {
+    const client = new Client({ host: entry, port, user: USERS.app, password: secrets.app, database: APP_DATABASE });
+    await client.connect();
+    try {
+      return (await roundTrips(2000, () => client.query("SELECT 1"))).medianUs;
+    } finally {
+      await client.end();
+    }
+  };
+  const pooled: number[] = [];
+  const direct: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    pooled.push(await measure(PORTS.postgresPrimary));
+    direct.push(await measure(PORTS.postgresDirect));
+  }
+  return { connectPerTransaction, persistent, roundTrip: { pooledUs: median(pooled), directUs: median(direct) }, seconds, load: os.loadavg()[0] };
+}
+
+function poolingLines(p: PoolingResult): string[] {
+  const x = (a: number, b: number) => `${(a / b).toFixed(1)}×`;
+  const c = p.connectPerTransaction;
+  const s = p.persistent;
+  return [
+    `| pgbench -C -S, ${c.clients} clients, ${p.seconds} s (load ${p.load.toFixed(1)} on ${os.cpus().length} cores): TPS pooled 5433 / direct 5435 | ${c.pooledTps.toFixed(0)} / ${c.directTps.toFixed(0)} (${x(c.pooledTps, c.directTps)}) | pooled ≥ 3× direct | ${c.pooledTps >= 3 * c.directTps ? "yes" : "**no**"} |`,
+    `| pgbench -S, ${s.clients} clients, ${p.seconds} s: TPS pooled 5433 / direct 5435 | ${s.pooledTps.toFixed(0)} / ${s.directTps.toFixed(0)} (${x(s.pooledTps, s.directTps)}) | - | - |`,
+    `| PostgreSQL round trip at one client (SELECT 1), median: 5433 pooled / 5435 direct | ${p.roundTrip.pooledUs.toFixed(0)} µs / ${p.roundTrip.directUs.toFixed(0)} µs: PgBouncer adds ${(p.roundTrip.pooledUs - p.roundTrip.directUs).toFixed(0)} µs | - | - |`,
+  ];
+}
+
 /** Likewise for Redis: GET round trips through 6379 against the master's own 6380. */
 async function redisLatency(): Promise<Results["redisLatency"]> {
   const { state, secrets } = current();
@@ -279,6 +357,8 @@ async function benchProfile(profile: ProfileName, kills: number, redisKills: num
       log(`PostgreSQL round trip: ${results.pgLatency!.haproxyUs.toFixed(0)} µs via 5433, ${results.pgLatency!.directUs.toFixed(0)} µs direct`);
       results.redisLatency = await redisLatency();
       log(`Redis round trip: ${results.redisLatency!.haproxyUs.toFixed(0)} µs via 6379, ${results.redisLatency!.directUs.toFixed(0)} µs direct`);
+      results.pooling = await pooling();
+      log(`pooling: ${JSON.stringify(results.pooling)}`);
       results.falseFailovers = await falseFailovers(60);
       log(`under load: ${JSON.stringify(results.falseFailovers)}`);
     }
@@ -354,8 +434,9 @@ function report(results: Results): string {
   lines.push(`| Cold start (slowest of ${results.profiles.length}) | ${fmt(coldMax)} s | ≤ ${TARGETS.coldStart} s | ${ok(coldMax <= TARGETS.coldStart)} |`);
   if (results.pgLatency) {
     const l = results.pgLatency;
-    lines.push(`| PostgreSQL round trip at one client (SELECT 1), median: 5433 / 5432 | ${l.haproxyUs.toFixed(0)} µs / ${l.directUs.toFixed(0)} µs: HAProxy adds ${(l.haproxyUs - l.directUs).toFixed(0)} µs | - | - |`);
+    lines.push(`| PostgreSQL round trip at one client (SELECT 1), median: 5433 (HAProxy, PgBouncer) / 5432 | ${l.haproxyUs.toFixed(0)} µs / ${l.directUs.toFixed(0)} µs: both hops add ${(l.haproxyUs - l.directUs).toFixed(0)} µs | - | - |`);
   }
+  if (results.pooling) lines.push(...poolingLines(results.pooling));
   if (results.redisLatency) {
     const l = results.redisLatency;
     lines.push(`| Redis round trip at one client (GET), median: 6379 / 6380 | ${l.haproxyUs.toFixed(0)} µs / ${l.directUs.toFixed(0)} µs: HAProxy adds ${(l.haproxyUs - l.directUs).toFixed(0)} µs | - | - |`);
@@ -373,9 +454,22 @@ function report(results: Results): string {
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { profiles: { type: "string" }, kills: { type: "string" }, "redis-kills": { type: "string" }, out: { type: "string" } },
+    options: { profiles: { type: "string" }, kills: { type: "string" }, "redis-kills": { type: "string" }, out: { type: "string" }, only: { type: "string" } },
     strict: true,
   });
+  if (values.only !== undefined) {
+    if (values.only !== "pooling") throw new Error(`--only: ${values.only} is not a figure set; use pooling`);
+    // One fast cluster, the pooling figures printed (RESULTS.md holds a whole run's figures only).
+    await down(LOC);
+    try {
+      await up({ ...LOC, profile: "fast", timeoutMs: 300_000 });
+      const p = await pooling();
+      console.log(["", "| Figure | Value | Target | Met |", "|---|---|---|---|", ...poolingLines(p)].join("\n"));
+    } finally {
+      await down(LOC);
+    }
+    return;
+  }
   const profiles = (values.profiles ?? "fast,norm,safe").split(",") as ProfileName[];
   for (const p of profiles) if (!(p in PROFILES)) throw new Error(`unknown profile ${p}`);
   const kills = Number(values.kills ?? 5);

@@ -137,8 +137,12 @@ async function run(argv: string[], loc: Location): Promise<number> {
       const urls = clusterUrls(result.state, result.secrets);
       console.log(`\nHealthy in ${result.seconds.toFixed(1)} s.\n\n${formatHealth(result.health)}\n\n${formatOverview(result.health)}\n`);
       console.log(`DATABASE_URL=${urls.databaseUrl}`);
+      console.log(`DATABASE_DIRECT_URL=${urls.databaseDirectUrl}`);
       console.log(`REDIS_URL=${urls.redisUrl}`);
-      console.log("\nAny node's address works the same (5433 leader, 5434 replicas, 6379 Redis master). Stop with `npm run local -- down`.");
+      console.log(
+        "\nAny node's address works the same (5433 leader, pooled; 5435 leader, direct; 5434 replicas, pooled; 6379 Redis master). " +
+          "Stop with `npm run local -- down`.",
+      );
       return 0;
     }
     case "status": {
@@ -151,7 +155,7 @@ async function run(argv: string[], loc: Location): Promise<number> {
         console.log(formatHealth(health));
         console.log(`\n${formatOverview(health)}`);
         console.log(health.healthy ? "\nhealthy" : `\ndegraded:\n  ${health.problems.join("\n  ")}`);
-        console.log(`\nDATABASE_URL=${urls.databaseUrl}\nREDIS_URL=${urls.redisUrl}`);
+        console.log(`\nDATABASE_URL=${urls.databaseUrl}\nDATABASE_DIRECT_URL=${urls.databaseDirectUrl}\nREDIS_URL=${urls.redisUrl}`);
       }
       return health.healthy ? 0 : 1;
     }

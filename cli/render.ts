@@ -22,7 +22,18 @@ import {
 } from "../core";
 
 /** What `DIR/<node>/` holds: the files a node runs, by the names the docs use. */
-export const NODE_DIR_FILES = ["patroni.yml", "etcd.conf", "redis.conf", "sentinel.conf", "redis-users.acl", "haproxy.cfg", "pgbackrest.conf", "user-data.yaml"] as const;
+export const NODE_DIR_FILES = [
+  "patroni.yml",
+  "etcd.conf",
+  "redis.conf",
+  "sentinel.conf",
+  "redis-users.acl",
+  "haproxy.cfg",
+  "pgbouncer.ini",
+  "pgbouncer-userlist.txt",
+  "pgbackrest.conf",
+  "user-data.yaml",
+] as const;
 
 const USAGE = "usage: npm run render -- --stack <dev|prod> [--nodes N] [--profile fast|norm|safe] --out DIR";
 
@@ -69,7 +80,7 @@ function main(argv: string[]): number {
     for (const node of topology.nodes) {
       const dir = path.join(out, node.name);
       for (const file of NODE_FILES) {
-        // The eight files every node runs sit in its directory; exporter settings (also inside
+        // The ten files every node runs sit in its directory; exporter settings (also inside
         // user-data.yaml) go to a subfolder so the node directory keeps its documented shape.
         const target = (NODE_DIR_FILES as readonly string[]).includes(file) ? path.join(dir, file) : path.join(dir, "exporters", file);
         fs.mkdirSync(path.dirname(target), { recursive: true });

@@ -69,9 +69,11 @@ export class StatePillar extends pulumi.ComponentResource {
   readonly resizes: ServerResize[] = [];
   readonly refreshes: ConfigRefresh[] = [];
 
-  /** `postgresql://madbase:…@entry:5433/madbase` — the leader, through HAProxy (secret). */
+  /** `postgresql://madbase:…@entry:5433/madbase` — the leader's PgBouncer, through HAProxy (secret). */
   readonly databaseUrl: pulumi.Output<string>;
-  /** The same user through 5434: streaming replicas for reads (secret). */
+  /** The same user through 5435: the leader's PostgreSQL itself, no pool (LISTEN/NOTIFY, migrations; secret). */
+  readonly databaseDirectUrl: pulumi.Output<string>;
+  /** The same user through 5434: streaming replicas' PgBouncers, for reads (secret). */
   readonly databaseReadUrl: pulumi.Output<string>;
   /** `redis://:…@entry:6379/0` — the Redis master, through HAProxy (secret). */
   readonly redisUrl: pulumi.Output<string>;
@@ -174,12 +176,14 @@ export class StatePillar extends pulumi.ComponentResource {
     const pw = this.secrets.passwords;
     const enc = encodeURIComponent;
     this.databaseUrl = pulumi.secret(pw.app.result.apply((p) => `postgresql://${USERS.app}:${enc(p)}@${host}:${PORTS.postgresPrimary}/${APP_DATABASE}`));
+    this.databaseDirectUrl = pulumi.secret(pw.app.result.apply((p) => `postgresql://${USERS.app}:${enc(p)}@${host}:${PORTS.postgresDirect}/${APP_DATABASE}`));
     this.databaseReadUrl = pulumi.secret(pw.app.result.apply((p) => `postgresql://${USERS.app}:${enc(p)}@${host}:${PORTS.postgresReplicas}/${APP_DATABASE}`));
     this.redisUrl = pulumi.secret(pw.redis.result.apply((p) => redisUrl(p, host)));
     this.haproxyStatsPassword = pulumi.secret(pw.haproxyStats.result);
 
     this.registerOutputs({
       databaseUrl: this.databaseUrl,
+      databaseDirectUrl: this.databaseDirectUrl,
       databaseReadUrl: this.databaseReadUrl,
       redisUrl: this.redisUrl,
       patroniScope: topology.clusterName,

@@ -33,7 +33,7 @@ export type Severity = "critical" | "warning" | "info";
 export interface AlertRule {
   alert: string;
   /** Which group of the file (one per daemon family). */
-  group: "postgres" | "backup" | "disk" | "etcd" | "redis" | "haproxy" | "exporters";
+  group: "postgres" | "pgbouncer" | "backup" | "disk" | "etcd" | "redis" | "haproxy" | "exporters";
   expr: string;
   forSeconds: number;
   severity: Severity;
@@ -53,6 +53,12 @@ export interface AlertOptions {
 export const SCALE_STEP_PAUSE_SECONDS = 60 + 120 + 60;
 /** The share of max_connections (the plan's) past which the connections alert fires. */
 export const CONNECTIONS_ALERT_RATIO = 0.8;
+/**
+ * How long the longest-waiting client of a PgBouncer pool may wait for a server connection before
+ * the pool counts as too small: a transaction pool serves a queue in milliseconds when it is not
+ * saturated.
+ */
+export const POOL_WAIT_ALERT_SECONDS = 1;
 /** Redis memory against maxmemory (noeviction: writes are refused past it). */
 export const REDIS_MEMORY_ALERT_RATIO = 0.9;
 /** etcd's database against its quota (past the quota etcd refuses writes, Patroni loses its DCS). */
@@ -90,6 +96,9 @@ export function alertThresholds(topology: Topology, options: ClusterOptions, opt
     metricsStale: 3 * BACKUP_METRICS_INTERVAL_SECONDS,
     paused: SCALE_STEP_PAUSE_SECONDS + 60,
     exporterDown: Math.max(60, 4 * scrape),
+    poolWait: POOL_WAIT_ALERT_SECONDS,
+    /** Longer than a burst of new clients, shorter than a pool that stays too small. */
+    poolWaitFor: Math.max(120, 4 * scrape),
   };
 }
 
@@ -192,6 +201,16 @@ export function alertRules(topology: Topology, options: ClusterOptions, opts: Al
     forSeconds: 300,
     severity: "warning",
     summary: `{{ $labels.node }} has more than ${t.connectionsAlert} of the plan's ${t.maxConnections} connections (max_connections): new clients will be refused. Look for idle clients in pg_stat_activity, or move to a larger plan.`,
+  });
+
+  // ---- PgBouncer
+  add({
+    alert: "PgbouncerClientsWaiting",
+    group: "pgbouncer",
+    expr: `max by (cluster, node) (pgbouncer_pools_client_maxwait_seconds${sel("pgbouncer")}) > ${t.poolWait}`,
+    forSeconds: t.poolWaitFor,
+    severity: "warning",
+    summary: `Clients of PgBouncer on {{ $labels.node }} wait more than ${t.poolWait} s for a PostgreSQL connection: its pool (max_db_connections) is saturated. Look for long transactions in pg_stat_activity, or move to a larger plan.`,
   });
 
   // ---- WAL archiving and backups (pgBackRest)
@@ -370,7 +389,7 @@ export function alertRules(topology: Topology, options: ClusterOptions, opts: Al
   });
 
   // ---- HAProxy
-  const backends = ha ? "postgres_primary|postgres_replicas|redis_master" : "postgres_primary|redis_master";
+  const backends = ha ? "postgres_primary|postgres_direct|postgres_replicas|redis_master" : "postgres_primary|postgres_direct|redis_master";
   add({
     alert: "HaproxyBackendWithoutServer",
     group: "haproxy",
@@ -384,7 +403,7 @@ export function alertRules(topology: Topology, options: ClusterOptions, opts: Al
   add({
     alert: "ExporterDown",
     group: "exporters",
-    expr: `up{cluster="${C}", job=~"${C}-(node|postgres|redis|sentinel|haproxy)"} == 0`,
+    expr: `up{cluster="${C}", job=~"${C}-(node|postgres|pgbouncer|redis|sentinel|haproxy)"} == 0`,
     forSeconds: t.exporterDown,
     severity: "warning",
     summary: `Prometheus cannot scrape {{ $labels.job }} on {{ $labels.node }} ({{ $labels.instance }}): its alerts are blind. On it: \`systemctl status\` of the exporter (prometheus-*-exporter, or haproxy).`,

@@ -1,5 +1,6 @@
 import type { ClusterOptions } from "./model";
 import { getPlan } from "./plans";
+import { checkPoolMode } from "./pooler";
 import { getProfile } from "./profiles";
 import { StackSettings } from "./settings";
 import { Topology, buildTopology } from "./topology";
@@ -11,6 +12,7 @@ export function describeCluster(settings: StackSettings): { topology: Topology; 
     plan: getPlan(settings.plan),
     profile: getProfile(settings.failoverProfile),
     synchronousMode: settings.synchronousMode,
+    poolMode: checkPoolMode(settings.poolMode, "madbase-state:poolMode"),
     volumeSizeGb: settings.volumeSizeGb,
     backup: {
       bucket: settings.backupBucket,

@@ -75,6 +75,38 @@ const ROWS: RowSpec[] = [
     ],
   },
   {
+    title: "PgBouncer",
+    panels: [
+      {
+        title: "PgBouncer clients waiting",
+        description:
+          "Clients each node's PgBouncer holds in its queue for a PostgreSQL connection (every pool: the application database's, its lookups', the admin console's), and the longest wait. " +
+          "A wait that stays above a second means the pool (max_db_connections, from the plan's max_connections) is saturated.",
+        kind: "timeseries",
+        unit: "short",
+        min: 0,
+        queries: [
+          { expr: `sum by (node) (pgbouncer_pools_client_waiting_connections{${C}})`, legend: "{{node}} waiting" },
+          { expr: `max by (node) (pgbouncer_pools_client_maxwait_seconds{${C}})`, legend: "{{node}} longest wait (s)" },
+        ],
+      },
+      {
+        title: "PgBouncer pool use",
+        description:
+          "Client connections PgBouncer serves against the PostgreSQL connections it uses for them (active: in a transaction; idle: kept for the next one), per node. " +
+          "Thousands of clients share a pool of a few dozen server connections in transaction mode.",
+        kind: "timeseries",
+        unit: "short",
+        min: 0,
+        queries: [
+          { expr: `sum by (node) (pgbouncer_pools_client_active_connections{${C}})`, legend: "{{node}} clients" },
+          { expr: `sum by (node) (pgbouncer_pools_server_active_connections{${C}})`, legend: "{{node}} server active" },
+          { expr: `sum by (node) (pgbouncer_pools_server_idle_connections{${C}})`, legend: "{{node}} server idle" },
+        ],
+      },
+    ],
+  },
+  {
     title: "Patroni",
     panels: [
       {
@@ -176,21 +208,21 @@ const ROWS: RowSpec[] = [
     panels: [
       {
         title: "HAProxy sessions",
-        description: "Sessions open through each entry port, over every node's HAProxy: postgres_primary 5433, postgres_replicas 5434, redis_master 6379.",
+        description: "Sessions open through each entry port, over every node's HAProxy: postgres_primary 5433 (pooled), postgres_direct 5435, postgres_replicas 5434 (pooled), redis_master 6379.",
         kind: "timeseries",
         unit: "short",
         min: 0,
-        queries: [{ expr: `sum by (proxy) (haproxy_backend_current_sessions{${C}, proxy=~"postgres_primary|postgres_replicas|redis_master"})`, legend: "{{proxy}}" }],
+        queries: [{ expr: `sum by (proxy) (haproxy_backend_current_sessions{${C}, proxy=~"postgres_primary|postgres_direct|postgres_replicas|redis_master"})`, legend: "{{proxy}}" }],
       },
       {
         title: "HAProxy backend servers UP",
-        description: "Servers each node's HAProxy routes to, per backend: 1 for postgres_primary and redis_master, the streaming replicas for postgres_replicas.",
+        description: "Servers each node's HAProxy routes to, per backend: 1 for postgres_primary, postgres_direct and redis_master, the streaming replicas for postgres_replicas.",
         kind: "timeseries",
         unit: "short",
         min: 0,
         queries: [
           {
-            expr: `sum by (node, proxy) (haproxy_server_status{${C}, state="UP", proxy=~"postgres_primary|postgres_replicas|redis_master"})`,
+            expr: `sum by (node, proxy) (haproxy_server_status{${C}, state="UP", proxy=~"postgres_primary|postgres_direct|postgres_replicas|redis_master"})`,
             legend: "{{node}} {{proxy}}",
           },
         ],
@@ -201,7 +233,7 @@ const ROWS: RowSpec[] = [
         kind: "stat",
         unit: "short",
         decimals: 0,
-        queries: [{ expr: `count(haproxy_backend_status{${C}, state="UP", proxy=~"postgres_primary|postgres_replicas|redis_master"} == 0) or vector(0)` }],
+        queries: [{ expr: `count(haproxy_backend_status{${C}, state="UP", proxy=~"postgres_primary|postgres_direct|postgres_replicas|redis_master"} == 0) or vector(0)` }],
       },
     ],
   },

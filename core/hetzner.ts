@@ -44,8 +44,10 @@ export const LABELS = {
 /** What each port is, for firewall rule descriptions. */
 const PORT_PURPOSE: Record<keyof typeof PORTS, string> = {
   postgres: "PostgreSQL",
-  postgresPrimary: "HAProxy to the PostgreSQL leader",
-  postgresReplicas: "HAProxy to PostgreSQL replicas",
+  postgresPrimary: "HAProxy to the leader's PgBouncer",
+  postgresReplicas: "HAProxy to the replicas' PgBouncers",
+  postgresDirect: "HAProxy straight to the PostgreSQL leader",
+  pgbouncer: "PgBouncer",
   patroni: "Patroni REST",
   etcdClient: "etcd clients",
   etcdPeer: "etcd peers",
@@ -56,10 +58,11 @@ const PORT_PURPOSE: Record<keyof typeof PORTS, string> = {
   nodeExporter: "node exporter",
   postgresExporter: "PostgreSQL exporter",
   redisExporter: "Redis exporter",
+  pgbouncerExporter: "PgBouncer exporter",
 };
 
 /** The ports applications connect to; the only ones `clientCidrs` may reach. */
-export const ENTRY_PORTS = [PORTS.postgresPrimary, PORTS.postgresReplicas, PORTS.redisMaster] as const;
+export const ENTRY_PORTS = [PORTS.postgresPrimary, PORTS.postgresReplicas, PORTS.postgresDirect, PORTS.redisMaster] as const;
 
 /** Every port a daemon of the cluster listens on. */
 export const SERVICE_PORTS: readonly number[] = [...new Set(Object.values(PORTS))].sort((a, b) => a - b);

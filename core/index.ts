@@ -23,4 +23,5 @@ export * from "./patroni";
 export * from "./ssh-keys";
 export * from "./stack-change";
 export * from "./alerts";
+export * from "./pooler";
 export * from "./hetzner";

@@ -10,7 +10,7 @@ import { PORTS, Topology } from "./topology";
 
 export interface ScrapeJob {
   /** Suffix of the job name (`<cluster>-<job>`). */
-  job: "node" | "postgres" | "redis" | "sentinel" | "patroni" | "haproxy" | "etcd";
+  job: "node" | "postgres" | "pgbouncer" | "redis" | "sentinel" | "patroni" | "haproxy" | "etcd";
   purpose: string;
   port: number;
   path: string;
@@ -24,6 +24,7 @@ export interface ScrapeJob {
 export const SCRAPE_JOBS: readonly ScrapeJob[] = [
   { job: "node", purpose: "CPU, memory, disk and network of the server (prometheus-node-exporter)", port: PORTS.nodeExporter, path: "/metrics" },
   { job: "postgres", purpose: "PostgreSQL statistics, as the pg_monitor role (prometheus-postgres-exporter)", port: PORTS.postgresExporter, path: "/metrics" },
+  { job: "pgbouncer", purpose: "PgBouncer's pools: clients waiting and active, server connections (prometheus-pgbouncer-exporter)", port: PORTS.pgbouncerExporter, path: "/metrics" },
   { job: "redis", purpose: "the node's Redis (prometheus-redis-exporter)", port: PORTS.redisExporter, path: "/metrics" },
   {
     job: "sentinel",

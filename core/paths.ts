@@ -13,6 +13,9 @@ export const NODE_FILES = [
   "postgres-exporter.env",
   "redis-exporter.env",
   "redis-exporter-passwords.json",
+  "pgbouncer.ini",
+  "pgbouncer-userlist.txt",
+  "pgbouncer-exporter.env",
   "user-data.yaml",
 ] as const;
 export type NodeFile = (typeof NODE_FILES)[number];
@@ -79,6 +82,10 @@ export function serverPaths(): NodePaths {
       "postgres-exporter.env": "/etc/default/prometheus-postgres-exporter",
       "redis-exporter.env": "/etc/default/prometheus-redis-exporter",
       "redis-exporter-passwords.json": "/etc/prometheus/redis-exporter-passwords.json",
+      // Debian's pgbouncer unit reads /etc/pgbouncer/pgbouncer.ini; the userlist holds the auth_user's password.
+      "pgbouncer.ini": "/etc/pgbouncer/pgbouncer.ini",
+      "pgbouncer-userlist.txt": "/etc/pgbouncer/userlist.txt",
+      "pgbouncer-exporter.env": "/etc/default/prometheus-pgbouncer-exporter",
     },
     pgDataDir: `/var/lib/postgresql/${POSTGRES_MAJOR}/madbase`,
     pgBinDir: `/usr/lib/postgresql/${POSTGRES_MAJOR}/bin`,

@@ -17,6 +17,19 @@ import { NODE_FILES, NodeFile, NodePaths } from "./paths";
 import { dynamicConfig } from "./patroni";
 import { postgresTuning } from "./plans";
 import { checkProfile } from "./profiles";
+import {
+  AUTH_DATABASE,
+  AUTH_POOL_SIZE,
+  AUTH_QUERY,
+  AUTH_ROLE_CONNECTION_LIMIT,
+  DEFAULT_POOL_MODE,
+  MAX_CLIENT_CONNECTIONS,
+  MAX_PREPARED_STATEMENTS,
+  PGBOUNCER_LIMIT_NOFILE,
+  checkPoolMode,
+  poolSize,
+  poolerAuthSql,
+} from "./pooler";
 import { APP_DATABASE, ClusterSecrets, REDIS_USERS, USERS, checkSecrets } from "./secrets";
 import { NodeSpec, PORTS, Topology, possibleNodeAddresses } from "./topology";
 
@@ -30,7 +43,7 @@ export const MOUNT_VOLUME_SCRIPT = "madbase-mount-volume";
 /** The units a first boot starts only on a node that creates the cluster (node-join starts them otherwise). */
 export const CLUSTER_UNITS = ["etcd", "patroni", "redis-server", "redis-sentinel"] as const;
 /** The units every node starts at its first boot, joining or not. */
-export const EDGE_UNITS = ["haproxy", ...EXPORTER_PACKAGES] as const;
+export const EDGE_UNITS = ["haproxy", "pgbouncer", ...EXPORTER_PACKAGES] as const;
 
 /** Hetzner's metadata service (the server's user data, every secret in it): root only on a node. */
 export const METADATA_IP = "169.254.169.254";
@@ -61,6 +74,10 @@ const FILE_OWNERSHIP: Record<Exclude<NodeFile, "user-data.yaml">, { owner: strin
   "postgres-exporter.env": { owner: "root:prometheus", mode: "0640" },
   "redis-exporter.env": { owner: "root:prometheus", mode: "0640" },
   "redis-exporter-passwords.json": { owner: "root:prometheus", mode: "0640" },
+  // PgBouncer and its exporter run as postgres (Debian's units).
+  "pgbouncer.ini": { owner: "root:postgres", mode: "0640" },
+  "pgbouncer-userlist.txt": { owner: "postgres:postgres", mode: "0600" },
+  "pgbouncer-exporter.env": { owner: "root:postgres", mode: "0640" },
 };
 
 /** The lag a replica may have and still serve reads through 5434. */
@@ -94,6 +111,17 @@ function model(input: NodeRenderInput) {
     checkTimeoutMs: Math.max(1000, interMs),
     fastInterMs: Math.max(250, Math.floor(interMs / 2)),
     replicaMaxLag: REPLICA_MAX_LAG,
+    appDatabase: APP_DATABASE,
+    authDatabase: AUTH_DATABASE,
+    authQuery: AUTH_QUERY,
+    pooler: {
+      poolMode: checkPoolMode(options.poolMode ?? DEFAULT_POOL_MODE),
+      poolSize: poolSize(options.plan.maxConnections),
+      maxClientConn: MAX_CLIENT_CONNECTIONS,
+      maxPreparedStatements: MAX_PREPARED_STATEMENTS,
+      limitNofile: PGBOUNCER_LIMIT_NOFILE,
+      authPoolSize: AUTH_POOL_SIZE,
+    },
     archiveCommand: options.backup.archiving === false ? ARCHIVING_OFF_COMMAND : archiveCommand(paths.scriptDir),
     archivePushQueueMaxMb: archivePushQueueMaxMb(options.volumeSizeGb ?? DEFAULT_VOLUME_GB),
     restoreCommand: pgbackrestRestoreCommand(paths.config["pgbackrest.conf"], topology.clusterName),
@@ -119,23 +147,36 @@ function model(input: NodeRenderInput) {
  * initdb, or from a backup (madbase-pg-restore), so it must do the right thing both ways. Each role
  * is created, or (restored from a backup) given this stack's password, which may be new; the
  * database is created only when it is missing. (Patroni itself creates or resets the superuser,
- * replication and rewind roles and grants pg_rewind what it needs.)
+ * replication and rewind roles and grants pg_rewind what it needs.) Last, in the application
+ * database, PgBouncer's auth_query function (core/pooler.ts).
  */
 export function postBootstrapSql(secrets: ClusterSecrets): string {
-  const roles: { name: string; options: string; inRole?: string }[] = [
-    { name: USERS.app, options: `LOGIN PASSWORD '${secrets.app}'` },
-    // The metrics exporter's read-only role: pg_monitor (statistics and settings, no table data).
-    { name: USERS.monitoring, options: `LOGIN CONNECTION LIMIT 5 PASSWORD '${secrets.monitoring}'`, inRole: "pg_monitor" },
-  ];
   const sql = [
-    ...roles.map(
-      (r) =>
-        `DO $$BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = '${r.name}') THEN ALTER ROLE ${r.name} ${r.options}; ` +
-        `ELSE CREATE ROLE ${r.name} ${r.options}${r.inRole ? ` IN ROLE ${r.inRole}` : ""}; END IF; END$$;`,
-    ),
+    roleSql(USERS.app, `LOGIN PASSWORD '${secrets.app}'`),
+    // The metrics exporter's read-only role: pg_monitor (statistics and settings, no table data).
+    roleSql(USERS.monitoring, `LOGIN CONNECTION LIMIT 5 PASSWORD '${secrets.monitoring}'`, "pg_monitor"),
     `SELECT 'CREATE DATABASE ${APP_DATABASE} OWNER ${USERS.app}' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '${APP_DATABASE}') \\gexec`,
+    poolerSetupSql(secrets),
   ];
   return sql.join("\n") + "\n";
+}
+
+/** A role created, or (it exists: a restored backup, a second run) given these options. */
+function roleSql(name: string, options: string, inRole?: string): string {
+  return (
+    `DO $$BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = '${name}') THEN ALTER ROLE ${name} ${options}; ` +
+    `ELSE CREATE ROLE ${name} ${options}${inRole ? ` IN ROLE ${inRole}` : ""}; END IF; END$$;`
+  );
+}
+
+/**
+ * PgBouncer's lookup role (it logs in and calls pgbouncer.get_auth, nothing else) and, in the
+ * application database, that function: psql input run as the superuser from the postgres
+ * database, once at the cluster's creation and by config-refresh on the leader. Idempotent.
+ */
+export function poolerSetupSql(secrets: ClusterSecrets): string {
+  const role = roleSql(USERS.pgbouncerAuth, `LOGIN CONNECTION LIMIT ${AUTH_ROLE_CONNECTION_LIMIT} PASSWORD '${secrets.pgbouncerAuth}'`);
+  return [role, `\\connect ${AUTH_DATABASE}`, poolerAuthSql()].join("\n") + "\n";
 }
 
 /**
@@ -183,6 +224,7 @@ const EXPORTER_SERVICES: Partial<Record<NodeFile, string>> = {
   "postgres-exporter.env": "postgres_exporter",
   "redis-exporter.env": "redis_exporter",
   "redis-exporter-passwords.json": "redis_exporter",
+  "pgbouncer-exporter.env": "pgbouncer_exporter",
 };
 
 /**
@@ -205,6 +247,9 @@ export function refreshedFiles(input: NodeRenderInput, files: RenderedNode): Ref
     own("pgbackrest.conf"),
     // Redis's users: nothing rewrites this file, so it is kept as rendered and loaded at once.
     own("redis-users.acl", '[ "$(redis_at "$NODE_IP" ACL LOAD)" = OK ] || die "redis: ACL LOAD refused"'),
+    // PgBouncer rereads both on SIGHUP: clients and server connections stay.
+    own("pgbouncer.ini", "svc reload pgbouncer"),
+    own("pgbouncer-userlist.txt", "svc reload pgbouncer"),
     ...(Object.keys(EXPORTER_SERVICES) as (keyof typeof FILE_OWNERSHIP)[]).map((name) => own(name, `svc try-restart ${EXPORTER_SERVICES[name]}`)),
     ...Object.values(backup),
     // A changed schedule counts once systemd reloaded the units and the timer restarted.
@@ -267,7 +312,11 @@ export function renderNode(input: NodeRenderInput): RenderedNode {
   files["user-data.yaml"] = template("user-data.yaml")({
     ...m,
     packages: NODE_PACKAGES,
-    retriedUnits: [...CLUSTER_UNITS.filter((u) => u !== "patroni"), ...EDGE_UNITS],
+    retriedUnits: [...CLUSTER_UNITS.filter((u) => u !== "patroni"), ...EDGE_UNITS].map((unit) => ({
+      unit,
+      // PgBouncer holds a descriptor per client and per server connection (Debian's unit keeps 1024).
+      limitNofile: unit === "pgbouncer" ? PGBOUNCER_LIMIT_NOFILE : 0,
+    })),
     // Everything else the node needs, in one compressed archive: Hetzner takes 32 KiB of user data.
     fileBundle: bundleFiles(bundledFiles(input, files)),
   });

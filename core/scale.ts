@@ -23,8 +23,9 @@ import { createHash } from "node:crypto";
 import { ConfigError } from "./errors";
 import { NodePaths, serverPaths } from "./paths";
 import { dynamicConfig, STANDBY_MINIMUM_PARAMETERS } from "./patroni";
+import { AUTH_DATABASE, AUTH_FUNCTION } from "./pooler";
 import type { ClusterOptions } from "./model";
-import { nodeMemoryMb, redisMaxMemoryMb, redisMinReplicasToWrite, refreshedFiles, renderNode } from "./render";
+import { nodeMemoryMb, poolerSetupSql, redisMaxMemoryMb, redisMinReplicasToWrite, refreshedFiles, renderNode } from "./render";
 import { plainScript, renderScript, template } from "./templates";
 import { ClusterSecrets, REDIS_USERS, USERS } from "./secrets";
 import { NodeSpec, PORTS, Topology, possibleNodeAddresses } from "./topology";
@@ -191,6 +192,11 @@ export function refreshScript(to: Topology, node: NodeSpec, ctx: ScriptContext):
     quorum: to.quorum,
     sentinel: ctx.options.profile.sentinel,
     refreshed: refreshedFiles(input, files).map((f) => ({ ...f, content: b64(f.content), after: f.after ?? "" })),
+    poolerSql: b64(poolerSetupSql(ctx.secrets)),
+    pgSocketDir: input.paths.pgSocketDir,
+    authDatabase: AUTH_DATABASE,
+    authRole: USERS.pgbouncerAuth,
+    authFunction: AUTH_FUNCTION,
     authorizedKeys: ctx.authorizedKeys ? b64(ctx.authorizedKeys.map((k) => `${k.trim()}\n`).join("")) : "",
     volumeMount: input.paths.volumeMount,
   });

@@ -26,6 +26,8 @@ export interface ClusterSecrets {
   haproxyStats: string;
   /** The PostgreSQL role the metrics exporter logs in as (`monitor`, member of pg_monitor). */
   monitoring: string;
+  /** The role PgBouncer's auth_query logs in as (`pgbouncer_auth`: it may only look up login verifiers). */
+  pgbouncerAuth: string;
   s3AccessKey: string;
   s3SecretKey: string;
 }
@@ -45,6 +47,7 @@ export const SECRET_NAMES: (keyof ClusterSecrets)[] = [
   "patroniRest",
   "haproxyStats",
   "monitoring",
+  "pgbouncerAuth",
   "s3AccessKey",
   "s3SecretKey",
 ];
@@ -62,6 +65,8 @@ export const USERS = {
   haproxyStats: "stats",
   /** Read-only PostgreSQL role of the Prometheus exporter: pg_monitor, nothing more. */
   monitoring: "monitor",
+  /** PgBouncer's auth_user: LOGIN and EXECUTE on one lookup function (core/pooler.ts), nothing more. */
+  pgbouncerAuth: "pgbouncer_auth",
 } as const;
 
 /**

@@ -4,6 +4,7 @@ import { ConfigError } from "./errors";
 import { PLAN_NAMES } from "./plans";
 import { ALLOWED_NODE_COUNTS, parseCidr, subnetContains } from "./topology";
 import { PROFILE_NAMES } from "./profiles";
+import { DEFAULT_POOL_MODE, POOL_MODES } from "./pooler";
 
 /** The project's config namespace in Pulumi.<stack>.yaml. */
 export const CONFIG_NAMESPACE = "madbase-state";
@@ -71,6 +72,8 @@ export const settingsSchema = z
       .default(40),
     failoverProfile: z.enum(PROFILE_NAMES as [string, ...string[]], { error: `use one of ${PROFILE_NAMES.join(", ")}` }).default("norm"),
     synchronousMode: z.preprocess(toBoolean, z.boolean({ error: "use true or false" })).default(false),
+    /** PgBouncer's pool_mode on every node (core/pooler.ts says what each means). */
+    poolMode: z.enum(POOL_MODES, { error: `use one of ${POOL_MODES.join(", ")}` }).default(DEFAULT_POOL_MODE),
     protectNodes: z.preprocess(toBoolean, z.boolean({ error: "use true or false" })).default(false),
     /** Refuse to go below 3 nodes once the stack is HA (scaling issue). */
     requireHa: z.preprocess(toBoolean, z.boolean({ error: "use true or false" })).default(false),

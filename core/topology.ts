@@ -17,6 +17,10 @@ export const PORTS = {
   postgres: 5432,
   postgresPrimary: 5433,
   postgresReplicas: 5434,
+  /** HAProxy → the leader's PostgreSQL itself, not its pool (LISTEN/NOTIFY, migrations, session locks). */
+  postgresDirect: 5435,
+  /** PgBouncer on each node, in front of its PostgreSQL (5433 and 5434 lead to it). */
+  pgbouncer: 6432,
   patroni: 8008,
   etcdClient: 2379,
   etcdPeer: 2380,
@@ -27,6 +31,7 @@ export const PORTS = {
   nodeExporter: 9100,
   postgresExporter: 9187,
   redisExporter: 9121,
+  pgbouncerExporter: 9127,
 } as const;
 
 export interface NodeSpec {

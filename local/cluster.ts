@@ -408,10 +408,13 @@ export async function waitHealthy(
 }
 
 /** The connection URLs, through the first node's HAProxy (any node's works the same). */
-export function clusterUrls(state: LocalClusterState, secrets: ClusterSecrets): { databaseUrl: string; redisUrl: string } {
+export function clusterUrls(state: LocalClusterState, secrets: ClusterSecrets): { databaseUrl: string; databaseDirectUrl: string; redisUrl: string } {
   const ip = state.nodes[0].address;
+  const db = (port: number) => `postgresql://${USERS.app}:${encodeURIComponent(secrets.app)}@${ip}:${port}/${APP_DATABASE}`;
   return {
-    databaseUrl: `postgresql://${USERS.app}:${encodeURIComponent(secrets.app)}@${ip}:${PORTS.postgresPrimary}/${APP_DATABASE}`,
+    // Pooled (the leader's PgBouncer), and the leader's PostgreSQL itself.
+    databaseUrl: db(PORTS.postgresPrimary),
+    databaseDirectUrl: db(PORTS.postgresDirect),
     redisUrl: redisUrl(secrets.redis, ip),
   };
 }

@@ -23,11 +23,11 @@ import { CloudInitStatus, NodeProbe, probeNode } from "./node-probe";
 import { EXPORTERS, EXPORTER_PORTS, Exporter, ExporterService, ExporterStatus, exporterService, probeExporters } from "./exporters";
 import { sampleSum, sampleValue } from "./metrics";
 
-export const PROCESS_NAMES = ["etcd", "patroni", "postgres", "redis", "sentinel", "haproxy"] as const;
+export const PROCESS_NAMES = ["etcd", "patroni", "postgres", "redis", "sentinel", "haproxy", "pgbouncer"] as const;
 export type ProcessName = (typeof PROCESS_NAMES)[number];
 
 /** The HAProxy listeners (backends) of the rendered haproxy.cfg. */
-export const BACKENDS = ["postgres_primary", "postgres_replicas", "redis_master"] as const;
+export const BACKENDS = ["postgres_primary", "postgres_direct", "postgres_replicas", "redis_master"] as const;
 export type Backend = (typeof BACKENDS)[number];
 
 export interface NodeHealth {
@@ -105,9 +105,11 @@ export function nodePids(probe: NodeProbe): NodePids {
     redis: probe.units.redis.pid,
     sentinel: probe.units.sentinel.pid,
     haproxy: probe.units.haproxy.pid,
+    pgbouncer: probe.units.pgbouncer.pid,
     node_exporter: probe.units.node_exporter.pid,
     postgres_exporter: probe.units.postgres_exporter.pid,
     redis_exporter: probe.units.redis_exporter.pid,
+    pgbouncer_exporter: probe.units.pgbouncer_exporter.pid,
   };
 }
 
@@ -221,6 +223,7 @@ export async function clusterHealth(state: LocalClusterState, secrets: ClusterSe
     }
     const expectUp: Record<Backend, (server: NodeHealth) => boolean> = {
       postgres_primary: (s) => s.name === leader,
+      postgres_direct: (s) => s.name === leader,
       postgres_replicas: (s) => s.name !== leader && s.streaming,
       redis_master: (s) => s.name === redisMaster?.name,
     };
@@ -238,7 +241,7 @@ export async function clusterHealth(state: LocalClusterState, secrets: ClusterSe
       if (n.exporters[e] === "down" && pid !== null) problems.push(`metrics: ${e} exporter on ${n.name} does not answer on ${n.address}:${EXPORTER_PORTS[e]}`);
       if (n.exporters[e] === "down" && pid === null) problems.push(`metrics: ${e} exporter on ${n.name} is not running`);
       // Only worth a line when the daemon runs: then the exporter cannot reach it or log in.
-      const target = e === "postgres" ? n.pids.postgres : e === "redis" ? n.pids.redis : null;
+      const target = e === "postgres" ? n.pids.postgres : e === "redis" ? n.pids.redis : e === "pgbouncer" ? n.pids.pgbouncer : null;
       if (n.exporters[e] === "target-down" && target !== null) problems.push(`metrics: ${e} exporter on ${n.name} cannot reach its ${e}`);
     }
   }
@@ -279,7 +282,7 @@ function formatLag(n: NodeHealth): string {
   return n.lagBytes < 1024 ? `${n.lagBytes} B` : `${(n.lagBytes / 1024).toFixed(0)} kB`;
 }
 
-/** "ok" when all three exporters answer and reach their daemons; otherwise which do not. */
+/** "ok" when every exporter answer and reach their daemons; otherwise which do not. */
 function formatExporters(n: NodeHealth): string {
   const bad = EXPORTERS.filter((e) => n.exporters[e] !== "up");
   return bad.length === 0 ? "ok" : bad.map((e) => `${e}:${n.exporters[e]}`).join(",");
@@ -306,14 +309,14 @@ export function formatOverview(h: ClusterHealth): string {
   return [
     pg + conns,
     `redis: ${h.redisMaster ? `master ${h.redisMaster}` : "no single master"}${mem}`,
-    `metrics: ${exporting}/${h.nodes.length} nodes export node/postgres/redis metrics (${EXPORTERS.map((e) => EXPORTER_PORTS[e]).join("/")})`,
+    `metrics: ${exporting}/${h.nodes.length} nodes export ${EXPORTERS.join("/")} metrics (${EXPORTERS.map((e) => EXPORTER_PORTS[e]).join("/")})`,
   ].join("\n");
 }
 
 /** A plain-text table of the cluster, one row per node. */
 export function formatHealth(h: ClusterHealth): string {
   const names = h.nodes.map((n) => n.name);
-  const header = ["NODE", "ADDRESS", "BOOT", "POSTGRES", "LAG", "REDIS", "SENTINEL", "ETCD", "HAPROXY pg/ro/redis", "METRICS", "PIDS etcd patroni postgres redis sentinel haproxy"];
+  const header = ["NODE", "ADDRESS", "BOOT", "POSTGRES", "LAG", "REDIS", "SENTINEL", "ETCD", "HAPROXY pg/direct/ro/redis", "METRICS", "PIDS etcd patroni postgres redis sentinel haproxy pgbouncer"];
   const rows = h.nodes.map((n) => [
     n.linkUp ? n.name : `${n.name} (cut)`,
     n.address,

@@ -107,10 +107,15 @@ test("shows what the issue asks for", () => {
     /CPU/,
     /Memory used/,
     /Disk used/,
+    /PgBouncer clients waiting/,
+    /PgBouncer pool use/,
   ]) {
     expect(titles).toMatch(topic);
   }
   // Connections are drawn against the plan's max_connections (what Patroni sets from the plan).
   const conns = graphs.find((p) => p.title === "Connections vs max_connections");
   expect(conns.targets.map((t: any) => metricsOf(t.expr)).flat()).toEqual(["pg_stat_database_numbackends", "pg_settings_max_connections"]);
+  // Client waits and pool use, from the PgBouncer exporter's pool metrics.
+  const waits = graphs.find((p) => p.title === "PgBouncer clients waiting");
+  expect(waits.targets.map((t: any) => metricsOf(t.expr)).flat()).toEqual(["pgbouncer_pools_client_waiting_connections", "pgbouncer_pools_client_maxwait_seconds"]);
 });

@@ -67,6 +67,24 @@ describe("config-refresh", () => {
     expect(lines).not.toContain("down-after-milliseconds");
   });
 
+  it("a new poolMode replaces pgbouncer.ini, followed by a PgBouncer reload, and nothing else", () => {
+    const session = optionsFor({ plan: "cx21", failoverProfile: "norm", synchronousMode: true, poolMode: "session" });
+    const ini = (o: ClusterOptions) => renderNode({ topology, node, options: o, secrets, paths: serverPaths() })["pgbouncer.ini"];
+    expect(ini(session)).toContain("pool_mode = session");
+    const b64 = Buffer.from(ini(session)).toString("base64");
+    expect(added(refresh(base), refresh(session))).toEqual([b64]);
+    const text = refresh(session);
+    const at = text.indexOf(b64);
+    expect(text.slice(text.lastIndexOf("put_file", at), at)).toContain('put_file "/etc/pgbouncer/pgbouncer.ini" "root:postgres" "0640"');
+    expect(text.slice(at, at + b64.length + 200)).toContain('MADBASE_FILE\nthen\n  say "file: /etc/pgbouncer/pgbouncer.ini replaced"\n  svc reload pgbouncer\n');
+  });
+
+  it("makes PgBouncer's auth role and lookup function on the leader when they are missing (a cluster from before PgBouncer)", () => {
+    const text = refresh(base);
+    expect(text).toContain("to_regprocedure('pgbouncer.get_auth(text)')");
+    expect(text).toMatch(/base64 -d <<<'[A-Za-z0-9+/=]+' \| runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1/);
+  });
+
   it("synchronous mode is a dynamic setting only", () => {
     const off = optionsFor({ plan: "cx21", failoverProfile: "norm", synchronousMode: false });
     const lines = added(refresh(base), refresh(off));

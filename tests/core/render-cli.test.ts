@@ -17,7 +17,7 @@ describe("npm run render", () => {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), "madbase-render-"));
   afterAll(() => fs.rmSync(out, { recursive: true, force: true }));
 
-  it("writes exactly the eight documented files per node, and says what it wrote", () => {
+  it("writes exactly the ten documented files per node, and says what it wrote", () => {
     const r = render(["--stack", "prod", "--nodes", "5", "--profile", "fast", "--out", out]);
     expect(r.code).toBe(0);
     const nodes = fs.readdirSync(out).filter((f) => fs.statSync(path.join(out, f)).isDirectory()).sort();

@@ -372,12 +372,14 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
     expect(b.ready).toContain("joining=0");
   });
 
-  it("on a node joining a running cluster (decided when rendering): only HAProxy, the exporters and the timers; node-join starts the rest", () => {
+  it("on a node joining a running cluster (decided when rendering): only HAProxy, PgBouncer, the exporters and the timers; node-join starts the rest", () => {
     const b = boot(3, { joining: true });
     expect(b.code).toBe(0);
     expect(b.output).toContain("madbase-prod-4 joins a running cluster: node-join starts etcd, Patroni, Redis and Sentinel");
     expect(b.calls).toContain("systemctl disable --now etcd patroni redis-server redis-sentinel");
-    expect(b.calls).toContain("systemctl restart --no-block haproxy prometheus-node-exporter prometheus-postgres-exporter prometheus-redis-exporter");
+    expect(b.calls).toContain(
+      "systemctl restart --no-block haproxy pgbouncer prometheus-node-exporter prometheus-postgres-exporter prometheus-redis-exporter prometheus-pgbouncer-exporter",
+    );
     expect(b.calls.filter((c) => /systemctl (enable|restart).*\b(etcd|patroni|redis-server|redis-sentinel)\b/.test(c))).toEqual([]);
     expect(b.calls.filter((c) => c.startsWith("curl") || c.startsWith("runuser"))).toEqual([]);
     expect(b.ready).toContain("joining=1");

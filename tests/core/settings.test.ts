@@ -57,6 +57,7 @@ describe("stack settings", () => {
     [{ location: "mars1" }, /^madbase-state:location: "mars1" is not allowed; use one of fsn1, nbg1/],
     [{ failoverProfile: "turbo" }, /^madbase-state:failoverProfile: "turbo" is not allowed; use one of fast, norm, safe$/],
     [{ synchronousMode: "yes" }, /^madbase-state:synchronousMode: "yes" is not allowed; use true or false$/],
+    [{ poolMode: "statement" }, /^madbase-state:poolMode: "statement" is not allowed; use one of transaction, session$/],
     [{ volumeSizeGb: 5 }, /^madbase-state:volumeSizeGb: 5 is not allowed; use a whole number of GB from 10 to 10240/],
     [{ adminCidrs: ["203.0.113.4/32", "everyone"] }, /^madbase-state:adminCidrs.1: "everyone" is not allowed; use a list of .* CIDR form/],
     [{ adminCidrs: '["203.0.113.4/32","0.0.0.0/99"]' }, /^madbase-state:adminCidrs.1: "0.0.0.0\/99" is not allowed/],

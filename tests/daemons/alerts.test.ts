@@ -321,6 +321,21 @@ const CASES: Record<string, (c: Ctx) => Case> = {
       healthy: { at, series: [[ser("haproxy_backend_active_servers", labels), `${flat(1, 2)} 0 0 ${flat(1, N - 4)}`]] },
     };
   },
+  PgbouncerClientsWaiting: ({ n, L, t, C }) => {
+    const at = t.poolWaitFor + 60;
+    const N = at / 15 + 2;
+    const pool = L("pgbouncer", n[0], { database: "madbase", user: "madbase" });
+    const other = L("pgbouncer", n[0], { database: "madbase", user: "pgbouncer_auth" });
+    const s = (wait: string): [string, string][] => [
+      [ser("pgbouncer_pools_client_maxwait_seconds", pool), wait],
+      [ser("pgbouncer_pools_client_maxwait_seconds", other), flat(0, N)],
+    ];
+    return {
+      fire: { at, series: s(step(0, 3, 2, N)), alerts: [{ cluster: C, node: n[0] }] },
+      // A burst: clients wait for a scrape or two, then the queue is gone.
+      healthy: { at, series: s(`${flat(0, 2)} 3 2 ${flat(0, N - 4)}`) },
+    };
+  },
   ExporterDown: ({ n, L, t }) => {
     const at = t.exporterDown + 60;
     const N = at / 15 + 2;

@@ -10,7 +10,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { ChildProcess, execFileSync } from "node:child_process";
 import * as yaml from "js-yaml";
-import { NODE_FILES, PORTS, PROFILE_NAMES, RenderedNode, Topology, readEnvFile, serverPaths, writtenFiles } from "../../core";
+import { NODE_FILES, PGBOUNCER_LIMIT_NOFILE, PORTS, PROFILE_NAMES, RenderedNode, Topology, USERS, readEnvFile, serverPaths, writtenFiles } from "../../core";
 import { ensureImage, imageUser } from "../../local/image";
 import { renderStack } from "../support/fixtures";
 import { mapLimit, run, start, stop, waitFor } from "../support/proc";
@@ -113,6 +113,71 @@ function exporterCheck(
   };
 }
 
+/**
+ * PgBouncer on a rendered pgbouncer.ini and userlist (copies in scratch space, the ini's auth_file
+ * pointed at the copy), run as postgres with the unit's descriptor limit, in the node's namespace.
+ * It passes when PgBouncer starts without a warning, listens on the node's private address, and
+ * lets the exporter's role read the admin console with the exporter's password: proof of the
+ * userlist and of stats_users; `during` (the exporter's check) runs while it listens. PostgreSQL
+ * does not run here; nothing below needs it. One PgBouncer at a time per namespace (one port).
+ */
+const pgbouncerTurns = new Map<string, Promise<unknown>>();
+function pgbouncerCheck(
+  ns: string,
+  ini: string,
+  userlist: string,
+  exporterEnv: string,
+  scratch: string,
+  during?: () => Promise<{ ok: boolean; detail: string }>,
+): Promise<{ ok: boolean; detail: string }> {
+  const turn = (pgbouncerTurns.get(ns) ?? Promise.resolve()).then(() => runPgbouncer(ns, ini, userlist, exporterEnv, scratch, during));
+  pgbouncerTurns.set(ns, turn.catch(() => undefined));
+  return turn;
+}
+async function runPgbouncer(
+  ns: string,
+  ini: string,
+  userlist: string,
+  exporterEnv: string,
+  scratch: string,
+  during?: () => Promise<{ ok: boolean; detail: string }>,
+) {
+  fs.chmodSync(scratch, 0o755);
+  const iniCopy = path.join(scratch, "pgbouncer.ini");
+  const listCopy = path.join(scratch, "userlist.txt");
+  fs.copyFileSync(userlist, listCopy);
+  fs.writeFileSync(iniCopy, fs.readFileSync(ini, "utf8").replace(/^auth_file = .*$/m, `auth_file = ${inside(listCopy)}`));
+  for (const f of [iniCopy, listCopy]) fs.chmodSync(f, 0o644);
+  const text = fs.readFileSync(iniCopy, "utf8");
+  const address = /^listen_addr = ([^,\s]+)/m.exec(text)?.[1] ?? "";
+  const port = /^listen_port = (\d+)/m.exec(text)?.[1] ?? "";
+  const password = readEnvFile(fs.readFileSync(exporterEnv, "utf8")).PGPASSWORD;
+  const limit = `ulimit -n ${PGBOUNCER_LIMIT_NOFILE}`;
+  const proc = start(inImage(ns, ["sh", "-c", `${limit} && exec runuser -u postgres -- sh -c '${limit} && exec pgbouncer "$0"' "$0"`, inside(iniCopy)]));
+  try {
+    const console = await waitFor(
+      `pgbouncer on ${address}:${port}`,
+      async () => {
+        if (proc.exitCode !== null || proc.signalCode !== null) return `EXITED (${proc.exitCode ?? proc.signalCode})`;
+        const r = await run(inImage(ns, ["env", `PGPASSWORD=${password}`, "psql", "-h", address, "-p", port, "-U", USERS.monitoring, "-d", "pgbouncer", "-Atc", "SHOW CONFIG"]), {
+          timeoutMs: 5000,
+        });
+        return r.code === 0 ? r.stdout : /authentication failed|not allowed|no such user/.test(r.stderr) ? `REFUSED: ${r.stderr}` : undefined;
+      },
+      10_000,
+      250,
+    ).catch((e: Error) => `FAILED: ${e.message}`);
+    const also = during && /^pool_mode\|/m.test(console) ? await during() : { ok: true, detail: "" };
+    const log = proc.output();
+    return {
+      ok: /^pool_mode\|/m.test(console) && !/WARNING|ERROR|FATAL/.test(log) && also.ok,
+      detail: `${console.slice(0, 300)}\n${log}\n${also.detail}`,
+    };
+  } finally {
+    await stop(proc);
+  }
+}
+
 /** One check per file: each passes on a good file and fails on a broken one (see the controls below). */
 const CHECKS: Record<(typeof NODE_FILES)[number], Check> = {
   "haproxy.cfg": async (ns, file) => {
@@ -179,6 +244,20 @@ const CHECKS: Record<(typeof NODE_FILES)[number], Check> = {
     fs.writeFileSync(passwords, "{}");
     return { REDIS_PASSWORD_FILE: inside(passwords) };
   }),
+  "pgbouncer.ini": (ns, file, scratch) =>
+    pgbouncerCheck(ns, file, sibling(file, "pgbouncer-userlist.txt"), sibling(file, "pgbouncer-exporter.env"), scratch),
+  "pgbouncer-userlist.txt": (ns, file, scratch) =>
+    pgbouncerCheck(ns, sibling(file, "pgbouncer.ini"), file, sibling(file, "pgbouncer-exporter.env"), scratch),
+  // The exporter exits when PgBouncer does not answer at its start: checked against the node's
+  // PgBouncer, it must read the admin console (pgbouncer_up 1).
+  "pgbouncer-exporter.env": (ns, file, scratch) =>
+    pgbouncerCheck(ns, sibling(file, "pgbouncer.ini"), sibling(file, "pgbouncer-userlist.txt"), file, scratch, () =>
+      exporterCheck("prometheus-pgbouncer-exporter", (env) => env.ARGS.replace(/^.*--web\.listen-address=(\S+).*$/, "$1"), /^pgbouncer_up 1$/m)(
+        ns,
+        file,
+        scratch,
+      ),
+    ),
   // The Redis exporter loads the file at start and refuses to run on one it cannot read.
   "redis-exporter-passwords.json": async (ns, file, scratch) => {
     const env = path.join(scratch, "redis-exporter.env");
@@ -187,7 +266,22 @@ const CHECKS: Record<(typeof NODE_FILES)[number], Check> = {
   },
 };
 
-const PROFILE_INDEPENDENT: readonly string[] = ["node-exporter.env", "postgres-exporter.env", "redis-exporter.env", "redis-exporter-passwords.json", "redis-users.acl"];
+const PROFILE_INDEPENDENT: readonly string[] = [
+  "node-exporter.env",
+  "postgres-exporter.env",
+  "redis-exporter.env",
+  "redis-exporter-passwords.json",
+  "redis-users.acl",
+  "pgbouncer.ini",
+  "pgbouncer-userlist.txt",
+  "pgbouncer-exporter.env",
+];
+
+/** A file rendered for the same node (the broken copies of the controls sit beside no other file). */
+function sibling(file: string, name: string): string {
+  const beside = path.join(path.dirname(file), name);
+  return fs.existsSync(beside) ? beside : path.join(work, "3", "norm", "madbase-prod-2", name);
+}
 
 interface NodeRun {
   id: string;
@@ -293,6 +387,9 @@ describe.each([1, 3, 5])("rendered files for %i node(s)", (nodeCount) => {
       ["postgres-exporter.env", (t) => t.replace("--web.listen-address=", "--web.listen-adress=")],
       ["redis-exporter.env", (t) => t.replace(/^REDIS_EXPORTER_WEB_LISTEN_ADDRESS='[^']*'/m, "REDIS_EXPORTER_WEB_LISTEN_ADDRESS='10.42.1.10:9121'")],
       ["redis-exporter-passwords.json", (t) => t.replace(/ }\s*$/, "\n")],
+      ["pgbouncer.ini", (t) => t.replace(/^pool_mode = .*$/m, "pool_mode = statement-ish")],
+      ["pgbouncer-userlist.txt", (t) => t.replace(/^"monitor" "/m, '"monitor" "x')],
+      ["pgbouncer-exporter.env", (t) => t.replace("--web.listen-address=", "--web.listen-adress=")],
     ])("the %s check catches a broken file", async (file, breakIt) => {
       const node = topology.nodes[1].name;
       const broken = path.join(work, `broken-${file}`);

@@ -110,6 +110,7 @@ test("every target of the rendered prometheus.yml answers as Prometheus scrapes 
   expect(value("redis", "redis_up")).toEqual([1, 1, 1]);
   expect(value("sentinel", "redis_sentinel_masters")).toEqual([1, 1, 1]);
   expect(value("patroni", "patroni_primary").sort()).toEqual([0, 0, 1]);
+  expect(value("pgbouncer", "pgbouncer_up")).toEqual([1, 1, 1]);
 }, 90_000);
 
 test("HAProxy's /metrics and stats page refuse a request without the stats login", async () => {
@@ -204,14 +205,15 @@ test("a real Prometheus with the rendered prometheus.yml scrapes every target an
 
 test("status --json reports each node's exporters, the leader's connections against the plan and Redis memory", () => {
   const r = cli(["status", "--json"], { loc });
-  expect(r.code).toBe(0);
   const out = JSON.parse(r.stdout);
+  expect([r.code, out.problems]).toEqual([0, []]);
   for (const n of out.nodes) {
-    expect(n.exporters).toEqual({ node: "up", postgres: "up", redis: "up" });
+    expect(n.exporters).toEqual({ node: "up", postgres: "up", redis: "up", pgbouncer: "up" });
     expect(n.timeline).toBeGreaterThanOrEqual(1);
     // The exporters' PIDs are their units' MainPIDs inside the node (systemd's view), as for every daemon.
-    for (const p of ["node_exporter", "postgres_exporter", "redis_exporter"]) expect([n.name, p, n.pids[p]]).toEqual([n.name, p, expect.any(Number)]);
-    for (const p of ["node_exporter", "postgres_exporter", "redis_exporter"]) expect(n.pids[p]).toBeGreaterThan(1);
+    const exporters = ["node_exporter", "postgres_exporter", "redis_exporter", "pgbouncer_exporter"];
+    for (const p of exporters) expect([n.name, p, n.pids[p]]).toEqual([n.name, p, expect.any(Number)]);
+    for (const p of exporters) expect(n.pids[p]).toBeGreaterThan(1);
   }
   expect(out.postgresConnections.max).toBe(getPlan("cx31").maxConnections);
   expect(out.postgresConnections.used).toBeGreaterThan(0);
@@ -220,6 +222,6 @@ test("status --json reports each node's exporters, the leader's connections agai
   // No secret of the monitoring role or of the exporters in what status prints.
   expect(r.stdout).not.toContain(secrets.monitoring);
   const text = cli(["status"], { loc });
-  expect(text.stdout).toMatch(/^metrics: 3\/3 nodes export node\/postgres\/redis metrics/m);
+  expect(text.stdout).toMatch(/^metrics: 3\/3 nodes export node\/postgres\/redis\/pgbouncer metrics/m);
   expect(text.stdout).toMatch(/^postgres: leader madbase-prod-\d \(timeline \d+\), sync standby madbase-prod-\d, connections \d+\/200/m);
 });

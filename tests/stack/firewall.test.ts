@@ -7,7 +7,7 @@ import { ENTRY_PORTS, SERVICE_PORTS, isWholeInternet, nodeFirewallRules, normali
 import { ProgramRun, T, ofType, runProgram, stackFileConfig } from "./harness";
 
 /** Every port a daemon of the cluster listens on (the issue's list). */
-const ISSUE_SERVICE_PORTS = [5432, 5433, 5434, 6379, 6380, 2379, 2380, 8008, 26379, 7000, 9100, 9187, 9121];
+const ISSUE_SERVICE_PORTS = [5432, 5433, 5434, 5435, 6432, 6379, 6380, 2379, 2380, 8008, 26379, 7000, 9100, 9187, 9121, 9127];
 const WORLD = ["0.0.0.0/0", "::/0"];
 
 interface Rule {

@@ -23,6 +23,7 @@ export function renderStack(opts: {
   profile?: ProfileName;
   plan?: string;
   synchronousMode?: boolean;
+  poolMode?: string;
   secrets?: ClusterSecrets;
   pathsFor?: (node: NodeSpec) => NodePaths;
 }): { topology: Topology; secrets: ClusterSecrets; files: ReturnType<typeof renderCluster> } {
@@ -31,6 +32,7 @@ export function renderStack(opts: {
     failoverProfile: opts.profile ?? "norm",
     plan: opts.plan ?? "cx31",
     synchronousMode: opts.synchronousMode ?? true,
+    ...(opts.poolMode ? { poolMode: opts.poolMode } : {}),
   });
   const { topology, options } = describeCluster(settings);
   const secrets = opts.secrets ?? randomSecrets();
