@@ -29,7 +29,11 @@ import { machineProcesses } from "../local/processes";
 import { nodeVersions } from "../local/versions";
 import { AckWriter } from "../local/writer";
 
-const LOC: Location & { subnetCidr: string } = { root: path.join(os.tmpdir(), "madbase-bench"), networkId: "bench", subnetCidr: "10.42.200.0/24" };
+const LOC: Location & { subnetCidr: string } = {
+  root: path.join(os.tmpdir(), "madbase-bench"),
+  networkId: "bench",
+  subnetCidr: "10.42.200.0/24",
+};
 // The issue's targets. Patroni 4's 20 s minimum ttl bounds every PostgreSQL failover after a power
 // cut from below, so the fast targets are out of reach by tuning (README: Failover profiles).
 const TARGETS = { fastMedian: 8, fastMax: 12, norm: 20, redis: 5, coldStart: 45 };
@@ -91,7 +95,14 @@ async function pgFailover(): Promise<number> {
   const leader = await leaderOf();
   const leaderIp = findNode(state, leader).address;
   const entry = state.nodes.find((n) => n.name !== leader)!;
-  const writer = new AckWriter({ host: entry.address, port: PORTS.postgresPrimary, password: secrets.app, firstId: Date.now(), intervalMs: 10, retryMs: 50 }).start();
+  const writer = new AckWriter({
+    host: entry.address,
+    port: PORTS.postgresPrimary,
+    password: secrets.app,
+    firstId: Date.now(),
+    intervalMs: 10,
+    retryMs: 50,
+  }).start();
   try {
     await writer.waitForAcks(10, 30_000);
     const killedAt = Date.now();
@@ -115,7 +126,17 @@ async function pgFailover(): Promise<number> {
 
 /** One SET per fresh connection through `host:port`; true when acknowledged. */
 async function redisSet(host: string, port: number, password: string): Promise<boolean> {
-  const client = new Redis({ host, port, username: REDIS_USERS.app, password, lazyConnect: true, connectTimeout: 500, commandTimeout: 500, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  const client = new Redis({
+    host,
+    port,
+    username: REDIS_USERS.app,
+    password,
+    lazyConnect: true,
+    connectTimeout: 500,
+    commandTimeout: 500,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
   client.on("error", () => undefined);
   try {
     await client.connect();
@@ -150,7 +171,12 @@ async function redisFailover(): Promise<number> {
 }
 
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): string {
-  return execFileSync(cmd, args, { encoding: "utf8", env: { ...process.env, ...env }, maxBuffer: 64 * 1024 * 1024, stdio: ["ignore", "pipe", "pipe"] });
+  return execFileSync(cmd, args, {
+    encoding: "utf8",
+    env: { ...process.env, ...env },
+    maxBuffer: 64 * 1024 * 1024,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
 }
 
 /** Median and 90th percentile of `rounds` sequential round trips, in µs. */
@@ -216,16 +242,23 @@ async function pooling(seconds = 15): Promise<PoolingResult> {
   assertHostLink(state);
   const leaderIp = findNode(state, await leaderOf()).address;
   const entry = state.nodes.find((n) => n.address !== leaderIp)!.address;
-  execFileSync("pgbench", ["-h", entry, "-p", String(PORTS.postgresDirect), "-U", USERS.app, "-i", "-s", "1", "-q", APP_DATABASE], {
-    env: { ...process.env, PGPASSWORD: secrets.app },
-    stdio: "ignore",
-  });
+  execFileSync(
+    "pgbench",
+    ["-h", entry, "-p", String(PORTS.postgresDirect), "-U", USERS.app, "-i", "-s", "1", "-q", APP_DATABASE],
+    {
+      env: { ...process.env, PGPASSWORD: secrets.app },
+      stdio: "ignore",
+    },
+  );
   const side = (args: string[]) => ({
     pooledTps: pgbench(entry, PORTS.postgresPrimary, secrets.app, args),
     directTps: pgbench(entry, PORTS.postgresDirect, secrets.app, args),
   });
   const connectClients = 8;
-  const connectPerTransaction = { ...side(["-C", "-S", "-c", String(connectClients), "-j", "2", "-T", String(seconds)]), clients: connectClients };
+  const connectPerTransaction = {
+    ...side(["-C", "-S", "-c", String(connectClients), "-j", "2", "-T", String(seconds)]),
+    clients: connectClients,
+  };
   const persistent = { ...side(["-S", "-c", "64", "-j", "2", "-T", String(seconds)]), clients: 64 };
   const measure = async (port: number) => {
     const client = new Client({ host: entry, port, user: USERS.app, password: secrets.app, database: APP_DATABASE });
@@ -242,7 +275,13 @@ async function pooling(seconds = 15): Promise<PoolingResult> {
     pooled.push(await measure(PORTS.postgresPrimary));
     direct.push(await measure(PORTS.postgresDirect));
   }
-  return { connectPerTransaction, persistent, roundTrip: { pooledUs: median(pooled), directUs: median(direct) }, seconds, load: os.loadavg()[0] };
+  return {
+    connectPerTransaction,
+    persistent,
+    roundTrip: { pooledUs: median(pooled), directUs: median(direct) },
+    seconds,
+    load: os.loadavg()[0],
+  };
 }
 
 function poolingLines(p: PoolingResult): string[] {
@@ -264,7 +303,14 @@ async function redisLatency(): Promise<Results["redisLatency"]> {
   const masterIp = findNode(state, h.redisMaster!).address;
   const entry = state.nodes.find((n) => n.address !== masterIp)!.address;
   const measure = async (host: string, port: number) => {
-    const client = new Redis({ host, port, username: REDIS_USERS.app, password: secrets.redis, lazyConnect: true, maxRetriesPerRequest: 0 });
+    const client = new Redis({
+      host,
+      port,
+      username: REDIS_USERS.app,
+      password: secrets.redis,
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+    });
     await client.connect();
     try {
       await client.set("bench:latency", "x");
@@ -309,7 +355,13 @@ function clusterRam(): { mib: number; pssMib: number; processes: number } {
 /** Saturates every core for `seconds` while counting leader and Redis master changes. */
 async function falseFailovers(seconds: number): Promise<Results["falseFailovers"]> {
   const { state, secrets } = current();
-  const writer = new AckWriter({ host: state.nodes[0].address, port: PORTS.postgresPrimary, password: secrets.app, firstId: Date.now(), intervalMs: 50 }).start();
+  const writer = new AckWriter({
+    host: state.nodes[0].address,
+    port: PORTS.postgresPrimary,
+    password: secrets.app,
+    firstId: Date.now(),
+    intervalMs: 50,
+  }).start();
   await writer.waitForAcks(5, 30_000);
   const before = await clusterHealth(state, secrets);
   let leader = before.leader;
@@ -319,7 +371,9 @@ async function falseFailovers(seconds: number): Promise<Results["falseFailovers"
   const failuresBefore = writer.failures;
   // Two busy loops per core, each ending by itself (and killed by PID below in any case).
   const burners = Array.from({ length: os.cpus().length * 2 }, () =>
-    spawn(process.execPath, ["-e", `const end = Date.now() + ${seconds * 1000}; while (Date.now() < end) {}`], { stdio: "ignore" }),
+    spawn(process.execPath, ["-e", `const end = Date.now() + ${seconds * 1000}; while (Date.now() < end) {}`], {
+      stdio: "ignore",
+    }),
   );
   const end = Date.now() + (seconds + 10) * 1000; // and 10 s after the load stops
   try {
@@ -338,7 +392,12 @@ async function falseFailovers(seconds: number): Promise<Results["falseFailovers"
   return { leaderChanges, redisMasterChanges, writerFailures: writer.failures - failuresBefore, seconds };
 }
 
-async function benchProfile(profile: ProfileName, kills: number, redisKills: number, results: Results): Promise<ProfileResult> {
+async function benchProfile(
+  profile: ProfileName,
+  kills: number,
+  redisKills: number,
+  results: Results,
+): Promise<ProfileResult> {
   await down(LOC);
   log(`${profile}: cold start`);
   const started = await up({ ...LOC, profile, timeoutMs: 300_000 });
@@ -354,9 +413,13 @@ async function benchProfile(profile: ProfileName, kills: number, redisKills: num
       results.processes = ram.processes;
       log(`RAM ${ram.mib.toFixed(0)} MiB RSS, ${ram.pssMib.toFixed(0)} MiB PSS in ${ram.processes} processes`);
       results.pgLatency = await pgLatency();
-      log(`PostgreSQL round trip: ${results.pgLatency!.haproxyUs.toFixed(0)} µs via 5433, ${results.pgLatency!.directUs.toFixed(0)} µs direct`);
+      log(
+        `PostgreSQL round trip: ${results.pgLatency!.haproxyUs.toFixed(0)} µs via 5433, ${results.pgLatency!.directUs.toFixed(0)} µs direct`,
+      );
       results.redisLatency = await redisLatency();
-      log(`Redis round trip: ${results.redisLatency!.haproxyUs.toFixed(0)} µs via 6379, ${results.redisLatency!.directUs.toFixed(0)} µs direct`);
+      log(
+        `Redis round trip: ${results.redisLatency!.haproxyUs.toFixed(0)} µs via 6379, ${results.redisLatency!.directUs.toFixed(0)} µs direct`,
+      );
       results.pooling = await pooling();
       log(`pooling: ${JSON.stringify(results.pooling)}`);
       results.falseFailovers = await falseFailovers(60);
@@ -424,37 +487,65 @@ function report(results: Results): string {
   const fast = results.profiles.find((p) => p.profile === "fast");
   const norm = results.profiles.find((p) => p.profile === "norm");
   if (fast) {
-    lines.push(`| fast: PostgreSQL failover median / max | ${fmt(median(fast.pgFailoverS))} s / ${fmt(Math.max(...fast.pgFailoverS))} s | ≤ ${TARGETS.fastMedian} s / ≤ ${TARGETS.fastMax} s | ${ok(median(fast.pgFailoverS) <= TARGETS.fastMedian && Math.max(...fast.pgFailoverS) <= TARGETS.fastMax)} |`);
+    lines.push(
+      `| fast: PostgreSQL failover median / max | ${fmt(median(fast.pgFailoverS))} s / ${fmt(Math.max(...fast.pgFailoverS))} s | ≤ ${TARGETS.fastMedian} s / ≤ ${TARGETS.fastMax} s | ${ok(median(fast.pgFailoverS) <= TARGETS.fastMedian && Math.max(...fast.pgFailoverS) <= TARGETS.fastMax)} |`,
+    );
   }
-  if (norm) lines.push(`| norm: PostgreSQL failover max | ${fmt(Math.max(...norm.pgFailoverS))} s | ≤ ${TARGETS.norm} s | ${ok(Math.max(...norm.pgFailoverS) <= TARGETS.norm)} |`);
+  if (norm)
+    lines.push(
+      `| norm: PostgreSQL failover max | ${fmt(Math.max(...norm.pgFailoverS))} s | ≤ ${TARGETS.norm} s | ${ok(Math.max(...norm.pgFailoverS) <= TARGETS.norm)} |`,
+    );
   for (const p of results.profiles) {
-    if (p.redisFailoverS.length) lines.push(`| ${p.profile}: Redis failover max | ${fmt(Math.max(...p.redisFailoverS))} s | ≤ ${TARGETS.redis} s | ${ok(Math.max(...p.redisFailoverS) <= TARGETS.redis)} |`);
+    if (p.redisFailoverS.length)
+      lines.push(
+        `| ${p.profile}: Redis failover max | ${fmt(Math.max(...p.redisFailoverS))} s | ≤ ${TARGETS.redis} s | ${ok(Math.max(...p.redisFailoverS) <= TARGETS.redis)} |`,
+      );
   }
   const coldMax = Math.max(...results.profiles.map((p) => p.coldStartS));
-  lines.push(`| Cold start (slowest of ${results.profiles.length}) | ${fmt(coldMax)} s | ≤ ${TARGETS.coldStart} s | ${ok(coldMax <= TARGETS.coldStart)} |`);
+  lines.push(
+    `| Cold start (slowest of ${results.profiles.length}) | ${fmt(coldMax)} s | ≤ ${TARGETS.coldStart} s | ${ok(coldMax <= TARGETS.coldStart)} |`,
+  );
   if (results.pgLatency) {
     const l = results.pgLatency;
-    lines.push(`| PostgreSQL round trip at one client (SELECT 1), median: 5433 (HAProxy, PgBouncer) / 5432 | ${l.haproxyUs.toFixed(0)} µs / ${l.directUs.toFixed(0)} µs: both hops add ${(l.haproxyUs - l.directUs).toFixed(0)} µs | - | - |`);
+    lines.push(
+      `| PostgreSQL round trip at one client (SELECT 1), median: 5433 (HAProxy, PgBouncer) / 5432 | ${l.haproxyUs.toFixed(0)} µs / ${l.directUs.toFixed(0)} µs: both hops add ${(l.haproxyUs - l.directUs).toFixed(0)} µs | - | - |`,
+    );
   }
   if (results.pooling) lines.push(...poolingLines(results.pooling));
   if (results.redisLatency) {
     const l = results.redisLatency;
-    lines.push(`| Redis round trip at one client (GET), median: 6379 / 6380 | ${l.haproxyUs.toFixed(0)} µs / ${l.directUs.toFixed(0)} µs: HAProxy adds ${(l.haproxyUs - l.directUs).toFixed(0)} µs | - | - |`);
+    lines.push(
+      `| Redis round trip at one client (GET), median: 6379 / 6380 | ${l.haproxyUs.toFixed(0)} µs / ${l.directUs.toFixed(0)} µs: HAProxy adds ${(l.haproxyUs - l.directUs).toFixed(0)} µs | - | - |`,
+    );
   }
   if (results.ramMiB !== undefined) {
-    lines.push(`| Cluster RAM, ${results.processes} processes: sum of PSS (sum of RSS) | ${fmt(results.pssMiB, 0)} MiB (${results.ramMiB.toFixed(0)} MiB) | - | - |`);
+    lines.push(
+      `| Cluster RAM, ${results.processes} processes: sum of PSS (sum of RSS) | ${fmt(results.pssMiB, 0)} MiB (${results.ramMiB.toFixed(0)} MiB) | - | - |`,
+    );
   }
   if (results.falseFailovers) {
     const f = results.falseFailovers;
-    lines.push(`| fast: false failovers, all cores saturated ${f.seconds} s (+10 s) | ${f.leaderChanges} PostgreSQL, ${f.redisMasterChanges} Redis (writer errors: ${f.writerFailures}) | 0 | ${ok(f.leaderChanges + f.redisMasterChanges === 0)} |`);
+    lines.push(
+      `| fast: false failovers, all cores saturated ${f.seconds} s (+10 s) | ${f.leaderChanges} PostgreSQL, ${f.redisMasterChanges} Redis (writer errors: ${f.writerFailures}) | 0 | ${ok(f.leaderChanges + f.redisMasterChanges === 0)} |`,
+    );
   }
-  lines.push("", "Clients (the latency loops, the writers) run on this machine and reach the nodes through its link into the nodes' subnet.", "");
+  lines.push(
+    "",
+    "Clients (the latency loops, the writers) run on this machine and reach the nodes through its link into the nodes' subnet.",
+    "",
+  );
   return lines.join("\n");
 }
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { profiles: { type: "string" }, kills: { type: "string" }, "redis-kills": { type: "string" }, out: { type: "string" }, only: { type: "string" } },
+    options: {
+      profiles: { type: "string" },
+      kills: { type: "string" },
+      "redis-kills": { type: "string" },
+      out: { type: "string" },
+      only: { type: "string" },
+    },
     strict: true,
   });
   if (values.only !== undefined) {

@@ -45,7 +45,12 @@ export class EntryPoint extends pulumi.ComponentResource {
     if (args.entry.kind === "load-balancer") {
       const lb = new hcloud.LoadBalancer(
         `${name}-lb`,
-        { name: args.loadBalancerName, loadBalancerType: LOAD_BALANCER_TYPE, location: args.location, labels: args.labels },
+        {
+          name: args.loadBalancerName,
+          loadBalancerType: LOAD_BALANCER_TYPE,
+          location: args.location,
+          labels: args.labels,
+        },
         { parent: this },
       );
       const lbId = lb.id.apply(Number);

@@ -45,7 +45,9 @@ export class NodeMembership extends pulumi.ComponentResource {
         // too); the exec strings, which the node's process list shows, carry no secret.
         create: `${REMOTE_EXEC} -- ${MEMBERSHIP_ACTIONS[0]}`,
         delete: `${REMOTE_EXEC} -- ${MEMBERSHIP_ACTIONS[1]}`,
-        stdin: pulumi.secret(pulumi.all([args.join, args.leave]).apply(([join, leave]) => membershipStdin({ join, leave }))),
+        stdin: pulumi.secret(
+          pulumi.all([args.join, args.leave]).apply(([join, leave]) => membershipStdin({ join, leave })),
+        ),
         // Replacing this command would run node-leave and node-join on a node that stays: only
         // the node's identity, which never changes for a given resource, may force it.
         triggers: [args.node.name, args.node.privateIp],

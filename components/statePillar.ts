@@ -101,14 +101,26 @@ export class StatePillar extends pulumi.ComponentResource {
       { parent: this },
     );
 
-    this.firewall = new NodeFirewall(`${name}-firewall`, { firewallName: `${baseName}-nodes`, rules: args.plan.firewallRules, labels }, { parent: this });
+    this.firewall = new NodeFirewall(
+      `${name}-firewall`,
+      { firewallName: `${baseName}-nodes`, rules: args.plan.firewallRules, labels },
+      { parent: this },
+    );
 
     // A spread group puts each node on a different physical host, so one host failure costs one
     // node. Its inputs do not depend on the node count (Hetzner allows up to 10 servers in one).
-    const placementGroup = new hcloud.PlacementGroup(`${name}-spread`, { name: `${baseName}-spread`, type: "spread", labels }, { parent: this });
+    const placementGroup = new hcloud.PlacementGroup(
+      `${name}-spread`,
+      { name: `${baseName}-spread`, type: "spread", labels },
+      { parent: this },
+    );
     const placementGroupId = placementGroup.id.apply(Number);
 
-    const sshKeys = new SshKeys(`${name}-ssh`, { baseName, publicKeys: settings.sshPublicKeys, labels }, { parent: this });
+    const sshKeys = new SshKeys(
+      `${name}-ssh`,
+      { baseName, publicKeys: settings.sshPublicKeys, labels },
+      { parent: this },
+    );
 
     // The backups' bucket, declared (and kept when the stack is destroyed) or an existing one.
     this.backup = new BackupBucket(
@@ -125,7 +137,11 @@ export class StatePillar extends pulumi.ComponentResource {
       { parent: this },
     );
 
-    this.secrets = new ClusterSecrets(`${name}-secrets`, { backupCredentials: args.backupCredentials, backupBucket: settings.backupBucket, protect }, { parent: this });
+    this.secrets = new ClusterSecrets(
+      `${name}-secrets`,
+      { backupCredentials: args.backupCredentials, backupBucket: settings.backupBucket, protect },
+      { parent: this },
+    );
 
     this.nodes = topology.nodes.map((node) => {
       // Node i's cloud-init is rendered from the cluster as it is now. It is used once, when the
@@ -133,7 +149,10 @@ export class StatePillar extends pulumi.ComponentResource {
       // template), so this value may change with the count without touching a running node.
       const userData = pulumi.secret(
         this.secrets.values.apply((secrets) =>
-          checkUserDataSize(node, renderNode({ topology, node, options, secrets, paths: serverPaths() })["user-data.yaml"]),
+          checkUserDataSize(
+            node,
+            renderNode({ topology, node, options, secrets, paths: serverPaths() })["user-data.yaml"],
+          ),
         ),
       );
       return new DatabaseNode(
@@ -175,9 +194,19 @@ export class StatePillar extends pulumi.ComponentResource {
     const host = this.entryPoint.host;
     const pw = this.secrets.passwords;
     const enc = encodeURIComponent;
-    this.databaseUrl = pulumi.secret(pw.app.result.apply((p) => `postgresql://${USERS.app}:${enc(p)}@${host}:${PORTS.postgresPrimary}/${APP_DATABASE}`));
-    this.databaseDirectUrl = pulumi.secret(pw.app.result.apply((p) => `postgresql://${USERS.app}:${enc(p)}@${host}:${PORTS.postgresDirect}/${APP_DATABASE}`));
-    this.databaseReadUrl = pulumi.secret(pw.app.result.apply((p) => `postgresql://${USERS.app}:${enc(p)}@${host}:${PORTS.postgresReplicas}/${APP_DATABASE}`));
+    this.databaseUrl = pulumi.secret(
+      pw.app.result.apply(
+        (p) => `postgresql://${USERS.app}:${enc(p)}@${host}:${PORTS.postgresPrimary}/${APP_DATABASE}`,
+      ),
+    );
+    this.databaseDirectUrl = pulumi.secret(
+      pw.app.result.apply((p) => `postgresql://${USERS.app}:${enc(p)}@${host}:${PORTS.postgresDirect}/${APP_DATABASE}`),
+    );
+    this.databaseReadUrl = pulumi.secret(
+      pw.app.result.apply(
+        (p) => `postgresql://${USERS.app}:${enc(p)}@${host}:${PORTS.postgresReplicas}/${APP_DATABASE}`,
+      ),
+    );
     this.redisUrl = pulumi.secret(pw.redis.result.apply((p) => redisUrl(p, host)));
     this.haproxyStatsPassword = pulumi.secret(pw.haproxyStats.result);
 
@@ -201,10 +230,19 @@ export class StatePillar extends pulumi.ComponentResource {
    * that already has it. Refreshes, too, run from the last node to node 0 (refreshOrder). Pulumi deletes last, so removed nodes leave after the nodes that stay
    * are refreshed.
    */
-  private declareMembership(plan: StackPlan, privateKey: pulumi.Input<string>, protect: boolean, hcloudToken?: pulumi.Input<string>): void {
+  private declareMembership(
+    plan: StackPlan,
+    privateKey: pulumi.Input<string>,
+    protect: boolean,
+    hcloudToken?: pulumi.Input<string>,
+  ): void {
     const { topology, options } = plan;
     const command = (scripts: (ctx: ScriptContext) => { name: string; text: string }[]) =>
-      pulumi.secret(this.secrets.values.apply((secrets) => remoteCommand(scripts({ options, secrets, paths: () => serverPaths(), control: () => systemdControl() }))));
+      pulumi.secret(
+        this.secrets.values.apply((secrets) =>
+          remoteCommand(scripts({ options, secrets, paths: () => serverPaths(), control: () => systemdControl() })),
+        ),
+      );
     let previous: pulumi.Resource | undefined;
     topology.nodes.forEach((node, i) => {
       const membership = new NodeMembership(
@@ -239,7 +277,9 @@ export class StatePillar extends pulumi.ComponentResource {
           host: this.nodes[i].publicIpv4,
           privateKey,
           hcloudToken,
-          drain: command((ctx) => [{ name: "node-drain", text: drainScript(topology, node, ctx, { prefer: topology.nodes.slice(i + 1) }) }]),
+          drain: command((ctx) => [
+            { name: "node-drain", text: drainScript(topology, node, ctx, { prefer: topology.nodes.slice(i + 1) }) },
+          ]),
           settle: command((ctx) => [{ name: "node-settle", text: settleScript(topology, node, ctx) }]),
           after: [this.nodes[i].server, ...chain],
         },
@@ -256,11 +296,22 @@ export class StatePillar extends pulumi.ComponentResource {
       const i = node.index;
       const script = command((ctx) => [
         ...(k === 0 ? [{ name: "leadership-handoff", text: handoffScript(topology, node, ctx) }] : []),
-        { name: "config-refresh", text: refreshScript(topology, node, { ...ctx, authorizedKeys: authorizedKeys(plan) }) },
+        {
+          name: "config-refresh",
+          text: refreshScript(topology, node, { ...ctx, authorizedKeys: authorizedKeys(plan) }),
+        },
       ]);
       const refresh = new ConfigRefresh(
         `${node.name}-config`,
-        { node, server: this.nodes[i].server, host: this.nodes[i].publicIpv4, privateKey, script, digest: script.apply(scriptDigest), after },
+        {
+          node,
+          server: this.nodes[i].server,
+          host: this.nodes[i].publicIpv4,
+          privateKey,
+          script,
+          digest: script.apply(scriptDigest),
+          after,
+        },
         { parent: this },
       );
       after = [refresh.command];

@@ -389,7 +389,9 @@ export function alertRules(topology: Topology, options: ClusterOptions, opts: Al
   });
 
   // ---- HAProxy
-  const backends = ha ? "postgres_primary|postgres_direct|postgres_replicas|redis_master" : "postgres_primary|postgres_direct|redis_master";
+  const backends = ha
+    ? "postgres_primary|postgres_direct|postgres_replicas|redis_master"
+    : "postgres_primary|postgres_direct|redis_master";
   add({
     alert: "HaproxyBackendWithoutServer",
     group: "haproxy",
@@ -448,7 +450,10 @@ export interface ArchivingDecision {
  * nothing and every `pulumi up` says so. A protected stack (protectNodes: prod) refuses to start
  * without keys. The local runner never asks: it always has a repository (a directory or a test S3 store).
  */
-export function archivingDecision(settings: Pick<StackSettings, "stack" | "protectNodes" | "backupBucket">, hasKeys: boolean): ArchivingDecision {
+export function archivingDecision(
+  settings: Pick<StackSettings, "stack" | "protectNodes" | "backupBucket">,
+  hasKeys: boolean,
+): ArchivingDecision {
   if (hasKeys) return { archiving: true, warnings: [] };
   if (settings.protectNodes) {
     throw new ConfigError(

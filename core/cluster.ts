@@ -7,7 +7,11 @@ import { Topology, buildTopology } from "./topology";
 
 /** The topology and cluster-wide options a validated stack config describes. */
 export function describeCluster(settings: StackSettings): { topology: Topology; options: ClusterOptions } {
-  const topology = buildTopology({ stack: settings.stack, nodeCount: settings.nodeCount, subnetCidr: settings.subnetCidr });
+  const topology = buildTopology({
+    stack: settings.stack,
+    nodeCount: settings.nodeCount,
+    subnetCidr: settings.subnetCidr,
+  });
   const options: ClusterOptions = {
     plan: getPlan(settings.plan),
     profile: getProfile(settings.failoverProfile),

@@ -56,7 +56,11 @@ export function poolSize(maxConnections: number): number {
   const reserved = Object.values(RESERVED_CONNECTIONS).reduce((a, b) => a + b, 0);
   const size = maxConnections - reserved - Math.ceil(maxConnections * DIRECT_SESSION_SHARE);
   if (!Number.isInteger(maxConnections) || size < 10) {
-    throw new ConfigError("max_connections", maxConnections, `use at least ${Math.ceil((reserved + 10) / (1 - DIRECT_SESSION_SHARE))} so PgBouncer keeps a pool of 10`);
+    throw new ConfigError(
+      "max_connections",
+      maxConnections,
+      `use at least ${Math.ceil((reserved + 10) / (1 - DIRECT_SESSION_SHARE))} so PgBouncer keeps a pool of 10`,
+    );
   }
   return size;
 }

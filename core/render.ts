@@ -175,7 +175,10 @@ function roleSql(name: string, options: string, inRole?: string): string {
  * database, once at the cluster's creation and by config-refresh on the leader. Idempotent.
  */
 export function poolerSetupSql(secrets: ClusterSecrets): string {
-  const role = roleSql(USERS.pgbouncerAuth, `LOGIN CONNECTION LIMIT ${AUTH_ROLE_CONNECTION_LIMIT} PASSWORD '${secrets.pgbouncerAuth}'`);
+  const role = roleSql(
+    USERS.pgbouncerAuth,
+    `LOGIN CONNECTION LIMIT ${AUTH_ROLE_CONNECTION_LIMIT} PASSWORD '${secrets.pgbouncerAuth}'`,
+  );
   return [role, `\\connect ${AUTH_DATABASE}`, poolerAuthSql()].join("\n") + "\n";
 }
 
@@ -250,16 +253,28 @@ export function refreshedFiles(input: NodeRenderInput, files: RenderedNode): Ref
     // PgBouncer rereads both on SIGHUP: clients and server connections stay.
     own("pgbouncer.ini", "svc reload pgbouncer"),
     own("pgbouncer-userlist.txt", "svc reload pgbouncer"),
-    ...(Object.keys(EXPORTER_SERVICES) as (keyof typeof FILE_OWNERSHIP)[]).map((name) => own(name, `svc try-restart ${EXPORTER_SERVICES[name]}`)),
+    ...(Object.keys(EXPORTER_SERVICES) as (keyof typeof FILE_OWNERSHIP)[]).map((name) =>
+      own(name, `svc try-restart ${EXPORTER_SERVICES[name]}`),
+    ),
     ...Object.values(backup),
     // A changed schedule counts once systemd reloaded the units and the timer restarted.
     ...renderBackupUnits(input).map((u) => ({
       ...u,
-      after: u.path.endsWith(".timer") ? `svc daemon-reload units && svc try-restart ${path.posix.basename(u.path)}` : "svc daemon-reload units",
+      after: u.path.endsWith(".timer")
+        ? `svc daemon-reload units && svc try-restart ${path.posix.basename(u.path)}`
+        : "svc daemon-reload units",
     })),
-    ...nodeScripts(input.paths).filter((f) => !f.path.endsWith(FIRST_BOOT_SCRIPT)).map((f) => ({ ...f, owner: "root:root", mode: "0755" })),
+    ...nodeScripts(input.paths)
+      .filter((f) => !f.path.endsWith(FIRST_BOOT_SCRIPT))
+      .map((f) => ({ ...f, owner: "root:root", mode: "0755" })),
     // A node booted before the guard existed gets it too, loaded at once and at every boot.
-    { path: NFTABLES_CONF, owner: "root:root", mode: "0644", content: renderNftables(), after: "svc start nftables && svc reload nftables" },
+    {
+      path: NFTABLES_CONF,
+      owner: "root:root",
+      mode: "0644",
+      content: renderNftables(),
+      after: "svc start nftables && svc reload nftables",
+    },
   ];
 }
 
@@ -294,7 +309,12 @@ function bundledFiles(input: NodeRenderInput, files: RenderedNode): BundledFile[
       ...own,
       content: files[name as NodeFile],
     })),
-    { path: input.paths.postBootstrapSql, owner: "postgres:postgres", mode: "0600", content: postBootstrapSql(input.secrets) },
+    {
+      path: input.paths.postBootstrapSql,
+      owner: "postgres:postgres",
+      mode: "0600",
+      content: postBootstrapSql(input.secrets),
+    },
     // After the packages, so a package's own default never replaces it.
     { path: NFTABLES_CONF, owner: "root:root", mode: "0644", content: renderNftables() },
   ];

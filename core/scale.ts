@@ -25,12 +25,26 @@ import { NodePaths, serverPaths } from "./paths";
 import { dynamicConfig, STANDBY_MINIMUM_PARAMETERS } from "./patroni";
 import { AUTH_DATABASE, AUTH_FUNCTION } from "./pooler";
 import type { ClusterOptions } from "./model";
-import { nodeMemoryMb, poolerSetupSql, redisMaxMemoryMb, redisMinReplicasToWrite, refreshedFiles, renderNode } from "./render";
+import {
+  nodeMemoryMb,
+  poolerSetupSql,
+  redisMaxMemoryMb,
+  redisMinReplicasToWrite,
+  refreshedFiles,
+  renderNode,
+} from "./render";
 import { plainScript, renderScript, template } from "./templates";
 import { ClusterSecrets, REDIS_USERS, USERS } from "./secrets";
 import { NodeSpec, PORTS, Topology, possibleNodeAddresses } from "./topology";
 
-export const SCALE_SCRIPTS = ["node-join", "leadership-handoff", "config-refresh", "node-leave", "node-drain", "node-settle"] as const;
+export const SCALE_SCRIPTS = [
+  "node-join",
+  "leadership-handoff",
+  "config-refresh",
+  "node-leave",
+  "node-drain",
+  "node-settle",
+] as const;
 export type ScaleScript = (typeof SCALE_SCRIPTS)[number];
 
 /** The daemons scripts start and stop through `svc`. */
@@ -67,13 +81,21 @@ export function systemdControl(): string {
 const SHELL_SAFE = /^[A-Za-z0-9 ._~/:,=@+-]*$/;
 
 function shellSafe(field: string, value: string): string {
-  if (!SHELL_SAFE.test(value)) throw new ConfigError(field, value, "use letters, digits, spaces and . _ ~ / : , = @ + - only (it is written into shell scripts)");
+  if (!SHELL_SAFE.test(value))
+    throw new ConfigError(
+      field,
+      value,
+      "use letters, digits, spaces and . _ ~ / : , = @ + - only (it is written into shell scripts)",
+    );
   return value;
 }
 
 function libModel(script: ScaleScript, purpose: string, topology: Topology, node: NodeSpec, ctx: ScriptContext) {
   const paths = ctx.paths(node);
-  const runtime = ctx.runtimeFiles?.(node) ?? { redisConf: paths.config["redis.conf"], sentinelConf: paths.config["sentinel.conf"] };
+  const runtime = ctx.runtimeFiles?.(node) ?? {
+    redisConf: paths.config["redis.conf"],
+    sentinelConf: paths.config["sentinel.conf"],
+  };
   const files = {
     etcdEnv: paths.config["etcd.conf"],
     etcdData: paths.etcdDataDir,
@@ -100,10 +122,22 @@ function libModel(script: ScaleScript, purpose: string, topology: Topology, node
   };
 }
 
-function render(script: ScaleScript, purpose: string, topology: Topology, node: NodeSpec, ctx: ScriptContext, extra: Record<string, unknown> = {}): string {
+function render(
+  script: ScaleScript,
+  purpose: string,
+  topology: Topology,
+  node: NodeSpec,
+  ctx: ScriptContext,
+  extra: Record<string, unknown> = {},
+): string {
   const model = { ...libModel(script, purpose, topology, node, ctx), ...extra };
   // The rendered values, the library (a real .sh file), the driver's `svc`, then the script.
-  return [template("scripts/scale-values.sh")(model), plainScript("scale-lib.sh"), model.control, renderScript(script, model)].join("\n");
+  return [
+    template("scripts/scale-values.sh")(model),
+    plainScript("scale-lib.sh"),
+    model.control,
+    renderScript(script, model),
+  ].join("\n");
 }
 
 /** The node's files as the topology renders them (for config-refresh). */
@@ -129,7 +163,14 @@ export function leaveScript(topology: Topology, node: NodeSpec, ctx: ScriptConte
 
 /** Runs on a node of `to` before a shrink: moves leadership off the nodes that leave. */
 export function handoffScript(to: Topology, node: NodeSpec, ctx: ScriptContext): string {
-  return render("leadership-handoff", "moves the PostgreSQL leader and the Redis master to nodes that stay", to, node, ctx, { staying: to.nodes });
+  return render(
+    "leadership-handoff",
+    "moves the PostgreSQL leader and the Redis master to nodes that stay",
+    to,
+    node,
+    ctx,
+    { staying: to.nodes },
+  );
 }
 
 function singleQuotable(what: string, text: string): string {
@@ -150,8 +191,15 @@ export function refreshOrder(topology: Topology): NodeSpec[] {
  * Runs on a node before it goes down as a whole (a resize): the PostgreSQL leader and the Redis
  * master move off it, to one of `prefer` (nodes already done) when one can take them.
  */
-export function drainScript(topology: Topology, node: NodeSpec, ctx: ScriptContext, opts: { prefer?: NodeSpec[] } = {}): string {
-  return render("node-drain", "moves leadership off this node before it goes down", topology, node, ctx, { preferred: opts.prefer ?? [] });
+export function drainScript(
+  topology: Topology,
+  node: NodeSpec,
+  ctx: ScriptContext,
+  opts: { prefer?: NodeSpec[] } = {},
+): string {
+  return render("node-drain", "moves leadership off this node before it goes down", topology, node, ctx, {
+    preferred: opts.prefer ?? [],
+  });
 }
 
 /** Runs on a node once it is back (a resize, a reboot): waits until it is a full member again. */
@@ -186,7 +234,10 @@ export function refreshScript(to: Topology, node: NodeSpec, ctx: ScriptContext):
     dynamicConfig: singleQuotable("Patroni's dynamic configuration", JSON.stringify(dynamicConfig(ctx.options))),
     standbyMinimum: STANDBY_MINIMUM_PARAMETERS.join(" "),
     // The nodes refreshed before this one: where its leadership goes when it must restart.
-    preferred: order.slice(0, order.findIndex((n) => n.name === node.name)),
+    preferred: order.slice(
+      0,
+      order.findIndex((n) => n.name === node.name),
+    ),
     minReplicasToWrite: redisMinReplicasToWrite(to),
     redisMaxMemoryBytes: redisMaxMemoryMb(nodeMemoryMb(ctx.options)) * 1024 * 1024,
     quorum: to.quorum,
@@ -208,7 +259,7 @@ export function refreshScript(to: Topology, node: NodeSpec, ctx: ScriptContext):
  * under /run (they carry secrets) and are gone when the command ends.
  */
 export function remoteCommand(scripts: { name: string; text: string }[]): string {
-  const lines = ["set -eu", 'dir=$(mktemp -d /run/madbase-scale.XXXXXX)', 'trap \'rm -rf "$dir"\' EXIT'];
+  const lines = ["set -eu", "dir=$(mktemp -d /run/madbase-scale.XXXXXX)", "trap 'rm -rf \"$dir\"' EXIT"];
   scripts.forEach(({ name, text }, i) => {
     const delimiter = "MADBASE_SCRIPT_END";
     if (text.split("\n").includes(delimiter)) throw new Error(`${name} contains the line ${delimiter}`);
@@ -240,7 +291,12 @@ export function membershipStdin(commands: Record<(typeof MEMBERSHIP_ACTIONS)[num
     const delimiter = `MADBASE_${action.toUpperCase()}_END`;
     const text = commands[action];
     if (text.split("\n").includes(delimiter)) throw new Error(`the ${action} command contains the line ${delimiter}`);
-    lines.push(`${action}) exec bash -s <<'${delimiter}'`, text.endsWith("\n") ? text.slice(0, -1) : text, delimiter, ";;");
+    lines.push(
+      `${action}) exec bash -s <<'${delimiter}'`,
+      text.endsWith("\n") ? text.slice(0, -1) : text,
+      delimiter,
+      ";;",
+    );
   }
   lines.push(`*) echo "usage: ${REMOTE_EXEC} -- ${MEMBERSHIP_ACTIONS.join("|")}" >&2; exit 2 ;;`, "esac");
   return lines.join("\n") + "\n";
@@ -277,7 +333,11 @@ export interface ScaleRules {
 /** Refuses a count the stack must not go to; see `planScale`. */
 export function checkScale(from: Topology, to: Topology, rules: ScaleRules = {}): void {
   if (from.clusterName !== to.clusterName || from.subnetCidr !== to.subnetCidr) {
-    throw new ConfigError("topology", `${to.clusterName} ${to.subnetCidr}`, `scale the same cluster: ${from.clusterName} in ${from.subnetCidr}`);
+    throw new ConfigError(
+      "topology",
+      `${to.clusterName} ${to.subnetCidr}`,
+      `scale the same cluster: ${from.clusterName} in ${from.subnetCidr}`,
+    );
   }
   if (rules.requireHa && to.nodeCount < 3) {
     throw new ConfigError(
@@ -301,7 +361,10 @@ export function checkScale(from: Topology, to: Topology, rules: ScaleRules = {})
 export function planScale(from: Topology, to: Topology, ctx: ScriptContext, rules: ScaleRules = {}): ScalePlan {
   checkScale(from, to, rules);
   const steps: ScaleStep[] = [];
-  const refreshAll = () => refreshOrder(to).forEach((node) => steps.push({ kind: "run", node, script: "config-refresh", text: refreshScript(to, node, ctx) }));
+  const refreshAll = () =>
+    refreshOrder(to).forEach((node) =>
+      steps.push({ kind: "run", node, script: "config-refresh", text: refreshScript(to, node, ctx) }),
+    );
   if (to.nodeCount > from.nodeCount) {
     for (const node of to.nodes.slice(from.nodeCount)) {
       steps.push({ kind: "provision", node });
@@ -309,7 +372,12 @@ export function planScale(from: Topology, to: Topology, ctx: ScriptContext, rule
     }
     refreshAll();
   } else if (to.nodeCount < from.nodeCount) {
-    steps.push({ kind: "run", node: to.nodes[0], script: "leadership-handoff", text: handoffScript(to, to.nodes[0], ctx) });
+    steps.push({
+      kind: "run",
+      node: to.nodes[0],
+      script: "leadership-handoff",
+      text: handoffScript(to, to.nodes[0], ctx),
+    });
     refreshAll();
     for (const node of from.nodes.slice(to.nodeCount).reverse()) {
       steps.push({ kind: "run", node, script: "node-leave", text: leaveScript(from, node, ctx) });

@@ -70,7 +70,11 @@ export interface TopologyInput {
 const NAME_RE = /^[a-z][a-z0-9-]{0,30}$/;
 
 export function checkNodeCount(nodeCount: unknown, field = "nodeCount"): number {
-  if (typeof nodeCount !== "number" || !Number.isInteger(nodeCount) || !(ALLOWED_NODE_COUNTS as readonly number[]).includes(nodeCount)) {
+  if (
+    typeof nodeCount !== "number" ||
+    !Number.isInteger(nodeCount) ||
+    !(ALLOWED_NODE_COUNTS as readonly number[]).includes(nodeCount)
+  ) {
     throw new ConfigError(
       field,
       nodeCount,
@@ -126,7 +130,11 @@ export function nodeName(stack: string, index: number): string {
 
 export function buildTopology(input: TopologyInput): Topology {
   if (!NAME_RE.test(input.stack)) {
-    throw new ConfigError("stack", input.stack, "use lower-case letters, digits and dashes, starting with a letter (at most 31)");
+    throw new ConfigError(
+      "stack",
+      input.stack,
+      "use lower-case letters, digits and dashes, starting with a letter (at most 31)",
+    );
   }
   const nodeCount = checkNodeCount(input.nodeCount);
   const [, prefix] = parseCidr(input.subnetCidr, "subnetCidr");

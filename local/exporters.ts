@@ -5,7 +5,12 @@
 import { PORTS } from "../core";
 import { Sample, parseMetrics, sampleValue } from "./metrics";
 
-export const EXPORTER_SERVICES = ["node_exporter", "postgres_exporter", "redis_exporter", "pgbouncer_exporter"] as const;
+export const EXPORTER_SERVICES = [
+  "node_exporter",
+  "postgres_exporter",
+  "redis_exporter",
+  "pgbouncer_exporter",
+] as const;
 export type ExporterService = (typeof EXPORTER_SERVICES)[number];
 
 /** Short names, as `status` shows them. */
@@ -25,7 +30,11 @@ export const EXPORTER_PORTS: Record<Exporter, number> = {
   pgbouncer: PORTS.pgbouncerExporter,
 };
 /** The sample each exporter sets to 1 when it reached its daemon. */
-const TARGET_UP: Record<Exclude<Exporter, "node">, string> = { postgres: "pg_up", redis: "redis_up", pgbouncer: "pgbouncer_up" };
+const TARGET_UP: Record<Exclude<Exporter, "node">, string> = {
+  postgres: "pg_up",
+  redis: "redis_up",
+  pgbouncer: "pgbouncer_up",
+};
 
 export function isExporterService(service: string): service is ExporterService {
   return (EXPORTER_SERVICES as readonly string[]).includes(service);

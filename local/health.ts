@@ -20,7 +20,15 @@ import {
 import { LocalClusterState } from "./state";
 import { machinePath } from "./machine";
 import { CloudInitStatus, NodeProbe, probeNode } from "./node-probe";
-import { EXPORTERS, EXPORTER_PORTS, Exporter, ExporterService, ExporterStatus, exporterService, probeExporters } from "./exporters";
+import {
+  EXPORTERS,
+  EXPORTER_PORTS,
+  Exporter,
+  ExporterService,
+  ExporterStatus,
+  exporterService,
+  probeExporters,
+} from "./exporters";
 import { sampleSum, sampleValue } from "./metrics";
 
 export const PROCESS_NAMES = ["etcd", "patroni", "postgres", "redis", "sentinel", "haproxy", "pgbouncer"] as const;
@@ -116,7 +124,8 @@ export function nodePids(probe: NodeProbe): NodePids {
 function groupHaproxy(servers: HaproxyServer[] | undefined): Record<Backend, Record<string, string>> | null {
   if (!servers) return null;
   const out = Object.fromEntries(BACKENDS.map((b) => [b, {}])) as Record<Backend, Record<string, string>>;
-  for (const s of servers) if ((BACKENDS as readonly string[]).includes(s.proxy)) out[s.proxy as Backend][s.server] = s.status;
+  for (const s of servers)
+    if ((BACKENDS as readonly string[]).includes(s.proxy)) out[s.proxy as Backend][s.server] = s.status;
   return out;
 }
 
@@ -154,7 +163,9 @@ export async function clusterHealth(state: LocalClusterState, secrets: ClusterSe
   const leader = members.find((m) => m.role === "leader")?.name ?? null;
   const syncStandby = members.find((m) => m.role === "sync_standby")?.name ?? null;
   const leaderSelf: PatroniNode | undefined = probes.find((p) => p.node.name === leader)?.self;
-  const streamingNames = new Set((leaderSelf?.replication ?? []).filter((r) => r.state === "streaming").map((r) => r.application_name));
+  const streamingNames = new Set(
+    (leaderSelf?.replication ?? []).filter((r) => r.state === "streaming").map((r) => r.application_name),
+  );
   const masters = probes.filter((p) => p.redis?.role === "master");
   const redisMaster = masters.length === 1 ? masters[0].node : null;
 
@@ -194,7 +205,10 @@ export async function clusterHealth(state: LocalClusterState, secrets: ClusterSe
     if (!n.linkUp) problems.push(`${n.name}: network link is cut`);
     if (n.cloudInit === "error") problems.push(`${n.name}: cloud-init failed: ${probe.cloudInitErrors.join("; ")}`);
     else if (n.cloudInit !== "done") problems.push(`${n.name}: cloud-init is ${n.cloudInit}`);
-    if (!n.volumeMounted) problems.push(`${n.name}: no data volume mounted at ${serverPaths().volumeMount}: PostgreSQL will not start without it`);
+    if (!n.volumeMounted)
+      problems.push(
+        `${n.name}: no data volume mounted at ${serverPaths().volumeMount}: PostgreSQL will not start without it`,
+      );
     if (!n.ready) problems.push(`${n.name}: first boot not finished (no ${serverPaths().readyMarker})`);
     for (const p of PROCESS_NAMES) if (n.pids[p] === null) problems.push(`${n.name}: ${p} is not running`);
     if (!n.etcdHealthy) problems.push(`${n.name}: etcd is not healthy`);
@@ -203,8 +217,10 @@ export async function clusterHealth(state: LocalClusterState, secrets: ClusterSe
   for (const n of nodes) {
     if (n.name !== leader && !n.streaming) problems.push(`postgres: ${n.name} is not streaming from the leader`);
   }
-  if (state.synchronousMode && state.nodes.length > 1 && !syncStandby) problems.push("postgres: no synchronous standby");
-  if (masters.length !== 1) problems.push(`redis: ${masters.length} masters (${masters.map((m) => m.node.name).join(", ") || "none"})`);
+  if (state.synchronousMode && state.nodes.length > 1 && !syncStandby)
+    problems.push("postgres: no synchronous standby");
+  if (masters.length !== 1)
+    problems.push(`redis: ${masters.length} masters (${masters.map((m) => m.node.name).join(", ") || "none"})`);
   for (const n of nodes) {
     if (redisMaster && n.name !== redisMaster.name) {
       const r = probes.find((p) => p.node.name === n.name)?.redis;
@@ -231,24 +247,31 @@ export async function clusterHealth(state: LocalClusterState, secrets: ClusterSe
       for (const server of nodes) {
         const status = n.haproxy[backend][server.name] ?? "missing";
         const expected = expectUp[backend](server) ? "UP" : "DOWN";
-        if (status !== expected) problems.push(`haproxy on ${n.name}: ${backend}/${server.name} is ${status}, expected ${expected}`);
+        if (status !== expected)
+          problems.push(`haproxy on ${n.name}: ${backend}/${server.name} is ${status}, expected ${expected}`);
       }
     }
   }
   for (const n of nodes) {
     for (const e of EXPORTERS) {
       const pid = n.pids[exporterService(e)] ?? null;
-      if (n.exporters[e] === "down" && pid !== null) problems.push(`metrics: ${e} exporter on ${n.name} does not answer on ${n.address}:${EXPORTER_PORTS[e]}`);
-      if (n.exporters[e] === "down" && pid === null) problems.push(`metrics: ${e} exporter on ${n.name} is not running`);
+      if (n.exporters[e] === "down" && pid !== null)
+        problems.push(`metrics: ${e} exporter on ${n.name} does not answer on ${n.address}:${EXPORTER_PORTS[e]}`);
+      if (n.exporters[e] === "down" && pid === null)
+        problems.push(`metrics: ${e} exporter on ${n.name} is not running`);
       // Only worth a line when the daemon runs: then the exporter cannot reach it or log in.
-      const target = e === "postgres" ? n.pids.postgres : e === "redis" ? n.pids.redis : e === "pgbouncer" ? n.pids.pgbouncer : null;
-      if (n.exporters[e] === "target-down" && target !== null) problems.push(`metrics: ${e} exporter on ${n.name} cannot reach its ${e}`);
+      const target =
+        e === "postgres" ? n.pids.postgres : e === "redis" ? n.pids.redis : e === "pgbouncer" ? n.pids.pgbouncer : null;
+      if (n.exporters[e] === "target-down" && target !== null)
+        problems.push(`metrics: ${e} exporter on ${n.name} cannot reach its ${e}`);
     }
   }
   const leaderPg = probes.find((p) => p.node.name === leader)?.exporters.samples.postgres;
   const used = leaderPg && sampleSum(leaderPg, "pg_stat_database_numbackends");
   const max = leaderPg && sampleValue(leaderPg, "pg_settings_max_connections");
-  const masterRedis = redisMaster ? probes.find((p) => p.node.name === redisMaster.name)?.exporters.samples.redis : undefined;
+  const masterRedis = redisMaster
+    ? probes.find((p) => p.node.name === redisMaster.name)?.exporters.samples.redis
+    : undefined;
   const usedBytes = masterRedis && sampleValue(masterRedis, "redis_memory_used_bytes");
   const maxBytes = masterRedis && sampleValue(masterRedis, "redis_memory_max_bytes");
   return {
@@ -316,12 +339,26 @@ export function formatOverview(h: ClusterHealth): string {
 /** A plain-text table of the cluster, one row per node. */
 export function formatHealth(h: ClusterHealth): string {
   const names = h.nodes.map((n) => n.name);
-  const header = ["NODE", "ADDRESS", "BOOT", "POSTGRES", "LAG", "REDIS", "SENTINEL", "ETCD", "HAPROXY pg/direct/ro/redis", "METRICS", "PIDS etcd patroni postgres redis sentinel haproxy pgbouncer"];
+  const header = [
+    "NODE",
+    "ADDRESS",
+    "BOOT",
+    "POSTGRES",
+    "LAG",
+    "REDIS",
+    "SENTINEL",
+    "ETCD",
+    "HAPROXY pg/direct/ro/redis",
+    "METRICS",
+    "PIDS etcd patroni postgres redis sentinel haproxy pgbouncer",
+  ];
   const rows = h.nodes.map((n) => [
     n.linkUp ? n.name : `${n.name} (cut)`,
     n.address,
     !n.running ? "off" : n.ready ? "ready" : n.cloudInit === "done" ? "booted" : `cloud-init ${n.cloudInit}`,
-    n.role === "down" ? "down" : `${n.role}${n.postgresState === "running" || n.postgresState === "streaming" ? "" : ` (${n.postgresState})`}`,
+    n.role === "down"
+      ? "down"
+      : `${n.role}${n.postgresState === "running" || n.postgresState === "streaming" ? "" : ` (${n.postgresState})`}`,
     formatLag(n),
     n.redisRole,
     n.sentinelMaster ? `-> ${n.sentinelMaster}` : "-",
@@ -331,7 +368,11 @@ export function formatHealth(h: ClusterHealth): string {
     PROCESS_NAMES.map((p) => n.pids[p] ?? "-").join(" "),
   ]);
   const widths = header.map((_, i) => Math.max(header[i].length, ...rows.map((r) => String(r[i]).length)));
-  const line = (cells: (string | number)[]) => cells.map((c, i) => String(c).padEnd(widths[i])).join("  ").trimEnd();
+  const line = (cells: (string | number)[]) =>
+    cells
+      .map((c, i) => String(c).padEnd(widths[i]))
+      .join("  ")
+      .trimEnd();
   return [line(header), ...rows.map(line)].join("\n");
 }
 
@@ -340,8 +381,15 @@ export function summarize(h: ClusterHealth, state: LocalClusterState): string {
   const total = h.nodes.length;
   const etcd = h.nodes.filter((n) => n.etcdHealthy).length;
   const streaming = h.nodes.filter((n) => n.streaming).length;
-  const redisReplicas = h.nodes.filter((n) => n.redisRole === "replica" && h.redisMaster && n.redisMasterHost === state.nodes.find((x) => x.name === h.redisMaster)?.address).length;
-  const haproxySettled = h.nodes.filter((n) => !h.problems.some((p) => p.startsWith(`haproxy on ${n.name}:`)) && n.haproxy).length;
+  const redisReplicas = h.nodes.filter(
+    (n) =>
+      n.redisRole === "replica" &&
+      h.redisMaster &&
+      n.redisMasterHost === state.nodes.find((x) => x.name === h.redisMaster)?.address,
+  ).length;
+  const haproxySettled = h.nodes.filter(
+    (n) => !h.problems.some((p) => p.startsWith(`haproxy on ${n.name}:`)) && n.haproxy,
+  ).length;
   return [
     `etcd ${etcd}/${total}`,
     `postgres ${h.leader ? `leader ${h.leader}` : "electing"}, ${streaming}/${total - 1} streaming`,
@@ -349,4 +397,3 @@ export function summarize(h: ClusterHealth, state: LocalClusterState): string {
     `haproxy ${haproxySettled}/${total} settled`,
   ].join(" · ");
 }
-

@@ -111,7 +111,11 @@ export function parseInfo(text: string): Record<string, string> {
   return out;
 }
 
-export async function redisReplication(ip: string, auth: RedisAuth, port: number = PORTS.redis): Promise<RedisReplication | undefined> {
+export async function redisReplication(
+  ip: string,
+  auth: RedisAuth,
+  port: number = PORTS.redis,
+): Promise<RedisReplication | undefined> {
   const text = await redisCommand(ip, port, auth, ["INFO", "replication"]);
   if (typeof text !== "string") return undefined;
   const info = parseInfo(text);

@@ -80,7 +80,9 @@ export function readState(root: string): LocalClusterState | undefined {
   if (!fs.existsSync(file)) return undefined;
   const state = JSON.parse(fs.readFileSync(file, "utf8")) as LocalClusterState;
   if (state.version !== 2) {
-    throw new Error(`${file} is from an older runner (version ${state.version}): stop its processes and remove ${root} by hand`);
+    throw new Error(
+      `${file} is from an older runner (version ${state.version}): stop its processes and remove ${root} by hand`,
+    );
   }
   return state;
 }

@@ -33,12 +33,15 @@ describe("poolSize", () => {
   });
 
   it("refuses a max_connections too small to leave a pool, naming it", () => {
-    expect(() => poolSize(20)).toThrow(/^max_connections: 20 is not allowed; use at least \d+ so PgBouncer keeps a pool of 10$/);
+    expect(() => poolSize(20)).toThrow(
+      /^max_connections: 20 is not allowed; use at least \d+ so PgBouncer keeps a pool of 10$/,
+    );
   });
 });
 
 describe("pgbouncer.ini", () => {
-  const ini = (overrides: { poolMode?: string } = {}) => renderStack({ nodeCount: 3, ...overrides }).files["madbase-prod-2"]["pgbouncer.ini"];
+  const ini = (overrides: { poolMode?: string } = {}) =>
+    renderStack({ nodeCount: 3, ...overrides }).files["madbase-prod-2"]["pgbouncer.ini"];
   const value = (text: string, key: string) => new RegExp(`^${key} = (.*)$`, "m").exec(text)?.[1];
 
   it("pools transactions by default, session mode when the stack says so", () => {

@@ -21,7 +21,8 @@ import {
 import { randomSecrets } from "../support/fixtures";
 
 const secrets = randomSecrets();
-const optionsFor = (raw: Record<string, unknown>): ClusterOptions => describeCluster(parseSettings("prod", { nodeCount: 3, ...raw })).options;
+const optionsFor = (raw: Record<string, unknown>): ClusterOptions =>
+  describeCluster(parseSettings("prod", { nodeCount: 3, ...raw })).options;
 const base = optionsFor({ plan: "cx21", failoverProfile: "norm", synchronousMode: true });
 const topology = buildTopology({ stack: "prod", nodeCount: 3, subnetCidr: "10.42.1.0/24" });
 const node = topology.nodes[1];
@@ -32,7 +33,8 @@ const ctx = (options: ClusterOptions, extra: Partial<ScriptContext> = {}): Scrip
   control: () => systemdControl(),
   ...extra,
 });
-const refresh = (options: ClusterOptions, extra: Partial<ScriptContext> = {}) => refreshScript(topology, node, ctx(options, extra));
+const refresh = (options: ClusterOptions, extra: Partial<ScriptContext> = {}) =>
+  refreshScript(topology, node, ctx(options, extra));
 
 /** The lines of `b` that are not in `a`. */
 function added(a: string, b: string): string[] {
@@ -51,7 +53,11 @@ describe("config-refresh", () => {
   it("a new failover profile changes the dynamic configuration, HAProxy's checks and Sentinel's timings, nothing else", () => {
     const fast = optionsFor({ plan: "cx21", failoverProfile: "fast", synchronousMode: true });
     const lines = added(refresh(base), refresh(fast));
-    expect(lines.some((l) => l.startsWith("readonly DYNAMIC_CONFIG=") && l.includes('"ttl":20,"loop_wait":1,"retry_timeout":5'))).toBe(true);
+    expect(
+      lines.some(
+        (l) => l.startsWith("readonly DYNAMIC_CONFIG=") && l.includes('"ttl":20,"loop_wait":1,"retry_timeout":5'),
+      ),
+    ).toBe(true);
     expect(lines.some((l) => l.includes("default-server inter 500ms"))).toBe(true);
     expect(lines.some((l) => l.includes('"down-after-milliseconds 3000" "failover-timeout 10000"'))).toBe(true);
     // Nothing about memory, Redis's maxmemory or files.
@@ -69,14 +75,19 @@ describe("config-refresh", () => {
 
   it("a new poolMode replaces pgbouncer.ini, followed by a PgBouncer reload, and nothing else", () => {
     const session = optionsFor({ plan: "cx21", failoverProfile: "norm", synchronousMode: true, poolMode: "session" });
-    const ini = (o: ClusterOptions) => renderNode({ topology, node, options: o, secrets, paths: serverPaths() })["pgbouncer.ini"];
+    const ini = (o: ClusterOptions) =>
+      renderNode({ topology, node, options: o, secrets, paths: serverPaths() })["pgbouncer.ini"];
     expect(ini(session)).toContain("pool_mode = session");
     const b64 = Buffer.from(ini(session)).toString("base64");
     expect(added(refresh(base), refresh(session))).toEqual([b64]);
     const text = refresh(session);
     const at = text.indexOf(b64);
-    expect(text.slice(text.lastIndexOf("put_file", at), at)).toContain('put_file "/etc/pgbouncer/pgbouncer.ini" "root:postgres" "0640"');
-    expect(text.slice(at, at + b64.length + 200)).toContain('MADBASE_FILE\nthen\n  say "file: /etc/pgbouncer/pgbouncer.ini replaced"\n  svc reload pgbouncer\n');
+    expect(text.slice(text.lastIndexOf("put_file", at), at)).toContain(
+      'put_file "/etc/pgbouncer/pgbouncer.ini" "root:postgres" "0640"',
+    );
+    expect(text.slice(at, at + b64.length + 200)).toContain(
+      'MADBASE_FILE\nthen\n  say "file: /etc/pgbouncer/pgbouncer.ini replaced"\n  svc reload pgbouncer\n',
+    );
   });
 
   it("makes PgBouncer's auth role and lookup function on the leader when they are missing (a cluster from before PgBouncer)", () => {
@@ -88,14 +99,18 @@ describe("config-refresh", () => {
   it("synchronous mode is a dynamic setting only", () => {
     const off = optionsFor({ plan: "cx21", failoverProfile: "norm", synchronousMode: false });
     const lines = added(refresh(base), refresh(off));
-    expect(lines.filter((l) => !l.startsWith("readonly DYNAMIC_CONFIG=") && !/^\s+synchronous_mode: false$/.test(l))).toEqual([]);
+    expect(
+      lines.filter((l) => !l.startsWith("readonly DYNAMIC_CONFIG=") && !/^\s+synchronous_mode: false$/.test(l)),
+    ).toEqual([]);
     expect(lines.some((l) => l.includes('"synchronous_mode":false'))).toBe(true);
   });
 
   it("makes root's keys exactly the stack's when it has some, and leaves them alone otherwise", () => {
     const keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl a@b"];
     const text = refresh(base, { authorizedKeys: keys });
-    expect(text).toContain(`put_file /root/.ssh/authorized_keys root:root 0600 <<'MADBASE_FILE'\n${Buffer.from(`${keys[0]}\n`).toString("base64")}\n`);
+    expect(text).toContain(
+      `put_file /root/.ssh/authorized_keys root:root 0600 <<'MADBASE_FILE'\n${Buffer.from(`${keys[0]}\n`).toString("base64")}\n`,
+    );
     expect(refresh(base)).not.toContain("authorized_keys");
   });
 
@@ -107,7 +122,9 @@ describe("config-refresh", () => {
   });
 
   it("drain and settle are the library's, for the node they run on", () => {
-    expect(drainScript(topology, node, ctx(base), { prefer: [topology.nodes[2]] })).toMatch(/\ndrain_postgres "madbase-prod-3"\ndrain_redis\n/);
+    expect(drainScript(topology, node, ctx(base), { prefer: [topology.nodes[2]] })).toMatch(
+      /\ndrain_postgres "madbase-prod-3"\ndrain_redis\n/,
+    );
     expect(settleScript(topology, node, ctx(base))).toMatch(/readonly NODE="madbase-prod-2"[\s\S]*\nsettle_node\n/);
   });
 });

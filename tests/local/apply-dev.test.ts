@@ -32,7 +32,9 @@ test("apply --plan cx31 --profile fast on one node: PostgreSQL restarts in place
   expect(lines).toContain("postgres: restarted with the new parameters");
   expect(nodeSql(state, node.name, "SHOW shared_buffers")).toBe(`${localMemoryMb(PLANS.cx31) / 4}MB`);
   expect(nodeSql(state, node.name, "SHOW max_connections")).toBe(String(PLANS.cx31.maxConnections));
-  const config = (await (await fetch(`http://${node.address}:${PORTS.patroni}/config`)).json()) as { loop_wait: number };
+  const config = (await (await fetch(`http://${node.address}:${PORTS.patroni}/config`)).json()) as {
+    loop_wait: number;
+  };
   expect(config.loop_wait).toBe(PROFILES.fast.patroni.loopWait);
   expect(result.health.healthy).toBe(true);
 }, 300_000);

@@ -33,7 +33,11 @@ function redisCli(args: string[], password?: string): string {
   return (r.stdout + r.stderr).trim();
 }
 
-function onNode(state: LocalClusterState, name: string, argv: string[]): { code: number | null; stdout: string; stderr: string } {
+function onNode(
+  state: LocalClusterState,
+  name: string,
+  argv: string[],
+): { code: number | null; stdout: string; stderr: string } {
   return machineExec(state.nodes.find((n) => n.name === name)!.machine, argv, { timeoutMs: 20_000 });
 }
 
@@ -52,7 +56,11 @@ test("the application's REDIS_URL, as printed, works with redis-cli -u and iored
   expect(redisCli(["-u", noUser, "PING"])).toMatch(/WRONGPASS|NOAUTH|invalid username-password/);
   expect(redisCli(["-h", state.nodes[1].address, "-p", String(PORTS.redisMaster), "PING"])).toMatch(/^NOAUTH /);
   // A client library with the same URL, through another node's entry point.
-  const client = new Redis(url.replace(state.nodes[0].address, state.nodes[2].address), { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  const client = new Redis(url.replace(state.nodes[0].address, state.nodes[2].address), {
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
   client.on("error", () => undefined);
   await client.connect();
   try {
@@ -66,9 +74,20 @@ test("the application's REDIS_URL, as printed, works with redis-cli -u and iored
 test("every Sentinel refuses a client without its password", () => {
   const { state, secrets } = cluster;
   for (const node of state.nodes) {
-    const ask = ["-h", node.address, "-p", String(PORTS.sentinel), "SENTINEL", "get-master-addr-by-name", state.clusterName];
+    const ask = [
+      "-h",
+      node.address,
+      "-p",
+      String(PORTS.sentinel),
+      "SENTINEL",
+      "get-master-addr-by-name",
+      state.clusterName,
+    ];
     expect([node.name, redisCli(ask)]).toEqual([node.name, expect.stringMatching(/^NOAUTH /)]);
-    expect([node.name, redisCli(ask, secrets.redis)]).toEqual([node.name, expect.stringMatching(/WRONGPASS|invalid username-password/)]);
+    expect([node.name, redisCli(ask, secrets.redis)]).toEqual([
+      node.name,
+      expect.stringMatching(/WRONGPASS|invalid username-password/),
+    ]);
     expect(redisCli(ask, secrets.sentinel).split("\n")[0]).toBe(address(state, cluster.health.redisMaster!));
   }
 });
@@ -133,7 +152,9 @@ function scanner(state: LocalClusterState, name: string, secrets: string[]) {
     "print('scans', scans, 'refreshes', len(scripts)); [print('leak', l) for l in sorted(leaks)]",
   ].join("\n");
   const init = initPid(state.nodes.find((n) => n.name === name)!.machine)!;
-  const child = spawn("nsenter", ["--target", String(init), "--all", "--", "/usr/bin/python3", "-c", program], { stdio: ["pipe", "pipe", "pipe"] });
+  const child = spawn("nsenter", ["--target", String(init), "--all", "--", "/usr/bin/python3", "-c", program], {
+    stdio: ["pipe", "pipe", "pipe"],
+  });
   let out = "";
   child.stdout.on("data", (d) => (out += d));
   child.stderr.on("data", (d) => (out += d));
@@ -152,9 +173,22 @@ test("while config-refresh runs on each node (apply), no process on any node has
   onNode(state, canary, ["bash", "-c", "sleep 1", "canary", secrets.postgresSuperuser]);
   // A user added by hand on one node: the refresh puts the rendered users back, and loads them.
   const tampered = state.nodes[1];
-  const aclUsers = () => onNode(state, tampered.name, nodeRedisCli("redis", ["-h", tampered.address, "-p", String(PORTS.redis), "ACL", "USERS"])).stdout.trim();
-  onNode(state, tampered.name, ["bash", "-c", `echo 'user intruder on >not-a-secret ~* +@all' >>${serverPaths().config["redis-users.acl"]}`]);
-  onNode(state, tampered.name, nodeRedisCli("redis", ["-h", tampered.address, "-p", String(PORTS.redis), "ACL", "LOAD"]));
+  const aclUsers = () =>
+    onNode(
+      state,
+      tampered.name,
+      nodeRedisCli("redis", ["-h", tampered.address, "-p", String(PORTS.redis), "ACL", "USERS"]),
+    ).stdout.trim();
+  onNode(state, tampered.name, [
+    "bash",
+    "-c",
+    `echo 'user intruder on >not-a-secret ~* +@all' >>${serverPaths().config["redis-users.acl"]}`,
+  ]);
+  onNode(
+    state,
+    tampered.name,
+    nodeRedisCli("redis", ["-h", tampered.address, "-p", String(PORTS.redis), "ACL", "LOAD"]),
+  );
   expect(aclUsers()).toContain("intruder");
   const result = await apply({ ...loc }).catch((e) => e as Error);
   const reports = await Promise.all(scanners.map(async (s) => ({ name: s.name, report: await s.scan.stop() })));

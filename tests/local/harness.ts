@@ -34,7 +34,9 @@ export function testLocation(n: number): TestCluster {
 /** Stops and removes a test's cluster; MADBASE_TEST_KEEP=1 keeps it (and its logs) for a look. */
 export async function finish(loc: TestCluster): Promise<void> {
   if (process.env.MADBASE_TEST_KEEP === "1") {
-    console.log(`MADBASE_TEST_KEEP=1: cluster left running; remove with MADBASE_LOCAL_ROOT=${loc.root} MADBASE_LOCAL_NET=${loc.networkId} npm run local -- down`);
+    console.log(
+      `MADBASE_TEST_KEEP=1: cluster left running; remove with MADBASE_LOCAL_ROOT=${loc.root} MADBASE_LOCAL_NET=${loc.networkId} npm run local -- down`,
+    );
     return;
   }
   await down(loc);
@@ -51,7 +53,12 @@ export async function health(loc: TestCluster): Promise<ClusterHealth> {
 }
 
 /** Polls until `predicate` holds for the cluster's health; fails with the last health seen. */
-export async function waitFor(loc: TestCluster, what: string, predicate: (h: ClusterHealth) => boolean, timeoutMs = 90_000): Promise<ClusterHealth> {
+export async function waitFor(
+  loc: TestCluster,
+  what: string,
+  predicate: (h: ClusterHealth) => boolean,
+  timeoutMs = 90_000,
+): Promise<ClusterHealth> {
   const deadline = Date.now() + timeoutMs;
   let last: ClusterHealth | undefined;
   while (Date.now() < deadline) {
@@ -78,7 +85,15 @@ export async function sql<T extends Record<string, unknown>>(
   params: unknown[] = [],
 ): Promise<T[]> {
   assertHostLink(state);
-  const client = new Client({ host, port, user: USERS.app, password, database: APP_DATABASE, connectionTimeoutMillis: 3000, query_timeout: 10_000 });
+  const client = new Client({
+    host,
+    port,
+    user: USERS.app,
+    password,
+    database: APP_DATABASE,
+    connectionTimeoutMillis: 3000,
+    query_timeout: 10_000,
+  });
   client.on("error", () => undefined);
   await client.connect();
   try {
@@ -89,7 +104,11 @@ export async function sql<T extends Record<string, unknown>>(
 }
 
 /** Which server a write through `host`'s HAProxy 5433 reaches, and whether it is in recovery. */
-export async function writeEntryServer(state: LocalClusterState, password: string, host: string): Promise<{ server: string; recovery: boolean }> {
+export async function writeEntryServer(
+  state: LocalClusterState,
+  password: string,
+  host: string,
+): Promise<{ server: string; recovery: boolean }> {
   const [row] = await sql<{ server: string; recovery: boolean }>(
     state,
     password,
@@ -108,16 +127,45 @@ export function nodeSql(state: LocalClusterState, name: string, text: string): s
   const node = findNode(state, name);
   const r = machineExec(
     node.machine,
-    ["runuser", "-u", "postgres", "--", "psql", "-h", serverPaths().pgSocketDir, "-p", String(PORTS.postgres), "-d", "postgres", "-Atc", text],
+    [
+      "runuser",
+      "-u",
+      "postgres",
+      "--",
+      "psql",
+      "-h",
+      serverPaths().pgSocketDir,
+      "-p",
+      String(PORTS.postgres),
+      "-d",
+      "postgres",
+      "-Atc",
+      text,
+    ],
     { timeoutMs: 10_000 },
   );
   return r.code === 0 ? r.stdout.trim() : undefined;
 }
 
 /** A Redis client as `username` (the application's user unless told: Redis's `default` is off). */
-export function redisClient(state: LocalClusterState, password: string, host: string, port: number = PORTS.redisMaster, username: string = REDIS_USERS.app): Redis {
+export function redisClient(
+  state: LocalClusterState,
+  password: string,
+  host: string,
+  port: number = PORTS.redisMaster,
+  username: string = REDIS_USERS.app,
+): Redis {
   assertHostLink(state);
-  const client = new Redis({ host, port, username, password, lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  const client = new Redis({
+    host,
+    port,
+    username,
+    password,
+    lazyConnect: true,
+    connectTimeout: 2000,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
   client.on("error", () => undefined);
   return client;
 }
@@ -148,8 +196,25 @@ export function namespaceWriter(ns: string, opts: { host: string; port: number; 
   fs.writeFileSync(passwordFile, opts.password, { mode: 0o600 });
   const child = spawn(
     "ip",
-    ["netns", "exec", ns, process.execPath, "--import", "tsx", path.join(REPO, "local", "writer.ts"),
-      "--host", opts.host, "--port", String(opts.port), "--password-file", passwordFile, "--first", String(opts.firstId), "--interval-ms", "20"],
+    [
+      "netns",
+      "exec",
+      ns,
+      process.execPath,
+      "--import",
+      "tsx",
+      path.join(REPO, "local", "writer.ts"),
+      "--host",
+      opts.host,
+      "--port",
+      String(opts.port),
+      "--password-file",
+      passwordFile,
+      "--first",
+      String(opts.firstId),
+      "--interval-ms",
+      "20",
+    ],
     { cwd: REPO, stdio: ["ignore", "pipe", "inherit"] },
   );
   const acks: Ack[] = [];
@@ -181,7 +246,8 @@ export function namespaceWriter(ns: string, opts: { host: string; port: number; 
  * (Redis's admin user, or Sentinel's password): no password on any command line.
  */
 export function nodeRedisCli(target: "redis" | "sentinel", args: string[]): string[] {
-  const auth = target === "sentinel" ? 'export REDISCLI_AUTH="$SENTINEL_AUTH"' : `set -- --user ${REDIS_USERS.admin} "$@"`;
+  const auth =
+    target === "sentinel" ? 'export REDISCLI_AUTH="$SENTINEL_AUTH"' : `set -- --user ${REDIS_USERS.admin} "$@"`;
   const script = `set -a; . ${serverPaths().backupEnvFile}; set +a; ${auth}; exec redis-cli --no-auth-warning "$@"`;
   return ["bash", "-c", script, "redis-cli", ...args];
 }

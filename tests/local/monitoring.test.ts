@@ -13,7 +13,18 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import * as yaml from "js-yaml";
-import { ALERT_RULES_FILE, ClusterSecrets, PORTS, USERS, buildTopology, describeCluster, getPlan, loadStackSettings, renderAlertRules, renderPrometheusConfig } from "../../core";
+import {
+  ALERT_RULES_FILE,
+  ClusterSecrets,
+  PORTS,
+  USERS,
+  buildTopology,
+  describeCluster,
+  getPlan,
+  loadStackSettings,
+  renderAlertRules,
+  renderPrometheusConfig,
+} from "../../core";
 import { UpResult, down } from "../../local/cluster";
 import { EXPORTERS, EXPORTER_PORTS } from "../../local/exporters";
 import { Sample, parseMetrics } from "../../local/metrics";
@@ -25,7 +36,9 @@ import { TestCluster, cli, startCluster, testLocation } from "./harness";
 
 /** This file's own place (shared with backup-local-repo.test.ts, which never runs beside it). */
 const loc: TestCluster = testLocation(6);
-const DASHBOARD = JSON.parse(fs.readFileSync(path.resolve(__dirname, "..", "..", "dashboards", "state-pillar-performance.json"), "utf8"));
+const DASHBOARD = JSON.parse(
+  fs.readFileSync(path.resolve(__dirname, "..", "..", "dashboards", "state-pillar-performance.json"), "utf8"),
+);
 /** Labels Prometheus adds to every series from the rendered prometheus.yml (not the exporters). */
 const ADDED_LABELS = new Set(["cluster", "node", "job", "instance"]);
 
@@ -73,10 +86,17 @@ test("every exporter listens on its node's private address, and only there", asy
     for (const e of EXPORTERS) {
       const port = EXPORTER_PORTS[e];
       const on = listeners.filter((a) => a.endsWith(`:${port}`));
-      expect({ node: node.name, exporter: e, listens: on }).toEqual({ node: node.name, exporter: e, listens: [`${node.address}:${port}`] });
+      expect({ node: node.name, exporter: e, listens: on }).toEqual({
+        node: node.name,
+        exporter: e,
+        listens: [`${node.address}:${port}`],
+      });
     }
     // Not even the node itself reaches them over loopback: they are bound to the private address.
-    const loop = await run(inNamespace(node.namespace, ["curl", "-s", "-m", "2", `http://127.0.0.1:${PORTS.nodeExporter}/metrics`]), { timeoutMs: 10_000 });
+    const loop = await run(
+      inNamespace(node.namespace, ["curl", "-s", "-m", "2", `http://127.0.0.1:${PORTS.nodeExporter}/metrics`]),
+      { timeoutMs: 10_000 },
+    );
     expect(loop.code).toBe(7); // curl: could not connect
   }
 }, 60_000);
@@ -90,9 +110,14 @@ test("every target of the rendered prometheus.yml answers as Prometheus scrapes 
   scrapes = {};
   for (const job of doc.scrape_configs) {
     const name = job.job_name.replace(`${state.clusterName}-`, "");
-    const params: [string, string][] = Object.entries((job.params ?? {}) as Record<string, string[]>).map(([k, v]) => [k, v[0]]);
+    const params: [string, string][] = Object.entries((job.params ?? {}) as Record<string, string[]>).map(([k, v]) => [
+      k,
+      v[0],
+    ]);
     const query = params.length > 0 ? `?${new URLSearchParams(params).toString()}` : "";
-    const auth = job.basic_auth ? `${job.basic_auth.username}:${fs.readFileSync(job.basic_auth.password_file, "utf8").trim()}` : undefined;
+    const auth = job.basic_auth
+      ? `${job.basic_auth.username}:${fs.readFileSync(job.basic_auth.password_file, "utf8").trim()}`
+      : undefined;
     scrapes[name] = [];
     for (const sc of job.static_configs) {
       const url = `http://${sc.targets[0]}${job.metrics_path}${query}`;
@@ -119,7 +144,11 @@ test("HAProxy's /metrics and stats page refuse a request without the stats login
     const r = await get(state.nodes[1].namespace, `http://${node.address}:${PORTS.haproxyStats}${p}`);
     expect({ path: p, status: r.status }).toEqual({ path: p, status: 401 });
   }
-  const wrong = await get(state.nodes[1].namespace, `http://${node.address}:${PORTS.haproxyStats}/metrics`, `${USERS.haproxyStats}:not-the-password`);
+  const wrong = await get(
+    state.nodes[1].namespace,
+    `http://${node.address}:${PORTS.haproxyStats}/metrics`,
+    `${USERS.haproxyStats}:not-the-password`,
+  );
   expect(wrong.status).toBe(401);
 });
 
@@ -133,7 +162,9 @@ test("every metric the dashboard's queries name is exported, with the labels the
     }
   }
   const exprs: string[] = DASHBOARD.panels.flatMap((p: any) => (p.targets ?? []).map((t: any) => t.expr));
-  const variableQueries: string[] = DASHBOARD.templating.list.filter((v: any) => v.type === "query").map((v: any) => v.definition);
+  const variableQueries: string[] = DASHBOARD.templating.list
+    .filter((v: any) => v.type === "query")
+    .map((v: any) => v.definition);
   const named = new Set<string>();
   const missing: string[] = [];
   for (const expr of exprs) {
@@ -144,7 +175,8 @@ test("every metric the dashboard's queries name is exported, with the labels the
         continue;
       }
       for (const m of sel.matchers) {
-        if (!ADDED_LABELS.has(m.label) && !labelsOf.get(sel.metric)!.has(m.label)) missing.push(`${sel.metric}{${m.label}}`);
+        if (!ADDED_LABELS.has(m.label) && !labelsOf.get(sel.metric)!.has(m.label))
+          missing.push(`${sel.metric}{${m.label}}`);
       }
     }
   }
@@ -164,17 +196,37 @@ test("a real Prometheus with the rendered prometheus.yml scrapes every target an
   const config = path.join(dir, "prometheus.yml");
   fs.writeFileSync(config, scrapeConfig(1).text);
   // prometheus.yml loads the alert rules from beside it, as on a Prometheus server of the stack.
-  const { topology, options } = describeCluster(loadStackSettings(state.stack, { failoverProfile: state.profile, subnetCidr: state.subnetCidr, nodeCount: state.nodes.length }));
-  fs.writeFileSync(path.join(dir, ALERT_RULES_FILE), renderAlertRules(topology, { ...options, backup: state.backup ?? options.backup }, { scrapeIntervalSeconds: 1 }));
+  const { topology, options } = describeCluster(
+    loadStackSettings(state.stack, {
+      failoverProfile: state.profile,
+      subnetCidr: state.subnetCidr,
+      nodeCount: state.nodes.length,
+    }),
+  );
+  fs.writeFileSync(
+    path.join(dir, ALERT_RULES_FILE),
+    renderAlertRules(topology, { ...options, backup: state.backup ?? options.backup }, { scrapeIntervalSeconds: 1 }),
+  );
   const check = await run(["promtool", "check", "config", config], { timeoutMs: 30_000 });
   expect([check.code, check.stdout + check.stderr]).toEqual([0, expect.stringContaining("SUCCESS")]);
   const prom = start(
-    inNamespace(ns, ["prometheus", `--config.file=${config}`, `--storage.tsdb.path=${path.join(dir, "data")}`, "--web.listen-address=127.0.0.1:9090", "--log.level=warn"]),
+    inNamespace(ns, [
+      "prometheus",
+      `--config.file=${config}`,
+      `--storage.tsdb.path=${path.join(dir, "data")}`,
+      "--web.listen-address=127.0.0.1:9090",
+      "--log.level=warn",
+    ]),
   );
   try {
     const api = async (q: string) => {
       const r = await get(ns, `http://127.0.0.1:9090/api/v1/query?${new URLSearchParams({ query: q })}`);
-      return r.status === 200 ? (JSON.parse(r.body) as { status: string; data: { result: { metric: Record<string, string>; value: [number, string] }[] } }) : undefined;
+      return r.status === 200
+        ? (JSON.parse(r.body) as {
+            status: string;
+            data: { result: { metric: Record<string, string>; value: [number, string] }[] };
+          })
+        : undefined;
     };
     const jobs = scrapeConfig().doc.scrape_configs.length;
     // Every target up, for a few scrapes, so rate() has two samples in its window.
@@ -182,7 +234,9 @@ test("a real Prometheus with the rendered prometheus.yml scrapes every target an
       "every target up",
       async () => {
         const r = await api("up");
-        return r && r.data.result.length === jobs * state.nodes.length && r.data.result.every((s) => s.value[1] === "1");
+        return (
+          r && r.data.result.length === jobs * state.nodes.length && r.data.result.every((s) => s.value[1] === "1")
+        );
       },
       60_000,
       1000,
@@ -231,5 +285,7 @@ test("status --json reports each node's exporters, the leader's connections agai
   expect(r.stdout).not.toContain(secrets.monitoring);
   const text = cli(["status"], { loc });
   expect(text.stdout).toMatch(/^metrics: 3\/3 nodes export node\/postgres\/redis\/pgbouncer metrics/m);
-  expect(text.stdout).toMatch(/^postgres: leader madbase-prod-\d \(timeline \d+\), sync standby madbase-prod-\d, connections \d+\/200/m);
+  expect(text.stdout).toMatch(
+    /^postgres: leader madbase-prod-\d \(timeline \d+\), sync standby madbase-prod-\d, connections \d+\/200/m,
+  );
 });

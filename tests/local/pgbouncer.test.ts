@@ -6,7 +6,16 @@
  * 5433, no acknowledged write is lost, and the demoted node's PgBouncer acknowledges none.
  */
 import { Client, ClientConfig } from "pg";
-import { APP_DATABASE, PORTS, USERS, alertThresholds, describeCluster, getProfile, loadStackSettings, poolSize } from "../../core";
+import {
+  APP_DATABASE,
+  PORTS,
+  USERS,
+  alertThresholds,
+  describeCluster,
+  getProfile,
+  loadStackSettings,
+  poolSize,
+} from "../../core";
 import { UpResult, down, killNode, startNode, up, waitHealthy } from "../../local/cluster";
 import { AckWriter, missingIds } from "../../local/writer";
 import { address, finish, health, sleep, testLocation, waitFor } from "./harness";
@@ -30,7 +39,15 @@ afterAll(async () => {
 
 /** A client of the application user at `host:port`, its errors swallowed (a cut session is expected here). */
 function client(host: string, port: number, extra: Partial<ClientConfig> = {}): Client {
-  const c = new Client({ host, port, user: USERS.app, password: cluster.secrets.app, database: APP_DATABASE, connectionTimeoutMillis: 60_000, ...extra });
+  const c = new Client({
+    host,
+    port,
+    user: USERS.app,
+    password: cluster.secrets.app,
+    database: APP_DATABASE,
+    connectionTimeoutMillis: 60_000,
+    ...extra,
+  });
   c.on("error", () => undefined);
   return c;
 }
@@ -82,7 +99,9 @@ test(`${CLIENTS} concurrent clients through 5433 each run a transaction and get 
   // Every client connects first (all of them at once hold a PgBouncer connection), then each runs
   // a transaction that holds its server connection for a moment: 2000 transactions on a 67-pool.
   const connected = await Promise.allSettled(clients.map((c) => c.connect()));
-  const refused = connected.filter((r) => r.status === "rejected").map((r) => String((r as PromiseRejectedResult).reason));
+  const refused = connected
+    .filter((r) => r.status === "rejected")
+    .map((r) => String((r as PromiseRejectedResult).reason));
   expect({ refused: refused.length, first: refused[0] }).toEqual({ refused: 0, first: undefined });
   const answers = await Promise.all(
     clients.map(async (c, i) => {
@@ -102,7 +121,9 @@ test(`${CLIENTS} concurrent clients through 5433 each run a transaction and get 
   expect(peak.pooled).toBeGreaterThan(10);
   expect(peak.pooled).toBeLessThanOrEqual(poolSize(MAX_CONNECTIONS));
   expect(peak.clients).toBeLessThan(MAX_CONNECTIONS);
-  console.log(`${CLIENTS} clients: peak ${peak.pooled} pooled server connections, ${peak.clients} client backends in all (${peak.samples} samples)`);
+  console.log(
+    `${CLIENTS} clients: peak ${peak.pooled} pooled server connections, ${peak.clients} client backends in all (${peak.samples} samples)`,
+  );
 }, 240_000);
 
 test("named prepared statements (the pg driver's) work through 5433 in transaction mode", async () => {
@@ -117,7 +138,11 @@ test("named prepared statements (the pg driver's) work through 5433 in transacti
       try {
         const out: number[] = [];
         for (let j = 0; j < 20; j++) {
-          const { rows } = await c.query<{ n: number }>({ name: "plus_one", text: "SELECT $1::int + 1 AS n", values: [k * 100 + j] });
+          const { rows } = await c.query<{ n: number }>({
+            name: "plus_one",
+            text: "SELECT $1::int + 1 AS n",
+            values: [k * 100 + j],
+          });
           out.push(rows[0].n);
         }
         return out;
@@ -151,7 +176,11 @@ test("LISTEN/NOTIFY works through 5435, the leader's PostgreSQL without the pool
   await listener.connect();
   const got = new Promise<string | undefined>((resolve) => listener.on("notification", (n) => resolve(n.payload)));
   await listener.query("LISTEN madbase_test");
-  await queryOnce(state.nodes[2].address, PORTS.postgresDirect, "SELECT pg_notify('madbase_test', 'hello through 5435')");
+  await queryOnce(
+    state.nodes[2].address,
+    PORTS.postgresDirect,
+    "SELECT pg_notify('madbase_test', 'hello through 5435')",
+  );
   expect(await Promise.race([got, sleep(10_000).then(() => "no notification in 10 s")])).toBe("hello through 5435");
   await listener.end();
 }, 60_000);
@@ -171,11 +200,21 @@ test("a wrong password through 5433 is refused as PostgreSQL refuses it: a FATAL
   // PostgreSQL itself (5435) and PgBouncer (5433) both end the login with a FATAL authentication
   // error; PgBouncer 1.24 words its SCRAM refusal "SASL authentication failed" (SQLSTATE 08P01)
   // where PostgreSQL says "password authentication failed for user" (28P01).
-  expect(await refusal(PORTS.postgresDirect, wrong)).toEqual({ code: "28P01", severity: "FATAL", message: `password authentication failed for user "${USERS.app}"` });
-  expect(await refusal(PORTS.postgresPrimary, wrong)).toEqual({ code: "08P01", severity: "FATAL", message: "SASL authentication failed" });
+  expect(await refusal(PORTS.postgresDirect, wrong)).toEqual({
+    code: "28P01",
+    severity: "FATAL",
+    message: `password authentication failed for user "${USERS.app}"`,
+  });
+  expect(await refusal(PORTS.postgresPrimary, wrong)).toEqual({
+    code: "08P01",
+    severity: "FATAL",
+    message: "SASL authentication failed",
+  });
   // So is a role that does not exist, and a superuser (whose verifier the lookup never serves).
   expect(await refusal(PORTS.postgresPrimary, wrong, "nobody")).toMatchObject({ severity: "FATAL" });
-  expect(await refusal(PORTS.postgresPrimary, cluster.secrets.postgresSuperuser, USERS.postgresSuperuser)).toMatchObject({ severity: "FATAL" });
+  expect(
+    await refusal(PORTS.postgresPrimary, cluster.secrets.postgresSuperuser, USERS.postgresSuperuser),
+  ).toMatchObject({ severity: "FATAL" });
   // Refusals leave nothing behind: the right password logs in at once.
   expect(await refusal(PORTS.postgresPrimary, cluster.secrets.app)).toBeUndefined();
 }, 60_000);
@@ -183,7 +222,9 @@ test("a wrong password through 5433 is refused as PostgreSQL refuses it: a FATAL
 test("a leader killed under pooled load: writes resume through a survivor's 5433, none acknowledged is lost, none by the demoted node", async () => {
   const { state, secrets } = cluster;
   const profile = getProfile(state.profile);
-  const { options, topology } = describeCluster(loadStackSettings("prod", { plan: PLAN, failoverProfile: profile.name }));
+  const { options, topology } = describeCluster(
+    loadStackSettings("prod", { plan: PLAN, failoverProfile: profile.name }),
+  );
   // What the HaproxyBackendWithoutServer alert calls too long: twice a failover after a power cut.
   const resumeWithinMs = 2 * alertThresholds(topology, options).failover * 1000;
   const leader = cluster.health.leader!;
@@ -191,7 +232,14 @@ test("a leader killed under pooled load: writes resume through a survivor's 5433
   const entry = state.nodes.find((n) => n.name !== leader)!;
   // Eight writers through the survivor's 5433: many clients, one pool.
   const writers = Array.from({ length: 8 }, (_, i) =>
-    new AckWriter({ host: entry.address, port: PORTS.postgresPrimary, password: secrets.app, firstId: (i + 1) * 1_000_000, intervalMs: 5, retryMs: 50 }).start(),
+    new AckWriter({
+      host: entry.address,
+      port: PORTS.postgresPrimary,
+      password: secrets.app,
+      firstId: (i + 1) * 1_000_000,
+      intervalMs: 5,
+      retryMs: 50,
+    }).start(),
   );
   try {
     await Promise.all(writers.map((w) => w.waitForAcks(20, 30_000)));
@@ -205,7 +253,9 @@ test("a leader killed under pooled load: writes resume through a survivor's 5433
     // The first write acknowledged by another server once the old leader was dead, over all writers.
     const resumed = Math.min(...writers.map((w) => w.firstAckAfter(deadAt, leaderIp)?.at ?? Infinity));
     expect(resumed - killedAt).toBeLessThan(resumeWithinMs);
-    console.log(`pooled writes resumed ${((resumed - killedAt) / 1000).toFixed(1)} s after the power cut (bound ${resumeWithinMs / 1000} s)`);
+    console.log(
+      `pooled writes resumed ${((resumed - killedAt) / 1000).toFixed(1)} s after the power cut (bound ${resumeWithinMs / 1000} s)`,
+    );
     const h = await waitFor(loc, "a new leader", (x) => x.leader !== null && x.leader !== leader);
     const newLeaderIp = address(state, h.leader!);
     // Every write acknowledged after the kill came from the new leader, none from the old one.
@@ -217,12 +267,20 @@ test("a leader killed under pooled load: writes resume through a survivor's 5433
     await startNode(leader, loc);
     const healed = await waitHealthy(state, secrets, { timeoutMs: 120_000 });
     expect(healed.leader).toBe(h.leader);
-    const demoted = await queryOnce(leaderIp, PORTS.pgbouncer, `INSERT INTO ${writers[0].table} (id) VALUES (1) RETURNING id`).then(
+    const demoted = await queryOnce(
+      leaderIp,
+      PORTS.pgbouncer,
+      `INSERT INTO ${writers[0].table} (id) VALUES (1) RETURNING id`,
+    ).then(
       () => "acknowledged",
       (e: Error) => e.message,
     );
     expect(demoted).toMatch(/read-only transaction/);
-    const [row] = await queryOnce<{ server: string }>(leaderIp, PORTS.postgresPrimary, "SELECT host(inet_server_addr()) AS server");
+    const [row] = await queryOnce<{ server: string }>(
+      leaderIp,
+      PORTS.postgresPrimary,
+      "SELECT host(inet_server_addr()) AS server",
+    );
     expect(row.server).toBe(newLeaderIp);
   } finally {
     await Promise.all(writers.map((w) => w.stop()));
@@ -231,7 +289,9 @@ test("a leader killed under pooled load: writes resume through a survivor's 5433
   const acked = writers.flatMap((w) => w.ackedIds);
   expect(acked.length).toBeGreaterThan(8 * 40);
   const now = await health(loc);
-  expect(await missingIds({ host: address(state, now.leader!), port: PORTS.postgresDirect, password: secrets.app }, acked)).toEqual([]);
+  expect(
+    await missingIds({ host: address(state, now.leader!), port: PORTS.postgresDirect, password: secrets.app }, acked),
+  ).toEqual([]);
 }, 360_000);
 
 async function queryOnce<T extends Record<string, unknown>>(host: string, port: number, text: string): Promise<T[]> {

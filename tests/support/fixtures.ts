@@ -14,7 +14,9 @@ import {
 
 /** Fresh random secrets for each test run, so a snapshot can only pass if every value is masked. */
 export function randomSecrets(): ClusterSecrets {
-  return Object.fromEntries(SECRET_NAMES.map((n) => [n, randomBytes(24).toString("base64url").replace(/[-_]/g, "x")])) as unknown as ClusterSecrets;
+  return Object.fromEntries(
+    SECRET_NAMES.map((n) => [n, randomBytes(24).toString("base64url").replace(/[-_]/g, "x")]),
+  ) as unknown as ClusterSecrets;
 }
 
 export function renderStack(opts: {
@@ -36,7 +38,11 @@ export function renderStack(opts: {
   });
   const { topology, options } = describeCluster(settings);
   const secrets = opts.secrets ?? randomSecrets();
-  return { topology, secrets, files: renderCluster(topology, options, secrets, opts.pathsFor ?? (() => serverPaths())) };
+  return {
+    topology,
+    secrets,
+    files: renderCluster(topology, options, secrets, opts.pathsFor ?? (() => serverPaths())),
+  };
 }
 
 /**
@@ -45,4 +51,5 @@ export function renderStack(opts: {
  */
 export const FIXTURE_SSH_PRIVATE_KEY =
   "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACBmYWtlLWtleS1mb3ItbWFkYmFzZS1zdGF0ZS10ZXN0cw==\n-----END OPENSSH PRIVATE KEY-----\n";
-export const FIXTURE_SSH_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGZha2Uta2V5LWZvci1tYWRiYXNlLXN0YXRlLXRlc3Rz pulumi@ci";
+export const FIXTURE_SSH_PUBLIC_KEY =
+  "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGZha2Uta2V5LWZvci1tYWRiYXNlLXN0YXRlLXRlc3Rz pulumi@ci";
