@@ -14,10 +14,11 @@
  *   - a Redis snapshot shipped to the store and restored brings back the keys it held.
  */
 import { randomBytes } from "node:crypto";
-import { BackupTarget, PORTS } from "../../core";
+import { BACKUP_TIMERS, BackupTarget, PORTS } from "../../core";
 import { UpResult, down, up, waitHealthy } from "../../local/cluster";
 import { pgbackrest, replicaMethod, restoreCluster, runBackupScript, waitBackupJobs } from "../../local/backup";
 import { restoreRedis } from "../../local/backup-ops";
+import { machineExec } from "../../local/machine";
 import { findNode } from "../../local/state";
 import { S3Store } from "../support/s3";
 import { address, redisClient, sql, testLocation } from "./harness";
@@ -131,6 +132,12 @@ beforeAll(async () => {
     }),
   );
   upDoneAt = Date.now();
+  // The test takes every backup and snapshot itself: the nodes' own schedules (the hourly Redis
+  // snapshot at :40 above all) must not add one in the middle of it. The metrics timer stays.
+  const schedules = BACKUP_TIMERS.filter((t) => t !== "madbase-pg-metrics.timer");
+  for (const n of cluster.state.nodes) {
+    expect(machineExec(n.machine, ["systemctl", "stop", ...schedules], { timeoutMs: 30_000 }).code).toBe(0);
+  }
   await sql(
     cluster.state,
     cluster.secrets.app,
