@@ -3,6 +3,7 @@
  * files, and a change of one setting changes only the parts of the script that apply it.
  */
 import * as yaml from "js-yaml";
+import { spawnSync } from "node:child_process";
 import {
   ClusterOptions,
   ScriptContext,
@@ -127,4 +128,17 @@ describe("config-refresh", () => {
     );
     expect(settleScript(topology, node, ctx(base))).toMatch(/readonly NODE="madbase-prod-2"[\s\S]*\nsettle_node\n/);
   });
+});
+
+test("config-refresh on a node without PgBouncer stops before touching HAProxy, saying why", () => {
+  const { topology, options } = describeCluster(parseSettings("prod", { nodeCount: 3 }));
+  const script = refreshScript(topology, topology.nodes[1], ctx(options));
+  const r = spawnSync("bash", ["-s"], {
+    input: script,
+    encoding: "utf8",
+    env: { PATH: process.env.PATH, PGBOUNCER_BIN: "/nonexistent/pgbouncer" },
+  });
+  expect(r.status).toBe(1);
+  expect(r.stderr).toMatch(/FAILED: this node has no PgBouncer .*Nothing was changed\./);
+  expect(r.stdout).not.toMatch(/haproxy:/);
 });
