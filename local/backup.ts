@@ -10,7 +10,8 @@
  * cluster from etcd, `pg-restore` on one node, start Patroni there, then replicas on the others.
  */
 import { ClusterSecrets, PORTS, serverPaths } from "../core";
-import { ClusterHealth, clusterHealth } from "./health";
+import { clusterHealth } from "./health";
+import { ClusterHealth } from "./judge";
 import { sleep } from "./machine";
 import { sshIdentity, sshScript } from "./ssh";
 import { LocalClusterState, findNode } from "./state";

@@ -32,7 +32,8 @@ import {
   Topology,
   USERS,
 } from "../core";
-import { ClusterHealth, assertHostLink, clusterHealth, summarize } from "./health";
+import { assertHostLink, clusterHealth, summarize } from "./health";
+import { ClusterHealth } from "./judge";
 import { checkHostTools } from "./host-tools";
 import { ensureImage, imageUser } from "./image";
 import {

@@ -42,7 +42,8 @@ import {
   renderLocalNode,
   waitHealthy,
 } from "./cluster";
-import { ClusterHealth, assertHostLink } from "./health";
+import { assertHostLink } from "./health";
+import { ClusterHealth } from "./judge";
 import { consoleTail, isRunning, machinePath, nspawnExit, sleep } from "./machine";
 import { addNode, removeNode } from "./network";
 import { probeNode } from "./node-probe";

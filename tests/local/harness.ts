@@ -12,7 +12,8 @@ import Redis from "ioredis";
 import { APP_DATABASE, PORTS, REDIS_USERS, USERS, serverPaths } from "../../core";
 import { machineExec } from "../../local/machine";
 import { Location, UpResult, down, status, up } from "../../local/cluster";
-import { ClusterHealth, assertHostLink } from "../../local/health";
+import { assertHostLink } from "../../local/health";
+import { ClusterHealth } from "../../local/judge";
 import { LocalClusterState, findNode } from "../../local/state";
 import { Ack } from "../../local/writer";
 

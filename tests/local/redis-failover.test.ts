@@ -6,7 +6,7 @@
  */
 import { PORTS, serverPaths } from "../../core";
 import { UpResult, startNode, stopService, waitHealthy } from "../../local/cluster";
-import { BACKENDS } from "../../local/health";
+import { BACKENDS } from "../../local/judge";
 import { haproxyServers, probeAuth, redisReplication } from "../../local/probes";
 import { machinePath } from "../../local/machine";
 import { address, finish, redisClient, sleep, startCluster, testLocation, waitFor } from "./harness";
