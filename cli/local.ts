@@ -7,7 +7,7 @@
  * default "mb") keep several clusters apart.
  */
 import { parseArgs } from "node:util";
-import { MadbaseError, UsageError } from "../core";
+import { ClientUrls, MadbaseError, UsageError } from "../core";
 import {
   Location,
   loadCluster,
@@ -139,6 +139,13 @@ function parse(argv: string[]) {
 
 const log = (line: string) => console.log(line);
 
+/** The URLs as environment lines, named after the stack's outputs (databaseReadUrl: DATABASE_READ_URL). */
+function envLines(urls: ClientUrls): string {
+  return Object.entries(urls)
+    .map(([output, url]) => `${output.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}=${url}`)
+    .join("\n");
+}
+
 async function run(argv: string[], loc: Location): Promise<number> {
   const { command, values, positionals } = parse(argv);
   switch (command) {
@@ -161,9 +168,7 @@ async function run(argv: string[], loc: Location): Promise<number> {
       console.log(
         `\nHealthy in ${result.seconds.toFixed(1)} s.\n\n${formatHealth(result.health)}\n\n${formatOverview(result.health)}\n`,
       );
-      console.log(`DATABASE_URL=${urls.databaseUrl}`);
-      console.log(`DATABASE_DIRECT_URL=${urls.databaseDirectUrl}`);
-      console.log(`REDIS_URL=${urls.redisUrl}`);
+      console.log(envLines(urls));
       console.log(
         "\nAny node's address works the same (5433 leader, pooled; 5435 leader, direct; 5434 replicas, pooled; 6379 Redis master). " +
           "Stop with `npm run local -- down`.",
@@ -182,9 +187,7 @@ async function run(argv: string[], loc: Location): Promise<number> {
         console.log(formatHealth(health));
         console.log(`\n${formatOverview(health)}`);
         console.log(health.healthy ? "\nhealthy" : `\ndegraded:\n  ${health.problems.join("\n  ")}`);
-        console.log(
-          `\nDATABASE_URL=${urls.databaseUrl}\nDATABASE_DIRECT_URL=${urls.databaseDirectUrl}\nREDIS_URL=${urls.redisUrl}`,
-        );
+        console.log(`\n${envLines(urls)}`);
       }
       return health.healthy ? 0 : 1;
     }

@@ -1,16 +1,14 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as hcloud from "@pulumi/hcloud";
 import {
-  APP_DATABASE,
   checkUserDataSize,
   databaseNodeSelector,
   drainScript,
-  redisUrl,
+  clientUrls,
   handoffScript,
   joinScript,
   leaveScript,
   nodeLabels,
-  PORTS,
   refreshOrder,
   refreshScript,
   remoteCommand,
@@ -22,7 +20,6 @@ import {
   stackLabels,
   StackPlan,
   systemdControl,
-  USERS,
 } from "../core";
 import { BackupBucket } from "./backupBucket";
 import { ClusterSecrets } from "./clusterSecrets";
@@ -193,21 +190,11 @@ export class StatePillar extends pulumi.ComponentResource {
 
     const host = this.entryPoint.host;
     const pw = this.secrets.passwords;
-    const enc = encodeURIComponent;
-    this.databaseUrl = pulumi.secret(
-      pw.app.result.apply(
-        (p) => `postgresql://${USERS.app}:${enc(p)}@${host}:${PORTS.postgresPrimary}/${APP_DATABASE}`,
-      ),
-    );
-    this.databaseDirectUrl = pulumi.secret(
-      pw.app.result.apply((p) => `postgresql://${USERS.app}:${enc(p)}@${host}:${PORTS.postgresDirect}/${APP_DATABASE}`),
-    );
-    this.databaseReadUrl = pulumi.secret(
-      pw.app.result.apply(
-        (p) => `postgresql://${USERS.app}:${enc(p)}@${host}:${PORTS.postgresReplicas}/${APP_DATABASE}`,
-      ),
-    );
-    this.redisUrl = pulumi.secret(pw.redis.result.apply((p) => redisUrl(p, host)));
+    const urls = pulumi.all([pw.app.result, pw.redis.result]).apply(([app, redis]) => clientUrls({ app, redis }, host));
+    this.databaseUrl = pulumi.secret(urls.databaseUrl);
+    this.databaseDirectUrl = pulumi.secret(urls.databaseDirectUrl);
+    this.databaseReadUrl = pulumi.secret(urls.databaseReadUrl);
+    this.redisUrl = pulumi.secret(urls.redisUrl);
     this.haproxyStatsPassword = pulumi.secret(pw.haproxyStats.result);
 
     this.registerOutputs({

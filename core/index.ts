@@ -9,6 +9,7 @@ export * from "./topology";
 export * from "./settings";
 export * from "./stack-file";
 export * from "./secrets";
+export * from "./urls";
 export * from "./packages";
 export * from "./paths";
 export * from "./model";

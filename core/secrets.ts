@@ -1,5 +1,4 @@
 import { ConfigError } from "./errors";
-import { PORTS } from "./topology";
 
 /** Every secret the rendered files carry. On Hetzner they come from @pulumi/random (and stack config for S3 keys). */
 export interface ClusterSecrets {
@@ -81,14 +80,6 @@ export const REDIS_USERS = {
   admin: "admin",
   check: "haproxy",
 } as const;
-
-/**
- * The application's Redis URL through the entry point. It names its user: a URL with an empty
- * one (`redis://:pw@…`) makes Debian's `redis-cli -u` send `AUTH "" pw`, which Redis refuses.
- */
-export function redisUrl(password: string, host: string): string {
-  return `redis://${REDIS_USERS.app}:${encodeURIComponent(password)}@${host}:${PORTS.redisMaster}/0`;
-}
 
 export const APP_DATABASE = "madbase";
 

@@ -12,11 +12,11 @@ import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import {
-  APP_DATABASE,
   BackupTarget,
   ClusterOptions,
   ClusterSecrets,
-  redisUrl,
+  clientUrls,
+  ClientUrls,
   describeCluster,
   GENERATED_SECRET_NAMES,
   hostAddress,
@@ -24,13 +24,11 @@ import {
   MadbaseError,
   NodeSpec,
   Plan,
-  PORTS,
   RefusedError,
   renderNode,
   SECRET_NAMES,
   serverPaths,
   Topology,
-  USERS,
 } from "../core";
 import { assertHostLink, clusterHealth, summarize } from "./health";
 import { ClusterHealth } from "./judge";
@@ -438,19 +436,8 @@ export async function waitHealthy(
 }
 
 /** The connection URLs, through the first node's HAProxy (any node's works the same). */
-export function clusterUrls(
-  state: LocalClusterState,
-  secrets: ClusterSecrets,
-): { databaseUrl: string; databaseDirectUrl: string; redisUrl: string } {
-  const ip = state.nodes[0].address;
-  const db = (port: number) =>
-    `postgresql://${USERS.app}:${encodeURIComponent(secrets.app)}@${ip}:${port}/${APP_DATABASE}`;
-  return {
-    // Pooled (the leader's PgBouncer), and the leader's PostgreSQL itself.
-    databaseUrl: db(PORTS.postgresPrimary),
-    databaseDirectUrl: db(PORTS.postgresDirect),
-    redisUrl: redisUrl(secrets.redis, ip),
-  };
+export function clusterUrls(state: LocalClusterState, secrets: ClusterSecrets): ClientUrls {
+  return clientUrls(secrets, state.nodes[0].address);
 }
 
 export async function status(

@@ -10,7 +10,7 @@ import {
   patroniCluster,
   patroniNode,
   redisReplication,
-  sentinelMaster,
+  sentinelView,
   probeAuth,
 } from "./probes";
 import { LocalClusterState } from "./state";
@@ -46,7 +46,7 @@ export async function clusterHealth(state: LocalClusterState, secrets: ClusterSe
         patroniCluster(node.address),
         patroniNode(node.address),
         redisReplication(node.address, probeAuth(secrets).redis),
-        sentinelMaster(node.address, state.clusterName, probeAuth(secrets).sentinel),
+        sentinelView(node.address, state.clusterName, probeAuth(secrets).sentinel),
         etcdHealthy(node.address),
         socket ? haproxyServers(socket) : Promise.resolve(undefined),
         probeExporters(node.address),

@@ -5,7 +5,7 @@
  * tested without root (tests/runner/judge.test.ts).
  */
 import { serverPaths } from "../core";
-import { HaproxyServer, PatroniMember, PatroniNode, RedisReplication } from "./probes";
+import { HaproxyServer, PatroniMember, PatroniNode, RedisReplication, SentinelView } from "./probes";
 import { LocalNode } from "./state";
 import { CloudInitStatus, NodeProbe } from "./node-probe";
 import {
@@ -52,6 +52,10 @@ export interface NodeHealth {
   /** Address of the master this node's Redis replicates from (replicas). */
   redisMasterHost: string | null;
   sentinelMaster: string | null;
+  /** Addresses of the replicas this node's Sentinel would promote or reconfigure (see SentinelView). */
+  sentinelReplicas: string[];
+  /** Addresses of the other Sentinels this node's Sentinel hears. */
+  sentinelPeers: string[];
   etcdHealthy: boolean;
   /** Each backend's servers and their HAProxy status, by node name; null when HAProxy does not answer. */
   haproxy: Record<Backend, Record<string, string>> | null;
@@ -87,8 +91,8 @@ export interface NodeObservation {
   /** This node's Patroni about itself (GET /patroni). */
   self?: PatroniNode;
   redis?: RedisReplication;
-  /** The master address this node's Sentinel names. */
-  sentinel?: string;
+  /** What this node's Sentinel knows: the master it names, the replicas and Sentinels it can use. */
+  sentinel?: SentinelView;
   etcd: boolean;
   /** HAProxy's servers from its stats socket. */
   haproxy?: HaproxyServer[];
@@ -170,7 +174,9 @@ export function judgeHealth(observed: ClusterObservation): ClusterHealth {
         streaming: streamingNames.has(node.name),
         redisRole: redisRoleOf(redis),
         redisMasterHost: redis?.role === "slave" ? (redis.masterHost ?? null) : null,
-        sentinelMaster: sentinel ?? null,
+        sentinelMaster: sentinel?.master ?? null,
+        sentinelReplicas: sentinel?.replicas ?? [],
+        sentinelPeers: sentinel?.sentinels ?? [],
         etcdHealthy: etcd,
         haproxy: groupHaproxy(haproxy),
         timeline: typeof self?.timeline === "number" ? self.timeline : (member?.timeline ?? null),
@@ -213,6 +219,16 @@ export function judgeHealth(observed: ClusterObservation): ClusterHealth {
     }
     if (redisMaster && n.sentinelMaster !== redisMaster.address) {
       problems.push(`sentinel on ${n.name} names ${n.sentinelMaster ?? "nothing"} as master`);
+    } else if (redisMaster) {
+      // Armed for a failover: a Sentinel promotes and repoints only the replicas it learnt from the
+      // master's INFO (every 10 s), and votes with the Sentinels it hears; a cluster that has just
+      // come up can name its master before it knows them.
+      const unknown = nodes.filter((r) => r.name !== redisMaster.name && !n.sentinelReplicas.includes(r.address));
+      if (unknown.length > 0)
+        problems.push(`sentinel on ${n.name} does not know ${unknown.map((r) => r.name).join(", ")} as replicas`);
+      const unheard = nodes.filter((p) => p.name !== n.name && !n.sentinelPeers.includes(p.address));
+      if (unheard.length > 0)
+        problems.push(`sentinel on ${n.name} does not hear the Sentinels of ${unheard.map((p) => p.name).join(", ")}`);
     }
   }
   for (const n of nodes) {

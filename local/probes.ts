@@ -127,10 +127,39 @@ export async function redisReplication(
   };
 }
 
-/** The master address a Sentinel names for the cluster, as "ip". */
-export async function sentinelMaster(ip: string, masterName: string, auth: RedisAuth): Promise<string | undefined> {
-  const reply = await redisCommand(ip, PORTS.sentinel, auth, ["SENTINEL", "get-master-addr-by-name", masterName]);
-  return Array.isArray(reply) && typeof reply[0] === "string" ? reply[0] : undefined;
+/**
+ * What a Sentinel knows of the cluster: the master it names, and the replicas and other Sentinels
+ * it could fail over with. A replica or Sentinel counts only while its flags say it is reachable
+ * (not s_down, o_down or disconnected): Sentinel promotes and reconfigures only the replicas it
+ * learnt from the master's INFO (every 10 s), and reaches a quorum only with Sentinels it heard.
+ */
+export interface SentinelView {
+  master: string;
+  /** Addresses of the replicas this Sentinel would promote or reconfigure. */
+  replicas: string[];
+  /** Addresses of the other Sentinels it counts on for a quorum. */
+  sentinels: string[];
+}
+
+/** A Sentinel's entries (SENTINEL REPLICAS / SENTINELS: flat field-value lists) whose flags show no trouble. */
+export function reachableEntries(reply: unknown): string[] {
+  if (!Array.isArray(reply)) return [];
+  const bad = new Set(["s_down", "o_down", "disconnected"]);
+  return reply
+    .filter((e): e is string[] => Array.isArray(e))
+    .map((e) => Object.fromEntries(e.flatMap((v, i) => (i % 2 === 0 ? [[v, e[i + 1]]] : []))) as Record<string, string>)
+    .filter((e) => typeof e.ip === "string" && !(e.flags ?? "").split(",").some((f) => bad.has(f)))
+    .map((e) => e.ip);
+}
+
+export async function sentinelView(ip: string, masterName: string, auth: RedisAuth): Promise<SentinelView | undefined> {
+  const [master, replicas, sentinels] = await Promise.all([
+    redisCommand(ip, PORTS.sentinel, auth, ["SENTINEL", "get-master-addr-by-name", masterName]),
+    redisCommand(ip, PORTS.sentinel, auth, ["SENTINEL", "REPLICAS", masterName]),
+    redisCommand(ip, PORTS.sentinel, auth, ["SENTINEL", "SENTINELS", masterName]),
+  ]);
+  if (!Array.isArray(master) || typeof master[0] !== "string") return undefined;
+  return { master: master[0], replicas: reachableEntries(replicas), sentinels: reachableEntries(sentinels) };
 }
 
 /** One line of HAProxy's `show stat`: a server of a backend and its check status. */

@@ -58,7 +58,11 @@ function healthy(): ClusterObservation {
       i === 0
         ? { role: "master", connectedReplicas: 2 }
         : { role: "slave", connectedReplicas: 0, masterHost: ip("n-1"), masterLinkUp: true },
-    sentinel: ip("n-1"),
+    sentinel: {
+      master: ip("n-1"),
+      replicas: ["n-2", "n-3"].map(ip),
+      sentinels: NAMES.filter((n) => n !== name).map(ip),
+    },
     etcd: true,
     haproxy: routes(name),
     exporters: {
@@ -168,6 +172,17 @@ test("Redis: two masters is no master; a replica of the wrong master, a broken l
     "redis: n-2 is not a connected replica of n-1",
     "redis: n-3 is not a connected replica of n-1",
     "sentinel on n-3 names nothing as master",
+  ]);
+});
+
+test("Sentinel is armed for a failover only when it knows every replica and hears every other Sentinel", () => {
+  const o = healthy();
+  // Just after `up`: n-2's Sentinel names the master but has not yet read n-3 from its INFO.
+  at(o, "n-2").sentinel!.replicas = [ip("n-2")];
+  at(o, "n-3").sentinel!.sentinels = [];
+  expect(judgeHealth(o).problems).toEqual([
+    "sentinel on n-2 does not know n-3 as replicas",
+    "sentinel on n-3 does not hear the Sentinels of n-1, n-2",
   ]);
 });
 

@@ -5,7 +5,7 @@
  */
 import { metricNames, parseMetrics, sampleSum, sampleValue } from "../../local/metrics";
 import { parseCloudInitResult, parseSystemctlShow } from "../../local/node-probe";
-import { parseInfo, parseShowStat } from "../../local/probes";
+import { parseInfo, parseShowStat, reachableEntries } from "../../local/probes";
 import { clusterVersions, parseVersions } from "../../local/versions";
 
 test("systemctl show: one block per unit, keyed by its Id", () => {
@@ -111,4 +111,20 @@ test("Prometheus text: samples with their labels (escapes undone) and values; co
   expect(metricNames(text)).toEqual(
     new Set(["pg_up", "haproxy_server_status", "odd_label", "process_start_time_seconds"]),
   );
+});
+
+test("Sentinel's replicas and Sentinels: the addresses whose flags show no trouble", () => {
+  // As ioredis returns SENTINEL REPLICAS / SENTINELS: one flat field-value list per entry.
+  const entry = (ip: string, flags: string) => ["name", `${ip}:6380`, "ip", ip, "port", "6380", "flags", flags];
+  const reply = [
+    entry("10.0.0.2", "slave"),
+    entry("10.0.0.3", "s_down,slave,disconnected"),
+    entry("10.0.0.4", "sentinel,master_down"),
+    entry("10.0.0.5", "sentinel,o_down"),
+    ["name", "no-ip", "flags", "slave"],
+  ];
+  expect(reachableEntries(reply)).toEqual(["10.0.0.2", "10.0.0.4"]);
+  expect(reachableEntries([])).toEqual([]);
+  // A Sentinel that did not answer.
+  expect(reachableEntries(undefined)).toEqual([]);
 });
