@@ -6,10 +6,7 @@ import prettier from "eslint-config-prettier";
 
 /** Imports a folder must not make: `core` imports nothing of ours and no Pulumi; `components` and `local` only `core`. */
 const forbid = (folders, message) => ({
-  "no-restricted-imports": [
-    "error",
-    { patterns: folders.map((f) => ({ group: [`../${f}`, `../${f}/**`], message })) },
-  ],
+  "no-restricted-imports": ["error", { patterns: folders.map((f) => ({ group: [`../${f}`, `../${f}/**`], message })) }],
 });
 
 export default tseslint.config(
@@ -20,7 +17,10 @@ export default tseslint.config(
   {
     rules: {
       // `const { dropped: _dropped, ...kept } = x` is how the code omits a field.
-      "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_", ignoreRestSiblings: true }],
+      "@typescript-eslint/no-unused-vars": [
+        "error",
+        { argsIgnorePattern: "^_", varsIgnorePattern: "^_", ignoreRestSiblings: true },
+      ],
     },
   },
   {
@@ -39,7 +39,10 @@ export default tseslint.config(
               group: [`../${f}`, `../${f}/**`],
               message: "core is the pure core: it imports nothing of ours outside core.",
             })),
-            { group: ["@pulumi/*"], message: "core is the pure core: no Pulumi in it (components/ feeds outputs into it)." },
+            {
+              group: ["@pulumi/*"],
+              message: "core is the pure core: no Pulumi in it (components/ feeds outputs into it).",
+            },
           ],
         },
       ],
@@ -47,7 +50,10 @@ export default tseslint.config(
   },
   {
     files: ["components/**/*.ts"],
-    rules: forbid(["local", "cli", "scale", "bench"], "components import core only (and each other), never the runners or commands."),
+    rules: forbid(
+      ["local", "cli", "scale", "bench"],
+      "components import core only (and each other), never the runners or commands.",
+    ),
   },
   {
     files: ["local/**/*.ts"],

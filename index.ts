@@ -69,8 +69,12 @@ export = async () => {
   const pillar = new StatePillar(plan.topology.clusterName, { plan, backupCredentials, sshPrivateKey, hcloudToken });
 
   return {
-    /** Connection strings through the entry point (secret): the leader on 5433, replicas on 5434, Redis on 6379. */
+    /**
+     * Connection strings through the entry point (secret): the leader's PgBouncer on 5433, its
+     * PostgreSQL directly on 5435, replicas' PgBouncers on 5434, Redis on 6379.
+     */
     databaseUrl: pillar.databaseUrl,
+    databaseDirectUrl: pillar.databaseDirectUrl,
     databaseReadUrl: pillar.databaseReadUrl,
     redisUrl: pillar.redisUrl,
     /** Patroni's scope: also the pgBackRest stanza and the Sentinel master name. */

@@ -6,7 +6,10 @@
  * through a surviving node's HAProxy) per failover profile; Redis failover (kill -9 of the master
  * -> first SET acknowledged through a surviving HAProxy); cold start of booted nodes; the latency
  * the HAProxy hop adds at one client (through 5433 vs the leader's 5432, through 6379 vs the
- * master's 6380); the cluster's RAM; false failovers while both cores are saturated for 60 s.
+ * master's 6380); the cluster's RAM; false failovers while both cores are saturated for 60 s;
+ * pgbench through PgBouncer (5433) against the leader's PostgreSQL itself (5435): a new connection
+ * per transaction (-C) and 64 clients of read-only transactions, TPS side by side, and the round
+ * trip the pooler adds at one client. `--only pooling` boots one fast cluster for those alone.
  *
  * Runs on its own network id, subnet and root, so it never touches a developer's cluster.
  */
@@ -17,7 +20,7 @@ import * as path from "node:path";
 import { parseArgs } from "node:util";
 import Redis from "ioredis";
 import { Client } from "pg";
-import { APP_DATABASE, PORTS, PROFILES, ProfileName, USERS } from "../core";
+import { APP_DATABASE, PORTS, PROFILES, ProfileName, REDIS_USERS, USERS } from "../core";
 import { Location, down, killNode, loadCluster, startNode, stopService, up, waitHealthy } from "../local/cluster";
 import { assertHostLink, clusterHealth } from "../local/health";
 import { LocalClusterState, findNode } from "../local/state";
@@ -26,7 +29,11 @@ import { machineProcesses } from "../local/processes";
 import { nodeVersions } from "../local/versions";
 import { AckWriter, PROBE_SSL } from "../local/writer";
 
-const LOC: Location & { subnetCidr: string } = { root: path.join(os.tmpdir(), "madbase-bench"), networkId: "bench", subnetCidr: "10.42.200.0/24" };
+const LOC: Location & { subnetCidr: string } = {
+  root: path.join(os.tmpdir(), "madbase-bench"),
+  networkId: "bench",
+  subnetCidr: "10.42.200.0/24",
+};
 // The issue's targets. Patroni 4's 20 s minimum ttl bounds every PostgreSQL failover after a power
 // cut from below, so the fast targets are out of reach by tuning (README: Failover profiles).
 const TARGETS = { fastMedian: 8, fastMax: 12, norm: 20, redis: 5, coldStart: 45 };
@@ -50,6 +57,18 @@ interface Results {
   pssMiB?: number;
   processes?: number;
   falseFailovers?: { leaderChanges: number; redisMasterChanges: number; writerFailures: number; seconds: number };
+  pooling?: PoolingResult;
+}
+
+/** pgbench TPS pooled (5433: HAProxy, the leader's PgBouncer) and direct (5435: HAProxy, the leader's PostgreSQL). */
+interface PoolingResult {
+  connectPerTransaction: { pooledTps: number; directTps: number; clients: number };
+  persistent: { pooledTps: number; directTps: number; clients: number };
+  /** Median SELECT 1 round trip at one client. */
+  roundTrip: { pooledUs: number; directUs: number };
+  seconds: number;
+  /** This machine's 1-minute load average when the runs ended: other work shares the cores. */
+  load: number;
 }
 
 const log = (line: string) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${line}`);
@@ -76,7 +95,14 @@ async function pgFailover(): Promise<number> {
   const leader = await leaderOf();
   const leaderIp = findNode(state, leader).address;
   const entry = state.nodes.find((n) => n.name !== leader)!;
-  const writer = new AckWriter({ host: entry.address, port: PORTS.postgresPrimary, password: secrets.app, firstId: Date.now(), intervalMs: 10, retryMs: 50 }).start();
+  const writer = new AckWriter({
+    host: entry.address,
+    port: PORTS.postgresPrimary,
+    password: secrets.app,
+    firstId: Date.now(),
+    intervalMs: 10,
+    retryMs: 50,
+  }).start();
   try {
     await writer.waitForAcks(10, 30_000);
     const killedAt = Date.now();
@@ -100,7 +126,17 @@ async function pgFailover(): Promise<number> {
 
 /** One SET per fresh connection through `host:port`; true when acknowledged. */
 async function redisSet(host: string, port: number, password: string): Promise<boolean> {
-  const client = new Redis({ host, port, password, lazyConnect: true, connectTimeout: 500, commandTimeout: 500, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  const client = new Redis({
+    host,
+    port,
+    username: REDIS_USERS.app,
+    password,
+    lazyConnect: true,
+    connectTimeout: 500,
+    commandTimeout: 500,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
   client.on("error", () => undefined);
   try {
     await client.connect();
@@ -135,7 +171,12 @@ async function redisFailover(): Promise<number> {
 }
 
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): string {
-  return execFileSync(cmd, args, { encoding: "utf8", env: { ...process.env, ...env }, maxBuffer: 64 * 1024 * 1024, stdio: ["ignore", "pipe", "pipe"] });
+  return execFileSync(cmd, args, {
+    encoding: "utf8",
+    env: { ...process.env, ...env },
+    maxBuffer: 64 * 1024 * 1024,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
 }
 
 /** Median and 90th percentile of `rounds` sequential round trips, in µs. */
@@ -161,7 +202,14 @@ async function pgLatency(): Promise<Results["pgLatency"]> {
   const leaderIp = findNode(state, await leaderOf()).address;
   const entry = state.nodes.find((n) => n.address !== leaderIp)!.address;
   const measure = async (host: string, port: number) => {
-    const client = new Client({ host, port, user: USERS.app, password: secrets.app, database: APP_DATABASE, ssl: PROBE_SSL });
+    const client = new Client({
+      host,
+      port,
+      user: USERS.app,
+      password: secrets.app,
+      database: APP_DATABASE,
+      ssl: PROBE_SSL,
+    });
     await client.connect();
     try {
       return await roundTrips(2000, () => client.query("SELECT 1"));
@@ -178,6 +226,82 @@ async function pgLatency(): Promise<Results["pgLatency"]> {
   return { haproxyUs: median(via), directUs: median(direct) };
 }
 
+/** One pgbench run from this machine (its password in the environment, never on the command line): its TPS. */
+function pgbench(host: string, port: number, password: string, args: string[]): number {
+  const out = execFileSync("pgbench", ["-h", host, "-p", String(port), "-U", USERS.app, "-n", ...args, APP_DATABASE], {
+    encoding: "utf8",
+    env: { ...process.env, PGPASSWORD: password },
+    stdio: ["ignore", "pipe", "pipe"],
+    maxBuffer: 16 * 1024 * 1024,
+  });
+  const tps = /^tps = ([\d.]+)/m.exec(out);
+  if (!tps) throw new Error(`pgbench printed no tps:\n${out}`);
+  return Number(tps[1]);
+}
+
+/**
+ * PgBouncer against PostgreSQL itself, both through a replica's HAProxy (5433 pooled, 5435 direct),
+ * so the only difference is the pool: `-C -S` (a new connection, a SCRAM login, per transaction),
+ * `-S` with 64 connected clients, and SELECT 1 round trips at one client.
+ */
+async function pooling(seconds = 15): Promise<PoolingResult> {
+  const { state, secrets } = current();
+  assertHostLink(state);
+  const leaderIp = findNode(state, await leaderOf()).address;
+  const entry = state.nodes.find((n) => n.address !== leaderIp)!.address;
+  execFileSync(
+    "pgbench",
+    ["-h", entry, "-p", String(PORTS.postgresDirect), "-U", USERS.app, "-i", "-s", "1", "-q", APP_DATABASE],
+    {
+      env: { ...process.env, PGPASSWORD: secrets.app },
+      stdio: "ignore",
+    },
+  );
+  const side = (args: string[]) => ({
+    pooledTps: pgbench(entry, PORTS.postgresPrimary, secrets.app, args),
+    directTps: pgbench(entry, PORTS.postgresDirect, secrets.app, args),
+  });
+  const connectClients = 8;
+  const connectPerTransaction = {
+    ...side(["-C", "-S", "-c", String(connectClients), "-j", "2", "-T", String(seconds)]),
+    clients: connectClients,
+  };
+  const persistent = { ...side(["-S", "-c", "64", "-j", "2", "-T", String(seconds)]), clients: 64 };
+  const measure = async (port: number) => {
+    const client = new Client({ host: entry, port, user: USERS.app, password: secrets.app, database: APP_DATABASE });
+    await client.connect();
+    try {
+      return (await roundTrips(2000, () => client.query("SELECT 1"))).medianUs;
+    } finally {
+      await client.end();
+    }
+  };
+  const pooled: number[] = [];
+  const direct: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    pooled.push(await measure(PORTS.postgresPrimary));
+    direct.push(await measure(PORTS.postgresDirect));
+  }
+  return {
+    connectPerTransaction,
+    persistent,
+    roundTrip: { pooledUs: median(pooled), directUs: median(direct) },
+    seconds,
+    load: os.loadavg()[0],
+  };
+}
+
+function poolingLines(p: PoolingResult): string[] {
+  const x = (a: number, b: number) => `${(a / b).toFixed(1)}×`;
+  const c = p.connectPerTransaction;
+  const s = p.persistent;
+  return [
+    `| pgbench -C -S, ${c.clients} clients, ${p.seconds} s (load ${p.load.toFixed(1)} on ${os.cpus().length} cores): TPS pooled 5433 / direct 5435 | ${c.pooledTps.toFixed(0)} / ${c.directTps.toFixed(0)} (${x(c.pooledTps, c.directTps)}) | pooled ≥ 3× direct | ${c.pooledTps >= 3 * c.directTps ? "yes" : "**no**"} |`,
+    `| pgbench -S, ${s.clients} clients, ${p.seconds} s: TPS pooled 5433 / direct 5435 | ${s.pooledTps.toFixed(0)} / ${s.directTps.toFixed(0)} (${x(s.pooledTps, s.directTps)}) | - | - |`,
+    `| PostgreSQL round trip at one client (SELECT 1), median: 5433 pooled / 5435 direct | ${p.roundTrip.pooledUs.toFixed(0)} µs / ${p.roundTrip.directUs.toFixed(0)} µs: PgBouncer adds ${(p.roundTrip.pooledUs - p.roundTrip.directUs).toFixed(0)} µs | - | - |`,
+  ];
+}
+
 /** Likewise for Redis: GET round trips through 6379 against the master's own 6380. */
 async function redisLatency(): Promise<Results["redisLatency"]> {
   const { state, secrets } = current();
@@ -186,7 +310,14 @@ async function redisLatency(): Promise<Results["redisLatency"]> {
   const masterIp = findNode(state, h.redisMaster!).address;
   const entry = state.nodes.find((n) => n.address !== masterIp)!.address;
   const measure = async (host: string, port: number) => {
-    const client = new Redis({ host, port, password: secrets.redis, lazyConnect: true, maxRetriesPerRequest: 0 });
+    const client = new Redis({
+      host,
+      port,
+      username: REDIS_USERS.app,
+      password: secrets.redis,
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+    });
     await client.connect();
     try {
       await client.set("bench:latency", "x");
@@ -231,7 +362,13 @@ function clusterRam(): { mib: number; pssMib: number; processes: number } {
 /** Saturates every core for `seconds` while counting leader and Redis master changes. */
 async function falseFailovers(seconds: number): Promise<Results["falseFailovers"]> {
   const { state, secrets } = current();
-  const writer = new AckWriter({ host: state.nodes[0].address, port: PORTS.postgresPrimary, password: secrets.app, firstId: Date.now(), intervalMs: 50 }).start();
+  const writer = new AckWriter({
+    host: state.nodes[0].address,
+    port: PORTS.postgresPrimary,
+    password: secrets.app,
+    firstId: Date.now(),
+    intervalMs: 50,
+  }).start();
   await writer.waitForAcks(5, 30_000);
   const before = await clusterHealth(state, secrets);
   let leader = before.leader;
@@ -241,7 +378,9 @@ async function falseFailovers(seconds: number): Promise<Results["falseFailovers"
   const failuresBefore = writer.failures;
   // Two busy loops per core, each ending by itself (and killed by PID below in any case).
   const burners = Array.from({ length: os.cpus().length * 2 }, () =>
-    spawn(process.execPath, ["-e", `const end = Date.now() + ${seconds * 1000}; while (Date.now() < end) {}`], { stdio: "ignore" }),
+    spawn(process.execPath, ["-e", `const end = Date.now() + ${seconds * 1000}; while (Date.now() < end) {}`], {
+      stdio: "ignore",
+    }),
   );
   const end = Date.now() + (seconds + 10) * 1000; // and 10 s after the load stops
   try {
@@ -260,7 +399,12 @@ async function falseFailovers(seconds: number): Promise<Results["falseFailovers"
   return { leaderChanges, redisMasterChanges, writerFailures: writer.failures - failuresBefore, seconds };
 }
 
-async function benchProfile(profile: ProfileName, kills: number, redisKills: number, results: Results): Promise<ProfileResult> {
+async function benchProfile(
+  profile: ProfileName,
+  kills: number,
+  redisKills: number,
+  results: Results,
+): Promise<ProfileResult> {
   await down(LOC);
   log(`${profile}: cold start`);
   const started = await up({ ...LOC, profile, timeoutMs: 300_000 });
@@ -276,9 +420,15 @@ async function benchProfile(profile: ProfileName, kills: number, redisKills: num
       results.processes = ram.processes;
       log(`RAM ${ram.mib.toFixed(0)} MiB RSS, ${ram.pssMib.toFixed(0)} MiB PSS in ${ram.processes} processes`);
       results.pgLatency = await pgLatency();
-      log(`PostgreSQL round trip: ${results.pgLatency!.haproxyUs.toFixed(0)} µs via 5433, ${results.pgLatency!.directUs.toFixed(0)} µs direct`);
+      log(
+        `PostgreSQL round trip: ${results.pgLatency!.haproxyUs.toFixed(0)} µs via 5433, ${results.pgLatency!.directUs.toFixed(0)} µs direct`,
+      );
       results.redisLatency = await redisLatency();
-      log(`Redis round trip: ${results.redisLatency!.haproxyUs.toFixed(0)} µs via 6379, ${results.redisLatency!.directUs.toFixed(0)} µs direct`);
+      log(
+        `Redis round trip: ${results.redisLatency!.haproxyUs.toFixed(0)} µs via 6379, ${results.redisLatency!.directUs.toFixed(0)} µs direct`,
+      );
+      results.pooling = await pooling();
+      log(`pooling: ${JSON.stringify(results.pooling)}`);
       results.falseFailovers = await falseFailovers(60);
       log(`under load: ${JSON.stringify(results.falseFailovers)}`);
     }
@@ -344,38 +494,80 @@ function report(results: Results): string {
   const fast = results.profiles.find((p) => p.profile === "fast");
   const norm = results.profiles.find((p) => p.profile === "norm");
   if (fast) {
-    lines.push(`| fast: PostgreSQL failover median / max | ${fmt(median(fast.pgFailoverS))} s / ${fmt(Math.max(...fast.pgFailoverS))} s | ≤ ${TARGETS.fastMedian} s / ≤ ${TARGETS.fastMax} s | ${ok(median(fast.pgFailoverS) <= TARGETS.fastMedian && Math.max(...fast.pgFailoverS) <= TARGETS.fastMax)} |`);
+    lines.push(
+      `| fast: PostgreSQL failover median / max | ${fmt(median(fast.pgFailoverS))} s / ${fmt(Math.max(...fast.pgFailoverS))} s | ≤ ${TARGETS.fastMedian} s / ≤ ${TARGETS.fastMax} s | ${ok(median(fast.pgFailoverS) <= TARGETS.fastMedian && Math.max(...fast.pgFailoverS) <= TARGETS.fastMax)} |`,
+    );
   }
-  if (norm) lines.push(`| norm: PostgreSQL failover max | ${fmt(Math.max(...norm.pgFailoverS))} s | ≤ ${TARGETS.norm} s | ${ok(Math.max(...norm.pgFailoverS) <= TARGETS.norm)} |`);
+  if (norm)
+    lines.push(
+      `| norm: PostgreSQL failover max | ${fmt(Math.max(...norm.pgFailoverS))} s | ≤ ${TARGETS.norm} s | ${ok(Math.max(...norm.pgFailoverS) <= TARGETS.norm)} |`,
+    );
   for (const p of results.profiles) {
-    if (p.redisFailoverS.length) lines.push(`| ${p.profile}: Redis failover max | ${fmt(Math.max(...p.redisFailoverS))} s | ≤ ${TARGETS.redis} s | ${ok(Math.max(...p.redisFailoverS) <= TARGETS.redis)} |`);
+    if (p.redisFailoverS.length)
+      lines.push(
+        `| ${p.profile}: Redis failover max | ${fmt(Math.max(...p.redisFailoverS))} s | ≤ ${TARGETS.redis} s | ${ok(Math.max(...p.redisFailoverS) <= TARGETS.redis)} |`,
+      );
   }
   const coldMax = Math.max(...results.profiles.map((p) => p.coldStartS));
-  lines.push(`| Cold start (slowest of ${results.profiles.length}) | ${fmt(coldMax)} s | ≤ ${TARGETS.coldStart} s | ${ok(coldMax <= TARGETS.coldStart)} |`);
+  lines.push(
+    `| Cold start (slowest of ${results.profiles.length}) | ${fmt(coldMax)} s | ≤ ${TARGETS.coldStart} s | ${ok(coldMax <= TARGETS.coldStart)} |`,
+  );
   if (results.pgLatency) {
     const l = results.pgLatency;
-    lines.push(`| PostgreSQL round trip at one client (SELECT 1), median: 5433 / 5432 | ${l.haproxyUs.toFixed(0)} µs / ${l.directUs.toFixed(0)} µs: HAProxy adds ${(l.haproxyUs - l.directUs).toFixed(0)} µs | - | - |`);
+    lines.push(
+      `| PostgreSQL round trip at one client (SELECT 1), median: 5433 (HAProxy, PgBouncer) / 5432 | ${l.haproxyUs.toFixed(0)} µs / ${l.directUs.toFixed(0)} µs: both hops add ${(l.haproxyUs - l.directUs).toFixed(0)} µs | - | - |`,
+    );
   }
+  if (results.pooling) lines.push(...poolingLines(results.pooling));
   if (results.redisLatency) {
     const l = results.redisLatency;
-    lines.push(`| Redis round trip at one client (GET), median: 6379 / 6380 | ${l.haproxyUs.toFixed(0)} µs / ${l.directUs.toFixed(0)} µs: HAProxy adds ${(l.haproxyUs - l.directUs).toFixed(0)} µs | - | - |`);
+    lines.push(
+      `| Redis round trip at one client (GET), median: 6379 / 6380 | ${l.haproxyUs.toFixed(0)} µs / ${l.directUs.toFixed(0)} µs: HAProxy adds ${(l.haproxyUs - l.directUs).toFixed(0)} µs | - | - |`,
+    );
   }
   if (results.ramMiB !== undefined) {
-    lines.push(`| Cluster RAM, ${results.processes} processes: sum of PSS (sum of RSS) | ${fmt(results.pssMiB, 0)} MiB (${results.ramMiB.toFixed(0)} MiB) | - | - |`);
+    lines.push(
+      `| Cluster RAM, ${results.processes} processes: sum of PSS (sum of RSS) | ${fmt(results.pssMiB, 0)} MiB (${results.ramMiB.toFixed(0)} MiB) | - | - |`,
+    );
   }
   if (results.falseFailovers) {
     const f = results.falseFailovers;
-    lines.push(`| fast: false failovers, all cores saturated ${f.seconds} s (+10 s) | ${f.leaderChanges} PostgreSQL, ${f.redisMasterChanges} Redis (writer errors: ${f.writerFailures}) | 0 | ${ok(f.leaderChanges + f.redisMasterChanges === 0)} |`);
+    lines.push(
+      `| fast: false failovers, all cores saturated ${f.seconds} s (+10 s) | ${f.leaderChanges} PostgreSQL, ${f.redisMasterChanges} Redis (writer errors: ${f.writerFailures}) | 0 | ${ok(f.leaderChanges + f.redisMasterChanges === 0)} |`,
+    );
   }
-  lines.push("", "Clients (the latency loops, the writers) run on this machine and reach the nodes through its link into the nodes' subnet.", "");
+  lines.push(
+    "",
+    "Clients (the latency loops, the writers) run on this machine and reach the nodes through its link into the nodes' subnet.",
+    "",
+  );
   return lines.join("\n");
 }
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { profiles: { type: "string" }, kills: { type: "string" }, "redis-kills": { type: "string" }, out: { type: "string" } },
+    options: {
+      profiles: { type: "string" },
+      kills: { type: "string" },
+      "redis-kills": { type: "string" },
+      out: { type: "string" },
+      only: { type: "string" },
+    },
     strict: true,
   });
+  if (values.only !== undefined) {
+    if (values.only !== "pooling") throw new Error(`--only: ${values.only} is not a figure set; use pooling`);
+    // One fast cluster, the pooling figures printed (RESULTS.md holds a whole run's figures only).
+    await down(LOC);
+    try {
+      await up({ ...LOC, profile: "fast", timeoutMs: 300_000 });
+      const p = await pooling();
+      console.log(["", "| Figure | Value | Target | Met |", "|---|---|---|---|", ...poolingLines(p)].join("\n"));
+    } finally {
+      await down(LOC);
+    }
+    return;
+  }
   const profiles = (values.profiles ?? "fast,norm,safe").split(",") as ProfileName[];
   for (const p of profiles) if (!(p in PROFILES)) throw new Error(`unknown profile ${p}`);
   const kills = Number(values.kills ?? 5);

@@ -26,8 +26,21 @@ export interface RoundTrips {
 }
 
 /** Median and 90th percentile of `rounds` sequential `SELECT 1` round trips on one connection, in µs. */
-export async function selectRoundTrips(opts: { host: string; port: number; password: string; ssl: boolean; rounds: number }): Promise<RoundTrips> {
-  const client = new Client({ host: opts.host, port: opts.port, user: USERS.app, password: opts.password, database: APP_DATABASE, ssl: opts.ssl ? PROBE_SSL : false });
+export async function selectRoundTrips(opts: {
+  host: string;
+  port: number;
+  password: string;
+  ssl: boolean;
+  rounds: number;
+}): Promise<RoundTrips> {
+  const client = new Client({
+    host: opts.host,
+    port: opts.port,
+    user: USERS.app,
+    password: opts.password,
+    database: APP_DATABASE,
+    ssl: opts.ssl ? PROBE_SSL : false,
+  });
   await client.connect();
   try {
     const { rows } = await client.query<{ ssl: boolean }>("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()");
@@ -49,11 +62,19 @@ export async function selectRoundTrips(opts: { host: string; port: number; passw
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { rounds: { type: "string", default: "2000" }, keep: { type: "boolean", default: false } } });
+  const { values } = parseArgs({
+    options: { rounds: { type: "string", default: "2000" }, keep: { type: "boolean", default: false } },
+  });
   const rounds = Number(values.rounds);
   // As the child inside a node: MADBASE_BENCH_CHILD=ssl or plain, the password in the environment.
   if (process.env.MADBASE_BENCH_CHILD) {
-    const r = await selectRoundTrips({ host: "127.0.0.1", port: PORTS.postgres, password: process.env.MADBASE_BENCH_PASSWORD!, ssl: process.env.MADBASE_BENCH_CHILD === "ssl", rounds });
+    const r = await selectRoundTrips({
+      host: "127.0.0.1",
+      port: PORTS.postgres,
+      password: process.env.MADBASE_BENCH_PASSWORD!,
+      ssl: process.env.MADBASE_BENCH_CHILD === "ssl",
+      rounds,
+    });
     console.log(JSON.stringify(r));
     return;
   }
@@ -62,11 +83,25 @@ async function main(): Promise<void> {
   try {
     const leader = findNode(state, (await clusterHealth(state, secrets)).leader!);
     const inNode = (mode: "ssl" | "plain"): RoundTrips => {
-      const r = spawnSync("ip", ["netns", "exec", leader.namespace, process.execPath, "--import", "tsx", __filename, "--rounds", String(rounds)], {
-        encoding: "utf8",
-        env: { ...process.env, MADBASE_BENCH_CHILD: mode, MADBASE_BENCH_PASSWORD: secrets.app },
-        timeout: 120_000,
-      });
+      const r = spawnSync(
+        "ip",
+        [
+          "netns",
+          "exec",
+          leader.namespace,
+          process.execPath,
+          "--import",
+          "tsx",
+          __filename,
+          "--rounds",
+          String(rounds),
+        ],
+        {
+          encoding: "utf8",
+          env: { ...process.env, MADBASE_BENCH_CHILD: mode, MADBASE_BENCH_PASSWORD: secrets.app },
+          timeout: 120_000,
+        },
+      );
       if (r.status !== 0) throw new Error(`round trips (${mode}) in ${leader.name}: ${r.stderr}`);
       return JSON.parse(r.stdout.trim().split("\n").pop()!) as RoundTrips;
     };
@@ -76,13 +111,27 @@ async function main(): Promise<void> {
       plain.push(inNode("plain"));
       tls.push(inNode("ssl"));
     }
-    const network = await selectRoundTrips({ host: leader.address, port: PORTS.postgres, password: secrets.app, ssl: true, rounds });
+    const network = await selectRoundTrips({
+      host: leader.address,
+      port: PORTS.postgres,
+      password: secrets.app,
+      ssl: true,
+      rounds,
+    });
     const m = (xs: RoundTrips[], k: keyof RoundTrips) => median(xs.map((x) => x[k]));
-    console.log(`PostgreSQL SELECT 1 round trip at one client (${rounds} per run, median of 3 runs), on ${leader.name}:`);
-    console.log(`  loopback, plain text: median ${m(plain, "medianUs").toFixed(0)} µs, p90 ${m(plain, "p90Us").toFixed(0)} µs`);
-    console.log(`  loopback, TLS:        median ${m(tls, "medianUs").toFixed(0)} µs, p90 ${m(tls, "p90Us").toFixed(0)} µs`);
+    console.log(
+      `PostgreSQL SELECT 1 round trip at one client (${rounds} per run, median of 3 runs), on ${leader.name}:`,
+    );
+    console.log(
+      `  loopback, plain text: median ${m(plain, "medianUs").toFixed(0)} µs, p90 ${m(plain, "p90Us").toFixed(0)} µs`,
+    );
+    console.log(
+      `  loopback, TLS:        median ${m(tls, "medianUs").toFixed(0)} µs, p90 ${m(tls, "p90Us").toFixed(0)} µs`,
+    );
     console.log(`  TLS costs ${(m(tls, "medianUs") - m(plain, "medianUs")).toFixed(0)} µs a round trip (median)`);
-    console.log(`  this machine -> ${leader.address}:${PORTS.postgres} over TLS: median ${network.medianUs.toFixed(0)} µs, p90 ${network.p90Us.toFixed(0)} µs`);
+    console.log(
+      `  this machine -> ${leader.address}:${PORTS.postgres} over TLS: median ${network.medianUs.toFixed(0)} µs, p90 ${network.p90Us.toFixed(0)} µs`,
+    );
   } finally {
     if (!values.keep) await down(LOC);
   }

@@ -7,7 +7,7 @@
  * default "mb") keep several clusters apart.
  */
 import { parseArgs } from "node:util";
-import { MadbaseError, UsageError } from "../core";
+import { ClientUrls, MadbaseError, UsageError } from "../core";
 import {
   Location,
   loadCluster,
@@ -56,16 +56,27 @@ const USAGE = `usage: npm run local -- <command> [options]
   restore-redis [--name NAME]
                       put a Redis snapshot (default: the newest) back on the master; replicas resync`;
 
-
 const COMMANDS: Record<string, { options: Record<string, { type: "string" | "boolean" }>; positionals: number }> = {
   up: {
-    options: { stack: { type: "string" }, nodes: { type: "string" }, profile: { type: "string" }, "backup-dir": { type: "string" }, restore: { type: "string" } },
+    options: {
+      stack: { type: "string" },
+      nodes: { type: "string" },
+      profile: { type: "string" },
+      "backup-dir": { type: "string" },
+      restore: { type: "string" },
+    },
     positionals: 0,
   },
   status: { options: { json: { type: "boolean" } }, positionals: 0 },
   scale: { options: { nodes: { type: "string" } }, positionals: 0 },
   apply: {
-    options: { stack: { type: "string" }, profile: { type: "string" }, plan: { type: "string" }, "synchronous-mode": { type: "string" }, "volume-gb": { type: "string" } },
+    options: {
+      stack: { type: "string" },
+      profile: { type: "string" },
+      plan: { type: "string" },
+      "synchronous-mode": { type: "string" },
+      "volume-gb": { type: "string" },
+    },
     positionals: 0,
   },
   down: { options: {}, positionals: 0 },
@@ -83,7 +94,9 @@ function restoreTarget(value: string | undefined): RestoreTarget | undefined {
   if (value === undefined) return undefined;
   if (value === "latest") return { type: "latest" };
   if (!/^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([+-]\d{2}(:?\d{2})?|Z)$/.test(value)) {
-    throw new UsageError(`--restore takes latest or a time with its zone, such as '2025-01-31 14:05:00+00', not ${JSON.stringify(value)}`);
+    throw new UsageError(
+      `--restore takes latest or a time with its zone, such as '2025-01-31 14:05:00+00', not ${JSON.stringify(value)}`,
+    );
   }
   return { type: "time", target: value };
 }
@@ -96,7 +109,8 @@ function report(runs: { node: string; code: number | null; output: string }[]): 
 
 function parse(argv: string[]) {
   const [command, ...rest] = argv;
-  if (!command || command === "--help" || command === "-h" || command === "help") return { command: "help", values: {}, positionals: [] };
+  if (!command || command === "--help" || command === "-h" || command === "help")
+    return { command: "help", values: {}, positionals: [] };
   const spec = COMMANDS[command];
   if (!spec) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
   let parsed;
@@ -105,16 +119,32 @@ function parse(argv: string[]) {
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  if (spec.positionals === -1 && parsed.positionals.length === 0) throw new UsageError(`${command} needs a node name, such as madbase-prod-1`);
+  if (spec.positionals === -1 && parsed.positionals.length === 0)
+    throw new UsageError(`${command} needs a node name, such as madbase-prod-1`);
   if (spec.positionals !== -1 && parsed.positionals.length !== spec.positionals) {
     throw new UsageError(
-      spec.positionals === 0 ? `${command} takes no arguments` : command === "backup-pg" ? "backup-pg takes full or diff" : `${command} needs a node name, such as madbase-prod-1`,
+      spec.positionals === 0
+        ? `${command} takes no arguments`
+        : command === "backup-pg"
+          ? "backup-pg takes full or diff"
+          : `${command} needs a node name, such as madbase-prod-1`,
     );
   }
-  return { command, values: parsed.values as Record<string, string | boolean | undefined>, positionals: parsed.positionals };
+  return {
+    command,
+    values: parsed.values as Record<string, string | boolean | undefined>,
+    positionals: parsed.positionals,
+  };
 }
 
 const log = (line: string) => console.log(line);
+
+/** The URLs as environment lines, named after the stack's outputs (databaseReadUrl: DATABASE_READ_URL). */
+function envLines(urls: ClientUrls): string {
+  return Object.entries(urls)
+    .map(([output, url]) => `${output.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}=${url}`)
+    .join("\n");
+}
 
 async function run(argv: string[], loc: Location): Promise<number> {
   const { command, values, positionals } = parse(argv);
@@ -135,30 +165,38 @@ async function run(argv: string[], loc: Location): Promise<number> {
         onProgress: log,
       });
       const urls = clusterUrls(result.state, result.secrets);
-      console.log(`\nHealthy in ${result.seconds.toFixed(1)} s.\n\n${formatHealth(result.health)}\n\n${formatOverview(result.health)}\n`);
-      console.log(`DATABASE_URL=${urls.databaseUrl}`);
-      console.log(`REDIS_URL=${urls.redisUrl}`);
-      console.log("\nAny node's address works the same (5433 leader, 5434 replicas, 6379 Redis master). Stop with `npm run local -- down`.");
+      console.log(
+        `\nHealthy in ${result.seconds.toFixed(1)} s.\n\n${formatHealth(result.health)}\n\n${formatOverview(result.health)}\n`,
+      );
+      console.log(envLines(urls));
+      console.log(
+        "\nAny node's address works the same (5433 leader, pooled; 5435 leader, direct; 5434 replicas, pooled; 6379 Redis master). " +
+          "Stop with `npm run local -- down`.",
+      );
       return 0;
     }
     case "status": {
       const { state, secrets, health } = await status(loc);
       const urls = clusterUrls(state, secrets);
       if (values.json) {
-        const versions = clusterVersions(state.nodes.filter((n) => isRunning(n.machine.nspawnPid)).map((n) => nodeVersions(n.machine)));
+        const versions = clusterVersions(
+          state.nodes.filter((n) => isRunning(n.machine.nspawnPid)).map((n) => nodeVersions(n.machine)),
+        );
         console.log(JSON.stringify({ ...health, versions, nodes: health.nodes, ...urls }, null, 2));
       } else {
         console.log(formatHealth(health));
         console.log(`\n${formatOverview(health)}`);
         console.log(health.healthy ? "\nhealthy" : `\ndegraded:\n  ${health.problems.join("\n  ")}`);
-        console.log(`\nDATABASE_URL=${urls.databaseUrl}\nREDIS_URL=${urls.redisUrl}`);
+        console.log(`\n${envLines(urls)}`);
       }
       return health.healthy ? 0 : 1;
     }
     case "scale": {
       if (values.nodes === undefined) throw new UsageError("scale needs --nodes N, such as --nodes 5");
       const result = await scale({ ...loc, nodes: values.nodes as string, onProgress: log });
-      console.log(`\nScaled from ${result.from} to ${result.to} node(s) in ${result.seconds.toFixed(1)} s; healthy.\n\n${formatHealth(result.health)}`);
+      console.log(
+        `\nScaled from ${result.from} to ${result.to} node(s) in ${result.seconds.toFixed(1)} s; healthy.\n\n${formatHealth(result.health)}`,
+      );
       return 0;
     }
     case "apply": {
@@ -173,7 +211,8 @@ async function run(argv: string[], loc: Location): Promise<number> {
         onProgress: log,
       });
       console.log("\nWhat changed:");
-      for (const { node, lines } of result.changes) console.log(`  ${node}: ${lines.length ? lines.join("; ") : "nothing (already up to date)"}`);
+      for (const { node, lines } of result.changes)
+        console.log(`  ${node}: ${lines.length ? lines.join("; ") : "nothing (already up to date)"}`);
       console.log(`\nApplied in ${result.seconds.toFixed(1)} s; healthy.\n\n${formatHealth(result.health)}`);
       return 0;
     }
@@ -199,7 +238,12 @@ async function run(argv: string[], loc: Location): Promise<number> {
     case "start-node": {
       const { booted, started } = await startNode(positionals[0], loc);
       if (booted) console.log(`${positionals[0]}: booting (systemd starts its units after the network and the volume)`);
-      else console.log(started.length ? `started ${started.join(", ")} on ${positionals[0]}` : `${positionals[0]}: everything is already running`);
+      else
+        console.log(
+          started.length
+            ? `started ${started.join(", ")} on ${positionals[0]}`
+            : `${positionals[0]}: everything is already running`,
+        );
       return 0;
     }
     case "ssh": {
@@ -209,7 +253,9 @@ async function run(argv: string[], loc: Location): Promise<number> {
     }
     case "partition":
       partition(positionals[0], loc);
-      console.log(`${positionals[0]}: network cut (processes keep running); \`npm run local -- heal ${positionals[0]}\` restores it`);
+      console.log(
+        `${positionals[0]}: network cut (processes keep running); \`npm run local -- heal ${positionals[0]}\` restores it`,
+      );
       return 0;
     case "heal":
       heal(positionals[0], loc);
@@ -220,7 +266,10 @@ async function run(argv: string[], loc: Location): Promise<number> {
 }
 
 async function main(): Promise<void> {
-  const loc: Location = { root: process.env.MADBASE_LOCAL_ROOT || undefined, networkId: process.env.MADBASE_LOCAL_NET || undefined };
+  const loc: Location = {
+    root: process.env.MADBASE_LOCAL_ROOT || undefined,
+    networkId: process.env.MADBASE_LOCAL_NET || undefined,
+  };
   try {
     process.exitCode = await run(process.argv.slice(2), loc);
   } catch (e) {

@@ -23,10 +23,20 @@ import {
 } from "../core";
 
 /** What `DIR/<node>/` holds: the files a node runs, by the names the docs use. */
-export const NODE_DIR_FILES = ["patroni.yml", "etcd.conf", "redis.conf", "sentinel.conf", "haproxy.cfg", "pgbackrest.conf", "user-data.yaml"] as const;
+export const NODE_DIR_FILES = [
+  "patroni.yml",
+  "etcd.conf",
+  "redis.conf",
+  "sentinel.conf",
+  "redis-users.acl",
+  "haproxy.cfg",
+  "pgbouncer.ini",
+  "pgbouncer-userlist.txt",
+  "pgbackrest.conf",
+  "user-data.yaml",
+] as const;
 
 const USAGE = "usage: npm run render -- --stack <dev|prod> [--nodes N] [--profile fast|norm|safe] --out DIR";
-
 
 function main(argv: string[]): number {
   let values;
@@ -61,7 +71,13 @@ function main(argv: string[]): number {
     if (values.profile !== undefined) overrides.failoverProfile = values.profile;
     const settings = loadStackSettings(values.stack, overrides);
     const { topology, options } = describeCluster(settings);
-    const rendered = renderCluster(topology, options, placeholderSecrets(), placeholderTls(topology.nodes.map((n) => n.name)), () => serverPaths());
+    const rendered = renderCluster(
+      topology,
+      options,
+      placeholderSecrets(),
+      placeholderTls(topology.nodes.map((n) => n.name)),
+      () => serverPaths(),
+    );
     const out = path.resolve(values.out);
     console.log(
       `Rendering stack ${settings.stack}: ${topology.nodeCount} node(s), plan ${options.plan.name}, profile ${options.profile.name}, subnet ${topology.subnetCidr}`,
@@ -70,22 +86,30 @@ function main(argv: string[]): number {
     for (const node of topology.nodes) {
       const dir = path.join(out, node.name);
       for (const file of NODE_FILES) {
-        // The seven files every node runs sit in its directory; exporter settings (also inside
+        // The ten files every node runs sit in its directory; exporter settings (also inside
         // user-data.yaml) go to a subfolder so the node directory keeps its documented shape.
-        const target = (NODE_DIR_FILES as readonly string[]).includes(file) ? path.join(dir, file) : path.join(dir, "exporters", file);
+        const target = (NODE_DIR_FILES as readonly string[]).includes(file)
+          ? path.join(dir, file)
+          : path.join(dir, "exporters", file);
         fs.mkdirSync(path.dirname(target), { recursive: true });
         fs.writeFileSync(target, rendered[node.name][file], { mode: 0o600 });
-        console.log(`  wrote ${path.relative(process.cwd(), target) || target} (${Buffer.byteLength(rendered[node.name][file])} bytes)`);
+        console.log(
+          `  wrote ${path.relative(process.cwd(), target) || target} (${Buffer.byteLength(rendered[node.name][file])} bytes)`,
+        );
       }
     }
     // The scrape configuration for a Prometheus server on the private network (no secret in it).
     const prometheus = path.join(out, "prometheus.yml");
     fs.writeFileSync(prometheus, renderPrometheusConfig(topology));
-    console.log(`  wrote ${path.relative(process.cwd(), prometheus) || prometheus} (Prometheus scrape configuration for every node)`);
+    console.log(
+      `  wrote ${path.relative(process.cwd(), prometheus) || prometheus} (Prometheus scrape configuration for every node)`,
+    );
     // The alert rules it loads (rule_files), beside it.
     const alerts = path.join(out, ALERT_RULES_FILE);
     fs.writeFileSync(alerts, renderAlertRules(topology, options));
-    console.log(`  wrote ${path.relative(process.cwd(), alerts) || alerts} (Prometheus alert rules, loaded by prometheus.yml)`);
+    console.log(
+      `  wrote ${path.relative(process.cwd(), alerts) || alerts} (Prometheus alert rules, loaded by prometheus.yml)`,
+    );
     return 0;
   } catch (e) {
     if (e instanceof ConfigError) {

@@ -15,8 +15,8 @@ import { ScaleBackend } from "../scale/backend";
 import { LocalBackend } from "../scale/localBackend";
 import { PulumiBackend } from "../scale/pulumiBackend";
 
-const USAGE = "usage: MADBASE_SCALE_API_TOKEN=... npm run scale-api -- [--backend local|pulumi] [--stack NAME] [--host 127.0.0.1] [--port 8001]";
-
+const USAGE =
+  "usage: MADBASE_SCALE_API_TOKEN=... npm run scale-api -- [--backend local|pulumi] [--stack NAME] [--host 127.0.0.1] [--port 8001]";
 
 export interface ScaleApiOptions {
   backend: "local" | "pulumi";
@@ -30,23 +30,34 @@ export function parseOptions(argv: string[]): ScaleApiOptions {
   try {
     ({ values } = parseArgs({
       args: argv,
-      options: { backend: { type: "string", default: "local" }, stack: { type: "string" }, host: { type: "string", default: "127.0.0.1" }, port: { type: "string", default: "8001" } },
+      options: {
+        backend: { type: "string", default: "local" },
+        stack: { type: "string" },
+        host: { type: "string", default: "127.0.0.1" },
+        port: { type: "string", default: "8001" },
+      },
       strict: true,
       allowPositionals: false,
     }));
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  if (values.backend !== "local" && values.backend !== "pulumi") throw new UsageError(`--backend ${JSON.stringify(values.backend)}: use local or pulumi`);
-  if (values.backend === "pulumi" && !values.stack) throw new UsageError("--backend pulumi needs --stack, such as --stack prod");
+  if (values.backend !== "local" && values.backend !== "pulumi")
+    throw new UsageError(`--backend ${JSON.stringify(values.backend)}: use local or pulumi`);
+  if (values.backend === "pulumi" && !values.stack)
+    throw new UsageError("--backend pulumi needs --stack, such as --stack prod");
   const port = Number(values.port);
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new UsageError(`--port ${JSON.stringify(values.port)}: use a TCP port, 1-65535`);
+  if (!Number.isInteger(port) || port < 1 || port > 65535)
+    throw new UsageError(`--port ${JSON.stringify(values.port)}: use a TCP port, 1-65535`);
   return { backend: values.backend, stack: values.stack, host: values.host!, port };
 }
 
 function backendFor(opts: ScaleApiOptions): ScaleBackend {
   if (opts.backend === "pulumi") return new PulumiBackend(opts.stack!);
-  return new LocalBackend({ root: process.env.MADBASE_LOCAL_ROOT || undefined, networkId: process.env.MADBASE_LOCAL_NET || undefined });
+  return new LocalBackend({
+    root: process.env.MADBASE_LOCAL_ROOT || undefined,
+    networkId: process.env.MADBASE_LOCAL_NET || undefined,
+  });
 }
 
 async function main(): Promise<number> {
@@ -60,7 +71,9 @@ async function main(): Promise<number> {
   }
   const token = process.env.MADBASE_SCALE_API_TOKEN;
   if (!token) {
-    console.error(`scale-api: MADBASE_SCALE_API_TOKEN is not set; refusing to start an API that scales the cluster without authentication.\n${USAGE}`);
+    console.error(
+      `scale-api: MADBASE_SCALE_API_TOKEN is not set; refusing to start an API that scales the cluster without authentication.\n${USAGE}`,
+    );
     return 2;
   }
   let api;
@@ -72,10 +85,14 @@ async function main(): Promise<number> {
   }
   const { app, jobs } = api;
   if (!["127.0.0.1", "::1", "localhost"].includes(opts.host)) {
-    app.log.warn(`listening on ${opts.host}: the API speaks plain HTTP; put it behind TLS before it leaves this machine`);
+    app.log.warn(
+      `listening on ${opts.host}: the API speaks plain HTTP; put it behind TLS before it leaves this machine`,
+    );
   }
   await app.listen({ host: opts.host, port: opts.port });
-  app.log.info(`scale API (${opts.backend}${opts.stack ? `:${opts.stack}` : ""}) at http://${opts.host}:${opts.port}${SCALE_PATH}`);
+  app.log.info(
+    `scale API (${opts.backend}${opts.stack ? `:${opts.stack}` : ""}) at http://${opts.host}:${opts.port}${SCALE_PATH}`,
+  );
 
   let stopping = false;
   const stop = async (signal: string) => {
@@ -84,7 +101,9 @@ async function main(): Promise<number> {
       process.exit(1);
     }
     stopping = true;
-    app.log.info(`${signal}: no new jobs; waiting for a running scale job to finish (send ${signal} again to exit now)`);
+    app.log.info(
+      `${signal}: no new jobs; waiting for a running scale job to finish (send ${signal} again to exit now)`,
+    );
     await app.close();
     await jobs.idle();
     process.exit(0);

@@ -34,7 +34,14 @@ export class BackupBucket extends pulumi.ComponentResource {
   readonly bucket?: aws.s3.Bucket;
   readonly lifecycle?: aws.s3.BucketLifecycleConfiguration;
   /** Where the cluster's backups are, for the stack's outputs (no keys). */
-  readonly location: { bucket: string; endpoint: string; region: string; pgbackrestPath: string; redisPrefix: string; managedByStack: boolean };
+  readonly location: {
+    bucket: string;
+    endpoint: string;
+    region: string;
+    pgbackrestPath: string;
+    redisPrefix: string;
+    managedByStack: boolean;
+  };
 
   constructor(name: string, args: BackupBucketArgs, opts?: pulumi.ComponentResourceOptions) {
     super("madbase-state:index:BackupBucket", name, {}, opts);

@@ -30,7 +30,11 @@ export class ClusterCertificates extends pulumi.ComponentResource {
   constructor(name: string, args: ClusterCertificatesArgs, opts?: pulumi.ComponentResourceOptions) {
     super("madbase-state:index:ClusterCertificates", name, {}, opts);
     const key = (id: string, protect: boolean) =>
-      new tls.PrivateKey(`${name}-${id}-key`, { algorithm: TLS_KEY.algorithm, ecdsaCurve: TLS_KEY.ecdsaCurve }, { parent: this, protect });
+      new tls.PrivateKey(
+        `${name}-${id}-key`,
+        { algorithm: TLS_KEY.algorithm, ecdsaCurve: TLS_KEY.ecdsaCurve },
+        { parent: this, protect },
+      );
 
     const caSpec = caCertificateSpec(args.topology);
     const caKey = key(caSpec.id, args.protect);
@@ -54,7 +58,12 @@ export class ClusterCertificates extends pulumi.ComponentResource {
       const nodeKey = key(spec.id, args.protect);
       const request = new tls.CertRequest(
         `${name}-${spec.id}-csr`,
-        { privateKeyPem: nodeKey.privateKeyPem, subject: subject(spec), dnsNames: spec.dnsNames, ipAddresses: spec.ipAddresses },
+        {
+          privateKeyPem: nodeKey.privateKeyPem,
+          subject: subject(spec),
+          dnsNames: spec.dnsNames,
+          ipAddresses: spec.ipAddresses,
+        },
         { parent: this },
       );
       const cert = new tls.LocallySignedCert(
@@ -74,9 +83,10 @@ export class ClusterCertificates extends pulumi.ComponentResource {
 
     const pairs = pulumi.all(nodes.map(([, pair]) => pair));
     this.values = pulumi.secret(
-      pulumi.all([ca.certPem, pairs]).apply(
-        ([caCert, all]): ClusterTls => ({ caCert, nodes: Object.fromEntries(all.map(([cert, k], i) => [nodes[i][0], { cert, key: k }])) }),
-      ),
+      pulumi.all([ca.certPem, pairs]).apply(([caCert, all]): ClusterTls => ({
+        caCert,
+        nodes: Object.fromEntries(all.map(([cert, k], i) => [nodes[i][0], { cert, key: k }])),
+      })),
     );
     this.registerOutputs({ caCertificate: this.caCertPem });
   }

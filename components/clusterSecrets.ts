@@ -71,7 +71,9 @@ export class ClusterSecrets extends pulumi.ComponentResource {
       );
     }
 
-    const generated = Object.fromEntries(GENERATED_SECRET_NAMES.map((secret) => [secret, this.passwords[secret].result]));
+    const generated = Object.fromEntries(
+      GENERATED_SECRET_NAMES.map((secret) => [secret, this.passwords[secret].result]),
+    );
     const inputs = { ...generated, s3AccessKey, s3SecretKey } as Record<keyof SecretValues, pulumi.Input<string>>;
     this.values = pulumi.secret(pulumi.all(inputs).apply(toSecretValues));
     this.registerOutputs({});

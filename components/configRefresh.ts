@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import { remote } from "@pulumi/command";
-import { NodeSpec } from "../core";
+import { NodeSpec, REMOTE_EXEC } from "../core";
 import { nodeConnection } from "./sshKeys";
 
 export interface ConfigRefreshArgs {
@@ -35,7 +35,9 @@ export class ConfigRefresh extends pulumi.ComponentResource {
       name,
       {
         connection: nodeConnection(args.host, args.privateKey),
-        create: args.script,
+        // The script travels on standard input, never in the exec string the process list shows.
+        create: REMOTE_EXEC,
+        stdin: args.script,
         triggers: [args.digest],
       },
       { parent: this, dependsOn: [args.server, ...args.after] },

@@ -17,7 +17,7 @@ export interface EntryPointArgs {
 
 /**
  * Hetzner's load balancer checks each target's port by TCP connect. Every node's HAProxy accepts
- * on all three entry ports and forwards to the current leader or master, so a target only has to
+ * on every entry port and forwards to the current leader or master, so a target only has to
  * be alive; these figures take a dead node out of rotation in about 10 s.
  */
 export const ENTRY_HEALTH_CHECK = { intervalSeconds: 3, timeoutSeconds: 2, retries: 3 } as const;
@@ -30,7 +30,12 @@ export class EntryPoint extends pulumi.ComponentResource {
   readonly kind: EntrySpec["kind"];
   /** The private address applications connect to. */
   readonly host: string;
-  readonly ports = { postgresPrimary: PORTS.postgresPrimary, postgresReplicas: PORTS.postgresReplicas, redisMaster: PORTS.redisMaster };
+  readonly ports = {
+    postgresPrimary: PORTS.postgresPrimary,
+    postgresReplicas: PORTS.postgresReplicas,
+    postgresDirect: PORTS.postgresDirect,
+    redisMaster: PORTS.redisMaster,
+  };
   readonly loadBalancer?: hcloud.LoadBalancer;
 
   constructor(name: string, args: EntryPointArgs, opts?: pulumi.ComponentResourceOptions) {
@@ -40,7 +45,12 @@ export class EntryPoint extends pulumi.ComponentResource {
     if (args.entry.kind === "load-balancer") {
       const lb = new hcloud.LoadBalancer(
         `${name}-lb`,
-        { name: args.loadBalancerName, loadBalancerType: LOAD_BALANCER_TYPE, location: args.location, labels: args.labels },
+        {
+          name: args.loadBalancerName,
+          loadBalancerType: LOAD_BALANCER_TYPE,
+          location: args.location,
+          labels: args.labels,
+        },
         { parent: this },
       );
       const lbId = lb.id.apply(Number);

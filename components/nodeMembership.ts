@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import { remote } from "@pulumi/command";
-import { NodeSpec } from "../core";
+import { MEMBERSHIP_ACTIONS, NodeSpec, REMOTE_EXEC, membershipStdin } from "../core";
 import { nodeConnection } from "./sshKeys";
 
 export interface NodeMembershipArgs {
@@ -41,8 +41,13 @@ export class NodeMembership extends pulumi.ComponentResource {
       name,
       {
         connection: nodeConnection(args.host, args.privateKey),
-        create: args.join,
-        delete: args.leave,
+        // Both scripts travel on standard input (the provider sends the stored one to the delete
+        // too); the exec strings, which the node's process list shows, carry no secret.
+        create: `${REMOTE_EXEC} -- ${MEMBERSHIP_ACTIONS[0]}`,
+        delete: `${REMOTE_EXEC} -- ${MEMBERSHIP_ACTIONS[1]}`,
+        stdin: pulumi.secret(
+          pulumi.all([args.join, args.leave]).apply(([join, leave]) => membershipStdin({ join, leave })),
+        ),
         // Replacing this command would run node-leave and node-join on a node that stays: only
         // the node's identity, which never changes for a given resource, may force it.
         triggers: [args.node.name, args.node.privateIp],

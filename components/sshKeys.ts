@@ -14,7 +14,10 @@ export interface SshKeysArgs {
  * How the stack's remote commands reach a node: root over SSH at its public address, with one of
  * these keys. A new server answers SSH a little after it exists, so keep trying for a few minutes.
  */
-export function nodeConnection(host: pulumi.Input<string>, privateKey: pulumi.Input<string>): commandTypes.input.remote.ConnectionArgs {
+export function nodeConnection(
+  host: pulumi.Input<string>,
+  privateKey: pulumi.Input<string>,
+): commandTypes.input.remote.ConnectionArgs {
   return { host, user: "root", privateKey, dialErrorLimit: 30, perDialTimeout: 10 };
 }
 
@@ -42,7 +45,11 @@ export class SshKeys extends pulumi.ComponentResource {
       if (seen.has(tag)) continue;
       seen.add(tag);
       this.keys.push(
-        new hcloud.SshKey(`${name}-${tag}`, { name: `${args.baseName}-${tag}`, publicKey: publicKey.trim(), labels: args.labels }, { parent: this }),
+        new hcloud.SshKey(
+          `${name}-${tag}`,
+          { name: `${args.baseName}-${tag}`, publicKey: publicKey.trim(), labels: args.labels },
+          { parent: this },
+        ),
       );
     }
     this.ids = this.keys.map((k) => k.id);

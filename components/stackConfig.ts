@@ -6,7 +6,16 @@
  * handed to code that might echo them in an error message.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { CONFIG_NAMESPACE, ConfigError, StackSettings, checkSecrets, holdsKey, openSshPublicKey, parseSettings, placeholderSecrets } from "../core";
+import {
+  CONFIG_NAMESPACE,
+  ConfigError,
+  StackSettings,
+  checkSecrets,
+  holdsKey,
+  openSshPublicKey,
+  parseSettings,
+  placeholderSecrets,
+} from "../core";
 
 /** Secret config keys, kept apart from the settings the schema validates. */
 export const SECRET_CONFIG_KEYS = ["backupAccessKey", "backupSecretKey", "sshPrivateKey"] as const;
@@ -73,7 +82,11 @@ export function readStackConfig(stack: string = pulumi.getStack()): StackConfig 
   if (!accessKey && !secretKey) return { settings, sshPrivateKey };
   if (!accessKey || !secretKey) {
     const missing = accessKey ? "backupSecretKey" : "backupAccessKey";
-    throw new ConfigError(`${CONFIG_NAMESPACE}:${missing}`, undefined, "set both S3 keys (pulumi config set --secret ...), or neither");
+    throw new ConfigError(
+      `${CONFIG_NAMESPACE}:${missing}`,
+      undefined,
+      "set both S3 keys (pulumi config set --secret ...), or neither",
+    );
   }
   // Check the keys' shape now, so a bad one stops the program before anything is declared. The
   // values are read from the config map only for this check; the error never shows them.

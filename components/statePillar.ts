@@ -1,16 +1,14 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as hcloud from "@pulumi/hcloud";
 import {
-  APP_DATABASE,
   checkUserDataSize,
-  DATABASE_URL_SSLMODE,
   databaseNodeSelector,
   drainScript,
+  clientUrls,
   handoffScript,
   joinScript,
   leaveScript,
   nodeLabels,
-  PORTS,
   refreshOrder,
   refreshScript,
   remoteCommand,
@@ -22,7 +20,6 @@ import {
   stackLabels,
   StackPlan,
   systemdControl,
-  USERS,
 } from "../core";
 import { BackupBucket } from "./backupBucket";
 import { ClusterCertificates } from "./clusterCertificates";
@@ -71,9 +68,11 @@ export class StatePillar extends pulumi.ComponentResource {
   readonly resizes: ServerResize[] = [];
   readonly refreshes: ConfigRefresh[] = [];
 
-  /** `postgresql://madbase:…@entry:5433/madbase` — the leader, through HAProxy (secret). */
+  /** `postgresql://madbase:…@entry:5433/madbase` — the leader's PgBouncer, through HAProxy (secret). */
   readonly databaseUrl: pulumi.Output<string>;
-  /** The same user through 5434: streaming replicas for reads (secret). */
+  /** The same user through 5435: the leader's PostgreSQL itself, no pool (LISTEN/NOTIFY, migrations; secret). */
+  readonly databaseDirectUrl: pulumi.Output<string>;
+  /** The same user through 5434: streaming replicas' PgBouncers, for reads (secret). */
   readonly databaseReadUrl: pulumi.Output<string>;
   /** `redis://:…@entry:6379/0` — the Redis master, through HAProxy (secret). */
   readonly redisUrl: pulumi.Output<string>;
@@ -103,14 +102,26 @@ export class StatePillar extends pulumi.ComponentResource {
       { parent: this },
     );
 
-    this.firewall = new NodeFirewall(`${name}-firewall`, { firewallName: `${baseName}-nodes`, rules: args.plan.firewallRules, labels }, { parent: this });
+    this.firewall = new NodeFirewall(
+      `${name}-firewall`,
+      { firewallName: `${baseName}-nodes`, rules: args.plan.firewallRules, labels },
+      { parent: this },
+    );
 
     // A spread group puts each node on a different physical host, so one host failure costs one
     // node. Its inputs do not depend on the node count (Hetzner allows up to 10 servers in one).
-    const placementGroup = new hcloud.PlacementGroup(`${name}-spread`, { name: `${baseName}-spread`, type: "spread", labels }, { parent: this });
+    const placementGroup = new hcloud.PlacementGroup(
+      `${name}-spread`,
+      { name: `${baseName}-spread`, type: "spread", labels },
+      { parent: this },
+    );
     const placementGroupId = placementGroup.id.apply(Number);
 
-    const sshKeys = new SshKeys(`${name}-ssh`, { baseName, publicKeys: settings.sshPublicKeys, labels }, { parent: this });
+    const sshKeys = new SshKeys(
+      `${name}-ssh`,
+      { baseName, publicKeys: settings.sshPublicKeys, labels },
+      { parent: this },
+    );
 
     // The backups' bucket, declared (and kept when the stack is destroyed) or an existing one.
     this.backup = new BackupBucket(
@@ -127,7 +138,11 @@ export class StatePillar extends pulumi.ComponentResource {
       { parent: this },
     );
 
-    this.secrets = new ClusterSecrets(`${name}-secrets`, { backupCredentials: args.backupCredentials, backupBucket: settings.backupBucket, protect }, { parent: this });
+    this.secrets = new ClusterSecrets(
+      `${name}-secrets`,
+      { backupCredentials: args.backupCredentials, backupBucket: settings.backupBucket, protect },
+      { parent: this },
+    );
 
     this.certificates = new ClusterCertificates(`${name}-tls`, { topology, protect }, { parent: this });
     const certs = this.certificates.values;
@@ -137,9 +152,14 @@ export class StatePillar extends pulumi.ComponentResource {
       // server is created; DatabaseNode ignores later changes to it (a grown node list, a new
       // template), so this value may change with the count without touching a running node.
       const userData = pulumi.secret(
-        pulumi.all([this.secrets.values, certs]).apply(([secrets, tls]) =>
-          checkUserDataSize(node, renderNode({ topology, node, options, secrets, tls, paths: serverPaths() })["user-data.yaml"]),
-        ),
+        pulumi
+          .all([this.secrets.values, certs])
+          .apply(([secrets, tls]) =>
+            checkUserDataSize(
+              node,
+              renderNode({ topology, node, options, secrets, tls, paths: serverPaths() })["user-data.yaml"],
+            ),
+          ),
       );
       return new DatabaseNode(
         node.name,
@@ -179,17 +199,17 @@ export class StatePillar extends pulumi.ComponentResource {
 
     const host = this.entryPoint.host;
     const pw = this.secrets.passwords;
-    const enc = encodeURIComponent;
-    // TLS is required (plain-text remote logins are refused); verify-full needs the caCertificate output.
-    const q = `?sslmode=${DATABASE_URL_SSLMODE}`;
-    this.databaseUrl = pulumi.secret(pw.app.result.apply((p) => `postgresql://${USERS.app}:${enc(p)}@${host}:${PORTS.postgresPrimary}/${APP_DATABASE}${q}`));
-    this.databaseReadUrl = pulumi.secret(pw.app.result.apply((p) => `postgresql://${USERS.app}:${enc(p)}@${host}:${PORTS.postgresReplicas}/${APP_DATABASE}${q}`));
-    this.redisUrl = pulumi.secret(pw.redis.result.apply((p) => `redis://:${enc(p)}@${host}:${PORTS.redisMaster}/0`));
+    const urls = pulumi.all([pw.app.result, pw.redis.result]).apply(([app, redis]) => clientUrls({ app, redis }, host));
+    this.databaseUrl = pulumi.secret(urls.databaseUrl);
+    this.databaseDirectUrl = pulumi.secret(urls.databaseDirectUrl);
+    this.databaseReadUrl = pulumi.secret(urls.databaseReadUrl);
+    this.redisUrl = pulumi.secret(urls.redisUrl);
     this.haproxyStatsPassword = pulumi.secret(pw.haproxyStats.result);
     this.caCertificate = this.certificates.caCertPem;
 
     this.registerOutputs({
       databaseUrl: this.databaseUrl,
+      databaseDirectUrl: this.databaseDirectUrl,
       databaseReadUrl: this.databaseReadUrl,
       redisUrl: this.redisUrl,
       patroniScope: topology.clusterName,
@@ -207,13 +227,22 @@ export class StatePillar extends pulumi.ComponentResource {
    * that already has it. Refreshes, too, run from the last node to node 0 (refreshOrder). Pulumi deletes last, so removed nodes leave after the nodes that stay
    * are refreshed.
    */
-  private declareMembership(plan: StackPlan, privateKey: pulumi.Input<string>, protect: boolean, hcloudToken?: pulumi.Input<string>): void {
+  private declareMembership(
+    plan: StackPlan,
+    privateKey: pulumi.Input<string>,
+    protect: boolean,
+    hcloudToken?: pulumi.Input<string>,
+  ): void {
     const { topology, options } = plan;
     const command = (scripts: (ctx: ScriptContext) => { name: string; text: string }[]) =>
       pulumi.secret(
         pulumi
           .all([this.secrets.values, this.certificates.values])
-          .apply(([secrets, tls]) => remoteCommand(scripts({ options, secrets, tls, paths: () => serverPaths(), control: () => systemdControl() }))),
+          .apply(([secrets, tls]) =>
+            remoteCommand(
+              scripts({ options, secrets, tls, paths: () => serverPaths(), control: () => systemdControl() }),
+            ),
+          ),
       );
     let previous: pulumi.Resource | undefined;
     topology.nodes.forEach((node, i) => {
@@ -249,7 +278,9 @@ export class StatePillar extends pulumi.ComponentResource {
           host: this.nodes[i].publicIpv4,
           privateKey,
           hcloudToken,
-          drain: command((ctx) => [{ name: "node-drain", text: drainScript(topology, node, ctx, { prefer: topology.nodes.slice(i + 1) }) }]),
+          drain: command((ctx) => [
+            { name: "node-drain", text: drainScript(topology, node, ctx, { prefer: topology.nodes.slice(i + 1) }) },
+          ]),
           settle: command((ctx) => [{ name: "node-settle", text: settleScript(topology, node, ctx) }]),
           after: [this.nodes[i].server, ...chain],
         },
@@ -266,11 +297,22 @@ export class StatePillar extends pulumi.ComponentResource {
       const i = node.index;
       const script = command((ctx) => [
         ...(k === 0 ? [{ name: "leadership-handoff", text: handoffScript(topology, node, ctx) }] : []),
-        { name: "config-refresh", text: refreshScript(topology, node, { ...ctx, authorizedKeys: authorizedKeys(plan) }) },
+        {
+          name: "config-refresh",
+          text: refreshScript(topology, node, { ...ctx, authorizedKeys: authorizedKeys(plan) }),
+        },
       ]);
       const refresh = new ConfigRefresh(
         `${node.name}-config`,
-        { node, server: this.nodes[i].server, host: this.nodes[i].publicIpv4, privateKey, script, digest: script.apply(scriptDigest), after },
+        {
+          node,
+          server: this.nodes[i].server,
+          host: this.nodes[i].publicIpv4,
+          privateKey,
+          script,
+          digest: script.apply(scriptDigest),
+          after,
+        },
         { parent: this },
       );
       after = [refresh.command];

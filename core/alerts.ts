@@ -33,7 +33,7 @@ export type Severity = "critical" | "warning" | "info";
 export interface AlertRule {
   alert: string;
   /** Which group of the file (one per daemon family). */
-  group: "postgres" | "backup" | "disk" | "etcd" | "redis" | "haproxy" | "exporters";
+  group: "postgres" | "pgbouncer" | "backup" | "disk" | "etcd" | "redis" | "haproxy" | "exporters";
   expr: string;
   forSeconds: number;
   severity: Severity;
@@ -53,6 +53,12 @@ export interface AlertOptions {
 export const SCALE_STEP_PAUSE_SECONDS = 60 + 120 + 60;
 /** The share of max_connections (the plan's) past which the connections alert fires. */
 export const CONNECTIONS_ALERT_RATIO = 0.8;
+/**
+ * How long the longest-waiting client of a PgBouncer pool may wait for a server connection before
+ * the pool counts as too small: a transaction pool serves a queue in milliseconds when it is not
+ * saturated.
+ */
+export const POOL_WAIT_ALERT_SECONDS = 1;
 /** Redis memory against maxmemory (noeviction: writes are refused past it). */
 export const REDIS_MEMORY_ALERT_RATIO = 0.9;
 /** etcd's database against its quota (past the quota etcd refuses writes, Patroni loses its DCS). */
@@ -90,6 +96,9 @@ export function alertThresholds(topology: Topology, options: ClusterOptions, opt
     metricsStale: 3 * BACKUP_METRICS_INTERVAL_SECONDS,
     paused: SCALE_STEP_PAUSE_SECONDS + 60,
     exporterDown: Math.max(60, 4 * scrape),
+    poolWait: POOL_WAIT_ALERT_SECONDS,
+    /** Longer than a burst of new clients, shorter than a pool that stays too small. */
+    poolWaitFor: Math.max(120, 4 * scrape),
   };
 }
 
@@ -192,6 +201,16 @@ export function alertRules(topology: Topology, options: ClusterOptions, opts: Al
     forSeconds: 300,
     severity: "warning",
     summary: `{{ $labels.node }} has more than ${t.connectionsAlert} of the plan's ${t.maxConnections} connections (max_connections): new clients will be refused. Look for idle clients in pg_stat_activity, or move to a larger plan.`,
+  });
+
+  // ---- PgBouncer
+  add({
+    alert: "PgbouncerClientsWaiting",
+    group: "pgbouncer",
+    expr: `max by (cluster, node) (pgbouncer_pools_client_maxwait_seconds${sel("pgbouncer")}) > ${t.poolWait}`,
+    forSeconds: t.poolWaitFor,
+    severity: "warning",
+    summary: `Clients of PgBouncer on {{ $labels.node }} wait more than ${t.poolWait} s for a PostgreSQL connection: its pool (max_db_connections) is saturated. Look for long transactions in pg_stat_activity, or move to a larger plan.`,
   });
 
   // ---- WAL archiving and backups (pgBackRest)
@@ -324,7 +343,7 @@ export function alertRules(topology: Topology, options: ClusterOptions, opts: Al
     forSeconds: t.redisFailover,
     severity: "critical",
     labels: { cluster: C },
-    summary: `No Redis master in ${C} for longer than a Sentinel failover takes (${t.redisFailover} s): writes fail. Ask a Sentinel: \`redis-cli -p 26379 sentinel masters\` on any node.`,
+    summary: `No Redis master in ${C} for longer than a Sentinel failover takes (${t.redisFailover} s): writes fail. Ask a Sentinel: \`REDISCLI_AUTH=$SENTINEL_AUTH redis-cli -p 26379 sentinel masters\` on any node.`,
   });
   add({
     alert: "RedisMultipleMasters",
@@ -332,7 +351,7 @@ export function alertRules(topology: Topology, options: ClusterOptions, opts: Al
     expr: `count by (cluster) (redis_instance_info${sel("redis", 'role="master"')}) > 1`,
     forSeconds: t.redisFailover,
     severity: "critical",
-    summary: `More than one Redis master in ${C}: writes go to different masters. Find the one the Sentinels name (\`redis-cli -p 26379 sentinel get-master-addr-by-name ${C}\`) and make the other a replica.`,
+    summary: `More than one Redis master in ${C}: writes go to different masters. Find the one the Sentinels name (\`REDISCLI_AUTH=$SENTINEL_AUTH redis-cli -p 26379 sentinel get-master-addr-by-name ${C}\`) and make the other a replica.`,
   });
   if (ha) {
     add({
@@ -358,7 +377,7 @@ export function alertRules(topology: Topology, options: ClusterOptions, opts: Al
     expr: `increase(redis_rejected_connections_total{cluster="${C}", job=~"${C}-(redis|sentinel)"}[5m]) > 0`,
     forSeconds: 0,
     severity: "warning",
-    summary: `{{ $labels.job }} on {{ $labels.node }} refused connections (maxclients) in the last 5 minutes. On it: \`redis-cli info clients\`, and look for clients that leak connections.`,
+    summary: `{{ $labels.job }} on {{ $labels.node }} refused connections (maxclients) in the last 5 minutes. On it: \`redis-cli --user admin info clients\` (REDISCLI_AUTH from /etc/madbase/backup.env), and look for clients that leak connections.`,
   });
   add({
     alert: "SentinelFailover",
@@ -366,11 +385,13 @@ export function alertRules(topology: Topology, options: ClusterOptions, opts: Al
     expr: `count by (cluster) (count by (cluster, master_address) (last_over_time(redis_sentinel_master_status${sel("sentinel")}[15m]))) > 1`,
     forSeconds: 0,
     severity: "warning",
-    summary: `Sentinel moved the Redis master of ${C} in the last 15 minutes. Find why the old master failed: \`journalctl -u redis-server\` on it, \`redis-cli -p 26379 sentinel masters\`.`,
+    summary: `Sentinel moved the Redis master of ${C} in the last 15 minutes. Find why the old master failed: \`journalctl -u redis-server\` on it, \`REDISCLI_AUTH=$SENTINEL_AUTH redis-cli -p 26379 sentinel masters\`.`,
   });
 
   // ---- HAProxy
-  const backends = ha ? "postgres_primary|postgres_replicas|redis_master" : "postgres_primary|redis_master";
+  const backends = ha
+    ? "postgres_primary|postgres_direct|postgres_replicas|redis_master"
+    : "postgres_primary|postgres_direct|redis_master";
   add({
     alert: "HaproxyBackendWithoutServer",
     group: "haproxy",
@@ -384,7 +405,7 @@ export function alertRules(topology: Topology, options: ClusterOptions, opts: Al
   add({
     alert: "ExporterDown",
     group: "exporters",
-    expr: `up{cluster="${C}", job=~"${C}-(node|postgres|redis|sentinel|haproxy)"} == 0`,
+    expr: `up{cluster="${C}", job=~"${C}-(node|postgres|pgbouncer|redis|sentinel|haproxy)"} == 0`,
     forSeconds: t.exporterDown,
     severity: "warning",
     summary: `Prometheus cannot scrape {{ $labels.job }} on {{ $labels.node }} ({{ $labels.instance }}): its alerts are blind. On it: \`systemctl status\` of the exporter (prometheus-*-exporter, or haproxy).`,
@@ -429,7 +450,10 @@ export interface ArchivingDecision {
  * nothing and every `pulumi up` says so. A protected stack (protectNodes: prod) refuses to start
  * without keys. The local runner never asks: it always has a repository (a directory or a test S3 store).
  */
-export function archivingDecision(settings: Pick<StackSettings, "stack" | "protectNodes" | "backupBucket">, hasKeys: boolean): ArchivingDecision {
+export function archivingDecision(
+  settings: Pick<StackSettings, "stack" | "protectNodes" | "backupBucket">,
+  hasKeys: boolean,
+): ArchivingDecision {
   if (hasKeys) return { archiving: true, warnings: [] };
   if (settings.protectNodes) {
     throw new ConfigError(

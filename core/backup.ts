@@ -9,6 +9,7 @@
  */
 import * as path from "node:path";
 import type { BackupTarget, NodeRenderInput } from "./model";
+import { REDIS_USERS } from "./secrets";
 import { template } from "./templates";
 import { PORTS } from "./topology";
 
@@ -79,7 +80,8 @@ export const DEFAULT_VOLUME_GB = 40;
 /** archive_command of a stack that archives nothing (no S3 keys): every segment counts as archived. */
 export const ARCHIVING_OFF_COMMAND = "/bin/true";
 export function archivePushQueueMaxMb(volumeSizeGb: number): number {
-  if (!Number.isInteger(volumeSizeGb) || volumeSizeGb < 1) throw new RangeError(`volume size must be a whole number of GB, got ${volumeSizeGb}`);
+  if (!Number.isInteger(volumeSizeGb) || volumeSizeGb < 1)
+    throw new RangeError(`volume size must be a whole number of GB, got ${volumeSizeGb}`);
   return Math.floor(volumeSizeGb * 1024 * ARCHIVE_QUEUE_FRACTION);
 }
 
@@ -136,7 +138,9 @@ export function localRedisSnapshotDir(localRepoPath: string): string {
 }
 
 function storeLabel(backup: BackupTarget, clusterName: string): string {
-  return backup.localRepoPath ? localRedisSnapshotDir(backup.localRepoPath) : `s3://${backup.bucket}/${redisSnapshotPrefix(clusterName)}/ on ${backup.endpoint}`;
+  return backup.localRepoPath
+    ? localRedisSnapshotDir(backup.localRepoPath)
+    : `s3://${backup.bucket}/${redisSnapshotPrefix(clusterName)}/ on ${backup.endpoint}`;
 }
 
 function backupModel(input: NodeRenderInput) {
@@ -149,6 +153,7 @@ function backupModel(input: NodeRenderInput) {
     paths,
     secrets,
     ports: PORTS,
+    redisUsers: REDIS_USERS,
     backup: { localRepoPath: "", ...backup },
     scriptDir: paths.scriptDir,
     pgbackrestConf: paths.config["pgbackrest.conf"],
@@ -159,7 +164,9 @@ function backupModel(input: NodeRenderInput) {
     // Patroni's key for "this cluster exists" (namespace /madbase/, scope = cluster name).
     initializeKey: `/madbase/${stanza}/initialize`,
     logDir: paths.pgbackrestLogDir,
-    repoLabel: backup.localRepoPath ? backup.localRepoPath : `s3://${backup.bucket}/${pgbackrestPrefix(stanza)} on ${backup.endpoint}`,
+    repoLabel: backup.localRepoPath
+      ? backup.localRepoPath
+      : `s3://${backup.bucket}/${pgbackrestPrefix(stanza)} on ${backup.endpoint}`,
     storeLabel: storeLabel(backup, stanza),
     redisPrefix: redisSnapshotPrefix(stanza),
     redisStoreDir: backup.localRepoPath ? localRedisSnapshotDir(backup.localRepoPath) : "",
@@ -181,8 +188,18 @@ function backupModel(input: NodeRenderInput) {
 export function renderBackupFiles(input: NodeRenderInput): Record<typeof BACKUP_SCRIPT | "backup.env", BackupFile> {
   const m = backupModel(input);
   return {
-    [BACKUP_SCRIPT]: { path: path.posix.join(m.scriptDir, BACKUP_SCRIPT), owner: "root:root", mode: "0755", content: template("scripts/madbase-backup.sh")(m) },
-    "backup.env": { path: input.paths.backupEnvFile, owner: "root:redis", mode: "0640", content: template("scripts/backup.env")(m) },
+    [BACKUP_SCRIPT]: {
+      path: path.posix.join(m.scriptDir, BACKUP_SCRIPT),
+      owner: "root:root",
+      mode: "0755",
+      content: template("scripts/madbase-backup.sh")(m),
+    },
+    "backup.env": {
+      path: input.paths.backupEnvFile,
+      owner: "root:redis",
+      mode: "0640",
+      content: template("scripts/backup.env")(m),
+    },
   };
 }
 
@@ -196,4 +213,3 @@ export function renderBackupUnits(input: NodeRenderInput): BackupFile[] {
     content: template(`systemd/${unit}`)(m),
   }));
 }
-

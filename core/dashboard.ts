@@ -55,7 +55,8 @@ const ROWS: RowSpec[] = [
       },
       {
         title: "Connections vs max_connections",
-        description: "Backends connected per node, against max_connections, which the plan sets (cx21 100, cx31 200, cx41 500).",
+        description:
+          "Backends connected per node, against max_connections, which the plan sets (cx21 100, cx31 200, cx41 500).",
         kind: "timeseries",
         unit: "short",
         min: 0,
@@ -66,11 +67,49 @@ const ROWS: RowSpec[] = [
       },
       {
         title: "Replication lag per replica",
-        description: "WAL bytes each replica is behind the leader, as the leader's pg_stat_replication reports it. HAProxy stops sending reads (5434) to a replica past 16 MB.",
+        description:
+          "WAL bytes each replica is behind the leader, as the leader's pg_stat_replication reports it. HAProxy stops sending reads (5434) to a replica past 16 MB.",
         kind: "timeseries",
         unit: "bytes",
         min: 0,
-        queries: [{ expr: `max by (application_name) (pg_stat_replication_pg_wal_lsn_diff{${C}})`, legend: "{{application_name}}" }],
+        queries: [
+          {
+            expr: `max by (application_name) (pg_stat_replication_pg_wal_lsn_diff{${C}})`,
+            legend: "{{application_name}}",
+          },
+        ],
+      },
+    ],
+  },
+  {
+    title: "PgBouncer",
+    panels: [
+      {
+        title: "PgBouncer clients waiting",
+        description:
+          "Clients each node's PgBouncer holds in its queue for a PostgreSQL connection (every pool: the application database's, its lookups', the admin console's), and the longest wait. " +
+          "A wait that stays above a second means the pool (max_db_connections, from the plan's max_connections) is saturated.",
+        kind: "timeseries",
+        unit: "short",
+        min: 0,
+        queries: [
+          { expr: `sum by (node) (pgbouncer_pools_client_waiting_connections{${C}})`, legend: "{{node}} waiting" },
+          { expr: `max by (node) (pgbouncer_pools_client_maxwait_seconds{${C}})`, legend: "{{node}} longest wait (s)" },
+        ],
+      },
+      {
+        title: "PgBouncer pool use",
+        description:
+          "Client connections PgBouncer serves against the PostgreSQL connections it uses for them (active: in a transaction; idle: kept for the next one), per node. " +
+          "Thousands of clients share a pool of a few dozen server connections in transaction mode.",
+        kind: "timeseries",
+        unit: "short",
+        min: 0,
+        queries: [
+          { expr: `sum by (node) (pgbouncer_pools_client_active_connections{${C}})`, legend: "{{node}} clients" },
+          { expr: `sum by (node) (pgbouncer_pools_server_active_connections{${C}})`, legend: "{{node}} server active" },
+          { expr: `sum by (node) (pgbouncer_pools_server_idle_connections{${C}})`, legend: "{{node}} server idle" },
+        ],
       },
     ],
   },
@@ -88,13 +127,16 @@ const ROWS: RowSpec[] = [
       },
       {
         title: "Patroni leader changes",
-        description: "Failovers and switchovers in the selected time range: each promotion starts a new PostgreSQL timeline.",
+        description:
+          "Failovers and switchovers in the selected time range: each promotion starts a new PostgreSQL timeline.",
         kind: "stat",
         unit: "short",
         decimals: 0,
         w: 6,
         queries: [
-          { expr: `max(max_over_time(patroni_postgres_timeline{${C}}[$__range])) - min(min_over_time(patroni_postgres_timeline{${C}}[$__range]))` },
+          {
+            expr: `max(max_over_time(patroni_postgres_timeline{${C}}[$__range])) - min(min_over_time(patroni_postgres_timeline{${C}}[$__range]))`,
+          },
         ],
       },
       {
@@ -116,7 +158,9 @@ const ROWS: RowSpec[] = [
         description: "Commands processed per second, per node (writes go to the master; replicas apply its stream).",
         kind: "timeseries",
         unit: "ops",
-        queries: [{ expr: `sum by (node) (rate(redis_commands_processed_total{${C}}[$__rate_interval]))`, legend: "{{node}}" }],
+        queries: [
+          { expr: `sum by (node) (rate(redis_commands_processed_total{${C}}[$__rate_interval]))`, legend: "{{node}}" },
+        ],
       },
       {
         title: "Redis memory",
@@ -149,7 +193,9 @@ const ROWS: RowSpec[] = [
         kind: "timeseries",
         unit: "short",
         min: 0,
-        queries: [{ expr: `count by (master_address) (redis_sentinel_master_status{${C}} == 1)`, legend: "{{master_address}}" }],
+        queries: [
+          { expr: `count by (master_address) (redis_sentinel_master_status{${C}} == 1)`, legend: "{{master_address}}" },
+        ],
       },
       {
         title: "Sentinel master changes",
@@ -158,11 +204,16 @@ const ROWS: RowSpec[] = [
         unit: "short",
         decimals: 0,
         w: 6,
-        queries: [{ expr: `count(count by (master_address) (count_over_time(redis_sentinel_master_status{${C}}[$__range]))) - 1` }],
+        queries: [
+          {
+            expr: `count(count by (master_address) (count_over_time(redis_sentinel_master_status{${C}}[$__range]))) - 1`,
+          },
+        ],
       },
       {
         title: "Sentinels agreeing",
-        description: "The fewest Sentinels any Sentinel sees as reachable for the master (a failover needs the quorum).",
+        description:
+          "The fewest Sentinels any Sentinel sees as reachable for the master (a failover needs the quorum).",
         kind: "stat",
         unit: "short",
         decimals: 0,
@@ -176,21 +227,28 @@ const ROWS: RowSpec[] = [
     panels: [
       {
         title: "HAProxy sessions",
-        description: "Sessions open through each entry port, over every node's HAProxy: postgres_primary 5433, postgres_replicas 5434, redis_master 6379.",
-        kind: "timeseries",
-        unit: "short",
-        min: 0,
-        queries: [{ expr: `sum by (proxy) (haproxy_backend_current_sessions{${C}, proxy=~"postgres_primary|postgres_replicas|redis_master"})`, legend: "{{proxy}}" }],
-      },
-      {
-        title: "HAProxy backend servers UP",
-        description: "Servers each node's HAProxy routes to, per backend: 1 for postgres_primary and redis_master, the streaming replicas for postgres_replicas.",
+        description:
+          "Sessions open through each entry port, over every node's HAProxy: postgres_primary 5433 (pooled), postgres_direct 5435, postgres_replicas 5434 (pooled), redis_master 6379.",
         kind: "timeseries",
         unit: "short",
         min: 0,
         queries: [
           {
-            expr: `sum by (node, proxy) (haproxy_server_status{${C}, state="UP", proxy=~"postgres_primary|postgres_replicas|redis_master"})`,
+            expr: `sum by (proxy) (haproxy_backend_current_sessions{${C}, proxy=~"postgres_primary|postgres_direct|postgres_replicas|redis_master"})`,
+            legend: "{{proxy}}",
+          },
+        ],
+      },
+      {
+        title: "HAProxy backend servers UP",
+        description:
+          "Servers each node's HAProxy routes to, per backend: 1 for postgres_primary, postgres_direct and redis_master, the streaming replicas for postgres_replicas.",
+        kind: "timeseries",
+        unit: "short",
+        min: 0,
+        queries: [
+          {
+            expr: `sum by (node, proxy) (haproxy_server_status{${C}, state="UP", proxy=~"postgres_primary|postgres_direct|postgres_replicas|redis_master"})`,
             legend: "{{node}} {{proxy}}",
           },
         ],
@@ -201,7 +259,11 @@ const ROWS: RowSpec[] = [
         kind: "stat",
         unit: "short",
         decimals: 0,
-        queries: [{ expr: `count(haproxy_backend_status{${C}, state="UP", proxy=~"postgres_primary|postgres_replicas|redis_master"} == 0) or vector(0)` }],
+        queries: [
+          {
+            expr: `count(haproxy_backend_status{${C}, state="UP", proxy=~"postgres_primary|postgres_direct|postgres_replicas|redis_master"} == 0) or vector(0)`,
+          },
+        ],
       },
     ],
   },
@@ -215,7 +277,12 @@ const ROWS: RowSpec[] = [
         unit: "percentunit",
         min: 0,
         max: 1,
-        queries: [{ expr: `1 - avg by (node) (rate(node_cpu_seconds_total{${C}, mode="idle"}[$__rate_interval]))`, legend: "{{node}}" }],
+        queries: [
+          {
+            expr: `1 - avg by (node) (rate(node_cpu_seconds_total{${C}, mode="idle"}[$__rate_interval]))`,
+            legend: "{{node}}",
+          },
+        ],
       },
       {
         title: "Memory used",
@@ -224,7 +291,12 @@ const ROWS: RowSpec[] = [
         unit: "percentunit",
         min: 0,
         max: 1,
-        queries: [{ expr: `1 - max by (node) (node_memory_MemAvailable_bytes{${C}}) / max by (node) (node_memory_MemTotal_bytes{${C}})`, legend: "{{node}}" }],
+        queries: [
+          {
+            expr: `1 - max by (node) (node_memory_MemAvailable_bytes{${C}}) / max by (node) (node_memory_MemTotal_bytes{${C}})`,
+            legend: "{{node}}",
+          },
+        ],
       },
       {
         title: "Disk used",
@@ -248,18 +320,26 @@ const ROWS: RowSpec[] = [
     panels: [
       {
         title: "WAL archiver (leader)",
-        description: "Seconds since the leader last archived a WAL segment, and archive_command failures. An idle cluster archives at least every archive_timeout (300 s) after a write; failures that go on fire PostgresArchivingFailing.",
+        description:
+          "Seconds since the leader last archived a WAL segment, and archive_command failures. An idle cluster archives at least every archive_timeout (300 s) after a write; failures that go on fire PostgresArchivingFailing.",
         kind: "timeseries",
         unit: "s",
         min: 0,
         queries: [
-          { expr: `max by (node) (pg_stat_archiver_last_archive_age{${C}} and on (cluster, node) patroni_primary{${C}} == 1)`, legend: "{{node}} last archive age" },
-          { expr: `sum by (node) (increase(pg_stat_archiver_failed_count{${C}}[$__rate_interval]))`, legend: "{{node}} failures" },
+          {
+            expr: `max by (node) (pg_stat_archiver_last_archive_age{${C}} and on (cluster, node) patroni_primary{${C}} == 1)`,
+            legend: "{{node}} last archive age",
+          },
+          {
+            expr: `sum by (node) (increase(pg_stat_archiver_failed_count{${C}}[$__rate_interval]))`,
+            legend: "{{node}} failures",
+          },
         ],
       },
       {
         title: "WAL not yet in the repository",
-        description: "Bytes between the leader's WAL position and the end of the newest segment in the pgBackRest repository. Past archive-push-queue-max (a fifth of the volume) pgBackRest drops WAL.",
+        description:
+          "Bytes between the leader's WAL position and the end of the newest segment in the pgBackRest repository. Past archive-push-queue-max (a fifth of the volume) pgBackRest drops WAL.",
         kind: "timeseries",
         unit: "bytes",
         min: 0,
@@ -272,15 +352,22 @@ const ROWS: RowSpec[] = [
       },
       {
         title: "Backup age",
-        description: "Time since the newest full, differential and incremental backup finished (pgBackRest info, through node exporter's textfile). Full backups run weekly, differential ones daily.",
+        description:
+          "Time since the newest full, differential and incremental backup finished (pgBackRest info, through node exporter's textfile). Full backups run weekly, differential ones daily.",
         kind: "timeseries",
         unit: "s",
         min: 0,
-        queries: [{ expr: `time() - max by (type) (madbase_pgbackrest_backup_last_completion_timestamp_seconds{${C}} > 0)`, legend: "{{type}}" }],
+        queries: [
+          {
+            expr: `time() - max by (type) (madbase_pgbackrest_backup_last_completion_timestamp_seconds{${C}} > 0)`,
+            legend: "{{type}}",
+          },
+        ],
       },
       {
         title: "Disk space in 24 h (prediction)",
-        description: "Free space each node's data volume and root disk will have in a day at the rate of the last 6 hours; below zero fires DataVolumeFullWithinADay or RootDiskFullWithinADay.",
+        description:
+          "Free space each node's data volume and root disk will have in a day at the rate of the last 6 hours; below zero fires DataVolumeFullWithinADay or RootDiskFullWithinADay.",
         kind: "timeseries",
         unit: "bytes",
         queries: [
@@ -297,7 +384,11 @@ const ROWS: RowSpec[] = [
 const GRID_WIDTH = 24;
 const PANEL_HEIGHT = 8;
 
-function panelJson(spec: PanelSpec, id: number, gridPos: { x: number; y: number; w: number; h: number }): Record<string, unknown> {
+function panelJson(
+  spec: PanelSpec,
+  id: number,
+  gridPos: { x: number; y: number; w: number; h: number },
+): Record<string, unknown> {
   const targets = spec.queries.map((q, i) => ({
     refId: String.fromCharCode(65 + i),
     datasource: DS,
@@ -312,9 +403,29 @@ function panelJson(spec: PanelSpec, id: number, gridPos: { x: number; y: number;
   if (spec.decimals !== undefined) defaults.decimals = spec.decimals;
   const options =
     spec.kind === "timeseries"
-      ? { legend: { displayMode: "list", placement: "bottom", showLegend: true }, tooltip: { mode: "multi", sort: "desc" } }
-      : { reduceOptions: { calcs: ["lastNotNull"], fields: "", values: false }, colorMode: "value", graphMode: "none", justifyMode: "auto", orientation: "auto", textMode: "auto" };
-  return { id, type: spec.kind, title: spec.title, description: spec.description, datasource: DS, gridPos, fieldConfig: { defaults, overrides: [] }, options, targets };
+      ? {
+          legend: { displayMode: "list", placement: "bottom", showLegend: true },
+          tooltip: { mode: "multi", sort: "desc" },
+        }
+      : {
+          reduceOptions: { calcs: ["lastNotNull"], fields: "", values: false },
+          colorMode: "value",
+          graphMode: "none",
+          justifyMode: "auto",
+          orientation: "auto",
+          textMode: "auto",
+        };
+  return {
+    id,
+    type: spec.kind,
+    title: spec.title,
+    description: spec.description,
+    datasource: DS,
+    gridPos,
+    fieldConfig: { defaults, overrides: [] },
+    options,
+    targets,
+  };
 }
 
 /** The dashboard model Grafana imports (schema version 39). */
@@ -323,7 +434,14 @@ export function buildDashboard(): Record<string, unknown> {
   let id = 1;
   let y = 0;
   for (const row of ROWS) {
-    panels.push({ id: id++, type: "row", title: row.title, collapsed: false, gridPos: { x: 0, y, w: GRID_WIDTH, h: 1 }, panels: [] });
+    panels.push({
+      id: id++,
+      type: "row",
+      title: row.title,
+      collapsed: false,
+      gridPos: { x: 0, y, w: GRID_WIDTH, h: 1 },
+      panels: [],
+    });
     y += 1;
     let x = 0;
     for (const spec of row.panels) {
@@ -340,7 +458,8 @@ export function buildDashboard(): Record<string, unknown> {
   return {
     uid: DASHBOARD_UID,
     title: DASHBOARD_TITLE,
-    description: "MadBase State Pillar: PostgreSQL/Patroni, Redis/Sentinel, HAProxy and the nodes, from the rendered prometheus.yml's jobs.",
+    description:
+      "MadBase State Pillar: PostgreSQL/Patroni, Redis/Sentinel, HAProxy and the nodes, from the rendered prometheus.yml's jobs.",
     tags: ["madbase", "postgresql", "patroni", "redis", "haproxy"],
     editable: true,
     graphTooltip: 1,
@@ -364,7 +483,16 @@ export function buildDashboard(): Record<string, unknown> {
     },
     templating: {
       list: [
-        { name: "datasource", label: "Prometheus", type: "datasource", query: "prometheus", current: {}, hide: 0, refresh: 1, options: [] },
+        {
+          name: "datasource",
+          label: "Prometheus",
+          type: "datasource",
+          query: "prometheus",
+          current: {},
+          hide: 0,
+          refresh: 1,
+          options: [],
+        },
         {
           name: "cluster",
           label: "Cluster",

@@ -45,8 +45,10 @@ export const LABELS = {
 /** What each port is, for firewall rule descriptions. */
 const PORT_PURPOSE: Record<keyof typeof PORTS, string> = {
   postgres: "PostgreSQL",
-  postgresPrimary: "HAProxy to the PostgreSQL leader",
-  postgresReplicas: "HAProxy to PostgreSQL replicas",
+  postgresPrimary: "HAProxy to the leader's PgBouncer",
+  postgresReplicas: "HAProxy to the replicas' PgBouncers",
+  postgresDirect: "HAProxy straight to the PostgreSQL leader",
+  pgbouncer: "PgBouncer",
   patroni: "Patroni REST",
   etcdClient: "etcd clients",
   etcdPeer: "etcd peers",
@@ -58,10 +60,16 @@ const PORT_PURPOSE: Record<keyof typeof PORTS, string> = {
   nodeExporter: "node exporter",
   postgresExporter: "PostgreSQL exporter",
   redisExporter: "Redis exporter",
+  pgbouncerExporter: "PgBouncer exporter",
 };
 
 /** The ports applications connect to; the only ones `clientCidrs` may reach. */
-export const ENTRY_PORTS = [PORTS.postgresPrimary, PORTS.postgresReplicas, PORTS.redisMaster] as const;
+export const ENTRY_PORTS = [
+  PORTS.postgresPrimary,
+  PORTS.postgresReplicas,
+  PORTS.postgresDirect,
+  PORTS.redisMaster,
+] as const;
 
 /** Every port a daemon of the cluster listens on. */
 export const SERVICE_PORTS: readonly number[] = [...new Set(Object.values(PORTS))].sort((a, b) => a - b);
@@ -134,10 +142,18 @@ export function nodeFirewallRules(settings: StackSettings, warnings: string[] = 
   const rules: FirewallRuleSpec[] = [];
   const admin = settings.adminCidrs.map((c, i) => normalizeCidr(c, `${CONFIG_NAMESPACE}:adminCidrs.${i}`));
   if (admin.length > 0) {
-    rules.push({ description: "SSH from admin networks", direction: "in", protocol: "tcp", port: String(SSH_PORT), sourceIps: admin });
+    rules.push({
+      description: "SSH from admin networks",
+      direction: "in",
+      protocol: "tcp",
+      port: String(SSH_PORT),
+      sourceIps: admin,
+    });
     const open = admin.filter(isWholeInternet);
     if (open.length > 0) {
-      warnings.push(`${CONFIG_NAMESPACE}:adminCidrs opens SSH to the whole Internet (${open.join(", ")}); list your admin networks instead.`);
+      warnings.push(
+        `${CONFIG_NAMESPACE}:adminCidrs opens SSH to the whole Internet (${open.join(", ")}); list your admin networks instead.`,
+      );
     }
   } else {
     warnings.push(
@@ -149,7 +165,13 @@ export function nodeFirewallRules(settings: StackSettings, warnings: string[] = 
   // still state the private subnet as the one source of every service port, so the rule set reads
   // as the complete answer to "who may reach this port" and never contains a public source.
   for (const port of SERVICE_PORTS) {
-    rules.push({ description: `${purposeOf(port)} from the private subnet`, direction: "in", protocol: "tcp", port: String(port), sourceIps: [settings.subnetCidr] });
+    rules.push({
+      description: `${purposeOf(port)} from the private subnet`,
+      direction: "in",
+      protocol: "tcp",
+      port: String(port),
+      sourceIps: [settings.subnetCidr],
+    });
   }
   const clients = settings.clientCidrs.map((c, i) => normalizeCidr(c, `${CONFIG_NAMESPACE}:clientCidrs.${i}`));
   clients.forEach((cidr, i) => {
@@ -163,7 +185,13 @@ export function nodeFirewallRules(settings: StackSettings, warnings: string[] = 
   });
   if (clients.length > 0) {
     for (const port of ENTRY_PORTS) {
-      rules.push({ description: `${purposeOf(port)} from client networks`, direction: "in", protocol: "tcp", port: String(port), sourceIps: clients });
+      rules.push({
+        description: `${purposeOf(port)} from client networks`,
+        direction: "in",
+        protocol: "tcp",
+        port: String(port),
+        sourceIps: clients,
+      });
     }
   }
   return rules;
@@ -192,7 +220,9 @@ export function normalizeCidr(cidr: string, field: string): string {
     throw new ConfigError(field, cidr, "use the IPv4 form of an IPv4-mapped address");
   }
   const network =
-    address.kind() === "ipv4" ? ipaddr.IPv4.networkAddressFromCIDR(`${address.toString()}/${prefix}`) : ipaddr.IPv6.networkAddressFromCIDR(`${address.toString()}/${prefix}`);
+    address.kind() === "ipv4"
+      ? ipaddr.IPv4.networkAddressFromCIDR(`${address.toString()}/${prefix}`)
+      : ipaddr.IPv6.networkAddressFromCIDR(`${address.toString()}/${prefix}`);
   return `${network.toString()}/${prefix}`;
 }
 
@@ -228,14 +258,20 @@ export function databaseNodeSelector(stack: string): string {
 
 function renderUserData(topology: Topology, node: NodeSpec, options: ClusterOptions): string {
   const tls = placeholderTls(topology.nodes.map((n) => n.name));
-  return renderNode({ topology, node, options, secrets: placeholderSecrets(), tls, paths: serverPaths() })["user-data.yaml"];
+  return renderNode({ topology, node, options, secrets: placeholderSecrets(), tls, paths: serverPaths() })[
+    "user-data.yaml"
+  ];
 }
 
 /** Throws when a node's cloud-init document is over Hetzner's limit; returns it otherwise. */
 export function checkUserDataSize(node: Pick<NodeSpec, "name">, userData: string): string {
   const size = Buffer.byteLength(userData, "utf8");
   if (size >= USER_DATA_LIMIT) {
-    throw new ConfigError(`user-data of ${node.name}`, `${size} bytes`, `Hetzner accepts at most ${USER_DATA_LIMIT} bytes of user data`);
+    throw new ConfigError(
+      `user-data of ${node.name}`,
+      `${size} bytes`,
+      `Hetzner accepts at most ${USER_DATA_LIMIT} bytes of user data`,
+    );
   }
   return userData;
 }

@@ -5,6 +5,7 @@
  */
 import type { NodeFile, NodePaths } from "./paths";
 import type { Plan } from "./plans";
+import type { PoolMode } from "./pooler";
 import type { FailoverProfile } from "./profiles";
 import type { ClusterSecrets } from "./secrets";
 import type { ClusterTls } from "./tls";
@@ -39,6 +40,8 @@ export interface ClusterOptions {
   plan: Plan;
   profile: FailoverProfile;
   synchronousMode: boolean;
+  /** PgBouncer's pool_mode on every node; `transaction` when absent (core/pooler.ts). */
+  poolMode?: PoolMode;
   backup: BackupTarget;
   /** Memory to size PostgreSQL and Redis for; defaults to the plan's. Local runs pass less. */
   memoryMb?: number;

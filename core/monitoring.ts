@@ -10,7 +10,7 @@ import { PORTS, Topology } from "./topology";
 
 export interface ScrapeJob {
   /** Suffix of the job name (`<cluster>-<job>`). */
-  job: "node" | "postgres" | "redis" | "sentinel" | "patroni" | "haproxy" | "etcd";
+  job: "node" | "postgres" | "pgbouncer" | "redis" | "sentinel" | "patroni" | "haproxy" | "etcd";
   purpose: string;
   port: number;
   path: string;
@@ -24,9 +24,30 @@ export interface ScrapeJob {
 
 /** Every endpoint with metrics on a node, each listening on the node's private address. */
 export const SCRAPE_JOBS: readonly ScrapeJob[] = [
-  { job: "node", purpose: "CPU, memory, disk and network of the server (prometheus-node-exporter)", port: PORTS.nodeExporter, path: "/metrics" },
-  { job: "postgres", purpose: "PostgreSQL statistics, as the pg_monitor role (prometheus-postgres-exporter)", port: PORTS.postgresExporter, path: "/metrics" },
-  { job: "redis", purpose: "the node's Redis (prometheus-redis-exporter)", port: PORTS.redisExporter, path: "/metrics" },
+  {
+    job: "node",
+    purpose: "CPU, memory, disk and network of the server (prometheus-node-exporter)",
+    port: PORTS.nodeExporter,
+    path: "/metrics",
+  },
+  {
+    job: "postgres",
+    purpose: "PostgreSQL statistics, as the pg_monitor role (prometheus-postgres-exporter)",
+    port: PORTS.postgresExporter,
+    path: "/metrics",
+  },
+  {
+    job: "pgbouncer",
+    purpose: "PgBouncer's pools: clients waiting and active, server connections (prometheus-pgbouncer-exporter)",
+    port: PORTS.pgbouncerExporter,
+    path: "/metrics",
+  },
+  {
+    job: "redis",
+    purpose: "the node's Redis (prometheus-redis-exporter)",
+    port: PORTS.redisExporter,
+    path: "/metrics",
+  },
   {
     job: "sentinel",
     purpose: "the node's Sentinel, through the same Redis exporter's multi-target endpoint",
@@ -34,8 +55,20 @@ export const SCRAPE_JOBS: readonly ScrapeJob[] = [
     path: "/scrape",
     target: `redis://127.0.0.1:${PORTS.sentinel}`,
   },
-  { job: "patroni", purpose: "Patroni's own metrics: role, timeline, WAL positions", port: PORTS.patroni, path: "/metrics", tls: true },
-  { job: "haproxy", purpose: "HAProxy's built-in exporter on the stats listener (login required)", port: PORTS.haproxyStats, path: "/metrics", basicAuth: true },
+  {
+    job: "patroni",
+    purpose: "Patroni's own metrics: role, timeline, WAL positions",
+    port: PORTS.patroni,
+    path: "/metrics",
+    tls: true,
+  },
+  {
+    job: "haproxy",
+    purpose: "HAProxy's built-in exporter on the stats listener (login required)",
+    port: PORTS.haproxyStats,
+    path: "/metrics",
+    basicAuth: true,
+  },
   { job: "etcd", purpose: "etcd, Patroni's DCS", port: PORTS.etcdMetrics, path: "/metrics" },
 ];
 
@@ -60,7 +93,8 @@ export function defaultCaFile(topology: Pick<Topology, "clusterName">): string {
 /** prometheus.yml for one cluster: a job per endpoint, every node a target labelled with its name. */
 export function renderPrometheusConfig(topology: Topology, opts: PrometheusConfigOptions = {}): string {
   const interval = opts.scrapeIntervalSeconds ?? 15;
-  if (!Number.isInteger(interval) || interval < 1) throw new RangeError(`scrape interval must be a whole number of seconds, got ${interval}`);
+  if (!Number.isInteger(interval) || interval < 1)
+    throw new RangeError(`scrape interval must be a whole number of seconds, got ${interval}`);
   return template("prometheus.yml")({
     topology,
     users: USERS,
@@ -70,7 +104,13 @@ export function renderPrometheusConfig(topology: Topology, opts: PrometheusConfi
     // Prometheus wants the timeout no longer than the interval.
     scrapeTimeout: `${Math.min(10, interval)}s`,
     ruleFiles: opts.ruleFiles ?? [ALERT_RULES_FILE],
-    jobs: SCRAPE_JOBS.map((j) => ({ target: "", basicAuth: false, tls: false, ...j, name: `${topology.clusterName}-${j.job}` })),
+    jobs: SCRAPE_JOBS.map((j) => ({
+      target: "",
+      basicAuth: false,
+      tls: false,
+      ...j,
+      name: `${topology.clusterName}-${j.job}`,
+    })),
   });
 }
 

@@ -6,7 +6,12 @@
  */
 
 /** Debian's Prometheus exporters; each package's systemd unit has the same name. */
-export const EXPORTER_PACKAGES = ["prometheus-node-exporter", "prometheus-postgres-exporter", "prometheus-redis-exporter"] as const;
+export const EXPORTER_PACKAGES = [
+  "prometheus-node-exporter",
+  "prometheus-postgres-exporter",
+  "prometheus-redis-exporter",
+  "prometheus-pgbouncer-exporter",
+] as const;
 
 /** The PostgreSQL major version trixie ships (no 18 in trixie or its backports). */
 export const POSTGRES_MAJOR = 17;
@@ -26,6 +31,8 @@ export const NODE_PACKAGES = [
   "redis-sentinel",
   "redis-tools",
   "haproxy", // 3.0
+  // The connection pooler in front of each node's PostgreSQL (HAProxy's 5433/5434 lead to it).
+  "pgbouncer", // 1.24
   "pgbackrest", // 2.55
   // The backup scripts: s3cmd ships Redis snapshots, curl asks Patroni who leads.
   "s3cmd",

@@ -6,12 +6,16 @@ export const NODE_FILES = [
   "etcd.conf",
   "redis.conf",
   "sentinel.conf",
+  "redis-users.acl",
   "haproxy.cfg",
   "pgbackrest.conf",
   "node-exporter.env",
   "postgres-exporter.env",
   "redis-exporter.env",
   "redis-exporter-passwords.json",
+  "pgbouncer.ini",
+  "pgbouncer-userlist.txt",
+  "pgbouncer-exporter.env",
   "user-data.yaml",
 ] as const;
 export type NodeFile = (typeof NODE_FILES)[number];
@@ -76,6 +80,7 @@ export function serverPaths(): NodePaths {
       "etcd.conf": "/etc/default/etcd",
       "redis.conf": "/etc/redis/redis.conf",
       "sentinel.conf": "/etc/redis/sentinel.conf",
+      "redis-users.acl": "/etc/redis/users.acl",
       "haproxy.cfg": "/etc/haproxy/haproxy.cfg",
       "pgbackrest.conf": "/etc/pgbackrest.conf",
       // Debian's exporter units read these environment files (EnvironmentFile=).
@@ -83,6 +88,10 @@ export function serverPaths(): NodePaths {
       "postgres-exporter.env": "/etc/default/prometheus-postgres-exporter",
       "redis-exporter.env": "/etc/default/prometheus-redis-exporter",
       "redis-exporter-passwords.json": "/etc/prometheus/redis-exporter-passwords.json",
+      // Debian's pgbouncer unit reads /etc/pgbouncer/pgbouncer.ini; the userlist holds the auth_user's password.
+      "pgbouncer.ini": "/etc/pgbouncer/pgbouncer.ini",
+      "pgbouncer-userlist.txt": "/etc/pgbouncer/userlist.txt",
+      "pgbouncer-exporter.env": "/etc/default/prometheus-pgbouncer-exporter",
     },
     pgDataDir: `/var/lib/postgresql/${POSTGRES_MAJOR}/madbase`,
     pgBinDir: `/usr/lib/postgresql/${POSTGRES_MAJOR}/bin`,

@@ -20,7 +20,13 @@ export const ARCHIVE_TIMEOUT_SECONDS = 300;
  * PostgreSQL parameters whose value on a hot standby must be at least the primary's (PostgreSQL
  * refuses to run recovery otherwise). Lowering one means restarting the primary first.
  */
-export const STANDBY_MINIMUM_PARAMETERS = ["max_connections", "max_worker_processes", "max_wal_senders", "max_prepared_transactions", "max_locks_per_transaction"] as const;
+export const STANDBY_MINIMUM_PARAMETERS = [
+  "max_connections",
+  "max_worker_processes",
+  "max_wal_senders",
+  "max_prepared_transactions",
+  "max_locks_per_transaction",
+] as const;
 
 export interface DynamicConfig {
   ttl: number;

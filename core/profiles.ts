@@ -69,7 +69,11 @@ export function checkProfile(profile: FailoverProfile): FailoverProfile {
     }
   }
   if (ttl < PATRONI_MIN_TTL) {
-    throw new ConfigError(`failoverProfile(${profile.name}).patroni.ttl`, ttl, `use at least ${PATRONI_MIN_TTL} (Patroni 4's minimum; it would raise it anyway)`);
+    throw new ConfigError(
+      `failoverProfile(${profile.name}).patroni.ttl`,
+      ttl,
+      `use at least ${PATRONI_MIN_TTL} (Patroni 4's minimum; it would raise it anyway)`,
+    );
   }
   if (loopWait + 2 * retryTimeout > ttl) {
     throw new ConfigError(
@@ -80,7 +84,11 @@ export function checkProfile(profile: FailoverProfile): FailoverProfile {
   }
   const { interMs, fall, rise } = profile.haproxy;
   if (interMs < 100 || fall < 1 || rise < 1) {
-    throw new ConfigError(`failoverProfile(${profile.name}).haproxy`, profile.haproxy, "inter >= 100 ms, fall >= 1, rise >= 1");
+    throw new ConfigError(
+      `failoverProfile(${profile.name}).haproxy`,
+      profile.haproxy,
+      "inter >= 100 ms, fall >= 1, rise >= 1",
+    );
   }
   if (profile.sentinel.failoverTimeoutMs < profile.sentinel.downAfterMs) {
     throw new ConfigError(

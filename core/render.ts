@@ -17,7 +17,20 @@ import { NODE_FILES, NodeFile, NodePaths } from "./paths";
 import { dynamicConfig } from "./patroni";
 import { postgresTuning } from "./plans";
 import { checkProfile } from "./profiles";
-import { APP_DATABASE, ClusterSecrets, USERS, checkSecrets } from "./secrets";
+import {
+  AUTH_DATABASE,
+  AUTH_POOL_SIZE,
+  AUTH_QUERY,
+  AUTH_ROLE_CONNECTION_LIMIT,
+  DEFAULT_POOL_MODE,
+  MAX_CLIENT_CONNECTIONS,
+  MAX_PREPARED_STATEMENTS,
+  PGBOUNCER_LIMIT_NOFILE,
+  checkPoolMode,
+  poolSize,
+  poolerAuthSql,
+} from "./pooler";
+import { APP_DATABASE, ClusterSecrets, REDIS_USERS, USERS, checkSecrets } from "./secrets";
 import { ClusterTls, nodeTls } from "./tls";
 import { NodeSpec, PORTS, Topology, possibleNodeAddresses } from "./topology";
 
@@ -31,7 +44,19 @@ export const MOUNT_VOLUME_SCRIPT = "madbase-mount-volume";
 /** The units a first boot starts only on a node that creates the cluster (node-join starts them otherwise). */
 export const CLUSTER_UNITS = ["etcd", "patroni", "redis-server", "redis-sentinel"] as const;
 /** The units every node starts at its first boot, joining or not. */
-export const EDGE_UNITS = ["haproxy", ...EXPORTER_PACKAGES] as const;
+export const EDGE_UNITS = ["haproxy", "pgbouncer", ...EXPORTER_PACKAGES] as const;
+
+/** Hetzner's metadata service (the server's user data, every secret in it): root only on a node. */
+export const METADATA_IP = "169.254.169.254";
+/** Debian's nftables.service loads this file at boot; the node's only rules are madbase's. */
+export const NFTABLES_CONF = "/etc/nftables.conf";
+/** The nftables table that guards the metadata address (its counter shows what it dropped). */
+export const NFTABLES_TABLE = "madbase_guard";
+
+/** The node's firewall rules (templates/nftables.conf.hbs), the same on every node. */
+export function renderNftables(): string {
+  return template("nftables.conf")({ metadataIp: METADATA_IP });
+}
 
 /** How long a first boot waits for PostgreSQL, Redis and the other units before it fails. */
 export const FIRST_BOOT_WAIT_SECONDS = 300;
@@ -42,6 +67,7 @@ const FILE_OWNERSHIP: Record<Exclude<NodeFile, "user-data.yaml">, { owner: strin
   "etcd.conf": { owner: "root:root", mode: "0644" },
   "redis.conf": { owner: "redis:redis", mode: "0640" },
   "sentinel.conf": { owner: "redis:redis", mode: "0640" },
+  "redis-users.acl": { owner: "redis:redis", mode: "0640" },
   "haproxy.cfg": { owner: "root:haproxy", mode: "0640" },
   "pgbackrest.conf": { owner: "postgres:postgres", mode: "0640" },
   // The exporters run as the `prometheus` user their packages create (written after the packages).
@@ -49,6 +75,10 @@ const FILE_OWNERSHIP: Record<Exclude<NodeFile, "user-data.yaml">, { owner: strin
   "postgres-exporter.env": { owner: "root:prometheus", mode: "0640" },
   "redis-exporter.env": { owner: "root:prometheus", mode: "0640" },
   "redis-exporter-passwords.json": { owner: "root:prometheus", mode: "0640" },
+  // PgBouncer and its exporter run as postgres (Debian's units).
+  "pgbouncer.ini": { owner: "root:postgres", mode: "0640" },
+  "pgbouncer-userlist.txt": { owner: "postgres:postgres", mode: "0600" },
+  "pgbouncer-exporter.env": { owner: "root:postgres", mode: "0640" },
 };
 
 /**
@@ -92,6 +122,7 @@ function model(input: NodeRenderInput) {
     secrets,
     paths,
     users: USERS,
+    redisUsers: REDIS_USERS,
     ports: PORTS,
     profile: options.profile,
     synchronousMode: options.synchronousMode,
@@ -108,6 +139,17 @@ function model(input: NodeRenderInput) {
     checkTimeoutMs: Math.max(1000, interMs),
     fastInterMs: Math.max(250, Math.floor(interMs / 2)),
     replicaMaxLag: REPLICA_MAX_LAG,
+    appDatabase: APP_DATABASE,
+    authDatabase: AUTH_DATABASE,
+    authQuery: AUTH_QUERY,
+    pooler: {
+      poolMode: checkPoolMode(options.poolMode ?? DEFAULT_POOL_MODE),
+      poolSize: poolSize(options.plan.maxConnections),
+      maxClientConn: MAX_CLIENT_CONNECTIONS,
+      maxPreparedStatements: MAX_PREPARED_STATEMENTS,
+      limitNofile: PGBOUNCER_LIMIT_NOFILE,
+      authPoolSize: AUTH_POOL_SIZE,
+    },
     archiveCommand: options.backup.archiving === false ? ARCHIVING_OFF_COMMAND : archiveCommand(paths.scriptDir),
     archivePushQueueMaxMb: archivePushQueueMaxMb(options.volumeSizeGb ?? DEFAULT_VOLUME_GB),
     restoreCommand: pgbackrestRestoreCommand(paths.config["pgbackrest.conf"], topology.clusterName),
@@ -139,23 +181,39 @@ function model(input: NodeRenderInput) {
  * initdb, or from a backup (madbase-pg-restore), so it must do the right thing both ways. Each role
  * is created, or (restored from a backup) given this stack's password, which may be new; the
  * database is created only when it is missing. (Patroni itself creates or resets the superuser,
- * replication and rewind roles and grants pg_rewind what it needs.)
+ * replication and rewind roles and grants pg_rewind what it needs.) Last, in the application
+ * database, PgBouncer's auth_query function (core/pooler.ts).
  */
 export function postBootstrapSql(secrets: ClusterSecrets): string {
-  const roles: { name: string; options: string; inRole?: string }[] = [
-    { name: USERS.app, options: `LOGIN PASSWORD '${secrets.app}'` },
-    // The metrics exporter's read-only role: pg_monitor (statistics and settings, no table data).
-    { name: USERS.monitoring, options: `LOGIN CONNECTION LIMIT 5 PASSWORD '${secrets.monitoring}'`, inRole: "pg_monitor" },
-  ];
   const sql = [
-    ...roles.map(
-      (r) =>
-        `DO $$BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = '${r.name}') THEN ALTER ROLE ${r.name} ${r.options}; ` +
-        `ELSE CREATE ROLE ${r.name} ${r.options}${r.inRole ? ` IN ROLE ${r.inRole}` : ""}; END IF; END$$;`,
-    ),
+    roleSql(USERS.app, `LOGIN PASSWORD '${secrets.app}'`),
+    // The metrics exporter's read-only role: pg_monitor (statistics and settings, no table data).
+    roleSql(USERS.monitoring, `LOGIN CONNECTION LIMIT 5 PASSWORD '${secrets.monitoring}'`, "pg_monitor"),
     `SELECT 'CREATE DATABASE ${APP_DATABASE} OWNER ${USERS.app}' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '${APP_DATABASE}') \\gexec`,
+    poolerSetupSql(secrets),
   ];
   return sql.join("\n") + "\n";
+}
+
+/** A role created, or (it exists: a restored backup, a second run) given these options. */
+function roleSql(name: string, options: string, inRole?: string): string {
+  return (
+    `DO $$BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = '${name}') THEN ALTER ROLE ${name} ${options}; ` +
+    `ELSE CREATE ROLE ${name} ${options}${inRole ? ` IN ROLE ${inRole}` : ""}; END IF; END$$;`
+  );
+}
+
+/**
+ * PgBouncer's lookup role (it logs in and calls pgbouncer.get_auth, nothing else) and, in the
+ * application database, that function: psql input run as the superuser from the postgres
+ * database, once at the cluster's creation and by config-refresh on the leader. Idempotent.
+ */
+export function poolerSetupSql(secrets: ClusterSecrets): string {
+  const role = roleSql(
+    USERS.pgbouncerAuth,
+    `LOGIN CONNECTION LIMIT ${AUTH_ROLE_CONNECTION_LIMIT} PASSWORD '${secrets.pgbouncerAuth}'`,
+  );
+  return [role, `\\connect ${AUTH_DATABASE}`, poolerAuthSql()].join("\n") + "\n";
 }
 
 /**
@@ -203,12 +261,14 @@ const EXPORTER_SERVICES: Partial<Record<NodeFile, string>> = {
   "postgres-exporter.env": "postgres_exporter",
   "redis-exporter.env": "redis_exporter",
   "redis-exporter-passwords.json": "redis_exporter",
+  "pgbouncer-exporter.env": "pgbouncer_exporter",
 };
 
 /**
  * The files of a running node that config-refresh replaces when their rendered content changed.
  * Not here: haproxy.cfg and patroni.yml (config-refresh checks and reloads them itself);
- * redis.conf and sentinel.conf (the daemons rewrite them; they change through their APIs);
+ * redis.conf and sentinel.conf (the daemons rewrite them; they change through their APIs, while
+ * redis-users.acl, which no daemon rewrites, is here);
  * etcd.conf (only the first start reads its initial cluster); the first boot's own files.
  */
 export function refreshedFiles(input: NodeRenderInput, files: RenderedNode): RefreshedFile[] {
@@ -222,17 +282,36 @@ export function refreshedFiles(input: NodeRenderInput, files: RenderedNode): Ref
   return [
     // pgBackRest reads its file at every command: nothing to restart.
     own("pgbackrest.conf"),
-    ...(Object.keys(EXPORTER_SERVICES) as (keyof typeof FILE_OWNERSHIP)[]).map((name) => own(name, `svc try-restart ${EXPORTER_SERVICES[name]}`)),
+    // Redis's users: nothing rewrites this file, so it is kept as rendered and loaded at once.
+    own("redis-users.acl", '[ "$(redis_at "$NODE_IP" ACL LOAD)" = OK ] || die "redis: ACL LOAD refused"'),
+    // PgBouncer rereads both on SIGHUP: clients and server connections stay.
+    own("pgbouncer.ini", "svc reload pgbouncer"),
+    own("pgbouncer-userlist.txt", "svc reload pgbouncer"),
+    ...(Object.keys(EXPORTER_SERVICES) as (keyof typeof FILE_OWNERSHIP)[]).map((name) =>
+      own(name, `svc try-restart ${EXPORTER_SERVICES[name]}`),
+    ),
     ...Object.values(backup),
     // A changed schedule counts once systemd reloaded the units and the timer restarted.
     ...renderBackupUnits(input).map((u) => ({
       ...u,
-      after: u.path.endsWith(".timer") ? `svc daemon-reload units && svc try-restart ${path.posix.basename(u.path)}` : "svc daemon-reload units",
+      after: u.path.endsWith(".timer")
+        ? `svc daemon-reload units && svc try-restart ${path.posix.basename(u.path)}`
+        : "svc daemon-reload units",
     })),
-    ...nodeScripts(input.paths).filter((f) => !f.path.endsWith(FIRST_BOOT_SCRIPT)).map((f) => ({ ...f, owner: "root:root", mode: "0755" })),
+    ...nodeScripts(input.paths)
+      .filter((f) => !f.path.endsWith(FIRST_BOOT_SCRIPT))
+      .map((f) => ({ ...f, owner: "root:root", mode: "0755" })),
     // A renewed certificate (README, Rotation): config-refresh reloads once all three are in place
     // (TLS_RELOAD_FLAG), so no daemon ever loads a certificate with the other key.
     ...tlsFiles(input).map((f) => ({ ...f, after: `${TLS_RELOAD_FLAG}=1` })),
+    // A node booted before the guard existed gets it too, loaded at once and at every boot.
+    {
+      path: NFTABLES_CONF,
+      owner: "root:root",
+      mode: "0644",
+      content: renderNftables(),
+      after: "svc start nftables && svc reload nftables",
+    },
   ];
 }
 
@@ -269,7 +348,14 @@ function bundledFiles(input: NodeRenderInput, files: RenderedNode): BundledFile[
     })),
     // The node's certificate files (the key root:ssl-cert: the group exists once the packages are in).
     ...tlsFiles(input),
-    { path: input.paths.postBootstrapSql, owner: "postgres:postgres", mode: "0600", content: postBootstrapSql(input.secrets) },
+    {
+      path: input.paths.postBootstrapSql,
+      owner: "postgres:postgres",
+      mode: "0600",
+      content: postBootstrapSql(input.secrets),
+    },
+    // After the packages, so a package's own default never replaces it.
+    { path: NFTABLES_CONF, owner: "root:root", mode: "0644", content: renderNftables() },
   ];
 }
 
@@ -285,7 +371,11 @@ export function renderNode(input: NodeRenderInput): RenderedNode {
   files["user-data.yaml"] = template("user-data.yaml")({
     ...m,
     packages: NODE_PACKAGES,
-    retriedUnits: [...CLUSTER_UNITS.filter((u) => u !== "patroni"), ...EDGE_UNITS],
+    retriedUnits: [...CLUSTER_UNITS.filter((u) => u !== "patroni"), ...EDGE_UNITS].map((unit) => ({
+      unit,
+      // PgBouncer holds a descriptor per client and per server connection (Debian's unit keeps 1024).
+      limitNofile: unit === "pgbouncer" ? PGBOUNCER_LIMIT_NOFILE : 0,
+    })),
     // Everything else the node needs, in one compressed archive: Hetzner takes 32 KiB of user data.
     fileBundle: bundleFiles(bundledFiles(input, files)),
   });
@@ -301,6 +391,9 @@ export function renderCluster(
   pathsFor: (node: NodeSpec) => NodePaths,
 ): Record<string, RenderedNode> {
   return Object.fromEntries(
-    topology.nodes.map((node) => [node.name, renderNode({ topology, node, options, secrets, tls, paths: pathsFor(node) })]),
+    topology.nodes.map((node) => [
+      node.name,
+      renderNode({ topology, node, options, secrets, tls, paths: pathsFor(node) }),
+    ]),
   );
 }

@@ -23,14 +23,30 @@ import { createHash } from "node:crypto";
 import { ConfigError } from "./errors";
 import { NodePaths, serverPaths } from "./paths";
 import { dynamicConfig, STANDBY_MINIMUM_PARAMETERS } from "./patroni";
+import { AUTH_DATABASE, AUTH_FUNCTION } from "./pooler";
 import type { ClusterOptions } from "./model";
-import { nodeMemoryMb, redisMaxMemoryMb, redisMinReplicasToWrite, refreshedFiles, renderNode, tlsReloadCommand } from "./render";
+import {
+  nodeMemoryMb,
+  poolerSetupSql,
+  redisMaxMemoryMb,
+  redisMinReplicasToWrite,
+  refreshedFiles,
+  renderNode,
+  tlsReloadCommand,
+} from "./render";
 import { plainScript, renderScript, template } from "./templates";
-import { ClusterSecrets, USERS } from "./secrets";
+import { ClusterSecrets, REDIS_USERS, USERS } from "./secrets";
 import type { ClusterTls } from "./tls";
 import { NodeSpec, PORTS, Topology, possibleNodeAddresses } from "./topology";
 
-export const SCALE_SCRIPTS = ["node-join", "leadership-handoff", "config-refresh", "node-leave", "node-drain", "node-settle"] as const;
+export const SCALE_SCRIPTS = [
+  "node-join",
+  "leadership-handoff",
+  "config-refresh",
+  "node-leave",
+  "node-drain",
+  "node-settle",
+] as const;
 export type ScaleScript = (typeof SCALE_SCRIPTS)[number];
 
 /** The daemons scripts start and stop through `svc`. */
@@ -69,13 +85,21 @@ export function systemdControl(): string {
 const SHELL_SAFE = /^[A-Za-z0-9 ._~/:,=@+-]*$/;
 
 function shellSafe(field: string, value: string): string {
-  if (!SHELL_SAFE.test(value)) throw new ConfigError(field, value, "use letters, digits, spaces and . _ ~ / : , = @ + - only (it is written into shell scripts)");
+  if (!SHELL_SAFE.test(value))
+    throw new ConfigError(
+      field,
+      value,
+      "use letters, digits, spaces and . _ ~ / : , = @ + - only (it is written into shell scripts)",
+    );
   return value;
 }
 
 function libModel(script: ScaleScript, purpose: string, topology: Topology, node: NodeSpec, ctx: ScriptContext) {
   const paths = ctx.paths(node);
-  const runtime = ctx.runtimeFiles?.(node) ?? { redisConf: paths.config["redis.conf"], sentinelConf: paths.config["sentinel.conf"] };
+  const runtime = ctx.runtimeFiles?.(node) ?? {
+    redisConf: paths.config["redis.conf"],
+    sentinelConf: paths.config["sentinel.conf"],
+  };
   const files = {
     etcdEnv: paths.config["etcd.conf"],
     etcdData: paths.etcdDataDir,
@@ -98,21 +122,41 @@ function libModel(script: ScaleScript, purpose: string, topology: Topology, node
     ports: PORTS,
     patroniAuth: `${USERS.patroniRest}:${ctx.secrets.patroniRest}`,
     secrets: ctx.secrets,
+    redisUsers: REDIS_USERS,
     profile: ctx.options.profile,
     files,
     control: ctx.control(node),
   };
 }
 
-function render(script: ScaleScript, purpose: string, topology: Topology, node: NodeSpec, ctx: ScriptContext, extra: Record<string, unknown> = {}): string {
+function render(
+  script: ScaleScript,
+  purpose: string,
+  topology: Topology,
+  node: NodeSpec,
+  ctx: ScriptContext,
+  extra: Record<string, unknown> = {},
+): string {
   const model = { ...libModel(script, purpose, topology, node, ctx), ...extra };
   // The rendered values, the library (a real .sh file), the driver's `svc`, then the script.
-  return [template("scripts/scale-values.sh")(model), plainScript("scale-lib.sh"), model.control, renderScript(script, model)].join("\n");
+  return [
+    template("scripts/scale-values.sh")(model),
+    plainScript("scale-lib.sh"),
+    model.control,
+    renderScript(script, model),
+  ].join("\n");
 }
 
 /** The node's files as the topology renders them (for config-refresh). */
 function renderFor(topology: Topology, node: NodeSpec, ctx: ScriptContext) {
-  return renderNode({ topology, node, options: ctx.options, secrets: ctx.secrets, tls: ctx.tls, paths: ctx.paths(node) });
+  return renderNode({
+    topology,
+    node,
+    options: ctx.options,
+    secrets: ctx.secrets,
+    tls: ctx.tls,
+    paths: ctx.paths(node),
+  });
 }
 
 /**
@@ -133,7 +177,14 @@ export function leaveScript(topology: Topology, node: NodeSpec, ctx: ScriptConte
 
 /** Runs on a node of `to` before a shrink: moves leadership off the nodes that leave. */
 export function handoffScript(to: Topology, node: NodeSpec, ctx: ScriptContext): string {
-  return render("leadership-handoff", "moves the PostgreSQL leader and the Redis master to nodes that stay", to, node, ctx, { staying: to.nodes });
+  return render(
+    "leadership-handoff",
+    "moves the PostgreSQL leader and the Redis master to nodes that stay",
+    to,
+    node,
+    ctx,
+    { staying: to.nodes },
+  );
 }
 
 function singleQuotable(what: string, text: string): string {
@@ -154,8 +205,15 @@ export function refreshOrder(topology: Topology): NodeSpec[] {
  * Runs on a node before it goes down as a whole (a resize): the PostgreSQL leader and the Redis
  * master move off it, to one of `prefer` (nodes already done) when one can take them.
  */
-export function drainScript(topology: Topology, node: NodeSpec, ctx: ScriptContext, opts: { prefer?: NodeSpec[] } = {}): string {
-  return render("node-drain", "moves leadership off this node before it goes down", topology, node, ctx, { preferred: opts.prefer ?? [] });
+export function drainScript(
+  topology: Topology,
+  node: NodeSpec,
+  ctx: ScriptContext,
+  opts: { prefer?: NodeSpec[] } = {},
+): string {
+  return render("node-drain", "moves leadership off this node before it goes down", topology, node, ctx, {
+    preferred: opts.prefer ?? [],
+  });
 }
 
 /** Runs on a node once it is back (a resize, a reboot): waits until it is a full member again. */
@@ -176,7 +234,14 @@ export function refreshScript(to: Topology, node: NodeSpec, ctx: ScriptContext):
     if (body.split("\n").includes(delimiter)) throw new Error(`${name} contains the line ${delimiter}`);
     return body;
   };
-  const input = { topology: to, node, options: ctx.options, secrets: ctx.secrets, tls: ctx.tls, paths: ctx.paths(node) };
+  const input = {
+    topology: to,
+    node,
+    options: ctx.options,
+    secrets: ctx.secrets,
+    tls: ctx.tls,
+    paths: ctx.paths(node),
+  };
   const etcdHosts = to.nodes.map((n) => `${n.privateIp}:${PORTS.etcdClient}`);
   const order = refreshOrder(to);
   const b64 = (text: string) => Buffer.from(text, "utf8").toString("base64");
@@ -190,13 +255,21 @@ export function refreshScript(to: Topology, node: NodeSpec, ctx: ScriptContext):
     dynamicConfig: singleQuotable("Patroni's dynamic configuration", JSON.stringify(dynamicConfig(ctx.options))),
     standbyMinimum: STANDBY_MINIMUM_PARAMETERS.join(" "),
     // The nodes refreshed before this one: where its leadership goes when it must restart.
-    preferred: order.slice(0, order.findIndex((n) => n.name === node.name)),
+    preferred: order.slice(
+      0,
+      order.findIndex((n) => n.name === node.name),
+    ),
     minReplicasToWrite: redisMinReplicasToWrite(to),
     redisMaxMemoryBytes: redisMaxMemoryMb(nodeMemoryMb(ctx.options)) * 1024 * 1024,
     quorum: to.quorum,
     sentinel: ctx.options.profile.sentinel,
     refreshed: refreshedFiles(input, files).map((f) => ({ ...f, content: b64(f.content), after: f.after ?? "" })),
     tlsReload: tlsReloadCommand(input.paths),
+    poolerSql: b64(poolerSetupSql(ctx.secrets)),
+    pgSocketDir: input.paths.pgSocketDir,
+    authDatabase: AUTH_DATABASE,
+    authRole: USERS.pgbouncerAuth,
+    authFunction: AUTH_FUNCTION,
     authorizedKeys: ctx.authorizedKeys ? b64(ctx.authorizedKeys.map((k) => `${k.trim()}\n`).join("")) : "",
     volumeMount: input.paths.volumeMount,
   });
@@ -208,7 +281,7 @@ export function refreshScript(to: Topology, node: NodeSpec, ctx: ScriptContext):
  * under /run (they carry secrets) and are gone when the command ends.
  */
 export function remoteCommand(scripts: { name: string; text: string }[]): string {
-  const lines = ["set -eu", 'dir=$(mktemp -d /run/madbase-scale.XXXXXX)', 'trap \'rm -rf "$dir"\' EXIT'];
+  const lines = ["set -eu", "dir=$(mktemp -d /run/madbase-scale.XXXXXX)", "trap 'rm -rf \"$dir\"' EXIT"];
   scripts.forEach(({ name, text }, i) => {
     const delimiter = "MADBASE_SCRIPT_END";
     if (text.split("\n").includes(delimiter)) throw new Error(`${name} contains the line ${delimiter}`);
@@ -216,6 +289,38 @@ export function remoteCommand(scripts: { name: string; text: string }[]): string
     lines.push(`cat >${file} <<'${delimiter}'`, text.endsWith("\n") ? text.slice(0, -1) : text, delimiter);
   });
   scripts.forEach(({ name }, i) => lines.push(`bash "$dir/${i + 1}-${name}.sh"`));
+  return lines.join("\n") + "\n";
+}
+
+/**
+ * What a remote command executes over SSH: a shell reading its script from standard input, so the
+ * script (and the passwords in it) never shows in the node's process list, as the exec string of
+ * an SSH session does (sshd runs it as `bash -c <string>`, readable in /proc/PID/cmdline).
+ */
+export const REMOTE_EXEC = "bash -s";
+
+/** The two actions a membership's standard input holds; its exec string names the one to run. */
+export const MEMBERSHIP_ACTIONS = ["join", "leave"] as const;
+
+/**
+ * A membership's standard input: Pulumi's remote command sends the same one to its create
+ * (`bash -s -- join`) and its delete (`bash -s -- leave`), so it holds both remote commands and
+ * runs the one its first argument names, each in a shell of its own.
+ */
+export function membershipStdin(commands: Record<(typeof MEMBERSHIP_ACTIONS)[number], string>): string {
+  const lines = ['case "${1:-}" in'];
+  for (const action of MEMBERSHIP_ACTIONS) {
+    const delimiter = `MADBASE_${action.toUpperCase()}_END`;
+    const text = commands[action];
+    if (text.split("\n").includes(delimiter)) throw new Error(`the ${action} command contains the line ${delimiter}`);
+    lines.push(
+      `${action}) exec bash -s <<'${delimiter}'`,
+      text.endsWith("\n") ? text.slice(0, -1) : text,
+      delimiter,
+      ";;",
+    );
+  }
+  lines.push(`*) echo "usage: ${REMOTE_EXEC} -- ${MEMBERSHIP_ACTIONS.join("|")}" >&2; exit 2 ;;`, "esac");
   return lines.join("\n") + "\n";
 }
 
@@ -250,7 +355,11 @@ export interface ScaleRules {
 /** Refuses a count the stack must not go to; see `planScale`. */
 export function checkScale(from: Topology, to: Topology, rules: ScaleRules = {}): void {
   if (from.clusterName !== to.clusterName || from.subnetCidr !== to.subnetCidr) {
-    throw new ConfigError("topology", `${to.clusterName} ${to.subnetCidr}`, `scale the same cluster: ${from.clusterName} in ${from.subnetCidr}`);
+    throw new ConfigError(
+      "topology",
+      `${to.clusterName} ${to.subnetCidr}`,
+      `scale the same cluster: ${from.clusterName} in ${from.subnetCidr}`,
+    );
   }
   if (rules.requireHa && to.nodeCount < 3) {
     throw new ConfigError(
@@ -274,7 +383,10 @@ export function checkScale(from: Topology, to: Topology, rules: ScaleRules = {})
 export function planScale(from: Topology, to: Topology, ctx: ScriptContext, rules: ScaleRules = {}): ScalePlan {
   checkScale(from, to, rules);
   const steps: ScaleStep[] = [];
-  const refreshAll = () => refreshOrder(to).forEach((node) => steps.push({ kind: "run", node, script: "config-refresh", text: refreshScript(to, node, ctx) }));
+  const refreshAll = () =>
+    refreshOrder(to).forEach((node) =>
+      steps.push({ kind: "run", node, script: "config-refresh", text: refreshScript(to, node, ctx) }),
+    );
   if (to.nodeCount > from.nodeCount) {
     for (const node of to.nodes.slice(from.nodeCount)) {
       steps.push({ kind: "provision", node });
@@ -282,7 +394,12 @@ export function planScale(from: Topology, to: Topology, ctx: ScriptContext, rule
     }
     refreshAll();
   } else if (to.nodeCount < from.nodeCount) {
-    steps.push({ kind: "run", node: to.nodes[0], script: "leadership-handoff", text: handoffScript(to, to.nodes[0], ctx) });
+    steps.push({
+      kind: "run",
+      node: to.nodes[0],
+      script: "leadership-handoff",
+      text: handoffScript(to, to.nodes[0], ctx),
+    });
     refreshAll();
     for (const node of from.nodes.slice(to.nodeCount).reverse()) {
       steps.push({ kind: "run", node, script: "node-leave", text: leaveScript(from, node, ctx) });

@@ -7,11 +7,26 @@ export interface ClusterSecrets {
   rewind: string;
   /** The application's PostgreSQL user (`madbase`). */
   app: string;
+  /** The application's Redis user (`app`, REDIS_USERS): the password in `redisUrl`. */
   redis: string;
+  /** Redis replicas authenticate to their master as `replica` (masteruser/masterauth). */
+  redisReplication: string;
+  /** Sentinel authenticates to Redis as `sentinel` (auth-user/auth-pass). */
+  redisSentinel: string;
+  /** redis_exporter's `monitor` user, on Redis and on Sentinel. */
+  redisMonitoring: string;
+  /** The node's own scripts (config-refresh, membership, backups) as `admin`. */
+  redisAdmin: string;
+  /** HAProxy's health check as `haproxy`: INFO and PING only. */
+  redisCheck: string;
+  /** Sentinel's own password (`requirepass`): scripts and the Sentinels among themselves. */
+  sentinel: string;
   patroniRest: string;
   haproxyStats: string;
   /** The PostgreSQL role the metrics exporter logs in as (`monitor`, member of pg_monitor). */
   monitoring: string;
+  /** The role PgBouncer's auth_query logs in as (`pgbouncer_auth`: it may only look up login verifiers). */
+  pgbouncerAuth: string;
   s3AccessKey: string;
   s3SecretKey: string;
 }
@@ -22,9 +37,16 @@ export const SECRET_NAMES: (keyof ClusterSecrets)[] = [
   "rewind",
   "app",
   "redis",
+  "redisReplication",
+  "redisSentinel",
+  "redisMonitoring",
+  "redisAdmin",
+  "redisCheck",
+  "sentinel",
   "patroniRest",
   "haproxyStats",
   "monitoring",
+  "pgbouncerAuth",
   "s3AccessKey",
   "s3SecretKey",
 ];
@@ -42,6 +64,21 @@ export const USERS = {
   haproxyStats: "stats",
   /** Read-only PostgreSQL role of the Prometheus exporter: pg_monitor, nothing more. */
   monitoring: "monitor",
+  /** PgBouncer's auth_user: LOGIN and EXECUTE on one lookup function (core/pooler.ts), nothing more. */
+  pgbouncerAuth: "pgbouncer_auth",
+} as const;
+
+/**
+ * Redis's ACL users (templates/redis-users.acl.hbs), one per kind of client, each with its own
+ * secret; the `default` user is off. Sentinel has `default` (its requirepass) and `monitor`.
+ */
+export const REDIS_USERS = {
+  app: "app",
+  replication: "replica",
+  sentinel: "sentinel",
+  monitoring: "monitor",
+  admin: "admin",
+  check: "haproxy",
 } as const;
 
 export const APP_DATABASE = "madbase";

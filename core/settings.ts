@@ -4,6 +4,7 @@ import { ConfigError } from "./errors";
 import { PLAN_NAMES } from "./plans";
 import { ALLOWED_NODE_COUNTS, parseCidr, subnetContains } from "./topology";
 import { PROFILE_NAMES } from "./profiles";
+import { DEFAULT_POOL_MODE, POOL_MODES } from "./pooler";
 
 /** The project's config namespace in Pulumi.<stack>.yaml. */
 export const CONFIG_NAMESPACE = "madbase-state";
@@ -27,7 +28,8 @@ const VOLUME_RULE = "use a whole number of GB from 10 to 10240 (Hetzner volume l
 const RETENTION_RULE = "use a whole number of full backups to keep, 1 to 52";
 const REDIS_RETENTION_RULE = "use a whole number of days to keep Redis snapshots, 1 to 365";
 
-const SSH_KEY_RE = /^(ssh-(ed25519|rsa)|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/=]+( .*)?$/;
+const SSH_KEY_RE =
+  /^(ssh-(ed25519|rsa)|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/=]+( .*)?$/;
 const SSH_KEY_RULE = 'use a list of OpenSSH public keys, such as ["ssh-ed25519 AAAA... you@laptop"]';
 
 const isCidr = (v: string) => ipaddr.isValidCIDR(v);
@@ -67,32 +69,68 @@ export const settingsSchema = z
     adminCidrs: cidrList("admin networks allowed to SSH in").default([]),
     clientCidrs: cidrList("client networks allowed to reach 5433, 5434 and 6379").default([]),
     volumeSizeGb: z
-      .preprocess(toNumber, z.number({ error: VOLUME_RULE }).int({ error: VOLUME_RULE }).min(10, { error: VOLUME_RULE }).max(10240, { error: VOLUME_RULE }))
+      .preprocess(
+        toNumber,
+        z
+          .number({ error: VOLUME_RULE })
+          .int({ error: VOLUME_RULE })
+          .min(10, { error: VOLUME_RULE })
+          .max(10240, { error: VOLUME_RULE }),
+      )
       .default(40),
-    failoverProfile: z.enum(PROFILE_NAMES as [string, ...string[]], { error: `use one of ${PROFILE_NAMES.join(", ")}` }).default("norm"),
+    failoverProfile: z
+      .enum(PROFILE_NAMES as [string, ...string[]], { error: `use one of ${PROFILE_NAMES.join(", ")}` })
+      .default("norm"),
     synchronousMode: z.preprocess(toBoolean, z.boolean({ error: "use true or false" })).default(false),
+    /** PgBouncer's pool_mode on every node (core/pooler.ts says what each means). */
+    poolMode: z.enum(POOL_MODES, { error: `use one of ${POOL_MODES.join(", ")}` }).default(DEFAULT_POOL_MODE),
     protectNodes: z.preprocess(toBoolean, z.boolean({ error: "use true or false" })).default(false),
     /** Refuse to go below 3 nodes once the stack is HA (scaling issue). */
     requireHa: z.preprocess(toBoolean, z.boolean({ error: "use true or false" })).default(false),
     backupBucket: z
       .string()
-      .regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, { error: "use an S3 bucket name: 3-63 lower-case letters, digits, dots and dashes" })
+      .regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, {
+        error: "use an S3 bucket name: 3-63 lower-case letters, digits, dots and dashes",
+      })
       .optional(),
     backupEndpoint: z
       .string()
-      .regex(/^[a-z0-9.-]+(:[0-9]+)?$/, { error: "use a host name without scheme, such as fsn1.your-objectstorage.com" })
+      .regex(/^[a-z0-9.-]+(:[0-9]+)?$/, {
+        error: "use a host name without scheme, such as fsn1.your-objectstorage.com",
+      })
       .optional(),
     backupRegion: z.string().min(1).optional(),
     backupRetentionFull: z
-      .preprocess(toNumber, z.number({ error: RETENTION_RULE }).int({ error: RETENTION_RULE }).min(1, { error: RETENTION_RULE }).max(52, { error: RETENTION_RULE }))
+      .preprocess(
+        toNumber,
+        z
+          .number({ error: RETENTION_RULE })
+          .int({ error: RETENTION_RULE })
+          .min(1, { error: RETENTION_RULE })
+          .max(52, { error: RETENTION_RULE }),
+      )
       .default(4),
     /**
      * true: the stack declares the bucket (kept when the stack is destroyed). false: backupBucket
      * names a bucket that already exists; the stack only uses it.
      */
-    backupCreateBucket: z.preprocess(toBoolean, z.boolean({ error: "use true (the stack creates the bucket) or false (use an existing bucket named by backupBucket)" })).default(true),
+    backupCreateBucket: z
+      .preprocess(
+        toBoolean,
+        z.boolean({
+          error: "use true (the stack creates the bucket) or false (use an existing bucket named by backupBucket)",
+        }),
+      )
+      .default(true),
     backupRedisRetentionDays: z
-      .preprocess(toNumber, z.number({ error: REDIS_RETENTION_RULE }).int({ error: REDIS_RETENTION_RULE }).min(1, { error: REDIS_RETENTION_RULE }).max(365, { error: REDIS_RETENTION_RULE }))
+      .preprocess(
+        toNumber,
+        z
+          .number({ error: REDIS_RETENTION_RULE })
+          .int({ error: REDIS_RETENTION_RULE })
+          .min(1, { error: REDIS_RETENTION_RULE })
+          .max(365, { error: REDIS_RETENTION_RULE }),
+      )
       .default(7),
   })
   .strict();
@@ -118,19 +156,31 @@ export function parseSettings(stack: string, raw: Record<string, unknown>): Stac
     const value =
       issue.code === "unrecognized_keys"
         ? issue.keys.join(", ")
-        : issue.path.slice(1).reduce<unknown>((v, k) => (v as Record<PropertyKey, unknown> | undefined)?.[k as PropertyKey], issue.path.length > 1 ? toList(raw[key]) : raw[key]);
+        : issue.path
+            .slice(1)
+            .reduce<unknown>(
+              (v, k) => (v as Record<PropertyKey, unknown> | undefined)?.[k as PropertyKey],
+              issue.path.length > 1 ? toList(raw[key]) : raw[key],
+            );
     const allowed =
       issue.code === "unrecognized_keys"
         ? `known keys are ${Object.keys(settingsSchema.shape).join(", ")}`
         : issue.message;
-    const field = issue.code === "unrecognized_keys" ? `${CONFIG_NAMESPACE} (unknown key)` : `${CONFIG_NAMESPACE}:${[key, ...issue.path.slice(1)].join(".")}`;
+    const field =
+      issue.code === "unrecognized_keys"
+        ? `${CONFIG_NAMESPACE} (unknown key)`
+        : `${CONFIG_NAMESPACE}:${[key, ...issue.path.slice(1)].join(".")}`;
     throw new ConfigError(field, value, allowed);
   }
   const s = result.data;
   parseCidr(s.networkCidr, `${CONFIG_NAMESPACE}:networkCidr`);
   parseCidr(s.subnetCidr, `${CONFIG_NAMESPACE}:subnetCidr`);
   if (!subnetContains(s.networkCidr, s.subnetCidr)) {
-    throw new ConfigError(`${CONFIG_NAMESPACE}:subnetCidr`, s.subnetCidr, `use a subnet inside networkCidr ${s.networkCidr}`);
+    throw new ConfigError(
+      `${CONFIG_NAMESPACE}:subnetCidr`,
+      s.subnetCidr,
+      `use a subnet inside networkCidr ${s.networkCidr}`,
+    );
   }
   if (s.requireHa && s.nodeCount < 3) {
     throw new ConfigError(

@@ -54,7 +54,16 @@ export function appliedSettings(settings: StackSettings, opts: { sshPrivateKeySe
   };
 }
 
-const STRING_FIELDS = ["plan", "serverType", "location", "networkCidr", "subnetCidr", "backupBucket", "backupEndpoint", "backupRegion"] as const;
+const STRING_FIELDS = [
+  "plan",
+  "serverType",
+  "location",
+  "networkCidr",
+  "subnetCidr",
+  "backupBucket",
+  "backupEndpoint",
+  "backupRegion",
+] as const;
 const NUMBER_FIELDS = ["nodeCount", "volumeSizeGb"] as const;
 const BOOLEAN_FIELDS = ["serverTypeOverride", "sshPrivateKeySet"] as const;
 
@@ -65,12 +74,19 @@ const BOOLEAN_FIELDS = ["serverTypeOverride", "sshPrivateKeySet"] as const;
  */
 export function readAppliedSettings(value: unknown): { previous?: AppliedSettings; reason?: string } {
   if (value === undefined || value === null) return { reason: "no previous deployment recorded appliedSettings" };
-  if (typeof value !== "object" || Array.isArray(value)) return { reason: "the previous appliedSettings output is not an object" };
+  if (typeof value !== "object" || Array.isArray(value))
+    return { reason: "the previous appliedSettings output is not an object" };
   const v = value as Record<string, unknown>;
-  if (v.format !== APPLIED_SETTINGS_FORMAT) return { reason: `the previous appliedSettings output has format ${JSON.stringify(v.format)}, not ${APPLIED_SETTINGS_FORMAT}` };
-  for (const k of STRING_FIELDS) if (typeof v[k] !== "string") return { reason: `the previous appliedSettings output has no ${k}` };
-  for (const k of NUMBER_FIELDS) if (typeof v[k] !== "number") return { reason: `the previous appliedSettings output has no ${k}` };
-  for (const k of BOOLEAN_FIELDS) if (typeof v[k] !== "boolean") return { reason: `the previous appliedSettings output has no ${k}` };
+  if (v.format !== APPLIED_SETTINGS_FORMAT)
+    return {
+      reason: `the previous appliedSettings output has format ${JSON.stringify(v.format)}, not ${APPLIED_SETTINGS_FORMAT}`,
+    };
+  for (const k of STRING_FIELDS)
+    if (typeof v[k] !== "string") return { reason: `the previous appliedSettings output has no ${k}` };
+  for (const k of NUMBER_FIELDS)
+    if (typeof v[k] !== "number") return { reason: `the previous appliedSettings output has no ${k}` };
+  for (const k of BOOLEAN_FIELDS)
+    if (typeof v[k] !== "boolean") return { reason: `the previous appliedSettings output has no ${k}` };
   return { previous: v as unknown as AppliedSettings };
 }
 
@@ -89,13 +105,26 @@ export function checkStackChange(previous: AppliedSettings | undefined, next: Ap
   // Hetzner places a server, its volume and the network for good: a change here replaces them,
   // and with them every node's data.
   const placed = [
-    ["location", `${nodes} and their volumes are in ${q(previous.location)}; Hetzner cannot move a server, volume or load balancer, so Pulumi would replace them and their data`],
-    ["networkCidr", `${nodes} sit in the private network ${q(previous.networkCidr)}; Hetzner cannot change a network's range, so Pulumi would replace the network and every server in it`],
-    ["subnetCidr", `${nodes} have fixed addresses in ${q(previous.subnetCidr)}, named in every node's configuration; a new subnet would replace it and every server in it`],
+    [
+      "location",
+      `${nodes} and their volumes are in ${q(previous.location)}; Hetzner cannot move a server, volume or load balancer, so Pulumi would replace them and their data`,
+    ],
+    [
+      "networkCidr",
+      `${nodes} sit in the private network ${q(previous.networkCidr)}; Hetzner cannot change a network's range, so Pulumi would replace the network and every server in it`,
+    ],
+    [
+      "subnetCidr",
+      `${nodes} have fixed addresses in ${q(previous.subnetCidr)}, named in every node's configuration; a new subnet would replace it and every server in it`,
+    ],
   ] as const;
   for (const [field, why] of placed) {
     if (previous[field] !== next[field]) {
-      throw new ConfigError(key(field), next[field], `${why}. Set it back to ${q(previous[field])}; to move, create a new stack with the new value and restore it from this stack's backups`);
+      throw new ConfigError(
+        key(field),
+        next[field],
+        `${why}. Set it back to ${q(previous[field])}; to move, create a new stack with the new value and restore it from this stack's backups`,
+      );
     }
   }
 
@@ -142,7 +171,10 @@ export function checkStackChange(previous: AppliedSettings | undefined, next: Ap
   }
 
   if (!next.sshPrivateKeySet && (next.serverType !== previous.serverType || next.plan !== previous.plan)) {
-    const field = next.serverType !== previous.serverType && (next.serverTypeOverride || previous.serverTypeOverride) ? "serverType" : "plan";
+    const field =
+      next.serverType !== previous.serverType && (next.serverTypeOverride || previous.serverTypeOverride)
+        ? "serverType"
+        : "plan";
     const [was, now] = field === "serverType" ? [previous.serverType, next.serverType] : [previous.plan, next.plan];
     throw new ConfigError(
       key(field),

@@ -12,11 +12,22 @@ import { StackSettings, parseSettings, settingsFromStackFile } from "./settings"
 const PROJECT_DIR = path.resolve(__dirname, "..");
 
 /** The stack file's `madbase-state:*` settings with `overrides` on top, validated; ConfigError for an unknown stack. */
-export function loadStackSettings(stack: string, overrides: Record<string, unknown> = {}, root = PROJECT_DIR): StackSettings {
+export function loadStackSettings(
+  stack: string,
+  overrides: Record<string, unknown> = {},
+  root = PROJECT_DIR,
+): StackSettings {
   const file = path.join(root, `Pulumi.${stack}.yaml`);
   if (!/^[a-z][a-z0-9-]*$/.test(stack) || !fs.existsSync(file)) {
-    const stacks = fs.readdirSync(root).filter((f) => /^Pulumi\.[^.]+\.yaml$/.test(f)).map((f) => f.split(".")[1]);
-    throw new ConfigError("--stack", stack, `use one of ${stacks.join(", ")} (a Pulumi.<stack>.yaml beside Pulumi.yaml)`);
+    const stacks = fs
+      .readdirSync(root)
+      .filter((f) => /^Pulumi\.[^.]+\.yaml$/.test(f))
+      .map((f) => f.split(".")[1]);
+    throw new ConfigError(
+      "--stack",
+      stack,
+      `use one of ${stacks.join(", ")} (a Pulumi.<stack>.yaml beside Pulumi.yaml)`,
+    );
   }
   const raw = settingsFromStackFile(yaml.load(fs.readFileSync(file, "utf8")));
   return parseSettings(stack, { ...raw, ...overrides });

@@ -25,7 +25,15 @@ hb.registerHelper("indent", (text: string, width: number) => {
 });
 
 /** The parts of madbase-backup (`{{> store}}`, ...): each a section of the one backup script. */
-const SCRIPT_PARTS = ["store", "pg-backup", "pg-restore", "redis-snapshot", "redis-restore", "pgbackrest-archive-push", "pg-metrics"];
+const SCRIPT_PARTS = [
+  "store",
+  "pg-backup",
+  "pg-restore",
+  "redis-snapshot",
+  "redis-restore",
+  "pgbackrest-archive-push",
+  "pg-metrics",
+];
 for (const part of SCRIPT_PARTS) {
   hb.registerPartial(part, fs.readFileSync(path.join(TEMPLATE_DIR, "scripts", `${part}.sh.hbs`), "utf8"));
 }

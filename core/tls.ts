@@ -20,7 +20,8 @@ export const NODE_VALIDITY_HOURS = 2 * 365 * 24;
 export const NODE_EARLY_RENEWAL_HOURS = 30 * 24;
 
 /** Key usages, by @pulumi/tls's names (`allowedUses`); TLS_USAGE_OPENSSL maps them for openssl. */
-export type TlsUsage = "cert_signing" | "crl_signing" | "digital_signature" | "key_encipherment" | "server_auth" | "client_auth";
+export type TlsUsage =
+  "cert_signing" | "crl_signing" | "digital_signature" | "key_encipherment" | "server_auth" | "client_auth";
 export const TLS_USAGE_OPENSSL: Record<TlsUsage, { ext: "keyUsage" | "extendedKeyUsage"; name: string }> = {
   cert_signing: { ext: "keyUsage", name: "keyCertSign" },
   crl_signing: { ext: "keyUsage", name: "cRLSign" },
@@ -81,7 +82,10 @@ export function caCertificateSpec(topology: Pick<Topology, "clusterName">): Cert
  * address (etcd peers, Patroni, PostgreSQL), the entry point's name and address (clients through
  * HAProxy or the load balancer), and localhost (the node's own etcdctl and Patroni calls).
  */
-export function nodeCertificateSpec(topology: Pick<Topology, "clusterName" | "loadBalancerIp">, node: NodeSpec): CertificateSpec {
+export function nodeCertificateSpec(
+  topology: Pick<Topology, "clusterName" | "loadBalancerIp">,
+  node: NodeSpec,
+): CertificateSpec {
   return {
     id: node.name,
     commonName: node.name,
@@ -126,12 +130,16 @@ const PEM_KEY = /^-----BEGIN (EC |)PRIVATE KEY-----\n[A-Za-z0-9+/=\n]+-----END (
 
 /** The pair a node's files are rendered with; an error names the node when it has none. */
 export function nodeTls(tls: ClusterTls, node: NodeSpec): { caCert: string; cert: string; key: string } {
-  if (!PEM_CERT.test(tls.caCert)) throw new ConfigError("secrets.tls.caCert", "(not shown)", "a PEM certificate (-----BEGIN CERTIFICATE-----)");
+  if (!PEM_CERT.test(tls.caCert))
+    throw new ConfigError("secrets.tls.caCert", "(not shown)", "a PEM certificate (-----BEGIN CERTIFICATE-----)");
   const pair = tls.nodes[node.name];
-  if (!pair) throw new ConfigError(`secrets.tls.nodes.${node.name}`, "missing", "a certificate and key for every node rendered");
-  if (!PEM_CERT.test(pair.cert)) throw new ConfigError(`secrets.tls.nodes.${node.name}.cert`, "(not shown)", "a PEM certificate");
+  if (!pair)
+    throw new ConfigError(`secrets.tls.nodes.${node.name}`, "missing", "a certificate and key for every node rendered");
+  if (!PEM_CERT.test(pair.cert))
+    throw new ConfigError(`secrets.tls.nodes.${node.name}.cert`, "(not shown)", "a PEM certificate");
   // Never echo a key.
-  if (!PEM_KEY.test(pair.key)) throw new ConfigError(`secrets.tls.nodes.${node.name}.key`, "(hidden)", "a PEM private key");
+  if (!PEM_KEY.test(pair.key))
+    throw new ConfigError(`secrets.tls.nodes.${node.name}.key`, "(hidden)", "a PEM private key");
   return { caCert: ensureNewline(tls.caCert), cert: ensureNewline(pair.cert), key: ensureNewline(pair.key) };
 }
 
@@ -150,11 +158,16 @@ export function placeholderTls(nodeNames: readonly string[]): ClusterTls {
   };
   return {
     caCert: pem("CERTIFICATE", "ca", 400),
-    nodes: Object.fromEntries(nodeNames.map((n) => [n, { cert: pem("CERTIFICATE", n, 500), key: pem("PRIVATE KEY", n, 138) }])),
+    nodes: Object.fromEntries(
+      nodeNames.map((n) => [n, { cert: pem("CERTIFICATE", n, 500), key: pem("PRIVATE KEY", n, 138) }]),
+    ),
   };
 }
 
 /** Replaces every PEM document in `text` with `<pem:LABEL>`: snapshots and logs of files that carry keys. */
 export function maskPem(text: string): string {
-  return text.replace(/-----BEGIN ([A-Z ]+)-----\s[A-Za-z0-9+/=\s]+?-----END \1-----/g, (_, label: string) => `<pem:${label}>`);
+  return text.replace(
+    /-----BEGIN ([A-Z ]+)-----\s[A-Za-z0-9+/=\s]+?-----END \1-----/g,
+    (_, label: string) => `<pem:${label}>`,
+  );
 }

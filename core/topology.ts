@@ -17,6 +17,10 @@ export const PORTS = {
   postgres: 5432,
   postgresPrimary: 5433,
   postgresReplicas: 5434,
+  /** HAProxy → the leader's PostgreSQL itself, not its pool (LISTEN/NOTIFY, migrations, session locks). */
+  postgresDirect: 5435,
+  /** PgBouncer on each node, in front of its PostgreSQL (5433 and 5434 lead to it). */
+  pgbouncer: 6432,
   patroni: 8008,
   etcdClient: 2379,
   etcdPeer: 2380,
@@ -29,6 +33,7 @@ export const PORTS = {
   nodeExporter: 9100,
   postgresExporter: 9187,
   redisExporter: 9121,
+  pgbouncerExporter: 9127,
 } as const;
 
 export interface NodeSpec {
@@ -67,7 +72,11 @@ export interface TopologyInput {
 const NAME_RE = /^[a-z][a-z0-9-]{0,30}$/;
 
 export function checkNodeCount(nodeCount: unknown, field = "nodeCount"): number {
-  if (typeof nodeCount !== "number" || !Number.isInteger(nodeCount) || !(ALLOWED_NODE_COUNTS as readonly number[]).includes(nodeCount)) {
+  if (
+    typeof nodeCount !== "number" ||
+    !Number.isInteger(nodeCount) ||
+    !(ALLOWED_NODE_COUNTS as readonly number[]).includes(nodeCount)
+  ) {
     throw new ConfigError(
       field,
       nodeCount,
@@ -123,7 +132,11 @@ export function nodeName(stack: string, index: number): string {
 
 export function buildTopology(input: TopologyInput): Topology {
   if (!NAME_RE.test(input.stack)) {
-    throw new ConfigError("stack", input.stack, "use lower-case letters, digits and dashes, starting with a letter (at most 31)");
+    throw new ConfigError(
+      "stack",
+      input.stack,
+      "use lower-case letters, digits and dashes, starting with a letter (at most 31)",
+    );
   }
   const nodeCount = checkNodeCount(input.nodeCount);
   const [, prefix] = parseCidr(input.subnetCidr, "subnetCidr");

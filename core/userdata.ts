@@ -17,7 +17,6 @@ export interface WrittenFile {
   content: string;
 }
 
-
 /** A file that travels in the node's file bundle, with the owner and mode it lands with. */
 export interface BundledFile {
   path: string;
@@ -38,7 +37,11 @@ export function bundleFiles(files: BundledFile[]): string {
   const tar = createTar(
     files.map((f) => {
       const [user, group] = f.owner.split(":");
-      return { name: f.path.replace(/^\//, ""), data: f.content, attrs: { mode: f.mode, user, group, uid: 0, gid: 0, mtime: 0 } };
+      return {
+        name: f.path.replace(/^\//, ""),
+        data: f.content,
+        attrs: { mode: f.mode, user, group, uid: 0, gid: 0, mtime: 0 },
+      };
     }),
   );
   return gzipSync(tar, { level: 9 }).toString("base64");
@@ -65,7 +68,13 @@ export function writtenFiles(userData: string): WrittenFile[] {
   return (doc.write_files ?? []).flatMap((f) =>
     isBundle(f)
       ? unbundleFiles(f.content)
-      : [{ ...f, content: f.encoding === "gz+b64" ? gunzipSync(Buffer.from(f.content, "base64")).toString("utf8") : f.content }],
+      : [
+          {
+            ...f,
+            content:
+              f.encoding === "gz+b64" ? gunzipSync(Buffer.from(f.content, "base64")).toString("utf8") : f.content,
+          },
+        ],
   );
 }
 
@@ -75,7 +84,9 @@ export function expandUserData(userData: string): string {
   doc.write_files = (doc.write_files ?? []).flatMap((f) =>
     isBundle(f)
       ? unbundleFiles(f.content).map((inner) => ({ ...inner, unpacked_from: f.path }))
-      : writtenFiles(yaml.dump({ write_files: [f] })).map(({ encoding, ...w }) => (encoding ? { ...w, unpacked_from: encoding } : w)),
+      : writtenFiles(yaml.dump({ write_files: [f] })).map(({ encoding, ...w }) =>
+          encoding ? { ...w, unpacked_from: encoding } : w,
+        ),
   ) as WrittenFile[];
   const header = userData.split("\n").filter((line, i, all) => all.slice(0, i + 1).every((l) => l.startsWith("#")));
   return [...header, yaml.dump(doc, { lineWidth: -1 })].join("\n");

@@ -13,7 +13,8 @@ import * as fs from "node:fs";
 import { spawnSync } from "node:child_process";
 import { ClusterSecrets, ConfigError, describeCluster, loadStackSettings, refreshOrder, refreshScript } from "../core";
 import { Location, UnhealthyError, loadCluster, waitHealthy } from "./cluster";
-import { ClusterHealth, assertHostLink } from "./health";
+import { assertHostLink } from "./health";
+import { ClusterHealth } from "./judge";
 import { runScript, scriptContext, withClusterLock } from "./scale";
 import { SshIdentity, ensureSshKey, sshIdentity } from "./ssh";
 import { LocalClusterState, writeState } from "./state";
@@ -64,10 +65,25 @@ async function applyLocked(opts: ApplyOptions): Promise<ApplyResult> {
   const { state, secrets } = loadCluster(opts);
   assertHostLink(state);
   if (opts.stack !== undefined && opts.stack !== state.stack) {
-    throw new ConfigError("--stack", opts.stack, `this cluster is stack ${state.stack}: a running cluster keeps its stack (its name is every node's identity)`);
+    throw new ConfigError(
+      "--stack",
+      opts.stack,
+      `this cluster is stack ${state.stack}: a running cluster keeps its stack (its name is every node's identity)`,
+    );
   }
-  const recorded = opts.stack === undefined ? { failoverProfile: state.profile, synchronousMode: state.synchronousMode, ...(state.plan ? { plan: state.plan } : {}) } : {};
-  const overrides: Record<string, unknown> = { ...recorded, nodeCount: state.nodes.length, subnetCidr: state.subnetCidr };
+  const recorded =
+    opts.stack === undefined
+      ? {
+          failoverProfile: state.profile,
+          synchronousMode: state.synchronousMode,
+          ...(state.plan ? { plan: state.plan } : {}),
+        }
+      : {};
+  const overrides: Record<string, unknown> = {
+    ...recorded,
+    nodeCount: state.nodes.length,
+    subnetCidr: state.subnetCidr,
+  };
   if (opts.profile !== undefined) overrides.failoverProfile = opts.profile;
   if (opts.plan !== undefined) overrides.plan = opts.plan;
   if (opts.synchronousMode !== undefined) overrides.synchronousMode = opts.synchronousMode;
@@ -94,14 +110,23 @@ async function applyLocked(opts: ApplyOptions): Promise<ApplyResult> {
   const changes: ApplyResult["changes"] = [];
   for (const node of refreshOrder(topology)) {
     progress(`${node.name}: config-refresh`);
-    const output = await runScript(state, { kind: "run", node, script: "config-refresh", text: refreshScript(topology, node, ctx) }, progress, identity);
+    const output = await runScript(
+      state,
+      { kind: "run", node, script: "config-refresh", text: refreshScript(topology, node, ctx) },
+      progress,
+      identity,
+    );
     changes.push({ node: node.name, lines: changeLines(output) });
   }
   state.profile = options.profile.name;
   state.synchronousMode = options.synchronousMode;
   state.plan = options.plan.name;
   writeState(state);
-  const health = await waitHealthy(state, secrets, { timeoutMs: opts.timeoutMs ?? 180_000, onProgress: progress, since: startedAt });
+  const health = await waitHealthy(state, secrets, {
+    timeoutMs: opts.timeoutMs ?? 180_000,
+    onProgress: progress,
+    since: startedAt,
+  });
   return { state, secrets, health, seconds: (Date.now() - startedAt) / 1000, changes };
 }
 
@@ -115,11 +140,16 @@ function authorizedKeys(state: LocalClusterState, opts: ApplyOptions): string[] 
 /** A volume only grows (Hetzner cannot shrink one): refused before anything changes. */
 function checkVolumes(state: LocalClusterState, gb: number | undefined): { gb: number } | undefined {
   if (gb === undefined) return undefined;
-  if (!Number.isInteger(gb) || gb < 10 || gb > 10240) throw new ConfigError("--volume-gb", gb, "use a whole number of GB from 10 to 10240");
+  if (!Number.isInteger(gb) || gb < 10 || gb > 10240)
+    throw new ConfigError("--volume-gb", gb, "use a whole number of GB from 10 to 10240");
   for (const node of state.nodes) {
     const current = fs.statSync(node.machine.volumeFile).size / 1024 ** 3;
     if (gb < current) {
-      throw new ConfigError("--volume-gb", gb, `${node.name}'s volume has ${current} GB and a volume cannot shrink: keep ${current} or more`);
+      throw new ConfigError(
+        "--volume-gb",
+        gb,
+        `${node.name}'s volume has ${current} GB and a volume cannot shrink: keep ${current} or more`,
+      );
     }
   }
   return { gb };

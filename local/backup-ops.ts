@@ -25,7 +25,11 @@ export async function backupOnEveryNode(loc: Location, args: string[]): Promise<
  * Redis everywhere; throws with the script's output when the restore fails (Redis is then started
  * again as it was).
  */
-export async function restoreRedis(loc: Location, name = "latest", onProgress: (line: string) => void = () => undefined): Promise<ScriptRun> {
+export async function restoreRedis(
+  loc: Location,
+  name = "latest",
+  onProgress: (line: string) => void = () => undefined,
+): Promise<ScriptRun> {
   const { state, secrets, health } = await status(loc);
   const master = health.redisMaster ?? state.nodes[0].name;
   const replicas = state.nodes.map((n) => n.name).filter((n) => n !== master);
@@ -37,6 +41,9 @@ export async function restoreRedis(loc: Location, name = "latest", onProgress: (
   await startNode(master, loc);
   for (const n of replicas) await startNode(n, loc);
   await waitHealthy(loadCluster(loc).state, secrets, { timeoutMs: 120_000 });
-  if (result.code !== 0) throw new Error(`the Redis restore on ${master} failed (exit ${result.code}); Redis runs with its old data:\n${result.output}`);
+  if (result.code !== 0)
+    throw new Error(
+      `the Redis restore on ${master} failed (exit ${result.code}); Redis runs with its old data:\n${result.output}`,
+    );
   return result;
 }

@@ -10,7 +10,8 @@
  * cluster from etcd, `pg-restore` on one node, start Patroni there, then replicas on the others.
  */
 import { ClusterSecrets, PORTS, serverPaths } from "../core";
-import { ClusterHealth, clusterHealth } from "./health";
+import { clusterHealth } from "./health";
+import { ClusterHealth } from "./judge";
 import { sleep } from "./machine";
 import { sshIdentity, sshScript } from "./ssh";
 import { LocalClusterState, findNode } from "./state";
@@ -31,7 +32,12 @@ export interface ScriptRun {
 }
 
 /** What each command runs as, like the systemd units on a server. */
-const RUN_AS: Record<string, string> = { pg: "postgres", "pg-restore": "postgres", redis: "redis", "redis-restore": "redis" };
+const RUN_AS: Record<string, string> = {
+  pg: "postgres",
+  "pg-restore": "postgres",
+  redis: "redis",
+  "redis-restore": "redis",
+};
 
 /** A word for a shell command line. */
 export function shellQuote(s: string): string {
@@ -42,10 +48,17 @@ export function shellQuote(s: string): string {
  * Runs a shell script on a node as root over SSH; stderr merged into stdout. Commands in the
  * script must not read standard input (it carries the script): give them `</dev/null` or a here-doc.
  */
-export async function onNode(state: LocalClusterState, nodeName: string, script: string, opts: { timeoutMs?: number } = {}): Promise<ScriptRun> {
+export async function onNode(
+  state: LocalClusterState,
+  nodeName: string,
+  script: string,
+  opts: { timeoutMs?: number } = {},
+): Promise<ScriptRun> {
   const node = findNode(state, nodeName);
   const started = Date.now();
-  const r = await sshScript(sshIdentity(state.root), node.address, `exec 2>&1\n${script}\n`, { timeoutMs: opts.timeoutMs ?? 600_000 });
+  const r = await sshScript(sshIdentity(state.root), node.address, `exec 2>&1\n${script}\n`, {
+    timeoutMs: opts.timeoutMs ?? 600_000,
+  });
   return { code: r.code, output: `${r.stdout}${r.stderr}`, seconds: (Date.now() - started) / 1000 };
 }
 
@@ -61,24 +74,57 @@ export function runBackupScript(
 ): Promise<ScriptRun> {
   const user = RUN_AS[args[0]] ?? "root";
   const env = Object.entries(opts.env ?? {}).map(([k, v]) => `${k}=${shellQuote(v)}`);
-  const argv = ["runuser", "-u", user, "--", ...(env.length > 0 ? ["env", ...env] : []), BACKUP_SCRIPT_PATH, ...args].map(shellQuote);
+  const argv = [
+    "runuser",
+    "-u",
+    user,
+    "--",
+    ...(env.length > 0 ? ["env", ...env] : []),
+    BACKUP_SCRIPT_PATH,
+    ...args,
+  ].map(shellQuote);
   // cd /: runuser keeps the working directory, and root's home is not postgres's to read.
   return onNode(state, nodeName, `cd / && ${argv.join(" ")} </dev/null`, { timeoutMs: opts.timeoutMs });
 }
 
 /** pgBackRest on a node as postgres with the node's configuration (`info`, `check`, ...). */
-export function pgbackrest(state: LocalClusterState, nodeName: string, args: string[], opts: { timeoutMs?: number } = {}): Promise<ScriptRun> {
-  const argv = ["runuser", "-u", "postgres", "--", "pgbackrest", `--config=${SERVER.config["pgbackrest.conf"]}`, `--stanza=${state.clusterName}`, ...args];
-  return onNode(state, nodeName, `cd / && ${argv.map(shellQuote).join(" ")} </dev/null`, { timeoutMs: opts.timeoutMs ?? 180_000 });
+export function pgbackrest(
+  state: LocalClusterState,
+  nodeName: string,
+  args: string[],
+  opts: { timeoutMs?: number } = {},
+): Promise<ScriptRun> {
+  const argv = [
+    "runuser",
+    "-u",
+    "postgres",
+    "--",
+    "pgbackrest",
+    `--config=${SERVER.config["pgbackrest.conf"]}`,
+    `--stanza=${state.clusterName}`,
+    ...args,
+  ];
+  return onNode(state, nodeName, `cd / && ${argv.map(shellQuote).join(" ")} </dev/null`, {
+    timeoutMs: opts.timeoutMs ?? 180_000,
+  });
 }
 
 /** Which of a node's pgBackRest jobs (the units first boot and the timers start) are running. */
 export async function runningBackupJobs(state: LocalClusterState, nodeName: string): Promise<string[]> {
-  const r = await onNode(state, nodeName, `for u in ${PG_BACKUP_UNITS.join(" ")}; do s=$(systemctl is-active "$u" </dev/null); case "$s" in active|activating|deactivating) echo "$u";; esac; done`, {
-    timeoutMs: 30_000,
-  });
-  if (r.code !== 0) throw new Error(`${nodeName}: cannot ask systemd about the backup jobs (exit ${r.code}): ${r.output.trim()}`);
-  return r.output.split("\n").map((l) => l.trim()).filter(Boolean);
+  const r = await onNode(
+    state,
+    nodeName,
+    `for u in ${PG_BACKUP_UNITS.join(" ")}; do s=$(systemctl is-active "$u" </dev/null); case "$s" in active|activating|deactivating) echo "$u";; esac; done`,
+    {
+      timeoutMs: 30_000,
+    },
+  );
+  if (r.code !== 0)
+    throw new Error(`${nodeName}: cannot ask systemd about the backup jobs (exit ${r.code}): ${r.output.trim()}`);
+  return r.output
+    .split("\n")
+    .map((l) => l.trim())
+    .filter(Boolean);
 }
 
 /**
@@ -88,9 +134,14 @@ export async function runningBackupJobs(state: LocalClusterState, nodeName: stri
 export async function waitBackupJobs(state: LocalClusterState, timeoutMs = 300_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const running = (await Promise.all(state.nodes.map(async (n) => (await runningBackupJobs(state, n.name)).map((u) => `${n.name}: ${u}`)))).flat();
+    const running = (
+      await Promise.all(
+        state.nodes.map(async (n) => (await runningBackupJobs(state, n.name)).map((u) => `${n.name}: ${u}`)),
+      )
+    ).flat();
     if (running.length === 0) return;
-    if (Date.now() > deadline) throw new Error(`backup jobs still running after ${timeoutMs / 1000} s: ${running.join(", ")}`);
+    if (Date.now() > deadline)
+      throw new Error(`backup jobs still running after ${timeoutMs / 1000} s: ${running.join(", ")}`);
     await sleep(2000);
   }
 }
@@ -139,19 +190,29 @@ export async function restoreCluster(
   const restorer = before.leader ?? state.nodes[0].name;
   const others = state.nodes.map((n) => n.name).filter((n) => n !== restorer);
   const what = target.type === "latest" ? "the latest state" : `the state at ${target.target}`;
-  say(`recreating PostgreSQL of ${state.clusterName} from its backups (${what}) on ${restorer}, then replicas on ${others.join(", ") || "no other node"}`);
+  say(
+    `recreating PostgreSQL of ${state.clusterName} from its backups (${what}) on ${restorer}, then replicas on ${others.join(", ") || "no other node"}`,
+  );
 
   // 1. A backup running now would fail half-way once PostgreSQL stops: stop it first.
   for (const n of state.nodes.map((x) => x.name)) {
     const jobs = await runningBackupJobs(state, n);
     if (jobs.length > 0) {
       say(`${n}: stopping the running backup job(s) ${jobs.join(", ")}`);
-      await mustRun(`${n}: systemctl stop`, onNode(state, n, `systemctl stop ${jobs.join(" ")} </dev/null`, { timeoutMs: 120_000 }), say);
+      await mustRun(
+        `${n}: systemctl stop`,
+        onNode(state, n, `systemctl stop ${jobs.join(" ")} </dev/null`, { timeoutMs: 120_000 }),
+        say,
+      );
     }
   }
   for (const n of [...others, restorer]) {
     say(`${n}: systemctl stop patroni`);
-    await mustRun(`${n}: systemctl stop patroni`, onNode(state, n, "systemctl stop patroni.service </dev/null", { timeoutMs: 180_000 }), say);
+    await mustRun(
+      `${n}: systemctl stop patroni`,
+      onNode(state, n, "systemctl stop patroni.service </dev/null", { timeoutMs: 180_000 }),
+      say,
+    );
   }
 
   // 2. The cluster's state leaves etcd (patronictl asks for the name, then for "Yes I am aware").
@@ -159,9 +220,14 @@ export async function restoreCluster(
   say(`${restorer}: patronictl -c ${conf} remove ${state.clusterName}`);
   await mustRun(
     `${restorer}: patronictl remove`,
-    onNode(state, restorer, `patronictl -c ${shellQuote(conf)} remove ${shellQuote(state.clusterName)} <<'EOF'\n${state.clusterName}\nYes I am aware\nEOF`, {
-      timeoutMs: 60_000,
-    }),
+    onNode(
+      state,
+      restorer,
+      `patronictl -c ${shellQuote(conf)} remove ${shellQuote(state.clusterName)} <<'EOF'\n${state.clusterName}\nYes I am aware\nEOF`,
+      {
+        timeoutMs: 60_000,
+      },
+    ),
     say,
   );
 
@@ -171,7 +237,10 @@ export async function restoreCluster(
   const remaining = () => Math.max(60_000, timeoutMs - (Date.now() - started));
   await mustRun(
     `${restorer}: madbase-backup ${args.join(" ")}`,
-    runBackupScript(state, restorer, args, { timeoutMs: remaining(), env: { RESTORE_TIMEOUT: String(Math.floor(remaining() / 1000)) } }),
+    runBackupScript(state, restorer, args, {
+      timeoutMs: remaining(),
+      env: { RESTORE_TIMEOUT: String(Math.floor(remaining() / 1000)) },
+    }),
     say,
   );
 
@@ -182,7 +251,8 @@ export async function restoreCluster(
   const deadline = Date.now() + 180_000;
   const ca = readClusterTls(state.root).caCert;
   while ((await patroniPrimary(address, ca)) !== 200) {
-    if (Date.now() > deadline) throw new Error(`${restorer}: Patroni's /primary did not answer 200 within 180 s after the restore`);
+    if (Date.now() > deadline)
+      throw new Error(`${restorer}: Patroni's /primary did not answer 200 within 180 s after the restore`);
     await sleep(1000);
   }
   say(`${restorer} leads the restored cluster`);
@@ -192,17 +262,27 @@ export async function restoreCluster(
   // first (the README's step 6, taken before the replicas) gives them one on the new timeline.
   if (target.type === "time") {
     say(`${restorer}: madbase-backup pg full (the replicas restore from a backup of the new timeline)`);
-    await mustRun(`${restorer}: madbase-backup pg full`, runBackupScript(state, restorer, ["pg", "full"], { timeoutMs: remaining() }), say);
+    await mustRun(
+      `${restorer}: madbase-backup pg full`,
+      runBackupScript(state, restorer, ["pg", "full"], { timeoutMs: remaining() }),
+      say,
+    );
   }
 
   // 5. The others become replicas of it.
   for (const n of others) {
     say(`${n}: madbase-backup pg-restore replica; systemctl start patroni`);
-    await mustRun(`${n}: madbase-backup pg-restore replica`, runBackupScript(state, n, ["pg-restore", "replica"], { timeoutMs: 120_000 }), say);
+    await mustRun(
+      `${n}: madbase-backup pg-restore replica`,
+      runBackupScript(state, n, ["pg-restore", "replica"], { timeoutMs: 120_000 }),
+      say,
+    );
     await startPatroni(state, n, say);
   }
   const health = await waitHealthy(state, secrets, { timeoutMs: remaining(), onProgress: say });
-  say(`restored: ${health.leader} leads (timeline ${health.nodes.find((x) => x.name === health.leader)?.timeline ?? "?"}), ${others.length} replica(s) stream`);
+  say(
+    `restored: ${health.leader} leads (timeline ${health.nodes.find((x) => x.name === health.leader)?.timeline ?? "?"}), ${others.length} replica(s) stream`,
+  );
   return health;
 }
 
@@ -220,8 +300,13 @@ async function startPatroni(state: LocalClusterState, nodeName: string, log: (li
 
 /** How Patroni last created the replica on a node (`pgbackrest`, `basebackup`), from its journal. */
 export async function replicaMethod(state: LocalClusterState, nodeName: string): Promise<string> {
-  const r = await onNode(state, nodeName, "journalctl -u patroni.service --no-pager -o cat </dev/null | grep -o 'replica has been created using [a-z_]*' | tail -n 1", {
-    timeoutMs: 30_000,
-  });
+  const r = await onNode(
+    state,
+    nodeName,
+    "journalctl -u patroni.service --no-pager -o cat </dev/null | grep -o 'replica has been created using [a-z_]*' | tail -n 1",
+    {
+      timeoutMs: 30_000,
+    },
+  );
   return /created using (\w+)/.exec(r.output)?.[1] ?? "unknown";
 }

@@ -12,12 +12,12 @@ import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import {
-  APP_DATABASE,
   BackupTarget,
   ClusterOptions,
   ClusterSecrets,
   ClusterTls,
-  DATABASE_URL_SSLMODE,
+  clientUrls,
+  ClientUrls,
   describeCluster,
   GENERATED_SECRET_NAMES,
   hostAddress,
@@ -25,15 +25,14 @@ import {
   MadbaseError,
   NodeSpec,
   Plan,
-  PORTS,
   RefusedError,
   renderNode,
   SECRET_NAMES,
   serverPaths,
   Topology,
-  USERS,
 } from "../core";
-import { ClusterHealth, assertHostLink, clusterHealth, summarize } from "./health";
+import { assertHostLink, clusterHealth, summarize } from "./health";
+import { ClusterHealth } from "./judge";
 import { checkHostTools } from "./host-tools";
 import { ensureImage, imageUser } from "./image";
 import {
@@ -200,7 +199,15 @@ export function renderLocalNode(
   tls: ClusterTls,
   extra: { etcdInitialClusterState?: "new" | "existing"; redisMasterIp?: string } = {},
 ) {
-  return renderNode({ topology, node, options: { ...options, memoryMb: localMemoryMb(options.plan), volumeSizeGb: LOCAL_VOLUME_GB }, secrets, tls, paths: serverPaths(), ...extra });
+  return renderNode({
+    topology,
+    node,
+    options: { ...options, memoryMb: localMemoryMb(options.plan), volumeSizeGb: LOCAL_VOLUME_GB },
+    secrets,
+    tls,
+    paths: serverPaths(),
+    ...extra,
+  });
 }
 
 /** Hetzner-style volume ids: stable per node, distinct across nodes. */
@@ -227,7 +234,11 @@ export function createNodeMachine(
     volumeGb: LOCAL_VOLUME_GB,
     attachVolume: opts.attachVolume,
     userData,
-    metaData: { instanceId: `${state.clusterName}-${node.name}-${Date.now()}`, hostname: node.name, publicKeys: [opts.publicKey] },
+    metaData: {
+      instanceId: `${state.clusterName}-${node.name}-${Date.now()}`,
+      hostname: node.name,
+      publicKeys: [opts.publicKey],
+    },
     binds,
   });
   return { name: node.name, address: node.privateIp, namespace, machine };
@@ -240,7 +251,10 @@ export function createNodeMachine(
  */
 function prepareBackupDir(image: string, dir: string): void {
   fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
-  for (const [sub, user] of [["pgbackrest", "postgres"], ["redis", "redis"]] as const) {
+  for (const [sub, user] of [
+    ["pgbackrest", "postgres"],
+    ["redis", "redis"],
+  ] as const) {
     const d = path.join(dir, sub);
     fs.mkdirSync(d, { recursive: true });
     let owner: { uid: number; gid: number } | undefined;
@@ -277,7 +291,9 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
   checkHostTools();
   if (fs.existsSync(statePath(root))) throw new AlreadyRunningError(root);
   if (namespaceExists(`${networkId}-hub`)) {
-    throw new Error(`network ${networkId} exists without a cluster state at ${root}: a crashed run? \`npm run local -- down\` removes it`);
+    throw new Error(
+      `network ${networkId} exists without a cluster state at ${root}: a crashed run? \`npm run local -- down\` removes it`,
+    );
   }
   const image = await ensureImage({ kind: opts.imageKind, onProgress: progress });
 
@@ -325,19 +341,30 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
   });
   for (const node of topology.nodes) {
     const files = renderLocalNode(topology, node, { ...options, backup }, secrets, tls);
-    const userData = opts.extraUserData ? mergeUserData(files["user-data.yaml"], opts.extraUserData(node)) : files["user-data.yaml"];
-    const local = createNodeMachine(state, node, userData, { publicKey, attachVolume: !(opts.withoutVolume ?? []).includes(node.name) });
+    const userData = opts.extraUserData
+      ? mergeUserData(files["user-data.yaml"], opts.extraUserData(node))
+      : files["user-data.yaml"];
+    const local = createNodeMachine(state, node, userData, {
+      publicKey,
+      attachVolume: !(opts.withoutVolume ?? []).includes(node.name),
+    });
     // Recorded before it boots, so that `down` finds it whatever happens next.
     state.nodes.push(local);
     writeState(state);
   }
   if (opts.afterNetwork) await opts.afterNetwork(state);
   for (const node of state.nodes) await bootNode(state, node);
-  progress(`[${((Date.now() - startedAt) / 1000).toFixed(1).padStart(5)} s] ${state.nodes.length} machine(s) booted; cloud-init runs each node's first boot`);
+  progress(
+    `[${((Date.now() - startedAt) / 1000).toFixed(1).padStart(5)} s] ${state.nodes.length} machine(s) booted; cloud-init runs each node's first boot`,
+  );
   if (opts.waitHealthy === false) {
     return { state, secrets, health: await clusterHealth(state, secrets), seconds: (Date.now() - startedAt) / 1000 };
   }
-  let health = await waitHealthy(state, secrets, { timeoutMs: opts.timeoutMs ?? 240_000, onProgress: progress, since: startedAt });
+  let health = await waitHealthy(state, secrets, {
+    timeoutMs: opts.timeoutMs ?? 240_000,
+    onProgress: progress,
+    since: startedAt,
+  });
   if (opts.afterHealthy) health = (await opts.afterHealthy(state, secrets)) ?? health;
   return { state, secrets, health, seconds: (Date.now() - startedAt) / 1000 };
 }
@@ -403,25 +430,25 @@ export async function waitHealthy(
     const current = readState(state.root) ?? state;
     const health = await clusterHealth(current, secrets);
     const line = summarize(health, current);
-    if (line !== last && opts.onProgress) opts.onProgress(`[${((Date.now() - since) / 1000).toFixed(1).padStart(5)} s] ${line}`);
+    if (line !== last && opts.onProgress)
+      opts.onProgress(`[${((Date.now() - since) / 1000).toFixed(1).padStart(5)} s] ${line}`);
     last = line;
     if (health.healthy) return health;
     // A failed first boot never heals by itself: say so now rather than at the deadline.
-    if (Date.now() > deadline || health.nodes.some((n) => n.cloudInit === "error")) throw UnhealthyError.after(health, (Date.now() - since) / 1000, state);
+    if (Date.now() > deadline || health.nodes.some((n) => n.cloudInit === "error"))
+      throw UnhealthyError.after(health, (Date.now() - since) / 1000, state);
     await sleep(500);
   }
 }
 
 /** The connection URLs, through the first node's HAProxy (any node's works the same). */
-export function clusterUrls(state: LocalClusterState, secrets: ClusterSecrets): { databaseUrl: string; redisUrl: string } {
-  const ip = state.nodes[0].address;
-  return {
-    databaseUrl: `postgresql://${USERS.app}:${encodeURIComponent(secrets.app)}@${ip}:${PORTS.postgresPrimary}/${APP_DATABASE}?sslmode=${DATABASE_URL_SSLMODE}`,
-    redisUrl: `redis://:${encodeURIComponent(secrets.redis)}@${ip}:${PORTS.redisMaster}/0`,
-  };
+export function clusterUrls(state: LocalClusterState, secrets: ClusterSecrets): ClientUrls {
+  return clientUrls(secrets, state.nodes[0].address);
 }
 
-export async function status(loc: Location = {}): Promise<{ state: LocalClusterState; secrets: ClusterSecrets; health: ClusterHealth }> {
+export async function status(
+  loc: Location = {},
+): Promise<{ state: LocalClusterState; secrets: ClusterSecrets; health: ClusterHealth }> {
   const { state, secrets } = loadCluster(loc);
   return { state, secrets, health: await clusterHealth(state, secrets) };
 }
@@ -447,7 +474,11 @@ function systemctl(node: LocalNode, args: string[]): void {
  * with `graceMs: 0` a SIGKILL of the unit's processes first, a crash rather than a stop. Either
  * way the unit stays stopped (its Restart= does not bring it back) until `start-node`.
  */
-export async function stopService(name: string, service: Service, opts: Location & { graceMs?: number } = {}): Promise<void> {
+export async function stopService(
+  name: string,
+  service: Service,
+  opts: Location & { graceMs?: number } = {},
+): Promise<void> {
   const { state } = loadCluster(opts);
   const node = findNode(state, name);
   if (opts.graceMs === 0) systemctl(node, ["kill", "--signal=SIGKILL", UNITS[service]]);
@@ -465,7 +496,9 @@ export async function startNode(name: string, loc: Location = {}): Promise<{ boo
     await bootNode(state, node);
     return { booted: true, started: [...SERVICES] };
   }
-  const inactive = SERVICES.filter((s) => machineExec(node.machine, ["systemctl", "is-active", "--quiet", UNITS[s]]).code !== 0);
+  const inactive = SERVICES.filter(
+    (s) => machineExec(node.machine, ["systemctl", "is-active", "--quiet", UNITS[s]]).code !== 0,
+  );
   if (inactive.length > 0) systemctl(node, ["start", ...inactive.map((s) => UNITS[s])]);
   return { booted: false, started: inactive };
 }
@@ -482,11 +515,18 @@ export function heal(name: string, loc: Location = {}): void {
 function setLink(name: string, up: boolean, loc: Location): void {
   const { state } = loadCluster(loc);
   const node = findNode(state, name);
-  setNodeLink({ id: state.networkId, hub: `${state.networkId}-hub`, subnetPrefix: 0, namespaces: {} }, { name, privateIp: node.address }, up);
+  setNodeLink(
+    { id: state.networkId, hub: `${state.networkId}-hub`, subnetPrefix: 0, namespaces: {} },
+    { name, privateIp: node.address },
+    up,
+  );
 }
 
 /** Removes one node's machine: power off (clean, or cut after `graceMs`), then its layers and volume. */
-export async function removeMachine(node: LocalNode, opts: { clean?: boolean; graceMs?: number } = {}): Promise<"clean" | "forced" | "not running"> {
+export async function removeMachine(
+  node: LocalNode,
+  opts: { clean?: boolean; graceMs?: number } = {},
+): Promise<"clean" | "forced" | "not running"> {
   let how: "clean" | "forced" | "not running" = "not running";
   if (isRunning(node.machine.nspawnPid)) {
     if (opts.clean) how = await shutdown(node.machine, opts.graceMs ?? 60_000);
@@ -505,7 +545,9 @@ export async function removeMachine(node: LocalNode, opts: { clean?: boolean; gr
  * half-started cluster and is a no-op when none runs. The local backup repository stays when it
  * was given with `--backup-dir`.
  */
-export async function down(loc: Location & { onProgress?: (line: string) => void } = {}): Promise<{ machines: number }> {
+export async function down(
+  loc: Location & { onProgress?: (line: string) => void } = {},
+): Promise<{ machines: number }> {
   const { root, networkId } = resolveLocation(loc);
   const progress = loc.onProgress ?? (() => undefined);
   const state = readState(root);

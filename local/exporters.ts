@@ -5,15 +5,36 @@
 import { PORTS } from "../core";
 import { Sample, parseMetrics, sampleValue } from "./metrics";
 
-export const EXPORTER_SERVICES = ["node_exporter", "postgres_exporter", "redis_exporter"] as const;
+export const EXPORTER_SERVICES = [
+  "node_exporter",
+  "postgres_exporter",
+  "redis_exporter",
+  "pgbouncer_exporter",
+] as const;
 export type ExporterService = (typeof EXPORTER_SERVICES)[number];
 
 /** Short names, as `status` shows them. */
-export const EXPORTERS = ["node", "postgres", "redis"] as const;
+export const EXPORTERS = ["node", "postgres", "redis", "pgbouncer"] as const;
 export type Exporter = (typeof EXPORTERS)[number];
 
-const SERVICE_OF: Record<Exporter, ExporterService> = { node: "node_exporter", postgres: "postgres_exporter", redis: "redis_exporter" };
-export const EXPORTER_PORTS: Record<Exporter, number> = { node: PORTS.nodeExporter, postgres: PORTS.postgresExporter, redis: PORTS.redisExporter };
+const SERVICE_OF: Record<Exporter, ExporterService> = {
+  node: "node_exporter",
+  postgres: "postgres_exporter",
+  redis: "redis_exporter",
+  pgbouncer: "pgbouncer_exporter",
+};
+export const EXPORTER_PORTS: Record<Exporter, number> = {
+  node: PORTS.nodeExporter,
+  postgres: PORTS.postgresExporter,
+  redis: PORTS.redisExporter,
+  pgbouncer: PORTS.pgbouncerExporter,
+};
+/** The sample each exporter sets to 1 when it reached its daemon. */
+const TARGET_UP: Record<Exclude<Exporter, "node">, string> = {
+  postgres: "pg_up",
+  redis: "redis_up",
+  pgbouncer: "pgbouncer_up",
+};
 
 export function isExporterService(service: string): service is ExporterService {
   return (EXPORTER_SERVICES as readonly string[]).includes(service);
@@ -43,7 +64,7 @@ async function scrape(url: string): Promise<Sample[] | undefined> {
   }
 }
 
-/** Scrapes a node's three exporters at its private address. */
+/** Scrapes a node's exporters at its private address. */
 export async function probeExporters(address: string): Promise<ExporterProbe> {
   const results = await Promise.all(EXPORTERS.map((e) => scrape(`http://${address}:${EXPORTER_PORTS[e]}/metrics`)));
   const status = {} as Record<Exporter, ExporterStatus>;
@@ -55,7 +76,7 @@ export async function probeExporters(address: string): Promise<ExporterProbe> {
       return;
     }
     samples[e] = s;
-    const targetUp = e === "node" ? 1 : sampleValue(s, e === "postgres" ? "pg_up" : "redis_up");
+    const targetUp = e === "node" ? 1 : sampleValue(s, TARGET_UP[e]);
     status[e] = targetUp === 1 ? "up" : "target-down";
   });
   return { status, samples };

@@ -52,7 +52,8 @@ export function imagePackages(kind: ImageKind): { base: string[]; node: string[]
 /** The image's name: its kind and the hash of everything that decides its content. */
 export function imageName(kind: ImageKind): string {
   const hash = createHash("sha256");
-  for (const file of fs.readdirSync(SCRIPT_DIR).sort()) hash.update(file).update(fs.readFileSync(path.join(SCRIPT_DIR, file)));
+  for (const file of fs.readdirSync(SCRIPT_DIR).sort())
+    hash.update(file).update(fs.readFileSync(path.join(SCRIPT_DIR, file)));
   const { base, node } = imagePackages(kind);
   hash.update(JSON.stringify({ base, node }));
   return `trixie-${kind}-${hash.digest("hex").slice(0, 12)}`;
@@ -71,7 +72,9 @@ export class ImageBuildError extends FailedError {
  * The root directory of the image, built first when it is missing (about a minute, with progress).
  * A build holds a lock (flock), so two runners never build the same image at once.
  */
-export async function ensureImage(opts: { kind?: ImageKind; onProgress?: (line: string) => void } = {}): Promise<string> {
+export async function ensureImage(
+  opts: { kind?: ImageKind; onProgress?: (line: string) => void } = {},
+): Promise<string> {
   const kind = opts.kind ?? "baked";
   const cache = imageCacheDir();
   const root = path.join(cache, imageName(kind));
@@ -86,17 +89,30 @@ export async function ensureImage(opts: { kind?: ImageKind; onProgress?: (line: 
     // Checked again under the lock: another runner may have built it while this one waited.
     const child = spawn(
       "flock",
-      [path.join(cache, ".build.lock"), "sh", "-c", '[ -f "$1/etc/os-release" ] || exec bash "$2" "$1" "$3" "$4"', "sh", root, BUILD_SCRIPT, base.join(","), node.join(",")],
-      { stdio: ["ignore", "pipe", "pipe"], // The baked image keeps the packages it downloaded: they are the apt repository a test serves
-      // to a node booted the Hetzner way (from the base image, cloud-init installing everything).
-      env: { ...process.env, KEEP_DEBS: kind === "baked" ? "1" : "0" } },
+      [
+        path.join(cache, ".build.lock"),
+        "sh",
+        "-c",
+        '[ -f "$1/etc/os-release" ] || exec bash "$2" "$1" "$3" "$4"',
+        "sh",
+        root,
+        BUILD_SCRIPT,
+        base.join(","),
+        node.join(","),
+      ],
+      {
+        stdio: ["ignore", "pipe", "pipe"], // The baked image keeps the packages it downloaded: they are the apt repository a test serves
+        // to a node booted the Hetzner way (from the base image, cloud-init installing everything).
+        env: { ...process.env, KEEP_DEBS: kind === "baked" ? "1" : "0" },
+      },
     );
     const onData = (chunk: Buffer) => {
       for (const line of chunk.toString().split("\n").filter(Boolean)) {
         tail.push(line);
         if (tail.length > 20) tail.shift();
         // mmdebstrap's own steps ("I: ...") are the progress worth showing.
-        if (/^I: |^build-image:/.test(line)) progress(`  [${((Date.now() - startedAt) / 1000).toFixed(0).padStart(3)} s] ${line}`);
+        if (/^I: |^build-image:/.test(line))
+          progress(`  [${((Date.now() - startedAt) / 1000).toFixed(0).padStart(3)} s] ${line}`);
       }
     };
     child.stdout.on("data", onData);
@@ -104,7 +120,8 @@ export async function ensureImage(opts: { kind?: ImageKind; onProgress?: (line: 
     child.on("error", () => resolve(null));
     child.on("exit", (c) => resolve(c));
   });
-  if (code !== 0 || !fs.existsSync(path.join(root, "etc", "os-release"))) throw new ImageBuildError(kind, code, tail.join("\n"));
+  if (code !== 0 || !fs.existsSync(path.join(root, "etc", "os-release")))
+    throw new ImageBuildError(kind, code, tail.join("\n"));
   pruneImages(cache, kind, root, progress);
   return root;
 }

@@ -18,7 +18,10 @@ import * as path from "node:path";
  * The boot flags, in one place. Probed on a Debian 12 host (nspawn 252, hybrid cgroups):
  * --register=no --keep-unit: no systemd on the host to register with ("Failed to open system bus");
  * the unified hierarchy: trixie's systemd 257 wants cgroup v2;
- * --timezone=off: the default bind-mounts /etc/localtime, and package scripts then fail on it.
+ * --timezone=off: the default bind-mounts /etc/localtime, and package scripts then fail on it;
+ * --capability=CAP_NET_ADMIN: root on a server may load firewall rules (the node's nftables
+ * guard of the metadata address), and nspawn drops it by default; it reaches only the node's own
+ * network namespace.
  */
 export const NSPAWN_ENV = { SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: "1" };
 export function nspawnArgs(m: MachineRecord): string[] {
@@ -28,6 +31,7 @@ export function nspawnArgs(m: MachineRecord): string[] {
     "--register=no",
     "--keep-unit",
     "--timezone=off",
+    "--capability=CAP_NET_ADMIN",
     `--directory=${m.rootDir}`,
     `--machine=${m.name}`,
     `--network-namespace-path=/run/netns/${m.namespace}`,
@@ -141,7 +145,15 @@ export function createMachine(spec: MachineSpec): MachineRecord {
     volumeId: spec.volumeId,
     binds: spec.binds ?? [],
   };
-  if (!isMounted(rootDir)) run("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${spec.image},upperdir=${upper},workdir=${work}`, rootDir]);
+  if (!isMounted(rootDir))
+    run("mount", [
+      "-t",
+      "overlay",
+      "overlay",
+      "-o",
+      `lowerdir=${spec.image},upperdir=${upper},workdir=${work}`,
+      rootDir,
+    ]);
   // Sparse: a 10 GB volume costs only what PostgreSQL writes.
   if (!fs.existsSync(m.volumeFile)) {
     fs.closeSync(fs.openSync(m.volumeFile, "w"));
@@ -203,7 +215,9 @@ export function bootMachine(m: MachineRecord): number {
   if (child.pid === undefined) throw new Error(`could not start systemd-nspawn for ${m.name}`);
   child.on("error", () => undefined);
   const pid = child.pid;
-  child.on("exit", (code, signal) => exits.set(pid, signal ? `systemd-nspawn killed by ${signal}` : `systemd-nspawn exited with ${code}`));
+  child.on("exit", (code, signal) =>
+    exits.set(pid, signal ? `systemd-nspawn killed by ${signal}` : `systemd-nspawn exited with ${code}`),
+  );
   child.unref();
   m.nspawnPid = child.pid;
   return child.pid;
@@ -232,7 +246,10 @@ function childPids(pid: number): number[] {
 /** `NSpid:` lists a process's PID in each nested namespace; the innermost is 1 for a container's init. */
 function isNamespaceInit(pid: number): boolean {
   try {
-    const line = fs.readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith("NSpid:"));
+    const line = fs
+      .readFileSync(`/proc/${pid}/status`, "utf8")
+      .split("\n")
+      .find((l) => l.startsWith("NSpid:"));
     const ids = line?.split(/\s+/).slice(1) ?? [];
     return ids.length > 1 && ids[ids.length - 1] === "1";
   } catch {
@@ -251,7 +268,11 @@ export function nspawnExit(m: MachineRecord): string {
 /** The last lines the machine printed, without the blank ones. */
 export function consoleTail(m: MachineRecord, lines = 15): string[] {
   if (!fs.existsSync(consoleLog(m))) return ["(no console log)"];
-  const tail = fs.readFileSync(consoleLog(m), "utf8").split("\n").filter((l) => l.trim() !== "").slice(-lines);
+  const tail = fs
+    .readFileSync(consoleLog(m), "utf8")
+    .split("\n")
+    .filter((l) => l.trim() !== "")
+    .slice(-lines);
   return tail.length > 0 ? tail : ["(the console is empty)"];
 }
 
@@ -307,7 +328,11 @@ export async function shutdown(m: MachineRecord, graceMs = 60_000): Promise<"cle
 }
 
 /** Runs a command inside the running machine, in all its namespaces, as root (Hetzner's console). */
-export function machineExec(m: MachineRecord, argv: string[], opts: { input?: string; timeoutMs?: number } = {}): { code: number | null; stdout: string; stderr: string } {
+export function machineExec(
+  m: MachineRecord,
+  argv: string[],
+  opts: { input?: string; timeoutMs?: number } = {},
+): { code: number | null; stdout: string; stderr: string } {
   const init = initPid(m);
   if (!init) return { code: null, stdout: "", stderr: `${m.name} is not running` };
   const r = spawnSync("nsenter", ["--target", String(init), "--all", "--", ...argv], {
@@ -327,7 +352,8 @@ export function machinePath(m: MachineRecord, file: string): string | undefined 
 
 /** Detaches the volume and removes the machine's layers (stop it first). Safe to call twice. */
 export function destroyMachine(m: MachineRecord): void {
-  if (isRunning(m.nspawnPid)) throw new Error(`${m.name} still runs (systemd-nspawn ${m.nspawnPid}); shut it down first`);
+  if (isRunning(m.nspawnPid))
+    throw new Error(`${m.name} still runs (systemd-nspawn ${m.nspawnPid}); shut it down first`);
   if (isMounted(m.rootDir)) run("umount", [m.rootDir]);
   detachVolume(m);
   removeCgroups(m);

@@ -44,8 +44,14 @@ function hubLink(index: number): string {
  * characters, since Linux link names are limited to 15). The node list may grow later with
  * `addNode`.
  */
-export function createNetwork(opts: { id: string; subnetPrefix: number; nodes: NodeAddress[]; hostIp?: string }): LocalNetwork {
-  if (!/^[a-z0-9]{1,6}$/.test(opts.id)) throw new Error(`network id ${JSON.stringify(opts.id)}: use 1-6 lower-case letters and digits`);
+export function createNetwork(opts: {
+  id: string;
+  subnetPrefix: number;
+  nodes: NodeAddress[];
+  hostIp?: string;
+}): LocalNetwork {
+  if (!/^[a-z0-9]{1,6}$/.test(opts.id))
+    throw new Error(`network id ${JSON.stringify(opts.id)}: use 1-6 lower-case letters and digits`);
   const hub = `${opts.id}-hub`;
   if (namespaceExists(hub)) throw new Error(`network ${opts.id} already exists (namespace ${hub}); remove it first`);
   ip(["netns", "add", hub]);
@@ -121,7 +127,9 @@ export function inNamespace(ns: string, argv: string[], user?: string): string[]
 function linkIsUp(args: string[]): boolean {
   try {
     // `ip -br link`: "<name>@<peer> <STATE> ..."; a veth whose own side is up reports UP or LOWERLAYERDOWN.
-    const fields = ip(["-br", ...args]).trim().split(/\s+/);
+    const fields = ip(["-br", ...args])
+      .trim()
+      .split(/\s+/);
     return fields[1] === "UP";
   } catch {
     return false;
@@ -137,7 +145,9 @@ export function hostLinkUp(id: string, hostIp: string): boolean {
   const dev = `${id}-host`;
   if (!linkIsUp(["link", "show", "dev", dev])) return false;
   try {
-    return ip(["-br", "-4", "addr", "show", "dev", dev]).split(/\s+/).some((a) => a.split("/")[0] === hostIp);
+    return ip(["-br", "-4", "addr", "show", "dev", dev])
+      .split(/\s+/)
+      .some((a) => a.split("/")[0] === hostIp);
   } catch {
     return false;
   }

@@ -55,7 +55,10 @@ export function parseSystemctlShow(text: string): Record<string, Record<string, 
 }
 
 /** cloud-init's result.json (written when its last stage ends): done, or done with errors. */
-export function parseCloudInitResult(text: string | undefined, statusJson: string | undefined): { status: CloudInitStatus; errors: string[] } {
+export function parseCloudInitResult(
+  text: string | undefined,
+  statusJson: string | undefined,
+): { status: CloudInitStatus; errors: string[] } {
   if (text) {
     try {
       const errors = ((JSON.parse(text) as { v1?: { errors?: unknown[] } }).v1?.errors ?? []).map(String);
@@ -71,10 +74,22 @@ export function probeNode(m: MachineRecord): NodeProbe {
   const init = initPid(m);
   const units = Object.fromEntries(SERVICES.map((s) => [s, { state: "unknown", pid: null }])) as NodeProbe["units"];
   if (!init) {
-    return { running: false, units, postmasterPid: null, cloudInit: "not running", cloudInitErrors: [], ready: false, volumeMounted: false };
+    return {
+      running: false,
+      units,
+      postmasterPid: null,
+      cloudInit: "not running",
+      cloudInitErrors: [],
+      ready: false,
+      volumeMounted: false,
+    };
   }
   const inside = (file: string) => path.join(`/proc/${init}/root`, file);
-  const shown = machineExec(m, ["systemctl", "show", "--property=Id,ActiveState,MainPID", ...SERVICES.map((s) => UNITS[s])], { timeoutMs: 10_000 });
+  const shown = machineExec(
+    m,
+    ["systemctl", "show", "--property=Id,ActiveState,MainPID", ...SERVICES.map((s) => UNITS[s])],
+    { timeoutMs: 10_000 },
+  );
   const props = parseSystemctlShow(shown.stdout);
   for (const s of SERVICES) {
     const p = props[UNITS[s]];
@@ -89,7 +104,10 @@ export function probeNode(m: MachineRecord): NodeProbe {
     const alive = machineExec(m, ["kill", "-0", pidLine.trim()], { timeoutMs: 5000 }).code === 0;
     postmasterPid = alive ? Number(pidLine) : null;
   }
-  const result = parseCloudInitResult(readText(inside("/run/cloud-init/result.json")), readText(inside("/run/cloud-init/status.json")));
+  const result = parseCloudInitResult(
+    readText(inside("/run/cloud-init/result.json")),
+    readText(inside("/run/cloud-init/status.json")),
+  );
   const mounts = readText(`/proc/${init}/mounts`) ?? "";
   return {
     running: true,

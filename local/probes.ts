@@ -5,7 +5,7 @@
  */
 import * as net from "node:net";
 import Redis from "ioredis";
-import { PORTS } from "../core";
+import { ClusterSecrets, PORTS, REDIS_USERS } from "../core";
 import { tlsRequest } from "./tls";
 
 const PROBE_TIMEOUT_MS = 1500;
@@ -33,7 +33,9 @@ export interface PatroniMember {
 /** A GET to Patroni's REST API, over HTTPS verified with the cluster CA (`ca`, PEM). */
 async function patroniJson(ip: string, what: string, ca: string): Promise<unknown | undefined> {
   try {
-    return JSON.parse((await tlsRequest(`https://${ip}:${PORTS.patroni}/${what}`, { ca, timeoutMs: PROBE_TIMEOUT_MS })).body);
+    return JSON.parse(
+      (await tlsRequest(`https://${ip}:${PORTS.patroni}/${what}`, { ca, timeoutMs: PROBE_TIMEOUT_MS })).body,
+    );
   } catch {
     return undefined;
   }
@@ -70,11 +72,26 @@ export async function etcdHealthy(ip: string): Promise<boolean> {
   return body?.health === "true";
 }
 
-async function redisCommand(ip: string, port: number, password: string | undefined, args: string[]): Promise<unknown> {
+/** A Redis or Sentinel login: every one has a user (Redis's `default` is off). */
+export interface RedisAuth {
+  username: string;
+  password: string;
+}
+
+/** The probes' logins: Redis's `monitor` (INFO, nothing more), Sentinel's own password. */
+export function probeAuth(secrets: ClusterSecrets): { redis: RedisAuth; sentinel: RedisAuth } {
+  return {
+    redis: { username: REDIS_USERS.monitoring, password: secrets.redisMonitoring },
+    sentinel: { username: "default", password: secrets.sentinel },
+  };
+}
+
+async function redisCommand(ip: string, port: number, auth: RedisAuth, args: string[]): Promise<unknown> {
   const client = new Redis({
     host: ip,
     port,
-    password,
+    username: auth.username,
+    password: auth.password,
     lazyConnect: true,
     connectTimeout: PROBE_TIMEOUT_MS,
     commandTimeout: PROBE_TIMEOUT_MS,
@@ -109,8 +126,12 @@ export function parseInfo(text: string): Record<string, string> {
   return out;
 }
 
-export async function redisReplication(ip: string, password: string, port: number = PORTS.redis): Promise<RedisReplication | undefined> {
-  const text = await redisCommand(ip, port, password, ["INFO", "replication"]);
+export async function redisReplication(
+  ip: string,
+  auth: RedisAuth,
+  port: number = PORTS.redis,
+): Promise<RedisReplication | undefined> {
+  const text = await redisCommand(ip, port, auth, ["INFO", "replication"]);
   if (typeof text !== "string") return undefined;
   const info = parseInfo(text);
   return {
@@ -121,10 +142,39 @@ export async function redisReplication(ip: string, password: string, port: numbe
   };
 }
 
-/** The master address a Sentinel names for the cluster, as "ip". */
-export async function sentinelMaster(ip: string, masterName: string): Promise<string | undefined> {
-  const reply = await redisCommand(ip, PORTS.sentinel, undefined, ["SENTINEL", "get-master-addr-by-name", masterName]);
-  return Array.isArray(reply) && typeof reply[0] === "string" ? reply[0] : undefined;
+/**
+ * What a Sentinel knows of the cluster: the master it names, and the replicas and other Sentinels
+ * it could fail over with. A replica or Sentinel counts only while its flags say it is reachable
+ * (not s_down, o_down or disconnected): Sentinel promotes and reconfigures only the replicas it
+ * learnt from the master's INFO (every 10 s), and reaches a quorum only with Sentinels it heard.
+ */
+export interface SentinelView {
+  master: string;
+  /** Addresses of the replicas this Sentinel would promote or reconfigure. */
+  replicas: string[];
+  /** Addresses of the other Sentinels it counts on for a quorum. */
+  sentinels: string[];
+}
+
+/** A Sentinel's entries (SENTINEL REPLICAS / SENTINELS: flat field-value lists) whose flags show no trouble. */
+export function reachableEntries(reply: unknown): string[] {
+  if (!Array.isArray(reply)) return [];
+  const bad = new Set(["s_down", "o_down", "disconnected"]);
+  return reply
+    .filter((e): e is string[] => Array.isArray(e))
+    .map((e) => Object.fromEntries(e.flatMap((v, i) => (i % 2 === 0 ? [[v, e[i + 1]]] : []))) as Record<string, string>)
+    .filter((e) => typeof e.ip === "string" && !(e.flags ?? "").split(",").some((f) => bad.has(f)))
+    .map((e) => e.ip);
+}
+
+export async function sentinelView(ip: string, masterName: string, auth: RedisAuth): Promise<SentinelView | undefined> {
+  const [master, replicas, sentinels] = await Promise.all([
+    redisCommand(ip, PORTS.sentinel, auth, ["SENTINEL", "get-master-addr-by-name", masterName]),
+    redisCommand(ip, PORTS.sentinel, auth, ["SENTINEL", "REPLICAS", masterName]),
+    redisCommand(ip, PORTS.sentinel, auth, ["SENTINEL", "SENTINELS", masterName]),
+  ]);
+  if (!Array.isArray(master) || typeof master[0] !== "string") return undefined;
+  return { master: master[0], replicas: reachableEntries(replicas), sentinels: reachableEntries(sentinels) };
 }
 
 /** One line of HAProxy's `show stat`: a server of a backend and its check status. */

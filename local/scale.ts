@@ -42,7 +42,8 @@ import {
   renderLocalNode,
   waitHealthy,
 } from "./cluster";
-import { ClusterHealth, assertHostLink } from "./health";
+import { assertHostLink } from "./health";
+import { ClusterHealth } from "./judge";
 import { consoleTail, isRunning, machinePath, nspawnExit, sleep } from "./machine";
 import { addNode, removeNode } from "./network";
 import { probeNode } from "./node-probe";
@@ -141,9 +142,18 @@ function lock(root: string): () => void {
  * The membership scripts' context for this cluster: the server layout and systemd's `svc` (a
  * local node is a server), with the options `up` rendered the nodes with.
  */
-export function scriptContext(state: LocalClusterState, secrets: ClusterSecrets, options: ScriptContext["options"]): ScriptContext {
+export function scriptContext(
+  state: LocalClusterState,
+  secrets: ClusterSecrets,
+  options: ScriptContext["options"],
+): ScriptContext {
   return {
-    options: { ...options, memoryMb: localMemoryMb(options.plan), volumeSizeGb: LOCAL_VOLUME_GB, backup: state.backup ?? localBackup() },
+    options: {
+      ...options,
+      memoryMb: localMemoryMb(options.plan),
+      volumeSizeGb: LOCAL_VOLUME_GB,
+      backup: state.backup ?? localBackup(),
+    },
     secrets,
     tls: readClusterTls(state.root),
     paths: () => serverPaths(),
@@ -176,14 +186,20 @@ async function scaleLocked(opts: ScaleOptions): Promise<ScaleResult> {
   const from = buildTopology({ stack: state.stack, nodeCount: state.nodes.length, subnetCidr: state.subnetCidr });
   const names = state.nodes.map((n) => n.name).join(",");
   if (names !== from.nodes.map((n) => n.name).join(",")) {
-    throw new ConfigError("nodes", names, `a running cluster's nodes are ${from.nodes.map((n) => n.name).join(", ")}; this one is not in a state scale can move from`);
+    throw new ConfigError(
+      "nodes",
+      names,
+      `a running cluster's nodes are ${from.nodes.map((n) => n.name).join(", ")}; this one is not in a state scale can move from`,
+    );
   }
 
   // New nodes get their certificates (signed by the cluster's CA) before anything renders them.
   ensureClusterTls(state.root, to);
   const ctx = scriptContext(state, secrets, options);
   const plan = planScale(from, to, ctx, { requireHa: settings.requireHa });
-  progress(`Scaling ${state.clusterName} from ${from.nodeCount} to ${to.nodeCount} node(s): ${plan.steps.length} step(s)`);
+  progress(
+    `Scaling ${state.clusterName} from ${from.nodeCount} to ${to.nodeCount} node(s): ${plan.steps.length} step(s)`,
+  );
 
   const steps: ScaleResult["steps"] = [];
   for (const [i, step] of plan.steps.entries()) {
@@ -206,8 +222,20 @@ async function scaleLocked(opts: ScaleOptions): Promise<ScaleResult> {
   }
   state.quorum = to.quorum;
   writeState(state);
-  const health = await waitHealthy(state, secrets, { timeoutMs: opts.timeoutMs ?? 300_000, onProgress: progress, since: startedAt });
-  return { from: from.nodeCount, to: to.nodeCount, state, secrets, health, seconds: (Date.now() - startedAt) / 1000, steps };
+  const health = await waitHealthy(state, secrets, {
+    timeoutMs: opts.timeoutMs ?? 300_000,
+    onProgress: progress,
+    since: startedAt,
+  });
+  return {
+    from: from.nodeCount,
+    to: to.nodeCount,
+    state,
+    secrets,
+    health,
+    seconds: (Date.now() - startedAt) / 1000,
+    steps,
+  };
 }
 
 /** Where a node's membership scripts log on this machine (kept under left/ once the node is gone). */
@@ -227,7 +255,13 @@ function appendLog(state: LocalClusterState, node: Pick<NodeSpec, "name">, text:
  * the exporters and writes the ready marker; node-join starts the rest). Recorded in the state file
  * before it boots; ready once its marker exists and SSH answers.
  */
-async function provision(state: LocalClusterState, ctx: ScriptContext, to: Topology, node: NodeSpec, progress: (line: string) => void): Promise<void> {
+async function provision(
+  state: LocalClusterState,
+  ctx: ScriptContext,
+  to: Topology,
+  node: NodeSpec,
+  progress: (line: string) => void,
+): Promise<void> {
   const net = { id: state.networkId, hub: `${state.networkId}-hub`, subnetPrefix: to.subnetPrefix, namespaces: {} };
   addNode(net, { name: node.name, privateIp: node.privateIp });
   const files = renderLocalNode(to, node, ctx.options, ctx.secrets, ctx.tls, { etcdInitialClusterState: "existing" });
@@ -256,12 +290,19 @@ async function waitFirstBoot(state: LocalClusterState, node: LocalNode): Promise
     // Only systemd-nspawn's exit says the machine stopped: a probe that misses PID 1 for a moment
     // while nspawn still runs is asked again.
     if (!probe.running && !isRunning(node.machine.nspawnPid)) {
-      throw new ScaleStepError(step, [`the machine stopped during its first boot (${nspawnExit(node.machine)}); console:`, ...consoleTail(node.machine)]);
+      throw new ScaleStepError(step, [
+        `the machine stopped during its first boot (${nspawnExit(node.machine)}); console:`,
+        ...consoleTail(node.machine),
+      ]);
     }
-    if (probe.cloudInit === "error") throw new ScaleStepError(step, ["cloud-init failed:", ...probe.cloudInitErrors, ...firstBootLog()]);
+    if (probe.cloudInit === "error")
+      throw new ScaleStepError(step, ["cloud-init failed:", ...probe.cloudInitErrors, ...firstBootLog()]);
     if (probe.ready) break;
     if (Date.now() > deadline) {
-      throw new ScaleStepError(step, [`no ready marker after ${FIRST_BOOT_TIMEOUT_MS / 1000} s (cloud-init ${probe.cloudInit})`, ...firstBootLog()]);
+      throw new ScaleStepError(step, [
+        `no ready marker after ${FIRST_BOOT_TIMEOUT_MS / 1000} s (cloud-init ${probe.cloudInit})`,
+        ...firstBootLog(),
+      ]);
     }
     await sleep(1000);
   }
@@ -269,7 +310,8 @@ async function waitFirstBoot(state: LocalClusterState, node: LocalNode): Promise
   for (;;) {
     const r = await sshScript(id, node.address, "true\n", { timeoutMs: 20_000 });
     if (r.code === 0) return;
-    if (Date.now() > deadline) throw new ScaleStepError(step, [`SSH to root@${node.address} does not answer:`, r.stderr.trim()]);
+    if (Date.now() > deadline)
+      throw new ScaleStepError(step, [`SSH to root@${node.address} does not answer:`, r.stderr.trim()]);
     await sleep(1000);
   }
 }
@@ -298,7 +340,10 @@ export async function runScript(
     },
   });
   if (result.code !== 0) {
-    const why = result.code === null ? `ssh did not finish (${result.stderr.trim().split("\n").slice(-1)[0] || "timed out"})` : `exit ${result.code}`;
+    const why =
+      result.code === null
+        ? `ssh did not finish (${result.stderr.trim().split("\n").slice(-1)[0] || "timed out"})`
+        : `exit ${result.code}`;
     appendLog(state, node, `==== ${label}: ${why}`);
     throw new ScaleStepError(label, [...output, why]);
   }
@@ -309,8 +354,18 @@ export async function runScript(
 async function decommission(state: LocalClusterState, spec: NodeSpec, progress: (line: string) => void): Promise<void> {
   const node = findNode(state, spec.name);
   const how = await removeMachine(node, { clean: true });
-  progress(`  ${node.name}: machine removed (${how === "clean" ? "clean shutdown" : how === "forced" ? "power cut after the shutdown timed out" : "was not running"})`);
-  removeNode({ id: state.networkId, hub: `${state.networkId}-hub`, subnetPrefix: 0, namespaces: { [node.name]: node.namespace } }, { name: node.name, privateIp: node.address });
+  progress(
+    `  ${node.name}: machine removed (${how === "clean" ? "clean shutdown" : how === "forced" ? "power cut after the shutdown timed out" : "was not running"})`,
+  );
+  removeNode(
+    {
+      id: state.networkId,
+      hub: `${state.networkId}-hub`,
+      subnetPrefix: 0,
+      namespaces: { [node.name]: node.namespace },
+    },
+    { name: node.name, privateIp: node.address },
+  );
   state.nodes = state.nodes.filter((n) => n.name !== node.name);
   writeState(state);
   const dir = path.join(state.root, node.name);

@@ -24,7 +24,11 @@ export function ensureSshKey(root: string): { identity: SshIdentity; publicKey: 
   const identity = sshIdentity(root);
   fs.mkdirSync(path.dirname(identity.keyFile), { recursive: true, mode: 0o700 });
   if (!fs.existsSync(identity.keyFile)) {
-    const r = spawnSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "madbase-local", "-f", identity.keyFile], { encoding: "utf8" });
+    const r = spawnSync(
+      "ssh-keygen",
+      ["-q", "-t", "ed25519", "-N", "", "-C", "madbase-local", "-f", identity.keyFile],
+      { encoding: "utf8" },
+    );
     if (r.status !== 0) throw new Error(`ssh-keygen failed: ${r.stderr || r.error}`);
   }
   return { identity, publicKey: fs.readFileSync(`${identity.keyFile}.pub`, "utf8").trim() };
@@ -36,15 +40,24 @@ export function ensureSshKey(root: string): { identity: SshIdentity; publicKey: 
  */
 export function sshOptions(id: SshIdentity, connectTimeoutS = 5): string[] {
   return [
-    "-i", id.keyFile,
-    "-o", "IdentitiesOnly=yes",
-    "-o", "BatchMode=yes",
-    "-o", "StrictHostKeyChecking=accept-new",
-    "-o", `UserKnownHostsFile=${id.knownHosts}`,
-    "-o", `ConnectTimeout=${connectTimeoutS}`,
-    "-o", "ServerAliveInterval=5",
-    "-o", "ServerAliveCountMax=6",
-    "-o", "LogLevel=ERROR",
+    "-i",
+    id.keyFile,
+    "-o",
+    "IdentitiesOnly=yes",
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "StrictHostKeyChecking=accept-new",
+    "-o",
+    `UserKnownHostsFile=${id.knownHosts}`,
+    "-o",
+    `ConnectTimeout=${connectTimeoutS}`,
+    "-o",
+    "ServerAliveInterval=5",
+    "-o",
+    "ServerAliveCountMax=6",
+    "-o",
+    "LogLevel=ERROR",
   ];
 }
 
@@ -89,7 +102,8 @@ export function sshScript(
     });
     child.on("close", (code) => {
       clearTimeout(timer);
-      for (const stream of ["stdout", "stderr"] as const) if (buffers[stream] && opts.onLine) opts.onLine(buffers[stream], stream);
+      for (const stream of ["stdout", "stderr"] as const)
+        if (buffers[stream] && opts.onLine) opts.onLine(buffers[stream], stream);
       resolve({ code, stdout, stderr });
     });
     child.stdin.end(script);
@@ -98,6 +112,8 @@ export function sshScript(
 
 /** An interactive root shell on a node, or one command (`npm run local -- ssh NAME [-- CMD]`). */
 export function sshInteractive(id: SshIdentity, host: string, command: string[]): number {
-  const r = spawnSync("ssh", [...sshOptions(id), ...(command.length === 0 ? ["-t"] : []), `root@${host}`, ...command], { stdio: "inherit" });
+  const r = spawnSync("ssh", [...sshOptions(id), ...(command.length === 0 ? ["-t"] : []), `root@${host}`, ...command], {
+    stdio: "inherit",
+  });
   return r.status ?? 1;
 }

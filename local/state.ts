@@ -9,7 +9,18 @@ import type { BackupTarget, ClusterSecrets } from "../core";
 import type { MachineRecord } from "./machine";
 
 /** The daemons of a node, by the name the runner and the tests use. */
-export const SERVICES = ["etcd", "patroni", "redis", "sentinel", "haproxy", "node_exporter", "postgres_exporter", "redis_exporter"] as const;
+export const SERVICES = [
+  "etcd",
+  "patroni",
+  "redis",
+  "sentinel",
+  "haproxy",
+  "pgbouncer",
+  "node_exporter",
+  "postgres_exporter",
+  "redis_exporter",
+  "pgbouncer_exporter",
+] as const;
 export type Service = (typeof SERVICES)[number];
 
 /** Each service's systemd unit on a node (Debian's own units, with the node's drop-ins). */
@@ -19,9 +30,11 @@ export const UNITS: Record<Service, string> = {
   redis: "redis-server.service",
   sentinel: "redis-sentinel.service",
   haproxy: "haproxy.service",
+  pgbouncer: "pgbouncer.service",
   node_exporter: "prometheus-node-exporter.service",
   postgres_exporter: "prometheus-postgres-exporter.service",
   redis_exporter: "prometheus-redis-exporter.service",
+  pgbouncer_exporter: "prometheus-pgbouncer-exporter.service",
 };
 
 export interface LocalNode {
@@ -67,7 +80,9 @@ export function readState(root: string): LocalClusterState | undefined {
   if (!fs.existsSync(file)) return undefined;
   const state = JSON.parse(fs.readFileSync(file, "utf8")) as LocalClusterState;
   if (state.version !== 2) {
-    throw new Error(`${file} is from an older runner (version ${state.version}): stop its processes and remove ${root} by hand`);
+    throw new Error(
+      `${file} is from an older runner (version ${state.version}): stop its processes and remove ${root} by hand`,
+    );
   }
   return state;
 }

@@ -55,7 +55,11 @@ export function opensslExtensions(spec: CertificateSpec): string {
  * Makes one key and certificate from the plan, signed by `signer` (or self-signed: the CA). The
  * validity is the plan's, in whole days (openssl counts days; the plan's are multiples of 24 h).
  */
-export function issueCertificate(spec: CertificateSpec, out: { cert: string; key: string }, signer?: { cert: string; key: string }): void {
+export function issueCertificate(
+  spec: CertificateSpec,
+  out: { cert: string; key: string },
+  signer?: { cert: string; key: string },
+): void {
   fs.mkdirSync(path.dirname(out.cert), { recursive: true, mode: 0o700 });
   const work = fs.mkdtempSync(path.join(path.dirname(out.cert), `.${spec.id}-`));
   try {
@@ -69,12 +73,49 @@ export function issueCertificate(spec: CertificateSpec, out: { cert: string; key
     const days = String(Math.ceil(spec.validityHours / 24));
     const cert = path.join(work, "cert.pem");
     if (!signer) {
-      openssl(["req", "-new", "-x509", "-key", key, "-subj", subject, "-days", days, "-sha256", "-config", ext, "-extensions", "v3", "-out", cert]);
+      openssl([
+        "req",
+        "-new",
+        "-x509",
+        "-key",
+        key,
+        "-subj",
+        subject,
+        "-days",
+        days,
+        "-sha256",
+        "-config",
+        ext,
+        "-extensions",
+        "v3",
+        "-out",
+        cert,
+      ]);
     } else {
       const csr = path.join(work, "req.csr");
       openssl(["req", "-new", "-key", key, "-subj", subject, "-config", ext, "-out", csr]);
       const serial = `0x${randomBytes(16).toString("hex")}`;
-      openssl(["x509", "-req", "-in", csr, "-CA", signer.cert, "-CAkey", signer.key, "-set_serial", serial, "-days", days, "-sha256", "-extfile", ext, "-extensions", "v3", "-out", cert]);
+      openssl([
+        "x509",
+        "-req",
+        "-in",
+        csr,
+        "-CA",
+        signer.cert,
+        "-CAkey",
+        signer.key,
+        "-set_serial",
+        serial,
+        "-days",
+        days,
+        "-sha256",
+        "-extfile",
+        ext,
+        "-extensions",
+        "v3",
+        "-out",
+        cert,
+      ]);
     }
     fs.renameSync(key, out.key);
     fs.renameSync(cert, out.cert);
@@ -147,7 +188,16 @@ export interface TlsResponse {
  */
 export function tlsRequest(
   url: string,
-  opts: { ca: string; cert?: string; key?: string; method?: string; body?: string; headers?: Record<string, string>; timeoutMs?: number; servername?: string },
+  opts: {
+    ca: string;
+    cert?: string;
+    key?: string;
+    method?: string;
+    body?: string;
+    headers?: Record<string, string>;
+    timeoutMs?: number;
+    servername?: string;
+  },
 ): Promise<TlsResponse> {
   return new Promise((resolve, reject) => {
     const req = https.request(

@@ -89,7 +89,10 @@ export class AckWriter {
     const target = this.acks.length + count;
     const deadline = Date.now() + timeoutMs;
     while (this.acks.length < target) {
-      if (Date.now() > deadline) throw new Error(`writer: ${this.acks.length - target + count}/${count} acknowledged writes in ${timeoutMs} ms (${this.failures} failures)`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `writer: ${this.acks.length - target + count}/${count} acknowledged writes in ${timeoutMs} ms (${this.failures} failures)`,
+        );
       await new Promise((r) => setTimeout(r, 50));
     }
   }
@@ -108,7 +111,9 @@ export class AckWriter {
     });
     client.on("error", () => undefined);
     await client.connect();
-    await client.query(`CREATE TABLE IF NOT EXISTS ${this.table} (id bigint PRIMARY KEY, written_at timestamptz NOT NULL DEFAULT now())`);
+    await client.query(
+      `CREATE TABLE IF NOT EXISTS ${this.table} (id bigint PRIMARY KEY, written_at timestamptz NOT NULL DEFAULT now())`,
+    );
     return client;
   }
 
@@ -117,7 +122,10 @@ export class AckWriter {
       try {
         this.client ??= await this.connect();
         const id = this.nextId++;
-        const { rows } = await this.client.query<{ server: string }>(`INSERT INTO ${this.table} (id) VALUES ($1) RETURNING host(inet_server_addr()) AS server`, [id]);
+        const { rows } = await this.client.query<{ server: string }>(
+          `INSERT INTO ${this.table} (id) VALUES ($1) RETURNING host(inet_server_addr()) AS server`,
+          [id],
+        );
         const at = Date.now();
         this.acks.push({ id, at, server: rows[0]?.server });
         this.opts.onAck?.(id, at);
@@ -136,7 +144,10 @@ export class AckWriter {
 }
 
 /** Ids among `ids` that a server does not have (read through `host:port`, normally a 5433). */
-export async function missingIds(opts: { host: string; port: number; password: string; table?: string; ssl?: ConnectionOptions }, ids: number[]): Promise<number[]> {
+export async function missingIds(
+  opts: { host: string; port: number; password: string; table?: string; ssl?: ConnectionOptions },
+  ids: number[],
+): Promise<number[]> {
   const client = new Client({
     host: opts.host,
     port: opts.port,
@@ -148,7 +159,10 @@ export async function missingIds(opts: { host: string; port: number; password: s
   });
   await client.connect();
   try {
-    const { rows } = await client.query<{ id: string }>(`SELECT id FROM ${opts.table ?? DEFAULT_TABLE} WHERE id = ANY($1::bigint[])`, [ids]);
+    const { rows } = await client.query<{ id: string }>(
+      `SELECT id FROM ${opts.table ?? DEFAULT_TABLE} WHERE id = ANY($1::bigint[])`,
+      [ids],
+    );
     const present = new Set(rows.map((r) => Number(r.id)));
     return ids.filter((id) => !present.has(id));
   } finally {
@@ -168,7 +182,8 @@ function main(): void {
     },
     strict: true,
   });
-  if (!values.host || !values.port || !values["password-file"]) throw new Error("--host, --port and --password-file are required");
+  if (!values.host || !values.port || !values["password-file"])
+    throw new Error("--host, --port and --password-file are required");
   const writer = new AckWriter({
     host: values.host,
     port: Number(values.port),

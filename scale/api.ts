@@ -35,7 +35,10 @@ function badRequest(reply: FastifyReply, field: string, message: string) {
   return reply.code(400).send({ error: "bad_request", field, message });
 }
 
-export function buildScaleApi(opts: { backend: ScaleBackend; token: string; logger?: boolean }): { app: FastifyInstance; jobs: ScaleJobs } {
+export function buildScaleApi(opts: { backend: ScaleBackend; token: string; logger?: boolean }): {
+  app: FastifyInstance;
+  jobs: ScaleJobs;
+} {
   if (typeof opts.token !== "string" || opts.token.length < MIN_TOKEN_LENGTH) {
     throw new Error(`the scale API token must be at least ${MIN_TOKEN_LENGTH} characters (MADBASE_SCALE_API_TOKEN)`);
   }
@@ -46,7 +49,10 @@ export function buildScaleApi(opts: { backend: ScaleBackend; token: string; logg
     const header = request.headers.authorization ?? "";
     const match = /^Bearer (\S+)$/.exec(header);
     if (!match || !tokenMatches(match[1], opts.token)) {
-      return reply.code(401).header("WWW-Authenticate", 'Bearer realm="madbase-scale"').send({ error: "unauthorized", message: "send Authorization: Bearer <token>" });
+      return reply
+        .code(401)
+        .header("WWW-Authenticate", 'Bearer realm="madbase-scale"')
+        .send({ error: "unauthorized", message: "send Authorization: Bearer <token>" });
     }
   });
 
@@ -71,12 +77,19 @@ export function buildScaleApi(opts: { backend: ScaleBackend; token: string; logg
     if (!parsed.success) {
       const issue = parsed.error.issues[0];
       const field = issue.code === "unrecognized_keys" ? issue.keys.join(", ") : String(issue.path[0] ?? "body");
-      const message = issue.code === "unrecognized_keys" ? `unknown field(s): ${issue.keys.join(", ")}; known: target_db_count, min_ha_nodes` : issue.message;
+      const message =
+        issue.code === "unrecognized_keys"
+          ? `unknown field(s): ${issue.keys.join(", ")}; known: target_db_count, min_ha_nodes`
+          : issue.message;
       return badRequest(reply, field, message);
     }
     const { target_db_count: target, min_ha_nodes: minHa } = parsed.data;
     if (minHa && target < 3) {
-      return badRequest(reply, "target_db_count", `target_db_count ${target} is below 3 while min_ha_nodes is true; use 3, 5 or 7`);
+      return badRequest(
+        reply,
+        "target_db_count",
+        `target_db_count ${target} is below 3 while min_ha_nodes is true; use 3, 5 or 7`,
+      );
     }
     try {
       const job = jobs.start(target);

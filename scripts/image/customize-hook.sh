@@ -12,6 +12,7 @@ set -eu
 root=$1
 for unit in etcd patroni postgresql redis-server redis-sentinel haproxy \
   prometheus-node-exporter prometheus-postgres-exporter prometheus-redis-exporter \
+  pgbouncer prometheus-pgbouncer-exporter \
   apt-daily.timer apt-daily-upgrade.timer fstrim.timer e2scrub_all.timer; do
   chroot "$root" systemctl disable "$unit" >/dev/null 2>&1 || true
 done

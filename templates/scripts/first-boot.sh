@@ -32,6 +32,13 @@ else
   sysctl --system >/dev/null
 fi
 
+# Before any daemon runs: only root may reach the metadata service (the user data, with every
+# secret). nftables.service loads the rules at every later boot, before the network.
+step="loading the metadata guard (nftables)"
+systemctl enable --quiet nftables
+systemctl reload-or-restart nftables
+nft list table inet madbase_guard >/dev/null
+
 # PostgreSQL's data must live on the volume: without it nothing below runs.
 step="mounting the data volume at $VOLUME_MOUNT"
 "$SCRIPT_DIR/madbase-mount-volume" "$VOLUME_MOUNT"
@@ -82,7 +89,7 @@ else
 
   http_code() { curl -s -o /dev/null --max-time 3 --cacert "$TLS_CA" -w '%{http_code}' "https://$NODE_IP:$PATRONI_PORT/$1" || true; }
   # shellcheck source=/dev/null
-  redis_pong() { (set -a && . "$BACKUP_ENV_FILE" && redis-cli --no-auth-warning -h 127.0.0.1 -p "$REDIS_PORT" PING 2>/dev/null) | grep -qx PONG; }
+  redis_pong() { (set -a && . "$BACKUP_ENV_FILE" && redis-cli --user "$REDIS_ADMIN_USER" --no-auth-warning -h 127.0.0.1 -p "$REDIS_PORT" PING 2>/dev/null) | grep -qx PONG; }
   step="waiting up to ${WAIT_SECONDS}s for PostgreSQL (Patroni /health) and Redis (PING)"
   say "$step"
   until [ "$(http_code health)" = 200 ] && redis_pong; do

@@ -9,6 +9,9 @@ set -uo pipefail
 # shellcheck source=/dev/null # rendered per node
 . "${1:-/etc/madbase/node.env}"
 say() { echo "madbase-redis-follow: $*" >&2; }
+# Sentinel's password (SENTINEL_AUTH), for redis-cli through its environment, never argv.
+# shellcheck source=/dev/null
+SENTINEL_AUTH=$(set -a && . "$BACKUP_ENV_FILE" && echo "$SENTINEL_AUTH") || SENTINEL_AUTH=""
 
 # The quorum as Sentinel keeps it (config-refresh changes it as the cluster grows), else the rendered one.
 quorum=$(awk -v c="$CLUSTER" '$1 == "sentinel" && $2 == "monitor" && $3 == c { print $6 }' "$SENTINEL_CONF" 2>/dev/null | head -n 1)
@@ -19,7 +22,7 @@ trap 'rm -rf "$answers"' EXIT
 # Every address a node may have (nodes added later included), asked at once: at most 2 s.
 for ip in $CANDIDATE_IPS; do
   [ "$ip" = "$NODE_IP" ] && continue
-  (timeout 2 redis-cli -h "$ip" -p "$SENTINEL_PORT" --raw SENTINEL get-master-addr-by-name "$CLUSTER" 2>/dev/null | head -n 1 >"$answers/$ip") &
+  (REDISCLI_AUTH=$SENTINEL_AUTH timeout 2 redis-cli -h "$ip" -p "$SENTINEL_PORT" --raw SENTINEL get-master-addr-by-name "$CLUSTER" 2>/dev/null | head -n 1 >"$answers/$ip") &
 done
 wait
 master=$(cat "$answers"/* 2>/dev/null | grep -E '^[0-9]+(\.[0-9]+){3}$' | sort | uniq -c | sort -rn | awk -v q="$quorum" '$1 >= q { print $2; exit }')

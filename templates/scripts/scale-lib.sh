@@ -149,9 +149,9 @@ switchover_from() {
 }
 
 # ---------------------------------------------------------------- Redis and Sentinel
-# Sentinel has no password (it listens on the private network only); Redis has one.
-sentinel_at() { env -u REDISCLI_AUTH timeout 5 redis-cli -h "$1" -p "$SENTINEL_PORT" --raw "${@:2}"; }
-redis_at() { timeout 5 redis-cli --no-auth-warning -h "$1" -p "$REDIS_PORT" --raw "${@:2}"; }
+# Sentinel's own password, Redis's admin user: both reach redis-cli in its environment (REDISCLI_AUTH).
+sentinel_at() { REDISCLI_AUTH=$SENTINEL_AUTH timeout 5 redis-cli --no-auth-warning -h "$1" -p "$SENTINEL_PORT" --raw "${@:2}"; }
+redis_at() { timeout 5 redis-cli --user "$REDIS_ADMIN_USER" --no-auth-warning -h "$1" -p "$REDIS_PORT" --raw "${@:2}"; }
 
 # sentinel_field IP FIELD: one field of SENTINEL MASTER (quorum, num-other-sentinels, num-slaves...).
 sentinel_field() { sentinel_at "$1" SENTINEL MASTER "$CLUSTER" 2>/dev/null | awk -v key="$2" 'previous == key { print; exit } { previous = $0 }'; }
@@ -177,6 +177,30 @@ sentinels_settled() {
     master=$named
   done
   [ "$(redis_role "$master")" = master ]
+}
+
+# sentinel_reachable IP KIND: the addresses of the replicas (KIND=REPLICAS) or other Sentinels
+# (KIND=SENTINELS) the Sentinel at IP knows and does not flag as down or disconnected.
+sentinel_reachable() {
+  sentinel_at "$1" SENTINEL "$2" "$CLUSTER" 2>/dev/null |
+    awk 'previous == "ip" { ip = $0 } previous == "flags" && $0 !~ /(s_down|o_down|disconnected)/ { print ip } { previous = $0 }'
+}
+
+# sentinels_armed IP...: every one of these nodes' Sentinels could fail over now: it knows every
+# other node's Redis as a replica (it learns them from the master's INFO, every 10 s, and promotes
+# or repoints no other) and hears every other node's Sentinel (a quorum counts only those).
+sentinels_armed() {
+  local ip other master replicas peers
+  master=$(master_by_majority "$@")
+  [ -n "$master" ] || return 1
+  for ip in "$@"; do
+    replicas=$(sentinel_reachable "$ip" REPLICAS) || return 1
+    peers=$(sentinel_reachable "$ip" SENTINELS) || return 1
+    for other in "$@"; do
+      [ "$other" = "$master" ] || grep -qxF "$other" <<<"$replicas" || return 1
+      [ "$other" = "$ip" ] || grep -qxF "$other" <<<"$peers" || return 1
+    done
+  done
 }
 
 # sentinel_failover IP: asks that Sentinel for a failover; fails, saying why, when it refuses
@@ -274,7 +298,8 @@ drain_redis() {
 
 # settle_node: waits until this node is back in the cluster before the next one may go down: etcd
 # healthy, Patroni running and streaming (the leader is always "streaming"), a synchronous standby
-# again when synchronous mode is on, and Redis in sync with the master the Sentinels agree on.
+# again when synchronous mode is on, every Sentinel ready to fail over with this node, and Redis in
+# sync with the master the Sentinels agree on.
 settle_node() {
   local ips master
   wait_until 300 "etcd on $NODE to be healthy" etcd_healthy_here
@@ -285,6 +310,7 @@ settle_node() {
     wait_until 300 "a synchronous standby" has_sync_standby
   fi
   wait_until 120 "every Sentinel to name one master" sentinels_settled "${ips[@]}"
+  wait_until 120 "every Sentinel to know every replica and hear every other Sentinel" sentinels_armed "${ips[@]}"
   master=$(master_by_majority "${ips[@]}")
   [ -n "$master" ] || die "the Sentinels do not agree on a Redis master"
   wait_until 300 "Redis on $NODE to be in sync with $master" redis_synced_to "$master"

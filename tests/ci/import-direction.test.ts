@@ -52,9 +52,12 @@ function restricted(cases: [string, string][]): string[][] {
 const forbidden = restricted(FORBIDDEN);
 const allowed = restricted(ALLOWED);
 
-test.each(FORBIDDEN.map(([file, source], i) => [file, source, i] as const))("%s may not say: %s", (_file, _source, i) => {
-  expect(forbidden[i]).toHaveLength(1);
-});
+test.each(FORBIDDEN.map(([file, source], i) => [file, source, i] as const))(
+  "%s may not say: %s",
+  (_file, _source, i) => {
+    expect(forbidden[i]).toHaveLength(1);
+  },
+);
 
 test.each(ALLOWED.map(([file, source], i) => [file, source, i] as const))("%s may say: %s", (_file, _source, i) => {
   expect(allowed[i]).toEqual([]);

@@ -21,14 +21,21 @@ function shellFiles(dir: string): string[] {
 const FILES = [...shellFiles("templates"), ...shellFiles("scripts")];
 
 test("the tree has its shell as .sh files", () => {
-  expect(FILES).toEqual(expect.arrayContaining(["templates/scripts/first-boot.sh", "templates/scripts/node-join.sh", "scripts/setup-debian.sh"]));
+  expect(FILES).toEqual(
+    expect.arrayContaining([
+      "templates/scripts/first-boot.sh",
+      "templates/scripts/node-join.sh",
+      "scripts/setup-debian.sh",
+    ]),
+  );
 });
 
 test.each(FILES)("%s parses and passes shellcheck", (file) => {
   const parsed = spawnSync("bash", ["-n", file], { cwd: REPO, encoding: "utf8" });
   expect(parsed.stderr).toBe("");
   const checked = spawnSync("shellcheck", ["-S", "warning", "-x", file], { cwd: REPO, encoding: "utf8" });
-  if (checked.error) throw new Error(`shellcheck is missing (scripts/setup-debian.sh installs it): ${checked.error.message}`);
+  if (checked.error)
+    throw new Error(`shellcheck is missing (scripts/setup-debian.sh installs it): ${checked.error.message}`);
   expect(checked.stdout).toBe("");
   expect(checked.status).toBe(0);
 });

@@ -13,7 +13,10 @@ const ROOT = path.resolve(__dirname, "..", "..");
 const DIR = path.join(ROOT, ".github", "workflows");
 const FILES = fs.readdirSync(DIR).filter((f) => /\.ya?ml$/.test(f));
 const load = (f: string) => yaml.load(fs.readFileSync(path.join(DIR, f), "utf8")) as any;
-const STACKS = fs.readdirSync(ROOT).flatMap((f) => /^Pulumi\.([^.]+)\.yaml$/.exec(f)?.[1] ?? []).sort();
+const STACKS = fs
+  .readdirSync(ROOT)
+  .flatMap((f) => /^Pulumi\.([^.]+)\.yaml$/.exec(f)?.[1] ?? [])
+  .sort();
 /** The secrets the README tells an operator to create. */
 const SECRETS = ["PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE", "HCLOUD_TOKEN"];
 
@@ -44,7 +47,11 @@ function commands(): { file: string; job: string; command: string }[] {
       for (const step of job.steps as Step[]) {
         if (step.run) {
           for (const line of step.run.split("\n")) {
-            for (const command of line.split("&&").map((c) => c.trim()).filter(Boolean)) out.push({ file, job: name, command });
+            for (const command of line
+              .split("&&")
+              .map((c) => c.trim())
+              .filter(Boolean))
+              out.push({ file, job: name, command });
           }
         }
         if (step.uses?.startsWith("pulumi/actions@")) {
@@ -64,7 +71,8 @@ test.each(FILES)("%s passes the GitHub workflow validator", (file) => {
 });
 
 test("the validator does catch a broken workflow (a step that both runs and uses)", () => {
-  const broken = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: npm test\n        uses: actions/checkout@v4\n";
+  const broken =
+    "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: npm test\n        uses: actions/checkout@v4\n";
   expect(validateWorkflow(broken).errors.length).toBeGreaterThan(0);
 });
 
@@ -89,7 +97,12 @@ describe("pull requests", () => {
     expect([...preview.strategy.matrix.stack].sort()).toEqual(STACKS);
     expect(preview.permissions).toMatchObject({ "pull-requests": "write" });
     const step = (preview.steps as Step[]).find((s) => s.uses?.startsWith("pulumi/actions@"))!;
-    expect(step.with).toMatchObject({ command: "preview", "stack-name": "${{ matrix.stack }}", "comment-on-pr": true, "github-token": "${{ secrets.GITHUB_TOKEN }}" });
+    expect(step.with).toMatchObject({
+      command: "preview",
+      "stack-name": "${{ matrix.stack }}",
+      "comment-on-pr": true,
+      "github-token": "${{ secrets.GITHUB_TOKEN }}",
+    });
     for (const secret of SECRETS) expect(preview.env[secret]).toBe(`\${{ secrets.${secret} }}`);
   });
 });
@@ -106,7 +119,9 @@ describe("deploys", () => {
   });
 
   test("pulumi up waits for the stack's environment (its required reviewers), after a preview", () => {
-    const upJobs = jobs(file).filter(([, j]) => (j.steps as Step[]).some((s) => s.uses?.startsWith("pulumi/actions@") && s.with?.command === "up"));
+    const upJobs = jobs(file).filter(([, j]) =>
+      (j.steps as Step[]).some((s) => s.uses?.startsWith("pulumi/actions@") && s.with?.command === "up"),
+    );
     expect(upJobs).toHaveLength(1);
     const [, up] = upJobs[0];
     expect(up.environment).toBe("${{ inputs.stack }}");
@@ -124,7 +139,14 @@ describe("deploys", () => {
 test("every command the workflows run is one the README documents, and so are the secrets", () => {
   const readme = fs.readFileSync(path.join(ROOT, "README.md"), "utf8");
   const all = commands();
-  expect(all.map((c) => c.command)).toEqual(expect.arrayContaining(["npm test", "pulumi preview --stack dev", "pulumi preview --stack prod", "pulumi up --stack prod"]));
+  expect(all.map((c) => c.command)).toEqual(
+    expect.arrayContaining([
+      "npm test",
+      "pulumi preview --stack dev",
+      "pulumi preview --stack prod",
+      "pulumi up --stack prod",
+    ]),
+  );
   const undocumented = [...new Set(all.map((c) => c.command))].filter((c) => !readme.includes(c));
   expect(undocumented).toEqual([]);
   expect(SECRETS.filter((s) => !readme.includes(s))).toEqual([]);

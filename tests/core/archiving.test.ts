@@ -21,13 +21,23 @@ import {
 function render(stack: string, overrides: Record<string, unknown>, archiving?: boolean) {
   const { topology, options } = describeCluster(parseSettings(stack, overrides));
   if (archiving !== undefined) options.backup.archiving = archiving;
-  const files = renderNode({ topology, node: topology.nodes[0], options, secrets: placeholderSecrets(), tls: placeholderTls(topology.nodes.map((n) => n.name)), paths: serverPaths() });
+  const files = renderNode({
+    topology,
+    node: topology.nodes[0],
+    options,
+    secrets: placeholderSecrets(),
+    tls: placeholderTls(topology.nodes.map((n) => n.name)),
+    paths: serverPaths(),
+  });
   return { topology, options, files, patroni: yaml.load(files["patroni.yml"]) as any };
 }
 
 describe("archivingDecision", () => {
   test("with S3 keys the stack archives, and says nothing", () => {
-    expect(archivingDecision(parseSettings("prod", { protectNodes: true }), true)).toEqual({ archiving: true, warnings: [] });
+    expect(archivingDecision(parseSettings("prod", { protectNodes: true }), true)).toEqual({
+      archiving: true,
+      warnings: [],
+    });
   });
 
   test("without keys an unprotected stack runs with archiving off, and says so", () => {
@@ -48,11 +58,15 @@ describe("archivingDecision", () => {
 describe("what the nodes get", () => {
   test("archiving on: pgBackRest's archive_command, a queue a fifth of the volume, archive_timeout 300 s", () => {
     const { files, patroni } = render("prod", { volumeSizeGb: 100 });
-    expect(patroni.postgresql.parameters.archive_command).toBe("/usr/local/sbin/madbase-backup pgbackrest-archive-push %p");
+    expect(patroni.postgresql.parameters.archive_command).toBe(
+      "/usr/local/sbin/madbase-backup pgbackrest-archive-push %p",
+    );
     expect(patroni.bootstrap.dcs.postgresql.parameters.archive_timeout).toBe("300s");
     expect(patroni.bootstrap.dcs.maximum_lag_on_failover).toBe(1048576);
     expect(files["pgbackrest.conf"]).toMatch(/^archive-async=y$/m);
-    expect(files["pgbackrest.conf"]).toMatch(new RegExp(`^archive-push-queue-max=${archivePushQueueMaxMb(100)}MiB$`, "m"));
+    expect(files["pgbackrest.conf"]).toMatch(
+      new RegExp(`^archive-push-queue-max=${archivePushQueueMaxMb(100)}MiB$`, "m"),
+    );
     expect(archivePushQueueMaxMb(100)).toBe(20480);
     expect(archivePushQueueMaxMb(40)).toBe(8192);
   });

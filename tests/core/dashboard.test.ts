@@ -14,7 +14,9 @@ const FILE = path.resolve(__dirname, "..", "..", "dashboards", "state-pillar-per
 const dashboard = JSON.parse(fs.readFileSync(FILE, "utf8"));
 const panels: any[] = dashboard.panels;
 const graphs = panels.filter((p) => p.type !== "row");
-const targets: { panel: string; expr: string; refId: string }[] = graphs.flatMap((p) => p.targets.map((t: any) => ({ panel: p.title, ...t })));
+const targets: { panel: string; expr: string; refId: string }[] = graphs.flatMap((p) =>
+  p.targets.map((t: any) => ({ panel: p.title, ...t })),
+);
 
 test("the committed file is exactly what `npm run dashboard` writes", () => {
   expect(fs.readFileSync(FILE, "utf8")).toBe(dashboardJson());
@@ -71,9 +73,15 @@ test("every panel and query uses the Prometheus data source variable", () => {
 });
 
 test("every query parses with Prometheus' grammar, and uses only defined variables", () => {
-  const defined = new Set([...dashboard.templating.list.map((v: any) => v.name), "__rate_interval", "__interval", "__range"]);
+  const defined = new Set([
+    ...dashboard.templating.list.map((v: any) => v.name),
+    "__rate_interval",
+    "__interval",
+    "__range",
+  ]);
   for (const t of targets) {
-    for (const [, name] of t.expr.matchAll(/\$\{?(\w+)\}?/g)) expect([t.panel, name, defined.has(name)]).toEqual([t.panel, name, true]);
+    for (const [, name] of t.expr.matchAll(/\$\{?(\w+)\}?/g))
+      expect([t.panel, name, defined.has(name)]).toEqual([t.panel, name, true]);
     const parsed = parsePromQL(grafanaToPromQL(t.expr, { cluster: "madbase-prod" }));
     expect([t.panel, t.expr, parsed.errors]).toEqual([t.panel, t.expr, []]);
     expect(parsed.selectors.length).toBeGreaterThan(0);
@@ -86,7 +94,8 @@ test("every query parses with Prometheus' grammar, and uses only defined variabl
 });
 
 test("the metric extraction reads PromQL, not text: functions, labels and strings are not metrics", () => {
-  const q = 'sum by (node) (rate(a_total{cluster="x", mode="idle"}[1m])) / on(node) group_left max(b) or vector(0) + count_over_time({__name__="c"}[5m])';
+  const q =
+    'sum by (node) (rate(a_total{cluster="x", mode="idle"}[1m])) / on(node) group_left max(b) or vector(0) + count_over_time({__name__="c"}[5m])';
   expect(metricsOf(q).sort()).toEqual(["a_total", "b", "c"]);
   expect(parsePromQL("sum(rate(a[1m])").errors.length).toBeGreaterThan(0);
 });
@@ -107,10 +116,21 @@ test("shows what the issue asks for", () => {
     /CPU/,
     /Memory used/,
     /Disk used/,
+    /PgBouncer clients waiting/,
+    /PgBouncer pool use/,
   ]) {
     expect(titles).toMatch(topic);
   }
   // Connections are drawn against the plan's max_connections (what Patroni sets from the plan).
   const conns = graphs.find((p) => p.title === "Connections vs max_connections");
-  expect(conns.targets.map((t: any) => metricsOf(t.expr)).flat()).toEqual(["pg_stat_database_numbackends", "pg_settings_max_connections"]);
+  expect(conns.targets.map((t: any) => metricsOf(t.expr)).flat()).toEqual([
+    "pg_stat_database_numbackends",
+    "pg_settings_max_connections",
+  ]);
+  // Client waits and pool use, from the PgBouncer exporter's pool metrics.
+  const waits = graphs.find((p) => p.title === "PgBouncer clients waiting");
+  expect(waits.targets.map((t: any) => metricsOf(t.expr)).flat()).toEqual([
+    "pgbouncer_pools_client_waiting_connections",
+    "pgbouncer_pools_client_maxwait_seconds",
+  ]);
 });

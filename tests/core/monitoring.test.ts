@@ -9,6 +9,7 @@ import {
   PORTS,
   SCRAPE_JOBS,
   SECRET_NAMES,
+  REDIS_USERS,
   USERS,
   buildTopology,
   maskSecrets,
@@ -27,8 +28,12 @@ describe("exporter files", () => {
     const node = files[name];
     const nodeArgs = readEnvFile(node["node-exporter.env"]).ARGS;
     expect(nodeArgs).toBe(`--web.listen-address=${ip}:${PORTS.nodeExporter}`);
-    expect(readEnvFile(node["postgres-exporter.env"]).ARGS).toBe(`--web.listen-address=${ip}:${PORTS.postgresExporter}`);
-    expect(readEnvFile(node["redis-exporter.env"]).REDIS_EXPORTER_WEB_LISTEN_ADDRESS).toBe(`${ip}:${PORTS.redisExporter}`);
+    expect(readEnvFile(node["postgres-exporter.env"]).ARGS).toBe(
+      `--web.listen-address=${ip}:${PORTS.postgresExporter}`,
+    );
+    expect(readEnvFile(node["redis-exporter.env"]).REDIS_EXPORTER_WEB_LISTEN_ADDRESS).toBe(
+      `${ip}:${PORTS.redisExporter}`,
+    );
     // Nothing binds a wildcard or an empty host (":9100" would be every address).
     const all = node["node-exporter.env"] + node["postgres-exporter.env"] + node["redis-exporter.env"];
     expect(all).not.toMatch(/0\.0\.0\.0|\[::\]|=':|listen-address=:/);
@@ -44,17 +49,29 @@ describe("exporter files", () => {
 
   test("Patroni's post_bootstrap creates that role, with pg_monitor and nothing more", () => {
     const cmd = postBootstrapSql(secrets);
-    expect(cmd).toContain(`CREATE ROLE ${USERS.monitoring} LOGIN CONNECTION LIMIT 5 PASSWORD '${secrets.monitoring}' IN ROLE pg_monitor`);
+    expect(cmd).toContain(
+      `CREATE ROLE ${USERS.monitoring} LOGIN CONNECTION LIMIT 5 PASSWORD '${secrets.monitoring}' IN ROLE pg_monitor`,
+    );
     expect(cmd).not.toMatch(new RegExp(`${USERS.monitoring}[^"]*SUPERUSER`));
   });
 
-  test("the Redis exporter reads Redis' password from a file (never argv or the environment); Sentinel needs none", () => {
+  test("the Redis exporter logs in to Redis and Sentinel as monitor, its password from a file (never argv or the environment)", () => {
     const node = files["madbase-prod-3"];
     const env = readEnvFile(node["redis-exporter.env"]);
     expect(env.REDIS_ADDR).toBe(`redis://127.0.0.1:${PORTS.redis}`);
     expect(env.REDIS_PASSWORD_FILE).toBe(serverPaths().config["redis-exporter-passwords.json"]);
-    expect(node["redis-exporter.env"]).not.toContain(secrets.redis);
-    expect(JSON.parse(node["redis-exporter-passwords.json"])).toEqual({ [`redis://127.0.0.1:${PORTS.redis}`]: secrets.redis });
+    expect(env.REDIS_USER).toBe(REDIS_USERS.monitoring);
+    for (const name of SECRET_NAMES)
+      expect([name, node["redis-exporter.env"].includes(secrets[name])]).toEqual([name, false]);
+    expect(JSON.parse(node["redis-exporter-passwords.json"])).toEqual({
+      [`redis://${REDIS_USERS.monitoring}@127.0.0.1:${PORTS.redis}`]: secrets.redisMonitoring,
+      [`redis://${REDIS_USERS.monitoring}@127.0.0.1:${PORTS.sentinel}`]: secrets.redisMonitoring,
+    });
+    // The same user on both daemons, and on Redis one that can look but not read a key or CONFIG GET.
+    const monitor = (text: string) => text.split("\n").find((l) => l.startsWith(`user ${REDIS_USERS.monitoring} `))!;
+    expect(monitor(node["redis-users.acl"])).toMatch(/-@all .*\+info/);
+    expect(monitor(node["redis-users.acl"])).not.toMatch(/~|\+get|config/);
+    expect(monitor(node["sentinel.conf"])).toContain(`>${secrets.redisMonitoring} -@all `);
   });
 
   test("HAProxy's /metrics needs the stats login: the auth rule comes before the exporter", () => {
@@ -64,7 +81,9 @@ describe("exporter files", () => {
     const exporter = stats.indexOf("http-request use-service prometheus-exporter");
     expect(auth).toBeGreaterThan(0);
     expect(exporter).toBeGreaterThan(auth);
-    expect(cfg).toMatch(new RegExp(`userlist stats_users\\n\\s+user ${USERS.haproxyStats} insecure-password ${secrets.haproxyStats}`));
+    expect(cfg).toMatch(
+      new RegExp(`userlist stats_users\\n\\s+user ${USERS.haproxyStats} insecure-password ${secrets.haproxyStats}`),
+    );
   });
 
   test("cloud-init installs the exporters, writes their files with the right owners, and starts them", () => {
@@ -73,8 +92,16 @@ describe("exporter files", () => {
     expect(doc.packages).toEqual(expect.arrayContaining([...EXPORTER_PACKAGES]));
     const byPath = Object.fromEntries(writtenFiles(userData).map((f) => [f.path, f]));
     const paths = serverPaths().config;
-    expect(byPath[paths["postgres-exporter.env"]]).toMatchObject({ owner: "root:prometheus", permissions: "0640", defer: true });
-    expect(byPath[paths["redis-exporter-passwords.json"]]).toMatchObject({ owner: "root:prometheus", permissions: "0640", defer: true });
+    expect(byPath[paths["postgres-exporter.env"]]).toMatchObject({
+      owner: "root:prometheus",
+      permissions: "0640",
+      defer: true,
+    });
+    expect(byPath[paths["redis-exporter-passwords.json"]]).toMatchObject({
+      owner: "root:prometheus",
+      permissions: "0640",
+      defer: true,
+    });
     expect(byPath[paths["node-exporter.env"]].content).toBe(files["madbase-prod-1"]["node-exporter.env"]);
     // The first-boot script enables and starts these (on every node, joining or not).
     const env = readEnvFile(byPath["/etc/madbase/node.env"].content);
@@ -92,7 +119,10 @@ describe("prometheus.yml", () => {
     for (const [i, job] of doc.scrape_configs.entries()) {
       const spec = SCRAPE_JOBS[i];
       expect(job.static_configs).toEqual(
-        topology.nodes.map((n) => ({ targets: [`${n.privateIp}:${spec.port}`], labels: { cluster: "madbase-prod", node: n.name } })),
+        topology.nodes.map((n) => ({
+          targets: [`${n.privateIp}:${spec.port}`],
+          labels: { cluster: "madbase-prod", node: n.name },
+        })),
       );
     }
   });
@@ -103,7 +133,10 @@ describe("prometheus.yml", () => {
     expect(byJob.postgres.static_configs[0].targets).toEqual(["10.42.1.10:9187"]);
     expect(byJob.redis.static_configs[0].targets).toEqual(["10.42.1.10:9121"]);
     expect(byJob.patroni.static_configs[0].targets).toEqual(["10.42.1.10:8008"]);
-    expect(byJob.haproxy.basic_auth).toEqual({ username: "stats", password_file: "/etc/prometheus/madbase-prod-haproxy-stats.password" });
+    expect(byJob.haproxy.basic_auth).toEqual({
+      username: "stats",
+      password_file: "/etc/prometheus/madbase-prod-haproxy-stats.password",
+    });
     expect(byJob.sentinel).toMatchObject({ metrics_path: "/scrape", params: { target: ["redis://127.0.0.1:26379"] } });
   });
 

@@ -28,14 +28,18 @@ describe("failover profiles", () => {
 
   it("rejects a ttl under Patroni 4's minimum, naming it", () => {
     const short = { ...PROFILES.fast, name: "short", patroni: { ttl: 7, loopWait: 1, retryTimeout: 3 } };
-    expect(() => checkProfile(short)).toThrow(/failoverProfile\(short\)\.patroni\.ttl: 7 .*at least 20 \(Patroni 4's minimum/);
+    expect(() => checkProfile(short)).toThrow(
+      /failoverProfile\(short\)\.patroni\.ttl: 7 .*at least 20 \(Patroni 4's minimum/,
+    );
   });
 
   it("rejects non-integer and non-positive Patroni timings", () => {
     expect(() => checkProfile({ ...PROFILES.norm, patroni: { ttl: 20, loopWait: 0, retryTimeout: 5 } })).toThrow(
       /failoverProfile.patroni.loopWait: 0 is not allowed/,
     );
-    expect(() => checkProfile({ ...PROFILES.norm, patroni: { ttl: 20.5, loopWait: 5, retryTimeout: 5 } })).toThrow(/ttl: 20.5/);
+    expect(() => checkProfile({ ...PROFILES.norm, patroni: { ttl: 20.5, loopWait: 5, retryTimeout: 5 } })).toThrow(
+      /ttl: 20.5/,
+    );
   });
 
   it("rejects a Sentinel failover timeout shorter than its down detection", () => {

@@ -1,7 +1,17 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as yaml from "js-yaml";
-import { NODE_FILES, NODE_PACKAGES, SECRET_NAMES, expandUserData, maskPem, maskSecrets, serverPaths, template, writtenFiles } from "../../core";
+import {
+  NODE_FILES,
+  NODE_PACKAGES,
+  SECRET_NAMES,
+  expandUserData,
+  maskPem,
+  maskSecrets,
+  serverPaths,
+  template,
+  writtenFiles,
+} from "../../core";
 import { renderStack } from "../support/fixtures";
 
 const root = path.resolve(__dirname, "..", "..");
@@ -37,31 +47,59 @@ describe("rendering", () => {
     // Patroni 4 (fixed in 3.0.3): every member, its own included, with member discovery.
     expect(patroni.etcd3.hosts).toEqual(topology.nodes.map((n) => `${n.privateIp}:2379`));
     expect(patroni.etcd3.use_proxies).toBeUndefined();
-    expect(patroni.etcd3).toMatchObject({ protocol: "https", cacert: "/etc/madbase/tls/ca.crt", cert: "/etc/madbase/tls/node.crt", key: "/etc/madbase/tls/node.key" });
-    expect(patroni.postgresql).toMatchObject({ bin_dir: "/usr/lib/postgresql/17/bin", data_dir: "/var/lib/postgresql/17/madbase" });
+    expect(patroni.etcd3).toMatchObject({
+      protocol: "https",
+      cacert: "/etc/madbase/tls/ca.crt",
+      cert: "/etc/madbase/tls/node.crt",
+      key: "/etc/madbase/tls/node.key",
+    });
+    expect(patroni.postgresql).toMatchObject({
+      bin_dir: "/usr/lib/postgresql/17/bin",
+      data_dir: "/var/lib/postgresql/17/madbase",
+    });
     const single = yaml.load(renderStack({ nodeCount: 1 }).files["madbase-prod-1"]["patroni.yml"]) as any;
     expect(single.etcd3.hosts).toEqual(["10.42.1.10:2379"]);
     expect(patroni.restapi.listen).toBe("10.42.1.11:8008");
-    expect(patroni.bootstrap.dcs).toMatchObject({ failsafe_mode: true, synchronous_mode: true, ttl: 20, loop_wait: 5, retry_timeout: 5 });
+    expect(patroni.bootstrap.dcs).toMatchObject({
+      failsafe_mode: true,
+      synchronous_mode: true,
+      ttl: 20,
+      loop_wait: 5,
+      retry_timeout: 5,
+    });
     expect(patroni.bootstrap.dcs.postgresql).toMatchObject({ use_pg_rewind: true, use_slots: true });
     expect(patroni.bootstrap.dcs.postgresql.parameters.max_connections).toBe(200);
     expect(patroni.postgresql.parameters.shared_buffers).toBe("4096MB");
     const hostRules = (patroni.postgresql.pg_hba as string[]).filter((r) => r.startsWith("host"));
     // Loopback logins as before; from the subnet only over TLS; any other plain-text login refused.
     for (const rule of hostRules) {
-      expect(rule).toMatch(/^(host .* 127\.0\.0\.1\/32 scram-sha-256|hostssl .* 10\.42\.1\.0\/24 scram-sha-256|hostnossl \S+ all 0\.0\.0\.0\/0 reject)$/);
+      expect(rule).toMatch(
+        /^(host .* 127\.0\.0\.1\/32 scram-sha-256|hostssl .* 10\.42\.1\.0\/24 scram-sha-256|hostnossl \S+ all 0\.0\.0\.0\/0 reject)$/,
+      );
     }
     expect(hostRules.filter((r) => r.startsWith("hostssl"))).toHaveLength(2);
-    expect(hostRules.slice(-2)).toEqual(["hostnossl replication all 0.0.0.0/0 reject", "hostnossl all all 0.0.0.0/0 reject"]);
+    expect(hostRules.slice(-2)).toEqual([
+      "hostnossl replication all 0.0.0.0/0 reject",
+      "hostnossl all all 0.0.0.0/0 reject",
+    ]);
     expect(hostRules.join("\n")).not.toMatch(/::\/0|trust|md5/);
-    expect(patroni.postgresql.parameters).toMatchObject({ ssl: "on", ssl_cert_file: "/etc/madbase/tls/node.crt", ssl_key_file: "/etc/madbase/tls/node.key" });
-    expect(patroni.postgresql.authentication.replication).toMatchObject({ sslmode: "verify-full", sslrootcert: "/etc/madbase/tls/ca.crt" });
+    expect(patroni.postgresql.parameters).toMatchObject({
+      ssl: "on",
+      ssl_cert_file: "/etc/madbase/tls/node.crt",
+      ssl_key_file: "/etc/madbase/tls/node.key",
+    });
+    expect(patroni.postgresql.authentication.replication).toMatchObject({
+      sslmode: "verify-full",
+      sslrootcert: "/etc/madbase/tls/ca.crt",
+    });
     expect(patroni.postgresql.authentication.rewind).toMatchObject({ sslmode: "verify-full" });
     expect(patroni.bootstrap.pg_hba).toEqual(patroni.postgresql.pg_hba);
   });
 
   it("switches synchronous replication per stack", () => {
-    const off = yaml.load(renderStack({ nodeCount: 3, synchronousMode: false }).files["madbase-prod-1"]["patroni.yml"]) as any;
+    const off = yaml.load(
+      renderStack({ nodeCount: 3, synchronousMode: false }).files["madbase-prod-1"]["patroni.yml"],
+    ) as any;
     expect(off.bootstrap.dcs.synchronous_mode).toBe(false);
   });
 
@@ -109,16 +147,34 @@ describe("rendering", () => {
     expect(byPath["/etc/patroni/config.yml"]).toMatchObject({ owner: "postgres:postgres", permissions: "0600" });
     expect(byPath["/etc/postgresql-common/createcluster.conf"].content).toMatch(/create_main_cluster = false/);
     expect(doc.packages).toEqual([...NODE_PACKAGES]);
-    expect(doc.packages).toEqual(expect.arrayContaining(["postgresql-17", "postgresql-client-17", "patroni", "etcd-server", "redis-sentinel", "haproxy", "pgbackrest"]));
+    expect(doc.packages).toEqual(
+      expect.arrayContaining([
+        "postgresql-17",
+        "postgresql-client-17",
+        "patroni",
+        "etcd-server",
+        "redis-sentinel",
+        "haproxy",
+        "pgbackrest",
+      ]),
+    );
     // The passwords of post_bootstrap travel in a postgres-only file, never on its command line.
-    expect(byPath["/etc/patroni/post-bootstrap.sql"]).toMatchObject({ owner: "postgres:postgres", permissions: "0600" });
-    expect(yaml.load(node["patroni.yml"])).toMatchObject({ bootstrap: { post_bootstrap: "psql -v ON_ERROR_STOP=1 -f /etc/patroni/post-bootstrap.sql -d" } });
+    expect(byPath["/etc/patroni/post-bootstrap.sql"]).toMatchObject({
+      owner: "postgres:postgres",
+      permissions: "0600",
+    });
+    expect(yaml.load(node["patroni.yml"])).toMatchObject({
+      bootstrap: { post_bootstrap: "psql -v ON_ERROR_STOP=1 -f /etc/patroni/post-bootstrap.sql -d" },
+    });
   });
 
   it("never starts Patroni without its volume, and retries every unit that binds the private address", () => {
     const { files } = renderStack({ nodeCount: 3 });
-    const byPath = Object.fromEntries(writtenFiles(files["madbase-prod-1"]["user-data.yaml"]).map((f) => [f.path, f.content]));
-    const lines = (unit: string, name = "madbase") => byPath[`/etc/systemd/system/${unit}.service.d/${name}.conf`]?.split("\n").filter(Boolean);
+    const byPath = Object.fromEntries(
+      writtenFiles(files["madbase-prod-1"]["user-data.yaml"]).map((f) => [f.path, f.content]),
+    );
+    const lines = (unit: string, name = "madbase") =>
+      byPath[`/etc/systemd/system/${unit}.service.d/${name}.conf`]?.split("\n").filter(Boolean);
     expect(lines("patroni")).toEqual([
       "[Unit]",
       "Requires=madbase-volume.service",
@@ -130,10 +186,21 @@ describe("rendering", () => {
       "Restart=always",
       "RestartSec=5",
     ]);
-    for (const unit of ["etcd", "redis-server", "redis-sentinel", "haproxy", "prometheus-node-exporter", "prometheus-postgres-exporter", "prometheus-redis-exporter"]) {
+    for (const unit of [
+      "etcd",
+      "redis-server",
+      "redis-sentinel",
+      "haproxy",
+      "prometheus-node-exporter",
+      "prometheus-postgres-exporter",
+      "prometheus-redis-exporter",
+    ]) {
       expect(lines(unit)).toEqual(["[Unit]", "StartLimitIntervalSec=0", "[Service]", "Restart=always", "RestartSec=2"]);
     }
-    expect(lines("redis-server", "madbase-follow")).toEqual(["[Service]", "ExecStartPre=-+/usr/local/sbin/madbase-redis-follow /etc/madbase/node.env"]);
+    expect(lines("redis-server", "madbase-follow")).toEqual([
+      "[Service]",
+      "ExecStartPre=-+/usr/local/sbin/madbase-redis-follow /etc/madbase/node.env",
+    ]);
   });
 
   it("boots through one first-boot script, and lets root log in with the meta-data keys", () => {
@@ -144,8 +211,17 @@ describe("rendering", () => {
     const [shell, flag, script, name, ...args] = doc.runcmd[0];
     expect([shell, flag, name]).toEqual(["sh", "-ec", "unpack"]);
     expect(script).toMatch(/tar -xzpf "\$1" --same-owner .*-C \/ && rm -f "\$1" && exec "\$2" "\$3"/);
-    expect(args).toEqual(["/var/lib/madbase/first-boot-files.tar.gz", "/usr/local/sbin/madbase-first-boot", "/etc/madbase/node.env"]);
-    expect(doc.write_files.find((f: any) => f.path === args[0])).toMatchObject({ owner: "root:root", permissions: "0600", defer: true, encoding: "b64" });
+    expect(args).toEqual([
+      "/var/lib/madbase/first-boot-files.tar.gz",
+      "/usr/local/sbin/madbase-first-boot",
+      "/etc/madbase/node.env",
+    ]);
+    expect(doc.write_files.find((f: any) => f.path === args[0])).toMatchObject({
+      owner: "root:root",
+      permissions: "0600",
+      defer: true,
+      encoding: "b64",
+    });
     expect(doc.disable_root).toBe(false);
     const byPath = Object.fromEntries(writtenFiles(files["madbase-prod-1"]["user-data.yaml"]).map((f) => [f.path, f]));
     expect(byPath["/usr/local/sbin/madbase-first-boot"]).toMatchObject({ owner: "root:root", permissions: "0755" });
@@ -158,7 +234,8 @@ describe("rendering", () => {
     const { files, secrets } = renderStack({ nodeCount: 3 });
     for (const file of NODE_FILES) {
       // user-data's gzipped files are unpacked, so that the snapshot shows (and masks) what they hold.
-      const text = file === "user-data.yaml" ? expandUserData(files["madbase-prod-2"][file]) : files["madbase-prod-2"][file];
+      const text =
+        file === "user-data.yaml" ? expandUserData(files["madbase-prod-2"][file]) : files["madbase-prod-2"][file];
       // Certificates and keys are made afresh in each test process: shown as <pem:…>.
       const masked = maskPem(maskSecrets(text, secrets));
       for (const name of SECRET_NAMES) expect(masked).not.toContain(secrets[name]);

@@ -103,7 +103,9 @@ describe("planScale", () => {
     }
     expect(error).toBeInstanceOf(ConfigError);
     expect((error as ConfigError).field).toBe("nodeCount");
-    expect((error as Error).message).toMatch(/requires HA \(requireHa: true\), so it cannot shrink from 3 to 1 node\(s\): use 3, 5 or 7, or set requireHa to false first/);
+    expect((error as Error).message).toMatch(
+      /requires HA \(requireHa: true\), so it cannot shrink from 3 to 1 node\(s\): use 3, 5 or 7, or set requireHa to false first/,
+    );
   });
 
   it("shrinks to one node when HA is not required", () => {
@@ -166,12 +168,15 @@ describe("node-join and node-leave", () => {
       "SENTINEL RESET",
       "svc stop haproxy",
     ]);
-    for (const script of [text, joinScript(topo(5), topo(5).nodes[3], ctx)]) expect(commands(script)).not.toMatch(/patronictl/);
+    for (const script of [text, joinScript(topo(5), topo(5).nodes[3], ctx)])
+      expect(commands(script)).not.toMatch(/patronictl/);
   });
 
   it("asks etcd at every address a node of the stack can have, so it finds the live members whatever the count", () => {
     const text = leaveScript(topo(3), topo(3).nodes[2], ctx);
-    expect(text).toContain(`readonly CANDIDATE_IPS=(${["10", "11", "12", "13", "14", "15", "16"].map((h) => `"10.42.1.${h}"`).join(" ")} )`);
+    expect(text).toContain(
+      `readonly CANDIDATE_IPS=(${["10", "11", "12", "13", "14", "15", "16"].map((h) => `"10.42.1.${h}"`).join(" ")} )`,
+    );
   });
 });
 
@@ -189,7 +194,9 @@ describe("leadership-handoff and config-refresh", () => {
     const files = renderNode({ topology: five, node, options, secrets, tls, paths: serverPaths() });
     expect(text).toContain(`<<'MADBASE_HAPROXY_CFG'\n${files["haproxy.cfg"]}MADBASE_HAPROXY_CFG\n`);
     expect(text).toContain(`<<'MADBASE_PATRONI_YML'\n${files["patroni.yml"]}MADBASE_PATRONI_YML\n`);
-    expect(text).toContain("patroni: restarted with etcd hosts 10.42.1.10:2379, 10.42.1.11:2379, 10.42.1.12:2379, 10.42.1.13:2379, 10.42.1.14:2379");
+    expect(text).toContain(
+      "patroni: restarted with etcd hosts 10.42.1.10:2379, 10.42.1.11:2379, 10.42.1.12:2379, 10.42.1.13:2379, 10.42.1.14:2379",
+    );
     expect(text).toContain('"quorum 3"');
     expect(text).toContain("redis_set min-replicas-to-write 1");
     // Validated before it replaces the running file; Patroni restarts only inside maintenance mode.
@@ -231,7 +238,13 @@ describe("the scripts as shell", () => {
 
   it("start and stop daemons only through the driver's svc (systemd units on a server)", () => {
     const control = systemdControl();
-    for (const [unit, service] of [["etcd", "etcd"], ["patroni", "patroni"], ["redis-server", "redis"], ["redis-sentinel", "sentinel"], ["haproxy", "haproxy"]]) {
+    for (const [unit, service] of [
+      ["etcd", "etcd"],
+      ["patroni", "patroni"],
+      ["redis-server", "redis"],
+      ["redis-sentinel", "sentinel"],
+      ["haproxy", "haproxy"],
+    ]) {
       expect(control).toContain(`${service}) unit=${unit} ;;`);
     }
     // With a driver whose svc does nothing, nothing in the scripts starts, stops or signals a daemon.
@@ -242,12 +255,16 @@ describe("the scripts as shell", () => {
       handoffScript(topo(3), topo(3).nodes[0], inert),
       refreshScript(topo(3), topo(3).nodes[0], inert),
     ];
-    for (const text of texts) expect(commands(text)).not.toMatch(/systemctl|\bkill\b|pg_ctl|\betcd --|redis-server|redis-sentinel /);
+    for (const text of texts)
+      expect(commands(text)).not.toMatch(/systemctl|\bkill\b|pg_ctl|\betcd --|redis-server|redis-sentinel /);
   });
 
   it("refuse a path the shell would expand", () => {
     const server = serverPaths();
-    const bad: ScriptContext = { ...ctx, paths: () => ({ ...server, config: { ...server.config, "etcd.conf": "/tmp/$HOME/etcd.conf" } }) };
+    const bad: ScriptContext = {
+      ...ctx,
+      paths: () => ({ ...server, config: { ...server.config, "etcd.conf": "/tmp/$HOME/etcd.conf" } }),
+    };
     expect(() => joinScript(topo(3), topo(3).nodes[1], bad)).toThrow(/written into shell scripts/);
   });
 });
@@ -263,7 +280,13 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
   /** Runs the node's first-boot script from its user-data, every system command replaced by a stub that logs its call. */
   function boot(
     nodeIndex: number,
-    opts: { joining?: boolean; mountFails?: boolean; primary?: boolean; electedAfter?: number; stanzaError?: string } = {},
+    opts: {
+      joining?: boolean;
+      mountFails?: boolean;
+      primary?: boolean;
+      electedAfter?: number;
+      stanzaError?: string;
+    } = {},
   ): Boot {
     const five = topo(5);
     const userData = renderNode({
@@ -281,8 +304,9 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
       const bin = path.join(dir, "bin");
       fs.mkdirSync(bin);
       const calls = path.join(dir, "calls");
-      const stub = (name: string, body = "") => fs.writeFileSync(path.join(bin, name), `#!/bin/bash\necho "${name} $*" >>${calls}\n${body}\n`, { mode: 0o755 });
-      for (const name of ["sysctl", "mountpoint", "install", "systemctl", "usermod"]) stub(name);
+      const stub = (name: string, body = "") =>
+        fs.writeFileSync(path.join(bin, name), `#!/bin/bash\necho "${name} $*" >>${calls}\n${body}\n`, { mode: 0o755 });
+      for (const name of ["sysctl", "mountpoint", "install", "systemctl", "nft", "usermod"]) stub(name);
       stub("runuser", opts.stanzaError ? `echo "${opts.stanzaError}" >&2; exit 28` : "");
       // Patroni's answers: /health at once; the role (/primary or /replica) only after
       // `electedAfter` role questions, as while the members still elect a leader.
@@ -302,12 +326,25 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
       fs.writeFileSync(
         env,
         files["/etc/madbase/node.env"] +
-          [`SCRIPT_DIR=${bin}`, `POLICY_RC_D=${dir}/policy-rc.d`, `READY_MARKER=${dir}/state/ready`, `FAILED_MARKER=${dir}/state/failed`, `FIRST_BOOT_LOG=${dir}/log/first-boot.log`, `BACKUP_ENV_FILE=${dir}/backup.env`, "WAIT_SECONDS=5", ""].join("\n"),
+          [
+            `SCRIPT_DIR=${bin}`,
+            `POLICY_RC_D=${dir}/policy-rc.d`,
+            `READY_MARKER=${dir}/state/ready`,
+            `FAILED_MARKER=${dir}/state/failed`,
+            `FIRST_BOOT_LOG=${dir}/log/first-boot.log`,
+            `BACKUP_ENV_FILE=${dir}/backup.env`,
+            "WAIT_SECONDS=5",
+            "",
+          ].join("\n"),
       );
       fs.writeFileSync(path.join(dir, "backup.env"), "REDISCLI_AUTH=x\n");
       const script = path.join(dir, "first-boot");
       fs.writeFileSync(script, files["/usr/local/sbin/madbase-first-boot"], { mode: 0o755 });
-      const r = spawnSync("bash", [script, env], { env: { PATH: `${bin}:/usr/bin:/bin` }, encoding: "utf8", timeout: 60_000 });
+      const r = spawnSync("bash", [script, env], {
+        env: { PATH: `${bin}:/usr/bin:/bin` },
+        encoding: "utf8",
+        timeout: 60_000,
+      });
       const read = (p: string) => (fs.existsSync(p) ? fs.readFileSync(p, "utf8") : undefined);
       return {
         code: r.status,
@@ -328,8 +365,14 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
     // etcd reads the node's TLS key (root:ssl-cert 0640) through the group.
     expect(b.calls).toContain("usermod -a -G ssl-cert etcd");
     expect(b.calls).toContain("systemctl restart --no-block etcd patroni redis-server redis-sentinel");
-    expect(b.calls).toContain("systemctl enable --now madbase-pg-backup-full.timer madbase-pg-backup-diff.timer madbase-redis-snapshot.timer madbase-pg-metrics.timer");
+    expect(b.calls).toContain(
+      "systemctl enable --now madbase-pg-backup-full.timer madbase-pg-backup-diff.timer madbase-redis-snapshot.timer madbase-pg-metrics.timer",
+    );
     expectInOrder(b.calls.join("\n"), [
+      // The metadata guard before anything else runs.
+      "systemctl enable --quiet nftables",
+      "systemctl reload-or-restart nftables",
+      "nft list table inet madbase_guard",
       "madbase-mount-volume /var/lib/postgresql",
       "install -d -o postgres -g postgres -m 0700 /var/lib/postgresql/17",
       "systemctl daemon-reload",
@@ -350,7 +393,9 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
   });
 
   it("leaves a repository that holds another cluster's stanza alone: a warning, no first backup, and the node still comes up", () => {
-    const b = boot(0, { stanzaError: "ERROR: [028]: backup and archive info files exist but do not match the database" });
+    const b = boot(0, {
+      stanzaError: "ERROR: [028]: backup and archive info files exist but do not match the database",
+    });
     expect([b.code, b.failed]).toEqual([0, undefined]);
     expect(b.output).toContain("WARNING: the backup repository holds another cluster's stanza madbase-prod");
     expect(b.calls.filter((c) => /madbase-pg-backup@full/.test(c))).toEqual([]);
@@ -372,13 +417,19 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
     expect(b.ready).toContain("joining=0");
   });
 
-  it("on a node joining a running cluster (decided when rendering): only HAProxy, the exporters and the timers; node-join starts the rest", () => {
+  it("on a node joining a running cluster (decided when rendering): only HAProxy, PgBouncer, the exporters and the timers; node-join starts the rest", () => {
     const b = boot(3, { joining: true });
     expect(b.code).toBe(0);
-    expect(b.output).toContain("madbase-prod-4 joins a running cluster: node-join starts etcd, Patroni, Redis and Sentinel");
+    expect(b.output).toContain(
+      "madbase-prod-4 joins a running cluster: node-join starts etcd, Patroni, Redis and Sentinel",
+    );
     expect(b.calls).toContain("systemctl disable --now etcd patroni redis-server redis-sentinel");
-    expect(b.calls).toContain("systemctl restart --no-block haproxy prometheus-node-exporter prometheus-postgres-exporter prometheus-redis-exporter");
-    expect(b.calls.filter((c) => /systemctl (enable|restart).*\b(etcd|patroni|redis-server|redis-sentinel)\b/.test(c))).toEqual([]);
+    expect(b.calls).toContain(
+      "systemctl restart --no-block haproxy pgbouncer prometheus-node-exporter prometheus-postgres-exporter prometheus-redis-exporter prometheus-pgbouncer-exporter",
+    );
+    expect(
+      b.calls.filter((c) => /systemctl (enable|restart).*\b(etcd|patroni|redis-server|redis-sentinel)\b/.test(c)),
+    ).toEqual([]);
     expect(b.calls.filter((c) => c.startsWith("curl") || c.startsWith("runuser"))).toEqual([]);
     expect(b.ready).toContain("joining=1");
   });
@@ -389,31 +440,58 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
     expect(b.ready).toBeUndefined();
     expect(b.failed).toContain("step=mounting the data volume at /var/lib/postgresql");
     expect(b.output).toContain("no Hetzner volume attached");
-    expect(b.calls.filter((c) => c.startsWith("systemctl"))).toEqual([]);
+    // Only the metadata guard, which comes first, was loaded.
+    expect(b.calls.filter((c) => c.startsWith("systemctl"))).toEqual([
+      "systemctl enable --quiet nftables",
+      "systemctl reload-or-restart nftables",
+    ]);
   });
 });
 
 describe("madbase-redis-follow (redis-server's ExecStartPre)", () => {
   /** Runs the guard with a redis-cli stand-in whose Sentinels (by address) name the given masters. */
-  function follow(named: Record<string, string>, conf: string, quorumInSentinelConf?: number): { conf: string; code: number | null; output: string } {
+  function follow(
+    named: Record<string, string>,
+    conf: string,
+    quorumInSentinelConf?: number,
+  ): { conf: string; code: number | null; output: string } {
     const three = topo(3);
-    const userData = renderNode({ topology: three, node: three.nodes[0], options, secrets, tls, paths: serverPaths() })["user-data.yaml"];
+    const userData = renderNode({ topology: three, node: three.nodes[0], options, secrets, tls, paths: serverPaths() })[
+      "user-data.yaml"
+    ];
     const files = Object.fromEntries(writtenFiles(userData).map((f) => [f.path, f.content]));
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "madbase-follow-"));
     try {
       const bin = path.join(dir, "bin");
       fs.mkdirSync(bin);
-      const cases = Object.entries(named).map(([ip, m]) => `${ip}) printf '%s\\n' ${m} 6380 ;;`).join(" ");
-      fs.writeFileSync(path.join(bin, "redis-cli"), `#!/bin/bash\ncase "$2" in ${cases} *) exit 1 ;; esac\n`, { mode: 0o755 });
+      const cases = Object.entries(named)
+        .map(([ip, m]) => `${ip}) printf '%s\\n' ${m} 6380 ;;`)
+        .join(" ");
+      // A Sentinel answers only with its password, which reaches redis-cli in its environment.
+      const stub = `#!/bin/bash\n[ "$REDISCLI_AUTH" = ${secrets.sentinel} ] || exit 1\ncase "$2" in ${cases} *) exit 1 ;; esac\n`;
+      fs.writeFileSync(path.join(bin, "redis-cli"), stub, { mode: 0o755 });
+      const backupEnv = path.join(dir, "backup.env");
+      fs.writeFileSync(backupEnv, files["/etc/madbase/backup.env"]);
       const redisConf = path.join(dir, "redis.conf");
       const sentinelConf = path.join(dir, "sentinel.conf");
       fs.writeFileSync(redisConf, conf);
-      fs.writeFileSync(sentinelConf, quorumInSentinelConf ? `sentinel monitor madbase-prod 10.42.1.10 6380 ${quorumInSentinelConf}\n` : "");
+      fs.writeFileSync(
+        sentinelConf,
+        quorumInSentinelConf ? `sentinel monitor madbase-prod 10.42.1.10 6380 ${quorumInSentinelConf}\n` : "",
+      );
       const env = path.join(dir, "node.env");
-      fs.writeFileSync(env, files["/etc/madbase/node.env"] + `REDIS_CONF=${redisConf}\nSENTINEL_CONF=${sentinelConf}\n`);
+      fs.writeFileSync(
+        env,
+        files["/etc/madbase/node.env"] +
+          `REDIS_CONF=${redisConf}\nSENTINEL_CONF=${sentinelConf}\nBACKUP_ENV_FILE=${backupEnv}\n`,
+      );
       const script = path.join(dir, "follow");
       fs.writeFileSync(script, files["/usr/local/sbin/madbase-redis-follow"]);
-      const r = spawnSync("bash", [script, env], { env: { PATH: `${bin}:/usr/bin:/bin` }, encoding: "utf8", timeout: 20_000 });
+      const r = spawnSync("bash", [script, env], {
+        env: { PATH: `${bin}:/usr/bin:/bin` },
+        encoding: "utf8",
+        timeout: 20_000,
+      });
       return { conf: fs.readFileSync(redisConf, "utf8"), code: r.status, output: r.stdout + r.stderr };
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
@@ -428,8 +506,12 @@ describe("madbase-redis-follow (redis-server's ExecStartPre)", () => {
   });
 
   it("replaces an older replicaof line, and drops it when the majority names this node", () => {
-    expect(follow({ "10.42.1.11": "10.42.1.12", "10.42.1.12": "10.42.1.12" }, `${base}replicaof 10.42.1.11 6380\n`).conf).toBe(`${base}replicaof 10.42.1.12 6380\n`);
-    expect(follow({ "10.42.1.11": "10.42.1.10", "10.42.1.12": "10.42.1.10" }, `${base}replicaof 10.42.1.11 6380\n`).conf).toBe(base);
+    expect(
+      follow({ "10.42.1.11": "10.42.1.12", "10.42.1.12": "10.42.1.12" }, `${base}replicaof 10.42.1.11 6380\n`).conf,
+    ).toBe(`${base}replicaof 10.42.1.12 6380\n`);
+    expect(
+      follow({ "10.42.1.11": "10.42.1.10", "10.42.1.12": "10.42.1.10" }, `${base}replicaof 10.42.1.11 6380\n`).conf,
+    ).toBe(base);
   });
 
   it("leaves the file alone without a majority (the quorum Sentinel keeps), and never fails", () => {

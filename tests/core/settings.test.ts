@@ -4,7 +4,8 @@ import * as yaml from "js-yaml";
 import { ConfigError, describeCluster, parseSettings, serverTypeFor, settingsFromStackFile } from "../../core";
 
 const root = path.resolve(__dirname, "..", "..");
-const stackFile = (stack: string) => settingsFromStackFile(yaml.load(fs.readFileSync(path.join(root, `Pulumi.${stack}.yaml`), "utf8")));
+const stackFile = (stack: string) =>
+  settingsFromStackFile(yaml.load(fs.readFileSync(path.join(root, `Pulumi.${stack}.yaml`), "utf8")));
 
 describe("stack settings", () => {
   it("reads the dev stack as one cx21 node without HA", () => {
@@ -38,7 +39,12 @@ describe("stack settings", () => {
   });
 
   it("accepts values as Pulumi stores them: strings and JSON lists", () => {
-    const s = parseSettings("prod", { nodeCount: "5", synchronousMode: "true", adminCidrs: '["203.0.113.4/32"]', volumeSizeGb: "80" });
+    const s = parseSettings("prod", {
+      nodeCount: "5",
+      synchronousMode: "true",
+      adminCidrs: '["203.0.113.4/32"]',
+      volumeSizeGb: "80",
+    });
     expect(s).toMatchObject({ nodeCount: 5, synchronousMode: true, adminCidrs: ["203.0.113.4/32"], volumeSizeGb: 80 });
   });
 
@@ -55,14 +61,33 @@ describe("stack settings", () => {
     [{ nodeCount: "three" }, /^madbase-state:nodeCount: "three" is not allowed/],
     [{ plan: "cx51" }, /^madbase-state:plan: "cx51" is not allowed; use one of cx21, cx31, cx41$/],
     [{ location: "mars1" }, /^madbase-state:location: "mars1" is not allowed; use one of fsn1, nbg1/],
-    [{ failoverProfile: "turbo" }, /^madbase-state:failoverProfile: "turbo" is not allowed; use one of fast, norm, safe$/],
+    [
+      { failoverProfile: "turbo" },
+      /^madbase-state:failoverProfile: "turbo" is not allowed; use one of fast, norm, safe$/,
+    ],
     [{ synchronousMode: "yes" }, /^madbase-state:synchronousMode: "yes" is not allowed; use true or false$/],
+    [
+      { poolMode: "statement" },
+      /^madbase-state:poolMode: "statement" is not allowed; use one of transaction, session$/,
+    ],
     [{ volumeSizeGb: 5 }, /^madbase-state:volumeSizeGb: 5 is not allowed; use a whole number of GB from 10 to 10240/],
-    [{ adminCidrs: ["203.0.113.4/32", "everyone"] }, /^madbase-state:adminCidrs.1: "everyone" is not allowed; use a list of .* CIDR form/],
+    [
+      { adminCidrs: ["203.0.113.4/32", "everyone"] },
+      /^madbase-state:adminCidrs.1: "everyone" is not allowed; use a list of .* CIDR form/,
+    ],
     [{ adminCidrs: '["203.0.113.4/32","0.0.0.0/99"]' }, /^madbase-state:adminCidrs.1: "0.0.0.0\/99" is not allowed/],
-    [{ sshPublicKeys: ["hunter2"] }, /^madbase-state:sshPublicKeys.0: "hunter2" is not allowed; use a list of OpenSSH public keys/],
-    [{ subnetCidr: "10.43.1.0/24" }, /^madbase-state:subnetCidr: "10.43.1.0\/24" is not allowed; use a subnet inside networkCidr 10.42.0.0\/16$/],
-    [{ networkCidr: "1.2.3.0/24", subnetCidr: "1.2.3.0/24" }, /^madbase-state:networkCidr: "1.2.3.0\/24" is not allowed; use a private range/],
+    [
+      { sshPublicKeys: ["hunter2"] },
+      /^madbase-state:sshPublicKeys.0: "hunter2" is not allowed; use a list of OpenSSH public keys/,
+    ],
+    [
+      { subnetCidr: "10.43.1.0/24" },
+      /^madbase-state:subnetCidr: "10.43.1.0\/24" is not allowed; use a subnet inside networkCidr 10.42.0.0\/16$/,
+    ],
+    [
+      { networkCidr: "1.2.3.0/24", subnetCidr: "1.2.3.0/24" },
+      /^madbase-state:networkCidr: "1.2.3.0\/24" is not allowed; use a private range/,
+    ],
     [{ serverType: "CX 33" }, /^madbase-state:serverType: "CX 33" is not allowed; use a Hetzner server type name/],
     [{ requireHa: true, nodeCount: 1 }, /^madbase-state:nodeCount: 1 is not allowed; this stack requires HA/],
     [{ nodecount: 3 }, /^madbase-state \(unknown key\): "nodecount" is not allowed; known keys are nodeCount, /],

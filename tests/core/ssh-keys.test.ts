@@ -19,15 +19,27 @@ describe("openSshPublicKey", () => {
   ])("gives what ssh-keygen -y gives for a new %s key, passphrase or not", (type, bits) => {
     for (const passphrase of ["", "secret passphrase"]) {
       const file = path.join(dir, `${type}-${passphrase.length}`);
-      expect(spawnSync("ssh-keygen", ["-q", "-t", type, ...bits, "-N", passphrase, "-C", "c", "-f", file]).status).toBe(0);
-      const expected = spawnSync("ssh-keygen", ["-y", "-P", passphrase, "-f", file], { encoding: "utf8" }).stdout.trim().split(" ").slice(0, 2).join(" ");
+      expect(spawnSync("ssh-keygen", ["-q", "-t", type, ...bits, "-N", passphrase, "-C", "c", "-f", file]).status).toBe(
+        0,
+      );
+      const expected = spawnSync("ssh-keygen", ["-y", "-P", passphrase, "-f", file], { encoding: "utf8" })
+        .stdout.trim()
+        .split(" ")
+        .slice(0, 2)
+        .join(" ");
       expect(openSshPublicKey(fs.readFileSync(file, "utf8"))).toBe(expected);
     }
   });
 
   it("gives nothing for another format or a damaged file", () => {
-    expect(openSshPublicKey("-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n")).toBeUndefined();
-    expect(openSshPublicKey("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5v\n-----END OPENSSH PRIVATE KEY-----\n")).toBeUndefined();
+    expect(
+      openSshPublicKey("-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n"),
+    ).toBeUndefined();
+    expect(
+      openSshPublicKey(
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5v\n-----END OPENSSH PRIVATE KEY-----\n",
+      ),
+    ).toBeUndefined();
   });
 
   it("holdsKey compares type and key, not comments", () => {

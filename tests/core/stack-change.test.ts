@@ -2,7 +2,14 @@
  * What a `pulumi up` may change on a deployed stack: every refusal names the key, the new value,
  * the old one and what to do instead; a first deployment and changes Hetzner makes in place pass.
  */
-import { AppliedSettings, ConfigError, appliedSettings, checkStackChange, parseSettings, readAppliedSettings } from "../../core";
+import {
+  AppliedSettings,
+  ConfigError,
+  appliedSettings,
+  checkStackChange,
+  parseSettings,
+  readAppliedSettings,
+} from "../../core";
 
 const applied = (raw: Record<string, unknown> = {}, sshPrivateKeySet = true, stack = "prod"): AppliedSettings =>
   appliedSettings(parseSettings(stack, { nodeCount: 3, ...raw }), { sshPrivateKeySet });
@@ -50,7 +57,9 @@ describe("refused on a stack with nodes", () => {
     expect(e.value).toBe(value);
     expect(e.message).toContain(`"${value}" is not allowed`);
     expect(e.message).toContain(JSON.stringify((previous as unknown as Record<string, unknown>)[field]));
-    expect(e.message).toMatch(/replace .*create a new stack with the new value and restore it from this stack's backups/);
+    expect(e.message).toMatch(
+      /replace .*create a new stack with the new value and restore it from this stack's backups/,
+    );
   });
 
   test("a smaller volume: Hetzner volumes cannot shrink", () => {
@@ -70,7 +79,9 @@ describe("refused on a stack with nodes", () => {
     expect(e.value).toBe(value);
     expect(e.message).toMatch(/new pgBackRest stanza and a full backup/);
     expect(e.message).toMatch(/WAL would be archived to two repositories/);
-    expect(e.message).toContain(`Keep ${field} ${JSON.stringify((previous as unknown as Record<string, unknown>)[field])}`);
+    expect(e.message).toContain(
+      `Keep ${field} ${JSON.stringify((previous as unknown as Record<string, unknown>)[field])}`,
+    );
     expect(e.message).toMatch(/no in-place migration of the backups yet/);
   });
 
@@ -81,14 +92,20 @@ describe("refused on a stack with nodes", () => {
   test("a nodeCount change without sshPrivateKey: servers would never join or leave", () => {
     const e = refusal(applied({ nodeCount: 5 }, false), applied({}, false));
     expect(e.field).toBe("madbase-state:nodeCount");
-    expect(e.message).toMatch(/^madbase-state:nodeCount: 5 is not allowed; this stack has 3 node\(s\) and no sshPrivateKey/);
-    expect(e.message).toMatch(/never join the cluster.*without leaving etcd.*Set sshPrivateKey first.*or keep nodeCount 3/);
+    expect(e.message).toMatch(
+      /^madbase-state:nodeCount: 5 is not allowed; this stack has 3 node\(s\) and no sshPrivateKey/,
+    );
+    expect(e.message).toMatch(
+      /never join the cluster.*without leaving etcd.*Set sshPrivateKey first.*or keep nodeCount 3/,
+    );
   });
 
   test("a plan or serverType change without sshPrivateKey: the resize chain needs SSH", () => {
     const plan = refusal(applied({ plan: "cx41" }, false), applied({ plan: "cx31" }, false));
     expect(plan.field).toBe("madbase-state:plan");
-    expect(plan.message).toMatch(/^madbase-state:plan: "cx41" is not allowed; this stack's 3 node\(s\) run "cx31" on "cx43"; .*one node at a time.*or keep plan "cx31"/);
+    expect(plan.message).toMatch(
+      /^madbase-state:plan: "cx41" is not allowed; this stack's 3 node\(s\) run "cx31" on "cx43"; .*one node at a time.*or keep plan "cx31"/,
+    );
     const type = refusal(applied({ serverType: "ccx23" }, false), applied({}, false));
     expect(type.field).toBe("madbase-state:serverType");
     expect(type.message).toMatch(/or keep serverType "cx33"/);
@@ -103,7 +120,9 @@ describe("refused on a stack with nodes", () => {
 
 describe("accepted", () => {
   test("a first deployment, whatever it says", () => {
-    expect(() => checkStackChange(undefined, applied({ location: "sin", volumeSizeGb: 10, nodeCount: 7 }, false))).not.toThrow();
+    expect(() =>
+      checkStackChange(undefined, applied({ location: "sin", volumeSizeGb: 10, nodeCount: 7 }, false)),
+    ).not.toThrow();
   });
 
   test("the same values", () => {
@@ -119,7 +138,13 @@ describe("accepted", () => {
   });
 
   test("settings that converge in place are not compared", () => {
-    const next = applied({ failoverProfile: "fast", synchronousMode: true, adminCidrs: ["203.0.113.4/32"], backupRetentionFull: 8, protectNodes: true });
+    const next = applied({
+      failoverProfile: "fast",
+      synchronousMode: true,
+      adminCidrs: ["203.0.113.4/32"],
+      backupRetentionFull: 8,
+      protectNodes: true,
+    });
     expect(() => checkStackChange(previous, next)).not.toThrow();
   });
 });

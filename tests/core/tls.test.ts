@@ -42,9 +42,17 @@ describe("the plan", () => {
       usages: ["digital_signature", "key_encipherment", "server_auth", "client_auth"],
       validityHours: NODE_VALIDITY_HOURS,
     });
-    expect(caCertificateSpec(three)).toMatchObject({ isCa: true, usages: ["cert_signing", "crl_signing", "digital_signature"], validityHours: CA_VALIDITY_HOURS });
+    expect(caCertificateSpec(three)).toMatchObject({
+      isCa: true,
+      usages: ["cert_signing", "crl_signing", "digital_signature"],
+      validityHours: CA_VALIDITY_HOURS,
+    });
     // The operator's pair only authenticates a client: no server name, no server use.
-    expect(operatorCertificateSpec(three)).toMatchObject({ dnsNames: [], ipAddresses: [], usages: ["digital_signature", "client_auth"] });
+    expect(operatorCertificateSpec(three)).toMatchObject({
+      dnsNames: [],
+      ipAddresses: [],
+      usages: ["digital_signature", "client_auth"],
+    });
   });
 
   it("gives a node the same certificate whatever the node count, so a scale never replaces one", () => {
@@ -75,7 +83,10 @@ describe("the plan", () => {
 
   it("masks PEM documents in text shown in snapshots and logs", () => {
     const pem = fixtureTls().nodes["madbase-prod-1"].key;
-    const indented = `key: |\n${pem.split("\n").map((l) => `  ${l}`).join("\n")}`;
+    const indented = `key: |\n${pem
+      .split("\n")
+      .map((l) => `  ${l}`)
+      .join("\n")}`;
     expect(maskPem(`a ${pem} b`)).toBe("a <pem:PRIVATE KEY>\n b");
     expect(maskPem(indented)).not.toContain("PRIVATE KEY-----");
   });
@@ -96,31 +107,44 @@ describe("the local generator (openssl)", () => {
       expect(openssl(["pkey", "-in", own.key, "-noout", "-text"])).toMatch(/ASN1 OID: prime256v1/);
       const text = openssl(["x509", "-in", own.cert, "-noout", "-text"]);
       const spec = nodeCertificateSpec(three, node);
-      const sans = [...spec.dnsNames.map((d) => `DNS:${d}`), ...spec.ipAddresses.map((ip) => `IP Address:${ip}`)].join(", ");
+      const sans = [...spec.dnsNames.map((d) => `DNS:${d}`), ...spec.ipAddresses.map((ip) => `IP Address:${ip}`)].join(
+        ", ",
+      );
       expect(text).toContain(sans);
       expect(text).toMatch(/Extended Key Usage: *\n *TLS Web Server Authentication, TLS Web Client Authentication/);
       expect(text).toMatch(/CA:FALSE/);
-      const days = (Date.parse(openssl(["x509", "-in", own.cert, "-noout", "-enddate"]).split("=")[1]) - Date.now()) / 86_400_000;
+      const days =
+        (Date.parse(openssl(["x509", "-in", own.cert, "-noout", "-enddate"]).split("=")[1]) - Date.now()) / 86_400_000;
       expect(Math.round(days)).toBe(NODE_VALIDITY_HOURS / 24);
       // The same pair as the render gets.
       expect(tls.nodes[node.name].cert).toBe(fs.readFileSync(own.cert, "utf8"));
     }
-    expect(openssl(["x509", "-in", certPaths(root, "ca").cert, "-noout", "-text"])).toMatch(/CA:TRUE[\s\S]*Certificate Sign, CRL Sign/);
+    expect(openssl(["x509", "-in", certPaths(root, "ca").cert, "-noout", "-text"])).toMatch(
+      /CA:TRUE[\s\S]*Certificate Sign, CRL Sign/,
+    );
     // The operator's pair is a client's only.
-    expect(openssl(["x509", "-in", certPaths(root, "operator").cert, "-noout", "-ext", "extendedKeyUsage"])).toMatch(/TLS Web Client Authentication\s*$/);
+    expect(openssl(["x509", "-in", certPaths(root, "operator").cert, "-noout", "-ext", "extendedKeyUsage"])).toMatch(
+      /TLS Web Client Authentication\s*$/,
+    );
   });
 
   it("keeps what it made: a second call, or a grown cluster, changes no existing pair", () => {
     const again = ensureClusterTls(root, topo(5));
     for (const node of three.nodes) expect(again.nodes[node.name]).toEqual(tls.nodes[node.name]);
     expect(again.caCert).toBe(tls.caCert);
-    expect(Object.keys(again.nodes).sort()).toEqual(topo(5).nodes.map((n) => n.name).sort());
+    expect(Object.keys(again.nodes).sort()).toEqual(
+      topo(5)
+        .nodes.map((n) => n.name)
+        .sort(),
+    );
   });
 
   it("a certificate from another CA does not verify against the cluster's", () => {
     const other = path.join(root, "other");
     issueCertificate(caCertificateSpec({ clusterName: "someone-else" }), certPaths(other, "ca"));
-    expect(() => openssl(["verify", "-CAfile", certPaths(other, "ca").cert, certPaths(root, "madbase-prod-1").cert])).toThrow();
+    expect(() =>
+      openssl(["verify", "-CAfile", certPaths(other, "ca").cert, certPaths(root, "madbase-prod-1").cert]),
+    ).toThrow();
   });
 
   it("writes the plan's extensions, without key identifiers (as @pulumi/tls makes them)", () => {
@@ -141,7 +165,13 @@ describe("the local generator (openssl)", () => {
 test("config-refresh keeps a node's certificate files and reloads the daemons once, after all of them are in place", () => {
   const { topology, options } = describeCluster(parseSettings("prod", { nodeCount: 3 }));
   const tls = fixtureTls();
-  const text = refreshScript(topology, topology.nodes[2], { options, secrets: randomSecrets(), tls, paths: () => serverPaths(), control: () => systemdControl() });
+  const text = refreshScript(topology, topology.nodes[2], {
+    options,
+    secrets: randomSecrets(),
+    tls,
+    paths: () => serverPaths(),
+    control: () => systemdControl(),
+  });
   const paths = serverPaths().tls;
   for (const [file, owner, mode] of [
     [paths.caCert, "root:root", "0644"],
@@ -154,7 +184,9 @@ test("config-refresh keeps a node's certificate files and reloads the daemons on
   expect(text).not.toContain(Buffer.from(tls.nodes["madbase-prod-2"].key).toString("base64"));
   const reload = text.indexOf('if [ "${tls_changed:-}" = 1 ]; then');
   expect(reload).toBeGreaterThan(text.lastIndexOf("MADBASE_FILE"));
-  expect(text.slice(reload)).toMatch(/svc reload patroni && svc reload haproxy && runuser -u postgres -- psql .*pg_reload_conf/);
+  expect(text.slice(reload)).toMatch(
+    /svc reload patroni && svc reload haproxy && runuser -u postgres -- psql .*pg_reload_conf/,
+  );
 });
 
 test("Patroni takes unsafe calls from loopback and a stack's node addresses only, never the whole subnet (POST /failsafe checks this list alone)", () => {

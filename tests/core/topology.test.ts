@@ -1,6 +1,7 @@
 import { ConfigError, buildTopology, hostAddress } from "../../core";
 
-const topo = (nodeCount: unknown, subnetCidr = "10.42.1.0/24", stack = "prod") => buildTopology({ stack, nodeCount, subnetCidr });
+const topo = (nodeCount: unknown, subnetCidr = "10.42.1.0/24", stack = "prod") =>
+  buildTopology({ stack, nodeCount, subnetCidr });
 
 describe("topology", () => {
   it.each([1, 3, 5, 7])("%i nodes get distinct fixed IPs inside the subnet, in index order", (n) => {
@@ -37,10 +38,13 @@ describe("topology", () => {
     expect(hostAddress("10.0.0.0/16", 300)).toBe("10.0.1.44");
   });
 
-  it.each([[0], [2], [4], [9], [3.5], ["3"], [null], [undefined], [-1]])("rejects node count %p, naming the field and the allowed counts", (n) => {
-    expect(() => topo(n)).toThrow(ConfigError);
-    expect(() => topo(n)).toThrow(/^nodeCount: .* is not allowed; use one of 1, 3, 5, 7 /);
-  });
+  it.each([[0], [2], [4], [9], [3.5], ["3"], [null], [undefined], [-1]])(
+    "rejects node count %p, naming the field and the allowed counts",
+    (n) => {
+      expect(() => topo(n)).toThrow(ConfigError);
+      expect(() => topo(n)).toThrow(/^nodeCount: .* is not allowed; use one of 1, 3, 5, 7 /);
+    },
+  );
 
   it("rejects a subnet too small for the nodes, saying what size works", () => {
     expect(() => topo(3, "10.42.1.0/28")).toThrow(/^subnetCidr: "10.42.1.0\/28" is not allowed; .*use \/27 or larger/);

@@ -47,11 +47,15 @@ interface Ctx {
   L: (job: string, node: string, extra?: Labels) => Labels;
 }
 
-const ser = (metric: string, labels: Labels) => `${metric}{${Object.entries(labels).map(([k, v]) => `${k}="${v}"`).join(", ")}}`;
+const ser = (metric: string, labels: Labels) =>
+  `${metric}{${Object.entries(labels)
+    .map(([k, v]) => `${k}="${v}"`)
+    .join(", ")}}`;
 /** `v` for `count` samples (promtool's `vxk` gives k+1). */
 const flat = (v: number | string, count: number) => `${v}x${Math.max(0, Math.ceil(count) - 1)}`;
 /** `a` until sample `k`, then `b`, `count` samples in all. */
-const step = (a: number | string, b: number | string, k: number, count: number) => `${flat(a, k)} ${flat(b, Math.ceil(count) - k)}`;
+const step = (a: number | string, b: number | string, k: number, count: number) =>
+  `${flat(a, k)} ${flat(b, Math.ceil(count) - k)}`;
 /** A counter or clock rising by `by` a sample from `from`. */
 const rising = (from: number, by: number, count: number) => `${from}+${by}x${Math.ceil(count) - 1}`;
 
@@ -62,15 +66,41 @@ const CASES: Record<string, (c: Ctx) => Case> = {
     const k = 4; // the leader stops being primary after 4 samples (60 s)
     const N = at / 15 + 2;
     return {
-      fire: { at, series: [[ser("patroni_primary", L("patroni", n[0])), step(1, 0, k, N)], [ser("patroni_primary", L("patroni", n[1])), flat(0, N)]], alerts: [{}] },
-      healthy: { at, series: [[ser("patroni_primary", L("patroni", n[0])), flat(1, N)], [ser("patroni_primary", L("patroni", n[1])), flat(0, N)]] },
+      fire: {
+        at,
+        series: [
+          [ser("patroni_primary", L("patroni", n[0])), step(1, 0, k, N)],
+          [ser("patroni_primary", L("patroni", n[1])), flat(0, N)],
+        ],
+        alerts: [{}],
+      },
+      healthy: {
+        at,
+        series: [
+          [ser("patroni_primary", L("patroni", n[0])), flat(1, N)],
+          [ser("patroni_primary", L("patroni", n[1])), flat(0, N)],
+        ],
+      },
     };
   },
   PostgresMultiplePrimaries: ({ n, L, C, t }) => {
     const at = t.quick + 60;
     return {
-      fire: { at, series: [[ser("patroni_primary", L("patroni", n[0])), flat(1, 20)], [ser("patroni_primary", L("patroni", n[1])), flat(1, 20)]], alerts: [{ cluster: C }] },
-      healthy: { at, series: [[ser("patroni_primary", L("patroni", n[0])), flat(1, 20)], [ser("patroni_primary", L("patroni", n[1])), flat(0, 20)]] },
+      fire: {
+        at,
+        series: [
+          [ser("patroni_primary", L("patroni", n[0])), flat(1, 20)],
+          [ser("patroni_primary", L("patroni", n[1])), flat(1, 20)],
+        ],
+        alerts: [{ cluster: C }],
+      },
+      healthy: {
+        at,
+        series: [
+          [ser("patroni_primary", L("patroni", n[0])), flat(1, 20)],
+          [ser("patroni_primary", L("patroni", n[1])), flat(0, 20)],
+        ],
+      },
     };
   },
   PatroniMemberDown: ({ n, L, t }) => {
@@ -89,14 +119,26 @@ const CASES: Record<string, (c: Ctx) => Case> = {
     const s = (broken: boolean): [string, string][] => [
       [ser("patroni_postgres_streaming", L("patroni", n[0])), flat(0, N)],
       // Every replica streams, until the last one stops.
-      ...n.slice(1).map((x, i, all) => [ser("patroni_postgres_streaming", L("patroni", x)), broken && i === all.length - 1 ? step(1, 0, 2, N) : flat(1, N)] as [string, string]),
+      ...n
+        .slice(1)
+        .map(
+          (x, i, all) =>
+            [
+              ser("patroni_postgres_streaming", L("patroni", x)),
+              broken && i === all.length - 1 ? step(1, 0, 2, N) : flat(1, N),
+            ] as [string, string],
+        ),
     ];
     return { fire: { at, series: s(true), alerts: [{ cluster: C }] }, healthy: { at, series: s(false) } };
   },
   PostgresReplicationLag: ({ n, L, t }) => {
     const labels = L("postgres", n[0], { application_name: n[1] });
     return {
-      fire: { at: 150, series: [[ser("pg_stat_replication_pg_wal_lsn_diff", labels), flat(t.maximumLag + 1, 12)]], alerts: [labels] },
+      fire: {
+        at: 150,
+        series: [[ser("pg_stat_replication_pg_wal_lsn_diff", labels), flat(t.maximumLag + 1, 12)]],
+        alerts: [labels],
+      },
       healthy: { at: 150, series: [[ser("pg_stat_replication_pg_wal_lsn_diff", labels), flat(t.maximumLag, 12)]] },
     };
   },
@@ -113,13 +155,30 @@ const CASES: Record<string, (c: Ctx) => Case> = {
     const at = t.paused + 120;
     const N = at / 15 + 2;
     return {
-      fire: { at, series: n.map((x) => [ser("patroni_is_paused", L("patroni", x)), flat(1, N)] as [string, string]), alerts: [{ cluster: C }] },
+      fire: {
+        at,
+        series: n.map((x) => [ser("patroni_is_paused", L("patroni", x)), flat(1, N)] as [string, string]),
+        alerts: [{ cluster: C }],
+      },
       // A scale step's pause: on for as long as config-refresh may hold it, then off.
-      healthy: { at, series: n.map((x) => [ser("patroni_is_paused", L("patroni", x)), step(1, 0, SCALE_STEP_PAUSE_SECONDS / 15, N)] as [string, string]) },
+      healthy: {
+        at,
+        series: n.map(
+          (x) =>
+            [ser("patroni_is_paused", L("patroni", x)), step(1, 0, SCALE_STEP_PAUSE_SECONDS / 15, N)] as [
+              string,
+              string,
+            ],
+        ),
+      },
     };
   },
   PatroniFailsafeActive: ({ n, L, t }) => ({
-    fire: { at: t.quick + 60, series: [[ser("patroni_failsafe_mode_is_active", L("patroni", n[0])), flat(1, 20)]], alerts: [L("patroni", n[0])] },
+    fire: {
+      at: t.quick + 60,
+      series: [[ser("patroni_failsafe_mode_is_active", L("patroni", n[0])), flat(1, 20)]],
+      alerts: [L("patroni", n[0])],
+    },
     healthy: { at: t.quick + 60, series: [[ser("patroni_failsafe_mode_is_active", L("patroni", n[0])), flat(0, 20)]] },
   }),
   PostgresConnectionsNearMax: ({ n, L, C, t }) => {
@@ -127,7 +186,10 @@ const CASES: Record<string, (c: Ctx) => Case> = {
       [ser("pg_stat_database_numbackends", L("postgres", n[0], { datname: "madbase" })), flat(v - 3, 30)],
       [ser("pg_stat_database_numbackends", L("postgres", n[0], { datname: "postgres" })), flat(3, 30)],
     ];
-    return { fire: { at: 400, series: s(t.connectionsAlert + 1), alerts: [{ cluster: C, node: n[0] }] }, healthy: { at: 400, series: s(t.connectionsAlert) } };
+    return {
+      fire: { at: 400, series: s(t.connectionsAlert + 1), alerts: [{ cluster: C, node: n[0] }] },
+      healthy: { at: 400, series: s(t.connectionsAlert) },
+    };
   },
   PostgresArchivingFailing: ({ n, L, t }) => {
     const at = t.archiveFailWindow + 120;
@@ -194,8 +256,14 @@ const CASES: Record<string, (c: Ctx) => Case> = {
     const s = (fullAt: number): [string, string][] => [
       [ser(BACKUP_METRICS.walDroppedLast, L("node", n[0])), flat(2000, 10)],
       [ser(BACKUP_METRICS.walDroppedLast, L("node", n[1])), flat(0, 10)],
-      ...n.slice(0, 2).map((x) => [ser(BACKUP_METRICS.lastBackup, L("node", x, { type: "full" })), flat(fullAt, 10)] as [string, string]),
-      ...n.slice(0, 2).map((x) => [ser(BACKUP_METRICS.lastBackup, L("node", x, { type: "diff" })), flat(0, 10)] as [string, string]),
+      ...n
+        .slice(0, 2)
+        .map(
+          (x) => [ser(BACKUP_METRICS.lastBackup, L("node", x, { type: "full" })), flat(fullAt, 10)] as [string, string],
+        ),
+      ...n
+        .slice(0, 2)
+        .map((x) => [ser(BACKUP_METRICS.lastBackup, L("node", x, { type: "diff" })), flat(0, 10)] as [string, string]),
     ];
     // A full backup after the drop restores the chain.
     return { fire: { at: 60, series: s(1000), alerts: [L("node", n[0])] }, healthy: { at: 60, series: s(3000) } };
@@ -204,8 +272,12 @@ const CASES: Record<string, (c: Ctx) => Case> = {
     const interval = 300;
     const at = t.fullBackupMaxAge + 3600;
     const N = at / interval + 2;
-    const s = (full: number): [string, string][] => n.map((x) => [ser(BACKUP_METRICS.lastBackup, L("node", x, { type: "full" })), flat(full, N)]);
-    return { fire: { at, interval, series: s(0), alerts: [{ cluster: C }] }, healthy: { at, interval, series: s(at - 24 * 3600) } };
+    const s = (full: number): [string, string][] =>
+      n.map((x) => [ser(BACKUP_METRICS.lastBackup, L("node", x, { type: "full" })), flat(full, N)]);
+    return {
+      fire: { at, interval, series: s(0), alerts: [{ cluster: C }] },
+      healthy: { at, interval, series: s(at - 24 * 3600) },
+    };
   },
   BackupDiffTooOld: ({ n, L, C, t }) => {
     const interval = 300;
@@ -216,7 +288,10 @@ const CASES: Record<string, (c: Ctx) => Case> = {
         [ser(BACKUP_METRICS.lastBackup, L("node", x, { type: "full" })), flat(0, N)] as [string, string],
         [ser(BACKUP_METRICS.lastBackup, L("node", x, { type: "diff" })), flat(diff, N)] as [string, string],
       ]);
-    return { fire: { at, interval, series: s(0), alerts: [{ cluster: C }] }, healthy: { at, interval, series: s(at - 2 * 3600) } };
+    return {
+      fire: { at, interval, series: s(0), alerts: [{ cluster: C }] },
+      healthy: { at, interval, series: s(at - 2 * 3600) },
+    };
   },
   BackupRepositoryUnreadable: ({ n, L, t }) => {
     const at = t.metricsStale + 120;
@@ -234,16 +309,32 @@ const CASES: Record<string, (c: Ctx) => Case> = {
       // n[1] never wrote the file; n[2] stopped writing it at the start.
       fire: {
         at,
-        series: [...up, [ser(BACKUP_METRICS.collected, L("node", n[0])), rising(0, 15, N)], [ser(BACKUP_METRICS.collected, L("node", n[2])), flat(0, N)]],
+        series: [
+          ...up,
+          [ser(BACKUP_METRICS.collected, L("node", n[0])), rising(0, 15, N)],
+          [ser(BACKUP_METRICS.collected, L("node", n[2])), flat(0, N)],
+        ],
         alerts: [L("node", n[1]), L("node", n[2])],
       },
-      healthy: { at, series: [...up, ...n.slice(0, 3).map((x) => [ser(BACKUP_METRICS.collected, L("node", x)), rising(0, 15, N)] as [string, string])] },
+      healthy: {
+        at,
+        series: [
+          ...up,
+          ...n
+            .slice(0, 3)
+            .map((x) => [ser(BACKUP_METRICS.collected, L("node", x)), rising(0, 15, N)] as [string, string]),
+        ],
+      },
     };
   },
   DataVolumeFullWithinADay: (c) => diskCase(c, serverPaths().volumeMount),
   RootDiskFullWithinADay: (c) => diskCase(c, "/"),
   EtcdNoLeader: ({ n, L, t }) => ({
-    fire: { at: t.quick + 60, series: [[ser("etcd_server_has_leader", L("etcd", n[0])), flat(0, 20)]], alerts: [L("etcd", n[0])] },
+    fire: {
+      at: t.quick + 60,
+      series: [[ser("etcd_server_has_leader", L("etcd", n[0])), flat(0, 20)]],
+      alerts: [L("etcd", n[0])],
+    },
     healthy: { at: t.quick + 60, series: [[ser("etcd_server_has_leader", L("etcd", n[0])), flat(1, 20)]] },
   }),
   EtcdMemberDown: ({ n, L, t }) => {
@@ -259,7 +350,10 @@ const CASES: Record<string, (c: Ctx) => Case> = {
       [ser("etcd_mvcc_db_total_size_in_bytes", L("etcd", n[0])), flat(size, 50)],
       [ser("etcd_server_quota_backend_bytes", L("etcd", n[0])), flat(2147483648, 50)],
     ];
-    return { fire: { at: 700, series: s(1900000000), alerts: [L("etcd", n[0])] }, healthy: { at: 700, series: s(40960) } };
+    return {
+      fire: { at: 700, series: s(1900000000), alerts: [L("etcd", n[0])] },
+      healthy: { at: 700, series: s(40960) },
+    };
   },
   RedisNoMaster: ({ n, L, C, t }) => {
     const at = t.redisFailover + 60;
@@ -268,7 +362,10 @@ const CASES: Record<string, (c: Ctx) => Case> = {
       [ser("redis_instance_info", L("redis", n[0], { role: master ? "master" : "slave" })), flat(1, N)],
       [ser("redis_instance_info", L("redis", n[1], { role: "slave" })), flat(1, N)],
     ];
-    return { fire: { at, series: s(false), alerts: [{ cluster: C, job: `${C}-redis`, role: "master" }] }, healthy: { at, series: s(true) } };
+    return {
+      fire: { at, series: s(false), alerts: [{ cluster: C, job: `${C}-redis`, role: "master" }] },
+      healthy: { at, series: s(true) },
+    };
   },
   RedisMultipleMasters: ({ n, L, C, t }) => {
     const at = t.redisFailover + 60;
@@ -288,7 +385,10 @@ const CASES: Record<string, (c: Ctx) => Case> = {
       [ser("redis_connected_slaves", L("redis", n[1])), flat(0, N)],
       [ser("redis_instance_info", L("redis", n[1], { role: "slave" })), flat(1, N)],
     ];
-    return { fire: { at, series: s(t.replicas - 1), alerts: [L("redis", n[0])] }, healthy: { at, series: s(t.replicas) } };
+    return {
+      fire: { at, series: s(t.replicas - 1), alerts: [L("redis", n[0])] },
+      healthy: { at, series: s(t.replicas) },
+    };
   },
   RedisMemoryNearMax: ({ n, L }) => {
     const s = (used: number): [string, string][] => [
@@ -298,16 +398,34 @@ const CASES: Record<string, (c: Ctx) => Case> = {
       [ser("redis_memory_used_bytes", L("redis", n[1])), flat(67108864, 30)],
       [ser("redis_memory_max_bytes", L("redis", n[1])), flat(0, 30)],
     ];
-    return { fire: { at: 400, series: s(64000000), alerts: [L("redis", n[0])] }, healthy: { at: 400, series: s(1148504) } };
+    return {
+      fire: { at: 400, series: s(64000000), alerts: [L("redis", n[0])] },
+      healthy: { at: 400, series: s(1148504) },
+    };
   },
   RedisRejectedConnections: ({ n, L }) => ({
-    fire: { at: 120, series: [[ser("redis_rejected_connections_total", L("sentinel", n[0])), rising(0, 1, 10)]], alerts: [L("sentinel", n[0])] },
+    fire: {
+      at: 120,
+      series: [[ser("redis_rejected_connections_total", L("sentinel", n[0])), rising(0, 1, 10)]],
+      alerts: [L("sentinel", n[0])],
+    },
     healthy: { at: 120, series: [[ser("redis_rejected_connections_total", L("sentinel", n[0])), flat(0, 10)]] },
   }),
   SentinelFailover: ({ n, L, C }) => {
-    const status = (addr: string) => ser("redis_sentinel_master_status", L("sentinel", n[0], { master_address: addr, master_name: C, master_status: "ok" }));
+    const status = (addr: string) =>
+      ser(
+        "redis_sentinel_master_status",
+        L("sentinel", n[0], { master_address: addr, master_name: C, master_status: "ok" }),
+      );
     return {
-      fire: { at: 500, series: [[status("10.42.1.10:6380"), "1x20 _x20"], [status("10.42.1.11:6380"), "_x20 1x20"]], alerts: [{ cluster: C }] },
+      fire: {
+        at: 500,
+        series: [
+          [status("10.42.1.10:6380"), "1x20 _x20"],
+          [status("10.42.1.11:6380"), "_x20 1x20"],
+        ],
+        alerts: [{ cluster: C }],
+      },
       healthy: { at: 500, series: [[status("10.42.1.10:6380"), flat(1, 40)]] },
     };
   },
@@ -319,6 +437,21 @@ const CASES: Record<string, (c: Ctx) => Case> = {
       fire: { at, series: [[ser("haproxy_backend_active_servers", labels), flat(0, N)]], alerts: [labels] },
       // A failover: no server for a moment, then the new leader.
       healthy: { at, series: [[ser("haproxy_backend_active_servers", labels), `${flat(1, 2)} 0 0 ${flat(1, N - 4)}`]] },
+    };
+  },
+  PgbouncerClientsWaiting: ({ n, L, t, C }) => {
+    const at = t.poolWaitFor + 60;
+    const N = at / 15 + 2;
+    const pool = L("pgbouncer", n[0], { database: "madbase", user: "madbase" });
+    const other = L("pgbouncer", n[0], { database: "madbase", user: "pgbouncer_auth" });
+    const s = (wait: string): [string, string][] => [
+      [ser("pgbouncer_pools_client_maxwait_seconds", pool), wait],
+      [ser("pgbouncer_pools_client_maxwait_seconds", other), flat(0, N)],
+    ];
+    return {
+      fire: { at, series: s(step(0, 3, 2, N)), alerts: [{ cluster: C, node: n[0] }] },
+      // A burst: clients wait for a scrape or two, then the queue is gone.
+      healthy: { at, series: s(`${flat(0, 2)} 3 2 ${flat(0, N - 4)}`) },
     };
   },
   ExporterDown: ({ n, L, t }) => {
@@ -343,7 +476,12 @@ function diskCase({ n, L }: Ctx, mountpoint: string): Case {
   const labels = L("node", n[0], { mountpoint });
   return {
     // 1 GB free, a MB a minute gone: empty in under 17 hours.
-    fire: { at, interval, series: [[ser("node_filesystem_avail_bytes", labels), `1000000000-1000000x${N - 1}`]], alerts: [labels] },
+    fire: {
+      at,
+      interval,
+      series: [[ser("node_filesystem_avail_bytes", labels), `1000000000-1000000x${N - 1}`]],
+      alerts: [labels],
+    },
     // Much more free space than the same growth fills in a day.
     healthy: { at, interval, series: [[ser("node_filesystem_avail_bytes", labels), `9000000000-1000000x${N - 1}`]] },
   };
@@ -356,7 +494,12 @@ function expand(text: string, labels: Labels): string {
 
 const STACKS = [
   { name: "prod (3 nodes, norm, synchronous)", stack: "prod", overrides: { synchronousMode: true }, archiving: true },
-  { name: "prod on the fast profile, 5 nodes", stack: "prod", overrides: { failoverProfile: "fast", nodeCount: 5, synchronousMode: true }, archiving: true },
+  {
+    name: "prod on the fast profile, 5 nodes",
+    stack: "prod",
+    overrides: { failoverProfile: "fast", nodeCount: 5, synchronousMode: true },
+    archiving: true,
+  },
   { name: "dev (1 node) without S3 keys", stack: "dev", overrides: { nodeCount: 1 }, archiving: false },
 ];
 
@@ -384,9 +527,17 @@ function promtoolFiles(s: (typeof STACKS)[number], dir: string): string[] {
   const { topology, options, rules } = stackRules(s);
   const ctx: Ctx = {
     C: topology.clusterName,
-    n: topology.nodes.map((x) => x.name).concat(["spare-1", "spare-2"]).slice(0, Math.max(3, topology.nodeCount)),
+    n: topology.nodes
+      .map((x) => x.name)
+      .concat(["spare-1", "spare-2"])
+      .slice(0, Math.max(3, topology.nodeCount)),
     t: alertThresholds(topology, options),
-    L: (job, node, extra = {}) => ({ cluster: topology.clusterName, job: `${topology.clusterName}-${job}`, node, ...extra }),
+    L: (job, node, extra = {}) => ({
+      cluster: topology.clusterName,
+      job: `${topology.clusterName}-${job}`,
+      node,
+      ...extra,
+    }),
   };
   // One promtool file per sample interval, evaluated at that interval: days of backup history
   // at 5 min, a disk's trend at 1 min, the rest at 15 s (each test evaluates every rule).
@@ -410,11 +561,18 @@ function promtoolFiles(s: (typeof STACKS)[number], dir: string): string[] {
     };
     scenario(c.fire, c.fire.alerts);
     if (typeof c.healthy !== "string") scenario(c.healthy, []);
-    else if (rule.alert !== "PostgresArchivingOff") throw new Error(`${rule.alert}: every rule but PostgresArchivingOff needs a healthy series`);
+    else if (rule.alert !== "PostgresArchivingOff")
+      throw new Error(`${rule.alert}: every rule but PostgresArchivingOff needs a healthy series`);
   }
   return [...files].map(([interval, tests]) => {
     const f = path.join(dir, `alerts-${interval}s.test.yml`);
-    fs.writeFileSync(f, yaml.dump({ rule_files: [ALERT_RULES_FILE], evaluation_interval: `${interval}s`, tests }, { lineWidth: -1, noRefs: true }));
+    fs.writeFileSync(
+      f,
+      yaml.dump(
+        { rule_files: [ALERT_RULES_FILE], evaluation_interval: `${interval}s`, tests },
+        { lineWidth: -1, noRefs: true },
+      ),
+    );
     return f;
   });
 }
@@ -430,7 +588,11 @@ beforeAll(() => {
     const r = await run(["promtool", "test", "rules", file], { timeoutMs: 240_000, cwd: stackDir(s) });
     return { name: s.name, file: path.basename(file), code: r.code, output: r.stdout + r.stderr };
   });
-  for (const s of STACKS) promtoolRuns.set(s.name, all.then((rs) => rs.filter((r) => r.name === s.name)));
+  for (const s of STACKS)
+    promtoolRuns.set(
+      s.name,
+      all.then((rs) => rs.filter((r) => r.name === s.name)),
+    );
   return all.then(() => undefined);
 }, 300_000);
 
@@ -449,13 +611,16 @@ describe.each(STACKS)("$name", (s) => {
     for (const r of rules) {
       expect([r.alert, ["critical", "warning", "info"].includes(r.severity)]).toEqual([r.alert, true]);
       // Names the node, or (for a cluster-wide condition) the cluster.
-      expect([r.alert, /\{\{ \$labels\.node \}\}/.test(r.summary) || r.summary.includes(topology.clusterName)]).toEqual([r.alert, true]);
+      expect([r.alert, /\{\{ \$labels\.node \}\}/.test(r.summary) || r.summary.includes(topology.clusterName)]).toEqual(
+        [r.alert, true],
+      );
       expect([r.alert, r.summary.length > 60]).toEqual([r.alert, true]);
     }
   });
 
   test("promtool test rules: each rule fires on its condition and stays silent on a healthy series", async () => {
-    for (const r of await promtoolRuns.get(s.name)!) expect([r.file, r.code, r.output]).toEqual([r.file, 0, expect.not.stringContaining("FAILED")]);
+    for (const r of await promtoolRuns.get(s.name)!)
+      expect([r.file, r.code, r.output]).toEqual([r.file, 0, expect.not.stringContaining("FAILED")]);
   });
 
   test("prometheus.yml loads the rules file from beside it", () => {
@@ -479,7 +644,9 @@ test("thresholds follow the stack: the plan's max_connections, the profile's tim
   expect(rules({ failoverProfile: "fast" }).PostgresNoLeader.forSeconds).toBe(2);
   expect(rules({ failoverProfile: "safe" }).PostgresNoLeader.forSeconds).toBe(20);
   expect(rules({ failoverProfile: "safe" }).PatroniMemberDown.forSeconds).toBe(30);
-  expect(rules({ volumeSizeGb: 100 }).PostgresArchiveQueueFilling.expr).toContain(`> ${(100 * 1024 * 0.2 * 1024 * 1024) / 2}`);
+  expect(rules({ volumeSizeGb: 100 }).PostgresArchiveQueueFilling.expr).toContain(
+    `> ${(100 * 1024 * 0.2 * 1024 * 1024) / 2}`,
+  );
   expect(rules({}).PostgresReplicationLag.expr).toMatch(/> 1048576$/);
   expect(rules({ nodeCount: 1, requireHa: false }).PostgresReplicationLag).toBeUndefined();
 });

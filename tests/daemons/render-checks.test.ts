@@ -13,10 +13,12 @@ import * as yaml from "js-yaml";
 import {
   ClusterTls,
   NODE_FILES,
+  PGBOUNCER_LIMIT_NOFILE,
   PORTS,
   PROFILE_NAMES,
   RenderedNode,
   Topology,
+  USERS,
   caCertificateSpec,
   operatorCertificateSpec,
   readEnvFile,
@@ -39,7 +41,10 @@ const inside = (hostPath: string) => path.posix.join(IN_IMAGE, path.relative(wor
 
 /** argv running a program of the image, in network namespace `ns` (when given). */
 function inImage(ns: string | undefined, argv: string[]): string[] {
-  const enter = 'r=$1 w=$2; shift 2; mount --rbind /dev "$r/dev" && mount --bind /proc "$r/proc" && mount --rbind /sys "$r/sys" && mount --bind "$w" "$r' + IN_IMAGE + '" && exec chroot "$r" "$@"';
+  const enter =
+    'r=$1 w=$2; shift 2; mount --rbind /dev "$r/dev" && mount --bind /proc "$r/proc" && mount --rbind /sys "$r/sys" && mount --bind "$w" "$r' +
+    IN_IMAGE +
+    '" && exec chroot "$r" "$@"';
   const inner = ["unshare", "--mount", "--propagation", "private", "sh", "-c", enter, "sh", imageRoot, work, ...argv];
   return ns ? ["ip", "netns", "exec", ns, ...inner] : inner;
 }
@@ -79,7 +84,6 @@ function destroyNet(id: string): void {
   }
 }
 
-
 type Check = (ns: string, file: string, scratch: string) => Promise<{ ok: boolean; detail: string }>;
 
 /**
@@ -98,7 +102,19 @@ function exporterCheck(
     const listen = listenVar(readEnvFile(fs.readFileSync(file, "utf8")));
     const extra = Object.entries(overrides(scratch)).map(([k, v]) => `${k}=${v}`);
     const script = 'set -a; . "$0"; set +a; for kv in "$@"; do export "$kv"; done; exec $PROGRAM $ARGS';
-    const proc = start(inImage(ns, ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", `PROGRAM=${program}`, "sh", "-c", script, inside(file), ...extra]));
+    const proc = start(
+      inImage(ns, [
+        "env",
+        "-i",
+        "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+        `PROGRAM=${program}`,
+        "sh",
+        "-c",
+        script,
+        inside(file),
+        ...extra,
+      ]),
+    );
     try {
       const body = await waitFor(
         `${program} on ${listen}`,
@@ -115,7 +131,11 @@ function exporterCheck(
       const port = listen.slice(listen.lastIndexOf(":") + 1);
       // (The passwords-file check listens on loopback on purpose: nothing to tell apart there.)
       const onLoopback = listen.startsWith("127.");
-      const loopback = onLoopback ? { code: 1 } : await run(inImage(ns, ["curl", "-sf", "-m", "2", "-o", "/dev/null", `http://127.0.0.1:${port}/metrics`]), { timeoutMs: 5000 });
+      const loopback = onLoopback
+        ? { code: 1 }
+        : await run(inImage(ns, ["curl", "-sf", "-m", "2", "-o", "/dev/null", `http://127.0.0.1:${port}/metrics`]), {
+            timeoutMs: 5000,
+          });
       return {
         ok: expect.test(body) && loopback.code !== 0,
         detail: `${body.slice(0, 300)}\n${loopback.code === 0 ? `also answers on 127.0.0.1:${port}\n` : ""}${proc.output()}`,
@@ -124,6 +144,107 @@ function exporterCheck(
       await stop(proc);
     }
   };
+}
+
+/**
+ * PgBouncer on a rendered pgbouncer.ini and userlist (copies in scratch space, the ini's auth_file
+ * pointed at the copy), run as postgres with the unit's descriptor limit, in the node's namespace.
+ * It passes when PgBouncer starts without a warning, listens on the node's private address, and
+ * lets the exporter's role read the admin console with the exporter's password: proof of the
+ * userlist and of stats_users; `during` (the exporter's check) runs while it listens. PostgreSQL
+ * does not run here; nothing below needs it. One PgBouncer at a time per namespace (one port).
+ */
+const pgbouncerTurns = new Map<string, Promise<unknown>>();
+function pgbouncerCheck(
+  ns: string,
+  ini: string,
+  userlist: string,
+  exporterEnv: string,
+  scratch: string,
+  during?: () => Promise<{ ok: boolean; detail: string }>,
+): Promise<{ ok: boolean; detail: string }> {
+  const turn = (pgbouncerTurns.get(ns) ?? Promise.resolve()).then(() =>
+    runPgbouncer(ns, ini, userlist, exporterEnv, scratch, during),
+  );
+  pgbouncerTurns.set(
+    ns,
+    turn.catch(() => undefined),
+  );
+  return turn;
+}
+async function runPgbouncer(
+  ns: string,
+  ini: string,
+  userlist: string,
+  exporterEnv: string,
+  scratch: string,
+  during?: () => Promise<{ ok: boolean; detail: string }>,
+) {
+  fs.chmodSync(scratch, 0o755);
+  const iniCopy = path.join(scratch, "pgbouncer.ini");
+  const listCopy = path.join(scratch, "userlist.txt");
+  fs.copyFileSync(userlist, listCopy);
+  fs.writeFileSync(
+    iniCopy,
+    fs.readFileSync(ini, "utf8").replace(/^auth_file = .*$/m, `auth_file = ${inside(listCopy)}`),
+  );
+  for (const f of [iniCopy, listCopy]) fs.chmodSync(f, 0o644);
+  const text = fs.readFileSync(iniCopy, "utf8");
+  const address = /^listen_addr = ([^,\s]+)/m.exec(text)?.[1] ?? "";
+  const port = /^listen_port = (\d+)/m.exec(text)?.[1] ?? "";
+  const password = readEnvFile(fs.readFileSync(exporterEnv, "utf8")).PGPASSWORD;
+  const limit = `ulimit -n ${PGBOUNCER_LIMIT_NOFILE}`;
+  const proc = start(
+    inImage(ns, [
+      "sh",
+      "-c",
+      `${limit} && exec runuser -u postgres -- sh -c '${limit} && exec pgbouncer "$0"' "$0"`,
+      inside(iniCopy),
+    ]),
+  );
+  try {
+    const console = await waitFor(
+      `pgbouncer on ${address}:${port}`,
+      async () => {
+        if (proc.exitCode !== null || proc.signalCode !== null) return `EXITED (${proc.exitCode ?? proc.signalCode})`;
+        const r = await run(
+          inImage(ns, [
+            "env",
+            `PGPASSWORD=${password}`,
+            "psql",
+            "-h",
+            address,
+            "-p",
+            port,
+            "-U",
+            USERS.monitoring,
+            "-d",
+            "pgbouncer",
+            "-Atc",
+            "SHOW CONFIG",
+          ]),
+          {
+            timeoutMs: 5000,
+          },
+        );
+        return r.code === 0
+          ? r.stdout
+          : /authentication failed|not allowed|no such user/.test(r.stderr)
+            ? `REFUSED: ${r.stderr}`
+            : undefined;
+      },
+      10_000,
+      250,
+    ).catch((e: Error) => `FAILED: ${e.message}`);
+    const also = during && /^pool_mode\|/m.test(console) ? await during() : { ok: true, detail: "" };
+    const log = proc.output();
+    return {
+      ok: /^pool_mode\|/m.test(console) && !/WARNING|ERROR|FATAL/.test(log) && also.ok,
+      detail: `${console.slice(0, 300)}\n${log}\n${also.detail}`,
+    };
+  } finally {
+    await stop(proc);
+  }
 }
 
 /** One check per file: each passes on a good file and fails on a broken one (see the controls below). */
@@ -136,25 +257,76 @@ const CHECKS: Record<(typeof NODE_FILES)[number], Check> = {
     fs.writeFileSync(copy, fs.readFileSync(file, "utf8").split(serverPaths().tls.caCert).join(inside(ca)));
     const r = await run(inImage(ns, ["haproxy", "-c", "-f", inside(copy)]), { timeoutMs: 20_000 });
     // HAProxy 3.0 says nothing about a valid file; a bad one exits non-zero with an ALERT.
-    return { ok: r.code === 0 && !/\[ALERT\]/.test(r.stdout + r.stderr), detail: `exit ${r.code}: ${r.stdout}${r.stderr}` };
+    return {
+      ok: r.code === 0 && !/\[ALERT\]/.test(r.stdout + r.stderr),
+      detail: `exit ${r.code}: ${r.stdout}${r.stderr}`,
+    };
   },
   "patroni.yml": async (ns, file) => {
     const r = await run(inImage(ns, ["/usr/bin/patroni", "--validate-config", inside(file)]), { timeoutMs: 30_000 });
     return { ok: r.code === 0, detail: r.stdout + r.stderr };
   },
   // Redis has no check flag: a file that parses keeps the server running until the timeout (124).
+  // Its aclfile (checked on its own below) is an empty one here: Redis refuses to start without it.
   "redis.conf": async (ns, file, scratch) => {
+    const acl = path.join(scratch, "users.acl");
+    fs.writeFileSync(acl, "");
     const r = await run(
-      inImage(ns, ["timeout", "1", "redis-server", inside(file), "--port", "0", "--unixsocket", inside(path.join(scratch, "redis.sock")), "--dir", inside(scratch), "--save", ""]),
+      inImage(ns, [
+        "timeout",
+        "1",
+        "redis-server",
+        inside(file),
+        "--port",
+        "0",
+        "--unixsocket",
+        inside(path.join(scratch, "redis.sock")),
+        "--dir",
+        inside(scratch),
+        "--save",
+        "",
+        "--aclfile",
+        inside(acl),
+      ]),
       { timeoutMs: 20_000 },
     );
     return { ok: r.code === 124 && !/FATAL CONFIG FILE ERROR/.test(r.stdout), detail: r.stdout + r.stderr };
+  },
+  // A Redis that loads the file as its aclfile keeps running; a bad user line aborts its start.
+  "redis-users.acl": async (ns, file, scratch) => {
+    const sock = inside(path.join(scratch, "redis.sock"));
+    const r = await run(
+      inImage(ns, [
+        "timeout",
+        "1",
+        "redis-server",
+        "--port",
+        "0",
+        "--unixsocket",
+        sock,
+        "--dir",
+        inside(scratch),
+        "--save",
+        "",
+        "--aclfile",
+        inside(file),
+      ]),
+      {
+        timeoutMs: 20_000,
+      },
+    );
+    return {
+      ok: r.code === 124 && !/ACL errors|Error in user declaration/.test(r.stdout),
+      detail: r.stdout + r.stderr,
+    };
   },
   // Sentinel rewrites its file, so it checks a writable copy; it exits 1 on a bad statement.
   "sentinel.conf": async (ns, file, scratch) => {
     const copy = path.join(scratch, "sentinel.conf");
     fs.copyFileSync(file, copy);
-    const r = await run(inImage(ns, ["timeout", "1", "redis-sentinel", inside(copy), "--dir", inside(scratch)]), { timeoutMs: 20_000 });
+    const r = await run(inImage(ns, ["timeout", "1", "redis-sentinel", inside(copy), "--dir", inside(scratch)]), {
+      timeoutMs: 20_000,
+    });
     return { ok: r.code === 124 && !/FATAL CONFIG FILE ERROR/.test(r.stdout), detail: r.stdout + r.stderr };
   },
   "user-data.yaml": async (_ns, file) => {
@@ -167,9 +339,20 @@ const CHECKS: Record<(typeof NODE_FILES)[number], Check> = {
   "pgbackrest.conf": async (ns, file) => {
     const results = await Promise.all(
       ["backup", "archive-push"].map((command) =>
-        run(inImage(ns, ["pgbackrest", `--config=${inside(file)}`, "--stanza=madbase-prod", "--log-level-console=warn", "--log-level-file=off", "help", command]), {
-          timeoutMs: 20_000,
-        }),
+        run(
+          inImage(ns, [
+            "pgbackrest",
+            `--config=${inside(file)}`,
+            "--stanza=madbase-prod",
+            "--log-level-console=warn",
+            "--log-level-file=off",
+            "help",
+            command,
+          ]),
+          {
+            timeoutMs: 20_000,
+          },
+        ),
       ),
     );
     const text = results.map((r) => r.stdout + r.stderr).join("\n");
@@ -178,23 +361,72 @@ const CHECKS: Record<(typeof NODE_FILES)[number], Check> = {
   },
   // etcd.conf is proven by the running cluster itself (below).
   "etcd.conf": async () => ({ ok: true, detail: "started as a cluster" }),
-  "node-exporter.env": exporterCheck("prometheus-node-exporter", (env) => env.ARGS.replace(/^.*--web\.listen-address=(\S+).*$/, "$1"), /^node_cpu_seconds_total\{/m),
+  "node-exporter.env": exporterCheck(
+    "prometheus-node-exporter",
+    (env) => env.ARGS.replace(/^.*--web\.listen-address=(\S+).*$/, "$1"),
+    /^node_cpu_seconds_total\{/m,
+  ),
   // No PostgreSQL runs here: the exporter still serves, and says so with pg_up 0.
-  "postgres-exporter.env": exporterCheck("prometheus-postgres-exporter", (env) => env.ARGS.replace(/^.*--web\.listen-address=(\S+).*$/, "$1"), /^pg_up 0$/m),
-  "redis-exporter.env": exporterCheck("prometheus-redis-exporter", (env) => env.REDIS_EXPORTER_WEB_LISTEN_ADDRESS, /^redis_up 0$/m, (scratch) => {
-    const passwords = path.join(scratch, "passwords.json");
-    fs.writeFileSync(passwords, "{}");
-    return { REDIS_PASSWORD_FILE: inside(passwords) };
-  }),
+  "postgres-exporter.env": exporterCheck(
+    "prometheus-postgres-exporter",
+    (env) => env.ARGS.replace(/^.*--web\.listen-address=(\S+).*$/, "$1"),
+    /^pg_up 0$/m,
+  ),
+  "redis-exporter.env": exporterCheck(
+    "prometheus-redis-exporter",
+    (env) => env.REDIS_EXPORTER_WEB_LISTEN_ADDRESS,
+    /^redis_up 0$/m,
+    (scratch) => {
+      const passwords = path.join(scratch, "passwords.json");
+      fs.writeFileSync(passwords, "{}");
+      return { REDIS_PASSWORD_FILE: inside(passwords) };
+    },
+  ),
+  "pgbouncer.ini": (ns, file, scratch) =>
+    pgbouncerCheck(ns, file, sibling(file, "pgbouncer-userlist.txt"), sibling(file, "pgbouncer-exporter.env"), scratch),
+  "pgbouncer-userlist.txt": (ns, file, scratch) =>
+    pgbouncerCheck(ns, sibling(file, "pgbouncer.ini"), file, sibling(file, "pgbouncer-exporter.env"), scratch),
+  // The exporter exits when PgBouncer does not answer at its start: checked against the node's
+  // PgBouncer, it must read the admin console (pgbouncer_up 1).
+  "pgbouncer-exporter.env": (ns, file, scratch) =>
+    pgbouncerCheck(ns, sibling(file, "pgbouncer.ini"), sibling(file, "pgbouncer-userlist.txt"), file, scratch, () =>
+      exporterCheck(
+        "prometheus-pgbouncer-exporter",
+        (env) => env.ARGS.replace(/^.*--web\.listen-address=(\S+).*$/, "$1"),
+        /^pgbouncer_up 1$/m,
+      )(ns, file, scratch),
+    ),
   // The Redis exporter loads the file at start and refuses to run on one it cannot read.
   "redis-exporter-passwords.json": async (ns, file, scratch) => {
     const env = path.join(scratch, "redis-exporter.env");
-    fs.writeFileSync(env, `REDIS_ADDR='redis://127.0.0.1:${PORTS.redis}'\nREDIS_PASSWORD_FILE='${inside(file)}'\nREDIS_EXPORTER_WEB_LISTEN_ADDRESS='127.0.0.1:${PORTS.redisExporter}'\n`);
-    return exporterCheck("prometheus-redis-exporter", (e) => e.REDIS_EXPORTER_WEB_LISTEN_ADDRESS, /^redis_up 0$/m)(ns, env, scratch);
+    fs.writeFileSync(
+      env,
+      `REDIS_ADDR='redis://127.0.0.1:${PORTS.redis}'\nREDIS_PASSWORD_FILE='${inside(file)}'\nREDIS_EXPORTER_WEB_LISTEN_ADDRESS='127.0.0.1:${PORTS.redisExporter}'\n`,
+    );
+    return exporterCheck("prometheus-redis-exporter", (e) => e.REDIS_EXPORTER_WEB_LISTEN_ADDRESS, /^redis_up 0$/m)(
+      ns,
+      env,
+      scratch,
+    );
   },
 };
 
-const PROFILE_INDEPENDENT: readonly string[] = ["node-exporter.env", "postgres-exporter.env", "redis-exporter.env", "redis-exporter-passwords.json"];
+const PROFILE_INDEPENDENT: readonly string[] = [
+  "node-exporter.env",
+  "postgres-exporter.env",
+  "redis-exporter.env",
+  "redis-exporter-passwords.json",
+  "redis-users.acl",
+  "pgbouncer.ini",
+  "pgbouncer-userlist.txt",
+  "pgbouncer-exporter.env",
+];
+
+/** A file rendered for the same node (the broken copies of the controls sit beside no other file). */
+function sibling(file: string, name: string): string {
+  const beside = path.join(path.dirname(file), name);
+  return fs.existsSync(beside) ? beside : path.join(work, "3", "norm", "madbase-prod-2", name);
+}
 
 interface NodeRun {
   id: string;
@@ -204,7 +436,9 @@ interface NodeRun {
 const running: NodeRun[] = [];
 
 beforeAll(async () => {
-  imageRoot = process.env.MADBASE_IMAGE_ROOT || (await ensureImage({ onProgress: (line) => process.stderr.write(`image: ${line}\n`) }));
+  imageRoot =
+    process.env.MADBASE_IMAGE_ROOT ||
+    (await ensureImage({ onProgress: (line) => process.stderr.write(`image: ${line}\n`) }));
   // Files in the scratch directory are read inside the image by daemon users (redis, postgres).
   fs.chmodSync(work, 0o755);
 }, 900_000);
@@ -228,7 +462,11 @@ function writeRender(dir: string, files: Record<string, RenderedNode>): void {
 function certFlags(dir: string, pair: { ca: string; cert: string; key: string }): string[] {
   fs.mkdirSync(dir, { recursive: true });
   for (const [name, pem] of Object.entries(pair)) fs.writeFileSync(path.join(dir, name), pem, { mode: 0o600 });
-  return [`--cacert=${inside(path.join(dir, "ca"))}`, `--cert=${inside(path.join(dir, "cert"))}`, `--key=${inside(path.join(dir, "key"))}`];
+  return [
+    `--cacert=${inside(path.join(dir, "ca"))}`,
+    `--cert=${inside(path.join(dir, "cert"))}`,
+    `--key=${inside(path.join(dir, "key"))}`,
+  ];
 }
 
 /** The operator's pair of the fixture certificates (local/tls.ts): etcd's client port takes nothing else. */
@@ -238,13 +476,28 @@ let operatorFlags: string[] = [];
  * Starts every node's etcd from its etcd.conf (the data dir and the certificate files moved to
  * scratch space; the certificates are the fixture's, made by the local runner's generator).
  */
-async function startEtcd(net: Net, topology: Topology, files: Record<string, RenderedNode>, dir: string, tls: ClusterTls): Promise<ChildProcess[]> {
+async function startEtcd(
+  net: Net,
+  topology: Topology,
+  files: Record<string, RenderedNode>,
+  dir: string,
+  tls: ClusterTls,
+): Promise<ChildProcess[]> {
   const procs = topology.nodes.map((node) => {
     const env = readEnvFile(files[node.name]["etcd.conf"]);
     env.ETCD_DATA_DIR = inside(path.join(dir, node.name, "etcd-data"));
     const pem = path.join(dir, node.name, "tls");
-    const [ca, cert, key] = certFlags(pem, { ca: tls.caCert, ...tls.nodes[node.name] }).map((f) => f.replace(/^--\w+=/, ""));
-    Object.assign(env, { ETCD_TRUSTED_CA_FILE: ca, ETCD_PEER_TRUSTED_CA_FILE: ca, ETCD_CERT_FILE: cert, ETCD_PEER_CERT_FILE: cert, ETCD_KEY_FILE: key, ETCD_PEER_KEY_FILE: key });
+    const [ca, cert, key] = certFlags(pem, { ca: tls.caCert, ...tls.nodes[node.name] }).map((f) =>
+      f.replace(/^--\w+=/, ""),
+    );
+    Object.assign(env, {
+      ETCD_TRUSTED_CA_FILE: ca,
+      ETCD_PEER_TRUSTED_CA_FILE: ca,
+      ETCD_CERT_FILE: cert,
+      ETCD_PEER_CERT_FILE: cert,
+      ETCD_KEY_FILE: key,
+      ETCD_PEER_KEY_FILE: key,
+    });
     const vars = Object.entries(env).map(([k, v]) => `${k}=${v}`);
     return start(inImage(net.namespaces[node.name], ["env", "-i", "PATH=/usr/bin:/bin", ...vars, "etcd"]));
   });
@@ -252,9 +505,19 @@ async function startEtcd(net: Net, topology: Topology, files: Record<string, Ren
   await waitFor(
     `etcd cluster of ${topology.nodeCount}`,
     async () => {
-      const r = await run(inImage(first, ["etcdctl", ...operatorFlags, `--endpoints=https://${topology.nodes[0].privateIp}:2379`, "endpoint", "health", "--cluster"]), {
-        timeoutMs: 10_000,
-      });
+      const r = await run(
+        inImage(first, [
+          "etcdctl",
+          ...operatorFlags,
+          `--endpoints=https://${topology.nodes[0].privateIp}:2379`,
+          "endpoint",
+          "health",
+          "--cluster",
+        ]),
+        {
+          timeoutMs: 10_000,
+        },
+      );
       return r.code === 0 && (r.stdout + r.stderr).split("is healthy").length - 1 === topology.nodeCount;
     },
     60_000,
@@ -293,20 +556,47 @@ describe.each([1, 3, 5])("rendered files for %i node(s)", (nodeCount) => {
 
   it("etcd forms a cluster from every node's etcd.conf, over TLS between peers", async () => {
     const first = net.namespaces[topology.nodes[0].name];
-    const r = await run(inImage(first, ["etcdctl", ...operatorFlags, `--endpoints=https://${topology.nodes[0].privateIp}:2379`, "member", "list"]), { timeoutMs: 10_000 });
+    const r = await run(
+      inImage(first, [
+        "etcdctl",
+        ...operatorFlags,
+        `--endpoints=https://${topology.nodes[0].privateIp}:2379`,
+        "member",
+        "list",
+      ]),
+      { timeoutMs: 10_000 },
+    );
     const members = r.stdout.trim().split("\n");
     expect(members).toHaveLength(nodeCount);
-    for (const node of topology.nodes) expect(r.stdout).toContain(`${node.name}, https://${node.privateIp}:2380, https://${node.privateIp}:2379`);
+    for (const node of topology.nodes)
+      expect(r.stdout).toContain(`${node.name}, https://${node.privateIp}:2380, https://${node.privateIp}:2379`);
   });
 
   it("etcd serves only clients with a certificate of the cluster's CA", async () => {
     const first = net.namespaces[topology.nodes[0].name];
     const endpoint = `--endpoints=https://${topology.nodes[0].privateIp}:2379`;
-    const put = (flags: string[]) => run(inImage(first, ["etcdctl", ...flags, endpoint, "--dial-timeout=2s", "--command-timeout=3s", "put", "/probe", "x"]), { timeoutMs: 15_000 });
+    const put = (flags: string[]) =>
+      run(
+        inImage(first, [
+          "etcdctl",
+          ...flags,
+          endpoint,
+          "--dial-timeout=2s",
+          "--command-timeout=3s",
+          "put",
+          "/probe",
+          "x",
+        ]),
+        { timeoutMs: 15_000 },
+      );
     // A pair from another CA (its own, made the same way), trusted CA still the cluster's.
     const otherRoot = path.join(work, `${nodeCount}`, "other-ca");
     issueCertificate(caCertificateSpec({ clusterName: "someone-else" }), certPaths(otherRoot, "ca"));
-    issueCertificate(operatorCertificateSpec({ clusterName: "someone-else" }), certPaths(otherRoot, "operator"), certPaths(otherRoot, "ca"));
+    issueCertificate(
+      operatorCertificateSpec({ clusterName: "someone-else" }),
+      certPaths(otherRoot, "operator"),
+      certPaths(otherRoot, "ca"),
+    );
     const foreign = certFlags(path.join(otherRoot, "flags"), {
       ca: tls.caCert,
       cert: fs.readFileSync(certPaths(otherRoot, "operator").cert, "utf8"),
@@ -315,7 +605,9 @@ describe.each([1, 3, 5])("rendered files for %i node(s)", (nodeCount) => {
     const [noCert, otherCa, plain, ours] = [
       await put([operatorFlags[0]]),
       await put(foreign),
-      await run(inImage(first, ["curl", "-s", "-m", "3", `http://${topology.nodes[0].privateIp}:2379/version`]), { timeoutMs: 10_000 }),
+      await run(inImage(first, ["curl", "-s", "-m", "3", `http://${topology.nodes[0].privateIp}:2379/version`]), {
+        timeoutMs: 10_000,
+      }),
       await put(operatorFlags),
     ];
     expect(noCert.code).not.toBe(0);
@@ -323,7 +615,10 @@ describe.each([1, 3, 5])("rendered files for %i node(s)", (nodeCount) => {
     expect(plain.stdout).not.toContain("etcdserver");
     expect({ code: ours.code, out: ours.stdout.trim() }).toEqual({ code: 0, out: "OK" });
     // Metrics stay plain HTTP, on their own port, without a key in sight.
-    const metrics = await run(inImage(first, ["curl", "-sf", "-m", "3", `http://${topology.nodes[0].privateIp}:${PORTS.etcdMetrics}/health`]), { timeoutMs: 10_000 });
+    const metrics = await run(
+      inImage(first, ["curl", "-sf", "-m", "3", `http://${topology.nodes[0].privateIp}:${PORTS.etcdMetrics}/health`]),
+      { timeoutMs: 10_000 },
+    );
     expect(metrics.stdout).toContain('"health":"true"');
   });
 
@@ -334,7 +629,11 @@ describe.each([1, 3, 5])("rendered files for %i node(s)", (nodeCount) => {
     const failures = (
       await mapLimit(jobs, 2, async ({ node, file }) => {
         const scratch = fs.mkdtempSync(path.join(work, "scratch-"));
-        const result = await CHECKS[file](net.namespaces[node], path.join(work, `${nodeCount}`, profile, node, file), scratch);
+        const result = await CHECKS[file](
+          net.namespaces[node],
+          path.join(work, `${nodeCount}`, profile, node, file),
+          scratch,
+        );
         return result.ok ? undefined : `${node}/${file}: ${result.detail.slice(-800)}`;
       })
     ).filter(Boolean);
@@ -347,12 +646,23 @@ describe.each([1, 3, 5])("rendered files for %i node(s)", (nodeCount) => {
       ["patroni.yml", (t) => t.replace("loop_wait: 5", "loop_wait: soon")],
       ["redis.conf", (t) => t.replace("maxmemory-policy noeviction", "maxmemory-policy forget-everything")],
       ["sentinel.conf", (t) => t.replace("sentinel parallel-syncs", "sentinel parallel-sinks")],
+      ["redis-users.acl", (t) => t.replace("-@admin", "-@admins")],
       ["user-data.yaml", (t) => t.replace("package_update: true", "package_update: [1, 2]")],
       ["pgbackrest.conf", (t) => t.replace("repo1-type=s3", "repo1-type=s3\nrepo1-kind=bucket")],
       ["node-exporter.env", (t) => t.replace("--web.listen-address=", "--web.listen-adress=")],
       ["postgres-exporter.env", (t) => t.replace("--web.listen-address=", "--web.listen-adress=")],
-      ["redis-exporter.env", (t) => t.replace(/^REDIS_EXPORTER_WEB_LISTEN_ADDRESS='[^']*'/m, "REDIS_EXPORTER_WEB_LISTEN_ADDRESS='10.42.1.10:9121'")],
+      [
+        "redis-exporter.env",
+        (t) =>
+          t.replace(
+            /^REDIS_EXPORTER_WEB_LISTEN_ADDRESS='[^']*'/m,
+            "REDIS_EXPORTER_WEB_LISTEN_ADDRESS='10.42.1.10:9121'",
+          ),
+      ],
       ["redis-exporter-passwords.json", (t) => t.replace(/ }\s*$/, "\n")],
+      ["pgbouncer.ini", (t) => t.replace(/^pool_mode = .*$/m, "pool_mode = statement-ish")],
+      ["pgbouncer-userlist.txt", (t) => t.replace(/^"monitor" "/m, '"monitor" "x')],
+      ["pgbouncer-exporter.env", (t) => t.replace("--web.listen-address=", "--web.listen-adress=")],
     ])("the %s check catches a broken file", async (file, breakIt) => {
       const node = topology.nodes[1].name;
       const broken = path.join(work, `broken-${file}`);
@@ -367,7 +677,9 @@ describe.each([1, 3, 5])("rendered files for %i node(s)", (nodeCount) => {
 
 test("the user data's file bundle unpacks with the image's tar as the first boot does: every file, its content, its owner by name, its mode", async () => {
   const userData = renderStack({ nodeCount: 3 }).files["madbase-prod-2"]["user-data.yaml"];
-  const bundle = (yaml.load(userData) as { write_files: { path: string; content: string }[] }).write_files.find((f) => f.path === serverPaths().fileBundle)!;
+  const bundle = (yaml.load(userData) as { write_files: { path: string; content: string }[] }).write_files.find(
+    (f) => f.path === serverPaths().fileBundle,
+  )!;
   const scratch = fs.mkdtempSync(path.join(work, "bundle-"));
   fs.writeFileSync(path.join(scratch, "bundle.tar.gz"), Buffer.from(bundle.content, "base64"));
   fs.mkdirSync(path.join(scratch, "root"));
@@ -376,7 +688,12 @@ test("the user data's file bundle unpacks with the image's tar as the first boot
   const list = `find ${inside(path.join(scratch, "root"))} -type f -printf '/%P %u:%g %m\\n'`;
   const r = await run(inImage(undefined, ["sh", "-ec", `${unpack} && ${list}`]), { timeoutMs: 30_000 });
   expect(r.stderr).toBe("");
-  const landed = Object.fromEntries(r.stdout.trim().split("\n").map((l) => [l.split(" ")[0], l.split(" ").slice(1).join(" ")]));
+  const landed = Object.fromEntries(
+    r.stdout
+      .trim()
+      .split("\n")
+      .map((l) => [l.split(" ")[0], l.split(" ").slice(1).join(" ")]),
+  );
   const expected = writtenFiles(userData).filter((f) => f.defer);
   expect(Object.keys(landed).sort()).toEqual(expected.map((f) => f.path).sort());
   for (const f of expected) {

@@ -15,7 +15,15 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { ALERT_RULES_FILE, BACKUP_METRICS, alertRules, alertThresholds, describeCluster, renderAlertRules, renderPrometheusConfig } from "../../core";
+import {
+  ALERT_RULES_FILE,
+  BACKUP_METRICS,
+  alertRules,
+  alertThresholds,
+  describeCluster,
+  renderAlertRules,
+  renderPrometheusConfig,
+} from "../../core";
 import { loadStackSettings } from "../../core";
 import { UpResult, killNode, startNode, stopService, waitHealthy } from "../../local/cluster";
 import { machineExec } from "../../local/machine";
@@ -48,16 +56,32 @@ async function get(url: string): Promise<string> {
 }
 async function alerts(): Promise<ActiveAlert[]> {
   try {
-    return (JSON.parse(await get("http://127.0.0.1:9090/api/v1/alerts")) as { data: { alerts: ActiveAlert[] } }).data.alerts;
+    return (JSON.parse(await get("http://127.0.0.1:9090/api/v1/alerts")) as { data: { alerts: ActiveAlert[] } }).data
+      .alerts;
   } catch {
     return [];
   }
 }
 const firing = async (name: string, labels: Record<string, string> = {}) =>
-  (await alerts()).filter((a) => a.state === "firing" && a.labels.alertname === name && Object.entries(labels).every(([k, v]) => a.labels[k] === v));
+  (await alerts()).filter(
+    (a) =>
+      a.state === "firing" &&
+      a.labels.alertname === name &&
+      Object.entries(labels).every(([k, v]) => a.labels[k] === v),
+  );
 /** Waits for `name` to fire; returns the seconds it took from `since`. */
-async function waitFiring(name: string, labels: Record<string, string>, since: number, timeoutMs: number): Promise<number> {
-  await waitFor(`${name} ${JSON.stringify(labels)} to fire`, async () => (await firing(name, labels)).length > 0, timeoutMs, 500);
+async function waitFiring(
+  name: string,
+  labels: Record<string, string>,
+  since: number,
+  timeoutMs: number,
+): Promise<number> {
+  await waitFor(
+    `${name} ${JSON.stringify(labels)} to fire`,
+    async () => (await firing(name, labels)).length > 0,
+    timeoutMs,
+    500,
+  );
   return (Date.now() - since) / 1000;
 }
 
@@ -66,14 +90,31 @@ beforeAll(async () => {
   const { state, secrets } = cluster;
   ns = state.nodes[state.nodes.length - 1].namespace;
   archiveDir = path.join(state.backupHostDir!, "pgbackrest", "archive");
-  const settings = loadStackSettings(state.stack, { failoverProfile: state.profile, subnetCidr: state.subnetCidr, nodeCount: state.nodes.length });
+  const settings = loadStackSettings(state.stack, {
+    failoverProfile: state.profile,
+    subnetCidr: state.subnetCidr,
+    nodeCount: state.nodes.length,
+  });
   const { topology, options } = describeCluster(settings);
   const opts = { scrapeIntervalSeconds: SCRAPE };
   const passwordFile = path.join(work, "haproxy-stats.password");
   fs.writeFileSync(passwordFile, `${secrets.haproxyStats}\n`, { mode: 0o644 });
-  fs.writeFileSync(path.join(work, "prometheus.yml"), renderPrometheusConfig(topology, { haproxyPasswordFile: passwordFile, caFile: certPaths(state.root, "ca").cert, scrapeIntervalSeconds: SCRAPE }));
-  fs.writeFileSync(path.join(work, ALERT_RULES_FILE), renderAlertRules(topology, { ...options, backup: state.backup ?? options.backup }, opts));
-  fs.writeFileSync(path.join(work, "rules.json"), JSON.stringify({ rules: alertRules(topology, options, opts), t: alertThresholds(topology, options, opts) }));
+  fs.writeFileSync(
+    path.join(work, "prometheus.yml"),
+    renderPrometheusConfig(topology, {
+      haproxyPasswordFile: passwordFile,
+      caFile: certPaths(state.root, "ca").cert,
+      scrapeIntervalSeconds: SCRAPE,
+    }),
+  );
+  fs.writeFileSync(
+    path.join(work, ALERT_RULES_FILE),
+    renderAlertRules(topology, { ...options, backup: state.backup ?? options.backup }, opts),
+  );
+  fs.writeFileSync(
+    path.join(work, "rules.json"),
+    JSON.stringify({ rules: alertRules(topology, options, opts), t: alertThresholds(topology, options, opts) }),
+  );
   const check = await run(["promtool", "check", "config", path.join(work, "prometheus.yml")], { timeoutMs: 30_000 });
   expect([check.code, check.stdout + check.stderr]).toEqual([0, expect.stringContaining("SUCCESS")]);
   fs.mkdirSync(path.join(work, "data"));
@@ -95,7 +136,11 @@ afterAll(async () => {
   fs.rmSync(work, { recursive: true, force: true });
 }, 120_000);
 
-const rulesData = () => JSON.parse(fs.readFileSync(path.join(work, "rules.json"), "utf8")) as { rules: { alert: string; expr: string; forSeconds: number }[]; t: ReturnType<typeof alertThresholds> };
+const rulesData = () =>
+  JSON.parse(fs.readFileSync(path.join(work, "rules.json"), "utf8")) as {
+    rules: { alert: string; expr: string; forSeconds: number }[];
+    t: ReturnType<typeof alertThresholds>;
+  };
 
 test("every metric the rules name is exported by the nodes, and the healthy cluster fires nothing", async () => {
   const { rules } = rulesData();
@@ -105,7 +150,13 @@ test("every metric the rules name is exported by the nodes, and the healthy clus
   await waitFor(
     "every metric the rules name",
     async () => {
-      const names = new Set((JSON.parse((await get("http://127.0.0.1:9090/api/v1/label/__name__/values")) || '{"data":[]}') as { data: string[] }).data);
+      const names = new Set(
+        (
+          JSON.parse((await get("http://127.0.0.1:9090/api/v1/label/__name__/values")) || '{"data":[]}') as {
+            data: string[];
+          }
+        ).data,
+      );
       missing = [...wanted].filter((m) => !names.has(m));
       return missing.length === 0;
     },
@@ -115,17 +166,24 @@ test("every metric the rules name is exported by the nodes, and the healthy clus
   expect(missing).toEqual([]);
   // The backup textfile tells the first boot's full backup, read from the repository by every node.
   const q = async (query: string) =>
-    (JSON.parse(await get(`http://127.0.0.1:9090/api/v1/query?${new URLSearchParams({ query })}`)) as { data: { result: { metric: Record<string, string> }[] } }).data.result;
+    (
+      JSON.parse(await get(`http://127.0.0.1:9090/api/v1/query?${new URLSearchParams({ query })}`)) as {
+        data: { result: { metric: Record<string, string> }[] };
+      }
+    ).data.result;
   await waitFor(
     "every node to report the full backup and a readable repository",
     async () =>
-      (await q(`${BACKUP_METRICS.lastBackup}{type="full"} > 0 and on (node) ${BACKUP_METRICS.success} == 1`)).length === cluster.state.nodes.length,
+      (await q(`${BACKUP_METRICS.lastBackup}{type="full"} > 0 and on (node) ${BACKUP_METRICS.success} == 1`)).length ===
+      cluster.state.nodes.length,
     90_000,
     1000,
   );
   // Long enough for every rule of the fast profile that watches a member (for: ttl = 20 s).
   await sleep(25_000);
-  expect((await alerts()).filter((a) => a.state === "firing").map((a) => `${a.labels.alertname} ${a.labels.node ?? ""}`)).toEqual([]);
+  expect(
+    (await alerts()).filter((a) => a.state === "firing").map((a) => `${a.labels.alertname} ${a.labels.node ?? ""}`),
+  ).toEqual([]);
 }, 240_000);
 
 test("Patroni stopped on a replica: member down and replication broken fire within their promise", async () => {
@@ -137,7 +195,9 @@ test("Patroni stopped on a replica: member down and replication broken fire with
   const promise = t.memberGone + 15;
   const down = await waitFiring("PatroniMemberDown", { node: replica }, since, promise * 1000);
   const broken = await waitFiring("PostgresReplicationBroken", {}, since, promise * 1000);
-  console.log(`PatroniMemberDown after ${down.toFixed(1)} s, PostgresReplicationBroken after ${broken.toFixed(1)} s (promise ${promise} s)`);
+  console.log(
+    `PatroniMemberDown after ${down.toFixed(1)} s, PostgresReplicationBroken after ${broken.toFixed(1)} s (promise ${promise} s)`,
+  );
   await startNode(replica, loc);
   await waitHealthy(cluster.state, cluster.secrets, { timeoutMs: 90_000 });
 }, 180_000);
@@ -150,9 +210,16 @@ test("a power cut of the leader: no-leader fires, and resolves after the failove
   const since = Date.now();
   await killNode(leader, loc);
   const fired = await waitFiring("PostgresNoLeader", {}, since, (t.failover + 15) * 1000);
-  await waitFor("PostgresNoLeader to resolve", async () => (await alerts()).every((a) => a.labels.alertname !== "PostgresNoLeader"), 90_000, 500);
+  await waitFor(
+    "PostgresNoLeader to resolve",
+    async () => (await alerts()).every((a) => a.labels.alertname !== "PostgresNoLeader"),
+    90_000,
+    500,
+  );
   const resolved = (Date.now() - since) / 1000;
-  console.log(`PostgresNoLeader fired after ${fired.toFixed(1)} s, resolved after ${resolved.toFixed(1)} s (failover promise ${t.failover} s)`);
+  console.log(
+    `PostgresNoLeader fired after ${fired.toFixed(1)} s, resolved after ${resolved.toFixed(1)} s (failover promise ${t.failover} s)`,
+  );
   expect(fired).toBeLessThan(t.failover + 15);
 }, 180_000);
 
@@ -173,7 +240,11 @@ test("WAL archiving that fails (the repository unwritable): the archiving alert 
   const since = Date.now();
   const writer = (async () => {
     while (Date.now() - since < (t.archiveFailWindow + 60) * 1000) {
-      nodeSql(state, leader, "CREATE TABLE IF NOT EXISTS alert_wal (x int); INSERT INTO alert_wal VALUES (1); SELECT pg_switch_wal()");
+      nodeSql(
+        state,
+        leader,
+        "CREATE TABLE IF NOT EXISTS alert_wal (x int); INSERT INTO alert_wal VALUES (1); SELECT pg_switch_wal()",
+      );
       if ((await firing("PostgresArchivingFailing", { node: leader })).length > 0) return;
       await sleep(3000);
     }
@@ -189,12 +260,23 @@ test("past archive-push-queue-max WAL is dropped instead of kept: the queue stay
   const node = findNode(state, archivingLeader);
   // The rendered limit is a fifth of the stack's volume (GiBs); 64 MiB shows the same behaviour in seconds.
   const queueMb = 64;
-  const sed = machineExec(node.machine, ["sed", "-i", `s/^archive-push-queue-max=.*/archive-push-queue-max=${queueMb}MiB/`, "/etc/pgbackrest.conf"]);
+  const sed = machineExec(node.machine, [
+    "sed",
+    "-i",
+    `s/^archive-push-queue-max=.*/archive-push-queue-max=${queueMb}MiB/`,
+    "/etc/pgbackrest.conf",
+  ]);
   expect(sed.code).toBe(0);
   const since = Date.now();
   const asyncLog = `/var/log/pgbackrest/${state.clusterName}-archive-push-async.log`;
-  const dropped = () => Number(machineExec(node.machine, ["sh", "-c", `grep -c 'dropped WAL file' ${asyncLog} || true`]).stdout.trim() || 0);
-  const ready = () => Number(nodeSql(state, archivingLeader, "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'") ?? -1);
+  const dropped = () =>
+    Number(
+      machineExec(node.machine, ["sh", "-c", `grep -c 'dropped WAL file' ${asyncLog} || true`]).stdout.trim() || 0,
+    );
+  const ready = () =>
+    Number(
+      nodeSql(state, archivingLeader, "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'") ?? -1,
+    );
   // The backlog the last test left under the rendered limit (GiBs): all of it waits.
   const backlog = ready();
   await waitFor(
@@ -221,5 +303,7 @@ test("past archive-push-queue-max WAL is dropped instead of kept: the queue stay
   // Never more segments waiting than the limit holds, plus the one being judged and one switching.
   expect(most).toBeLessThanOrEqual(limit);
   const took = await waitFiring("PostgresWalDropped", { node: archivingLeader }, since, 90_000);
-  console.log(`${backlog} segment(s) waiting before; ${dropped()} dropped; then at most ${most} waiting; PostgresWalDropped after ${took.toFixed(1)} s`);
+  console.log(
+    `${backlog} segment(s) waiting before; ${dropped()} dropped; then at most ${most} waiting; PostgresWalDropped after ${took.toFixed(1)} s`,
+  );
 }, 240_000);

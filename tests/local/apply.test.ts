@@ -10,15 +10,43 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { PLANS, PORTS, PROFILES, buildTopology, describeCluster, drainScript, loadStackSettings, serverPaths, settleScript } from "../../core";
+import {
+  PLANS,
+  PORTS,
+  PROFILES,
+  buildTopology,
+  describeCluster,
+  drainScript,
+  loadStackSettings,
+  serverPaths,
+  settleScript,
+} from "../../core";
 import { apply } from "../../local/apply";
-import { UpResult, bootNode, down, killNode, loadCluster, localMemoryMb, startNode, up, waitHealthy } from "../../local/cluster";
+import {
+  UpResult,
+  bootNode,
+  down,
+  killNode,
+  loadCluster,
+  localMemoryMb,
+  startNode,
+  up,
+  waitHealthy,
+} from "../../local/cluster";
 import { runScript, scriptContext } from "../../local/scale";
 import { machineExec, shutdown } from "../../local/machine";
 import { SshIdentity, sshIdentity, sshScript } from "../../local/ssh";
 import { LocalClusterState } from "../../local/state";
 import { AckWriter, missingIds } from "../../local/writer";
-import { finish, nodeSql, patroniGet as harnessPatroniGet, sleep, testLocation, waitFor } from "./harness";
+import {
+  finish,
+  nodeRedisCli,
+  nodeSql,
+  patroniGet as harnessPatroniGet,
+  sleep,
+  testLocation,
+  waitFor,
+} from "./harness";
 
 const loc = testLocation(12);
 let cluster: UpResult;
@@ -49,7 +77,20 @@ function onNode(state: LocalClusterState, name: string, command: string[]): stri
 
 function sentinelMaster(state: LocalClusterState, name: string): Record<string, string> {
   const ip = state.nodes.find((n) => n.name === name)!.address;
-  const lines = onNode(state, name, ["redis-cli", "-h", ip, "-p", String(PORTS.sentinel), "--raw", "SENTINEL", "MASTER", state.clusterName]).split("\n");
+  const lines = onNode(
+    state,
+    name,
+    nodeRedisCli("sentinel", [
+      "-h",
+      ip,
+      "-p",
+      String(PORTS.sentinel),
+      "--raw",
+      "SENTINEL",
+      "MASTER",
+      state.clusterName,
+    ]),
+  ).split("\n");
   const out: Record<string, string> = {};
   for (let i = 0; i + 1 < lines.length; i += 2) out[lines[i]] = lines[i + 1];
   return out;
@@ -96,7 +137,13 @@ function downWatcher(state: LocalClusterState) {
 
 function startWriter(firstId: number): AckWriter {
   const { state, secrets } = cluster;
-  const writer = new AckWriter({ host: state.nodes[0].address, port: PORTS.postgresPrimary, password: secrets.app, firstId, intervalMs: 20 }).start();
+  const writer = new AckWriter({
+    host: state.nodes[0].address,
+    port: PORTS.postgresPrimary,
+    password: secrets.app,
+    firstId,
+    intervalMs: 20,
+  }).start();
   writers.push(writer);
   return writer;
 }
@@ -107,7 +154,9 @@ async function expectNoLostWrite(writer: AckWriter): Promise<void> {
   expect(writer.ackedIds.length).toBeGreaterThan(20);
   const h = await waitHealthy(state, secrets, { timeoutMs: 120_000 });
   const leaderIp = state.nodes.find((n) => n.name === h.leader)!.address;
-  expect(await missingIds({ host: leaderIp, port: PORTS.postgresPrimary, password: secrets.app }, writer.ackedIds)).toEqual([]);
+  expect(
+    await missingIds({ host: leaderIp, port: PORTS.postgresPrimary, password: secrets.app }, writer.ackedIds),
+  ).toEqual([]);
 }
 
 test("apply --profile fast on a norm cluster: Patroni, every Sentinel and every HAProxy take the fast timings, PostgreSQL is not restarted", async () => {
@@ -127,7 +176,11 @@ test("apply --profile fast on a norm cluster: Patroni, every Sentinel and every 
   });
   for (const node of state.nodes) {
     const master = sentinelMaster(state, node.name);
-    expect({ node: node.name, downAfter: master["down-after-milliseconds"], failoverTimeout: master["failover-timeout"] }).toEqual({
+    expect({
+      node: node.name,
+      downAfter: master["down-after-milliseconds"],
+      failoverTimeout: master["failover-timeout"],
+    }).toEqual({
       node: node.name,
       downAfter: String(fast.sentinel.downAfterMs),
       failoverTimeout: String(fast.sentinel.failoverTimeoutMs),
@@ -141,7 +194,11 @@ test("apply --profile fast on a norm cluster: Patroni, every Sentinel and every 
   expect(lines.filter((l) => l.startsWith("patroni: dynamic configuration set"))).toHaveLength(1);
   for (const c of result.changes) {
     expect(c.lines).toContain(`haproxy: reloaded with 3 server(s) per backend`);
-    expect(c.lines.some((l) => l.startsWith("sentinel: set") && l.includes(`down-after-milliseconds ${fast.sentinel.downAfterMs}`))).toBe(true);
+    expect(
+      c.lines.some(
+        (l) => l.startsWith("sentinel: set") && l.includes(`down-after-milliseconds ${fast.sentinel.downAfterMs}`),
+      ),
+    ).toBe(true);
   }
   expect(result.state.profile).toBe("fast");
   await expectNoLostWrite(writer);
@@ -155,7 +212,13 @@ test("after it, a power cut of the leader fails over within the fast profile's t
   const { state, secrets } = cluster;
   const leader = (await waitHealthy(state, secrets)).leader!;
   const entry = state.nodes.find((n) => n.name !== leader)!;
-  const writer = new AckWriter({ host: entry.address, port: PORTS.postgresPrimary, password: secrets.app, firstId: 2_000_000, intervalMs: 20 }).start();
+  const writer = new AckWriter({
+    host: entry.address,
+    port: PORTS.postgresPrimary,
+    password: secrets.app,
+    firstId: 2_000_000,
+    intervalMs: 20,
+  }).start();
   writers.push(writer);
   await writer.waitForAcks(20, 30_000);
   const cutAt = Date.now();
@@ -166,8 +229,14 @@ test("after it, a power cut of the leader fails over within the fast profile's t
   const resumed = writer.firstAckAfter(cutAt, oldIp)!.at;
   const fast = PROFILES.fast;
   // The lost leader's key lives ttl seconds; then a loop to promote and HAProxy's checks to see it.
-  const budget = fast.patroni.ttl + fast.patroni.loopWait + (fast.haproxy.interMs * (fast.haproxy.fall + fast.haproxy.rise)) / 1000 + 5;
-  console.log(`failover after a power cut with the applied fast profile: ${((resumed - cutAt) / 1000).toFixed(1)} s (budget ${budget} s)`);
+  const budget =
+    fast.patroni.ttl +
+    fast.patroni.loopWait +
+    (fast.haproxy.interMs * (fast.haproxy.fall + fast.haproxy.rise)) / 1000 +
+    5;
+  console.log(
+    `failover after a power cut with the applied fast profile: ${((resumed - cutAt) / 1000).toFixed(1)} s (budget ${budget} s)`,
+  );
   expect((resumed - cutAt) / 1000).toBeLessThan(budget);
   await startNode(leader, loc);
   // The node booted again: a new machine process, which the state file records.
@@ -176,31 +245,47 @@ test("after it, a power cut of the leader fails over within the fast profile's t
 }, 300_000);
 
 test("apply --plan cx31 on a cx21 cluster: every node's shared_buffers, max_connections and Redis maxmemory follow, one node restarting at a time", async () => {
-  const { state, secrets } = cluster;
+  const { state } = cluster;
   const writer = startWriter(3_000_000);
   await writer.waitForAcks(20, 30_000);
   const watch = downWatcher(state);
   const result = await apply({ ...loc, plan: "cx31" }).finally(() => watch.stop());
   const watched = await watch.stop();
-  console.log(`apply --plan cx31 in ${result.seconds.toFixed(1)} s:\n${result.changes.map((c) => `  ${c.node}: ${c.lines.join("; ")}`).join("\n")}`);
+  console.log(
+    `apply --plan cx31 in ${result.seconds.toFixed(1)} s:\n${result.changes.map((c) => `  ${c.node}: ${c.lines.join("; ")}`).join("\n")}`,
+  );
   expect(watched.maxDown).toBeLessThanOrEqual(1);
   // Every node's PostgreSQL restarted (each was seen down, never two at once).
   expect(watched.seenDown.length).toBeGreaterThanOrEqual(2);
   const memoryMb = localMemoryMb(PLANS.cx31);
   for (const node of state.nodes) {
-    expect({ node: node.name, shared: nodeSql(state, node.name, "SHOW shared_buffers"), max: nodeSql(state, node.name, "SHOW max_connections") }).toEqual({
+    expect({
+      node: node.name,
+      shared: nodeSql(state, node.name, "SHOW shared_buffers"),
+      max: nodeSql(state, node.name, "SHOW max_connections"),
+    }).toEqual({
       node: node.name,
       shared: `${memoryMb / 4}MB`,
       max: String(PLANS.cx31.maxConnections),
     });
-    const maxmemory = onNode(state, node.name, ["redis-cli", "-h", node.address, "-p", String(PORTS.redis), "-a", secrets.redis, "--no-auth-warning", "CONFIG", "GET", "maxmemory"]);
+    const maxmemory = onNode(
+      state,
+      node.name,
+      nodeRedisCli("redis", ["-h", node.address, "-p", String(PORTS.redis), "CONFIG", "GET", "maxmemory"]),
+    );
     expect(maxmemory.split("\n")[1]).toBe(String((memoryMb / 8) * 1024 * 1024));
     // Written down (CONFIG REWRITE, in Redis's own units), so it survives a restart of Redis.
-    expect(onNode(state, node.name, ["grep", "^maxmemory ", serverPaths().config["redis.conf"]])).toBe(`maxmemory ${memoryMb / 8}mb`);
+    expect(onNode(state, node.name, ["grep", "^maxmemory ", serverPaths().config["redis.conf"]])).toBe(
+      `maxmemory ${memoryMb / 8}mb`,
+    );
   }
-  const pending = await Promise.all(state.nodes.map(async (n) => (await patroniGet(n.address, "patroni")).pending_restart ?? false));
+  const pending = await Promise.all(
+    state.nodes.map(async (n) => (await patroniGet(n.address, "patroni")).pending_restart ?? false),
+  );
   expect(pending).toEqual(state.nodes.map(() => false));
-  expect(result.changes.filter((c) => c.lines.includes("postgres: restarted with the new parameters")).length).toBeGreaterThanOrEqual(2);
+  expect(
+    result.changes.filter((c) => c.lines.includes("postgres: restarted with the new parameters")).length,
+  ).toBeGreaterThanOrEqual(2);
   await expectNoLostWrite(writer);
 }, 600_000);
 
@@ -211,35 +296,69 @@ test("apply --plan cx21 back: a lowered max_connections restarts the leader firs
   const watch = downWatcher(state);
   const result = await apply({ ...loc, plan: "cx21" }).finally(() => watch.stop());
   const watched = await watch.stop();
-  console.log(`apply --plan cx21 in ${result.seconds.toFixed(1)} s:\n${result.changes.map((c) => `  ${c.node}: ${c.lines.join("; ")}`).join("\n")}`);
+  console.log(
+    `apply --plan cx21 in ${result.seconds.toFixed(1)} s:\n${result.changes.map((c) => `  ${c.node}: ${c.lines.join("; ")}`).join("\n")}`,
+  );
   expect(watched.maxDown).toBeLessThanOrEqual(1);
   // The first node visited saw the leader's lowered value and restarted it before anything else.
-  expect(result.changes[0].lines.some((l) => /^postgres: the leader \(.*\) lowers max_connections: restarting it in place first$/.test(l))).toBe(true);
+  expect(
+    result.changes[0].lines.some((l) =>
+      /^postgres: the leader \(.*\) lowers max_connections: restarting it in place first$/.test(l),
+    ),
+  ).toBe(true);
   const memoryMb = localMemoryMb(PLANS.cx21);
   for (const node of state.nodes) {
-    expect({ node: node.name, shared: nodeSql(state, node.name, "SHOW shared_buffers"), max: nodeSql(state, node.name, "SHOW max_connections") }).toEqual({
+    expect({
+      node: node.name,
+      shared: nodeSql(state, node.name, "SHOW shared_buffers"),
+      max: nodeSql(state, node.name, "SHOW max_connections"),
+    }).toEqual({
       node: node.name,
       shared: `${memoryMb / 4}MB`,
       max: String(PLANS.cx21.maxConnections),
     });
   }
-  const pending = await Promise.all(state.nodes.map(async (n) => (await patroniGet(n.address, "patroni")).pending_restart ?? false));
+  const pending = await Promise.all(
+    state.nodes.map(async (n) => (await patroniGet(n.address, "patroni")).pending_restart ?? false),
+  );
   expect(pending).toEqual(state.nodes.map(() => false));
   await expectNoLostWrite(writer);
 }, 600_000);
 
 test("a resize's node side: the leader drained, shut down cleanly, booted again and settled; no write lost, never two nodes down", async () => {
   const { state, secrets } = loadCluster(loc);
-  const ctx = scriptContext(state, secrets, describeCluster(loadStackSettings(state.stack, { nodeCount: 3, subnetCidr: state.subnetCidr, failoverProfile: state.profile, plan: state.plan, synchronousMode: state.synchronousMode })).options);
+  const ctx = scriptContext(
+    state,
+    secrets,
+    describeCluster(
+      loadStackSettings(state.stack, {
+        nodeCount: 3,
+        subnetCidr: state.subnetCidr,
+        failoverProfile: state.profile,
+        plan: state.plan,
+        synchronousMode: state.synchronousMode,
+      }),
+    ).options,
+  );
   const topology = buildTopology({ stack: state.stack, nodeCount: 3, subnetCidr: state.subnetCidr });
   const leaderName = (await waitHealthy(state, secrets)).leader!;
   const node = topology.nodes.find((n) => n.name === leaderName)!;
-  const writer = new AckWriter({ host: state.nodes.find((n) => n.name !== leaderName)!.address, port: PORTS.postgresPrimary, password: secrets.app, firstId: 3_800_000, intervalMs: 20 }).start();
+  const writer = new AckWriter({
+    host: state.nodes.find((n) => n.name !== leaderName)!.address,
+    port: PORTS.postgresPrimary,
+    password: secrets.app,
+    firstId: 3_800_000,
+    intervalMs: 20,
+  }).start();
   writers.push(writer);
   await writer.waitForAcks(20, 30_000);
   const watch = downWatcher(state);
   try {
-    const drained = await runScript(state, { kind: "run", node, script: "node-drain", text: drainScript(topology, node, ctx) }, () => undefined);
+    const drained = await runScript(
+      state,
+      { kind: "run", node, script: "node-drain", text: drainScript(topology, node, ctx) },
+      () => undefined,
+    );
     expect(drained.some((l) => /patroni: .* leads now/.test(l))).toBe(true);
     expect((await waitHealthy(state, secrets)).leader).not.toBe(leaderName);
     const local = state.nodes.find((n) => n.name === leaderName)!;
@@ -251,7 +370,12 @@ test("a resize's node side: the leader drained, shut down cleanly, booted again 
       if (Date.now() > deadline) throw new Error(`${leaderName}: SSH does not answer after its boot`);
       await sleep(1000);
     }
-    const settled = await runScript(state, { kind: "run", node, script: "node-settle", text: settleScript(topology, node, ctx) }, () => undefined, sshIdentity(state.root));
+    const settled = await runScript(
+      state,
+      { kind: "run", node, script: "node-settle", text: settleScript(topology, node, ctx) },
+      () => undefined,
+      sshIdentity(state.root),
+    );
     expect(settled.some((l) => l.includes("settled: etcd healthy, PostgreSQL streaming"))).toBe(true);
   } finally {
     await watch.stop();
@@ -278,14 +402,18 @@ test("a rotated SSH key set: the new key logs in, the old one no longer does, an
   const { state } = cluster;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "madbase-rotate-"));
   const fresh: SshIdentity = { keyFile: path.join(dir, "id_ed25519"), knownHosts: sshIdentity(state.root).knownHosts };
-  expect(spawnSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "rotated", "-f", fresh.keyFile]).status).toBe(0);
+  expect(spawnSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "rotated", "-f", fresh.keyFile]).status).toBe(
+    0,
+  );
   const freshPub = fs.readFileSync(`${fresh.keyFile}.pub`, "utf8").trim();
   const old = sshIdentity(state.root);
-  const logsIn = async (id: SshIdentity, ip: string) => (await sshScript(id, ip, "true\n", { timeoutMs: 15_000 })).code === 0;
+  const logsIn = async (id: SshIdentity, ip: string) =>
+    (await sshScript(id, ip, "true\n", { timeoutMs: 15_000 })).code === 0;
   try {
     // Step 1: the new key is added (the runner's own stays).
     await apply({ ...loc, authorizedKeys: [freshPub] });
-    for (const n of state.nodes) expect([n.name, await logsIn(fresh, n.address), await logsIn(old, n.address)]).toEqual([n.name, true, true]);
+    for (const n of state.nodes)
+      expect([n.name, await logsIn(fresh, n.address), await logsIn(old, n.address)]).toEqual([n.name, true, true]);
 
     // Step 2: the runner moves to the new key, and the old one goes; a watcher logs in with the
     // new key all along.
@@ -300,10 +428,15 @@ test("a rotated SSH key set: the new key logs in, the old one no longer does, an
     await apply({ ...loc, authorizedKeys: [freshPub], identity: fresh }).finally(() => (watching = false));
     await watcher;
     expect(failures).toEqual([]);
-    for (const n of state.nodes) expect([n.name, await logsIn(fresh, n.address), await logsIn(old, n.address)]).toEqual([n.name, true, false]);
+    for (const n of state.nodes)
+      expect([n.name, await logsIn(fresh, n.address), await logsIn(old, n.address)]).toEqual([n.name, true, false]);
   } finally {
     // Give the runner its key back (later commands of a developer's session use it).
-    await apply({ ...loc, authorizedKeys: [freshPub, fs.readFileSync(`${old.keyFile}.pub`, "utf8").trim()], identity: fresh }).catch(() => undefined);
+    await apply({
+      ...loc,
+      authorizedKeys: [freshPub, fs.readFileSync(`${old.keyFile}.pub`, "utf8").trim()],
+      identity: fresh,
+    }).catch(() => undefined);
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }, 300_000);
@@ -323,7 +456,8 @@ function hostMayResize(): boolean {
 test("a grown volume: the node sees the bigger device, and its file system grows online (or, without CAP_SYS_RESOURCE, the refresh stops saying why)", async () => {
   const { state, secrets } = cluster;
   const node = state.nodes[0].name;
-  const sizeGb = () => Number(onNode(state, node, ["df", "--output=size", "-B1G", serverPaths().volumeMount]).split("\n")[1].trim());
+  const sizeGb = () =>
+    Number(onNode(state, node, ["df", "--output=size", "-B1G", serverPaths().volumeMount]).split("\n")[1].trim());
   const before = sizeGb();
   // A smaller one is refused before anything changes.
   await expect(apply({ ...loc, volumeGb: 9 })).rejects.toThrow(/cannot shrink|from 10 to 10240/);
@@ -337,7 +471,13 @@ test("a grown volume: the node sees the bigger device, and its file system grows
     await expect(applied).rejects.toThrow(/resize2fs .* failed: .*Permission denied to resize filesystem/);
     expect(sizeGb()).toBe(before);
   }
-  const device = Number(onNode(state, node, ["blockdev", "--getsize64", `/dev/disk/by-id/scsi-0HC_Volume_${state.nodes[0].machine.volumeId}`]));
+  const device = Number(
+    onNode(state, node, [
+      "blockdev",
+      "--getsize64",
+      `/dev/disk/by-id/scsi-0HC_Volume_${state.nodes[0].machine.volumeId}`,
+    ]),
+  );
   expect(device).toBe(12 * 1024 ** 3);
   expect((await waitHealthy(state, secrets)).healthy).toBe(true);
 }, 180_000);

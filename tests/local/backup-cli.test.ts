@@ -12,7 +12,9 @@ afterAll(() => fs.rmSync(loc.root, { recursive: true, force: true }));
 test("up --restore takes latest or a time with its zone", () => {
   const r = cli(["up", "--restore", "yesterday"], { loc });
   expect(r.code).toBe(2);
-  expect(r.stderr).toContain(`--restore takes latest or a time with its zone, such as '2025-01-31 14:05:00+00', not "yesterday"`);
+  expect(r.stderr).toContain(
+    `--restore takes latest or a time with its zone, such as '2025-01-31 14:05:00+00', not "yesterday"`,
+  );
   expect(fs.existsSync(loc.root)).toBe(false);
 });
 

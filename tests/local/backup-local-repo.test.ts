@@ -59,7 +59,13 @@ test("first boot's full backup lands in the backup directory; replicas come from
 
 test("every node runs the backups; the leader backs up and the Redis master ships its snapshot, into the backup directory", async () => {
   const { state, secrets, health } = cluster;
-  await sql(state, secrets.app, address(state, health.leader!), PORTS.postgresPrimary, "CREATE TABLE kept AS SELECT generate_series(1, 100) AS id");
+  await sql(
+    state,
+    secrets.app,
+    address(state, health.leader!),
+    PORTS.postgresPrimary,
+    "CREATE TABLE kept AS SELECT generate_series(1, 100) AS id",
+  );
   const redis = redisClient(state, secrets.redis, address(state, health.redisMaster!));
   await redis.connect();
   await redis.set("kept", "yes");
@@ -68,11 +74,17 @@ test("every node runs the backups; the leader backs up and the Redis master ship
   const pg = await backupOnEveryNode(loc, ["pg", "diff"]);
   expect(pg.map((r) => [r.node, r.code])).toEqual(state.nodes.map((n) => [n.name, 0]));
   // First boot's full backup is there: the diff builds on it, on the leader only.
-  expect(pg.filter((r) => /diff backup of madbase-prod done: "label":"\d{8}-\d{6}F_\d{8}-\d{6}D"/.test(r.output)).map((r) => r.node)).toEqual([health.leader]);
+  expect(
+    pg
+      .filter((r) => /diff backup of madbase-prod done: "label":"\d{8}-\d{6}F_\d{8}-\d{6}D"/.test(r.output))
+      .map((r) => r.node),
+  ).toEqual([health.leader]);
   expect(pg.filter((r) => /is not the leader/.test(r.output))).toHaveLength(2);
   const snap = await backupOnEveryNode(loc, ["redis"]);
   expect(snap.map((r) => r.code)).toEqual([0, 0, 0]);
-  expect(snap.filter((r) => /shipped \d{8}T\d{6}Z-madbase-prod-\d\.rdb to /.test(r.output)).map((r) => r.node)).toEqual([health.redisMaster]);
+  expect(snap.filter((r) => /shipped \d{8}T\d{6}Z-madbase-prod-\d\.rdb to /.test(r.output)).map((r) => r.node)).toEqual(
+    [health.redisMaster],
+  );
   expect(fs.readdirSync(path.join(backupDir, "redis")).filter((f) => f.endsWith(".rdb"))).toHaveLength(1);
 }, 180_000);
 
@@ -85,7 +97,13 @@ test("after down, up --restore latest and restore-redis bring the data back from
   timings["up --restore latest"] = (Date.now() - t) / 1000;
   const { state, secrets, health } = cluster;
   expect(health.healthy).toBe(true);
-  const [row] = await sql<{ n: string }>(state, secrets.app, address(state, health.leader!), PORTS.postgresPrimary, "SELECT count(*) AS n FROM kept");
+  const [row] = await sql<{ n: string }>(
+    state,
+    secrets.app,
+    address(state, health.leader!),
+    PORTS.postgresPrimary,
+    "SELECT count(*) AS n FROM kept",
+  );
   expect(Number(row.n)).toBe(100);
   await restoreRedis(loc);
   const redis = redisClient(state, secrets.redis, address(state, health.redisMaster!));

@@ -14,10 +14,11 @@
  *   - a Redis snapshot shipped to the store and restored brings back the keys it held.
  */
 import { randomBytes } from "node:crypto";
-import { BackupTarget, PORTS } from "../../core";
+import { BACKUP_TIMERS, BackupTarget, PORTS } from "../../core";
 import { UpResult, down, up, waitHealthy } from "../../local/cluster";
 import { pgbackrest, replicaMethod, restoreCluster, runBackupScript, waitBackupJobs } from "../../local/backup";
 import { restoreRedis } from "../../local/backup-ops";
+import { machineExec } from "../../local/machine";
 import { findNode } from "../../local/state";
 import { S3Store } from "../support/s3";
 import { address, redisClient, sql, testLocation } from "./harness";
@@ -25,9 +26,26 @@ import { address, redisClient, sql, testLocation } from "./harness";
 const loc = testLocation(5);
 const STORE_IP = loc.subnetCidr.replace(/\.0\/24$/, ".200");
 const BUCKET = "madbase-backup-test";
-const keys = { accessKey: `MBTEST${randomBytes(6).toString("hex").toUpperCase()}`, secretKey: randomBytes(24).toString("hex") };
-const backup: BackupTarget = { bucket: BUCKET, endpoint: STORE_IP, region: "fsn1", retentionFull: 2, redisRetentionDays: 7, verifyTls: false };
-const store = new S3Store({ networkId: loc.networkId, address: STORE_IP, subnetPrefix: 24, dir: `${loc.root}-s3`, bucket: BUCKET, ...keys });
+const keys = {
+  accessKey: `MBTEST${randomBytes(6).toString("hex").toUpperCase()}`,
+  secretKey: randomBytes(24).toString("hex"),
+};
+const backup: BackupTarget = {
+  bucket: BUCKET,
+  endpoint: STORE_IP,
+  region: "fsn1",
+  retentionFull: 2,
+  redisRetentionDays: 7,
+  verifyTls: false,
+};
+const store = new S3Store({
+  networkId: loc.networkId,
+  address: STORE_IP,
+  subnetPrefix: 24,
+  dir: `${loc.root}-s3`,
+  bucket: BUCKET,
+  ...keys,
+});
 
 const TABLE = "backup_rows";
 let cluster: UpResult;
@@ -48,7 +66,14 @@ const leaderOf = (c: UpResult) => c.health.leader!;
 const entry = (c: UpResult) => address(c.state, leaderOf(c));
 
 async function writeRows(c: UpResult, from: number, to: number): Promise<void> {
-  await sql(c.state, c.secrets.app, entry(c), PORTS.postgresPrimary, `INSERT INTO ${TABLE} (id) SELECT generate_series($1::int, $2::int)`, [from, to]);
+  await sql(
+    c.state,
+    c.secrets.app,
+    entry(c),
+    PORTS.postgresPrimary,
+    `INSERT INTO ${TABLE} (id) SELECT generate_series($1::int, $2::int)`,
+    [from, to],
+  );
 }
 
 async function rowIds(c: UpResult, host: string, port: number): Promise<number[]> {
@@ -107,7 +132,19 @@ beforeAll(async () => {
     }),
   );
   upDoneAt = Date.now();
-  await sql(cluster.state, cluster.secrets.app, entry(cluster), PORTS.postgresPrimary, `CREATE TABLE ${TABLE} (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())`);
+  // The test takes every backup and snapshot itself: the nodes' own schedules (the hourly Redis
+  // snapshot at :40 above all) must not add one in the middle of it. The metrics timer stays.
+  const schedules = BACKUP_TIMERS.filter((t) => t !== "madbase-pg-metrics.timer");
+  for (const n of cluster.state.nodes) {
+    expect(machineExec(n.machine, ["systemctl", "stop", ...schedules], { timeoutMs: 30_000 }).code).toBe(0);
+  }
+  await sql(
+    cluster.state,
+    cluster.secrets.app,
+    entry(cluster),
+    PORTS.postgresPrimary,
+    `CREATE TABLE ${TABLE} (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())`,
+  );
 }, 420_000);
 
 afterAll(async () => {
@@ -123,16 +160,30 @@ test("WAL archiving works from the first minute: after up the stanza exists with
   await timed("first boot's full backup (after up)", () => waitBackupJobs(state, 300_000));
   const r = await pgbackrest(state, leaderOf(cluster), ["--output=json", "info"]);
   expect(r.code).toBe(0);
-  const [info] = JSON.parse(r.output) as { name: string; status: { code: number; message: string }; backup: { type: string; label: string }[]; archive: { min: string | null }[] }[];
+  const [info] = JSON.parse(r.output) as {
+    name: string;
+    status: { code: number; message: string };
+    backup: { type: string; label: string }[];
+    archive: { min: string | null }[];
+  }[];
   expect([info.name, info.status]).toEqual([state.clusterName, expect.objectContaining({ code: 0, message: "ok" })]);
   expect(info.backup.map((b) => b.type)).toEqual(["full"]);
   expect(info.archive[0].min).toMatch(/^0000000/);
-  expect(store.keys(`${state.clusterName}/pgbackrest/backup/${state.clusterName}`).filter((k) => /F\/backup\.manifest$/.test(k))).toHaveLength(1);
+  expect(
+    store
+      .keys(`${state.clusterName}/pgbackrest/backup/${state.clusterName}`)
+      .filter((k) => /F\/backup\.manifest$/.test(k)),
+  ).toHaveLength(1);
 
   // The moment a point-in-time restore returns to later (no other backup exists before it).
   await writeRows(cluster, 1, 200);
-  const [t] = await sql<{ at: string }>(state, secrets.app, entry(cluster), PORTS.postgresPrimary,
-    `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00' AS at`);
+  const [t] = await sql<{ at: string }>(
+    state,
+    secrets.app,
+    entry(cluster),
+    PORTS.postgresPrimary,
+    `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00' AS at`,
+  );
   noted = t.at;
   timings["noted moment, after up"] = (Date.now() - upDoneAt) / 1000;
   await new Promise((res) => setTimeout(res, 1500));
@@ -144,7 +195,11 @@ test("on a replica the backup does nothing and says why", async () => {
   const replica = state.nodes.find((n) => n.name !== leaderOf(cluster))!.name;
   const pg = await runBackupScript(state, replica, ["pg", "full"]);
   expect(pg.code).toBe(0);
-  expect(pg.output).toMatch(new RegExp(`${replica} is not the leader \\(Patroni: (replica|sync_standby)\\); the leader takes the full backup\\. Nothing to do here\\.`));
+  expect(pg.output).toMatch(
+    new RegExp(
+      `${replica} is not the leader \\(Patroni: (replica|sync_standby)\\); the leader takes the full backup\\. Nothing to do here\\.`,
+    ),
+  );
   const redisReplica = cluster.health.nodes.find((n) => n.redisRole === "replica")!.name;
   const redis = await runBackupScript(state, redisReplica, ["redis"]);
   expect(redis.code).toBe(0);
@@ -161,26 +216,41 @@ test("with the store down a backup fails with a clear FAILED line and a non-zero
   for (let i = 1; i <= 50; i++) await redis.set(`k:${i}`, `v${i}`);
   await redis.quit();
   // A snapshot from long ago, which retention must delete once a new one is shipped.
-  store.putFrom(findNode(state, redisMaster).machine, "REDIS0009", `${state.clusterName}/redis/20000101T000000Z-${redisMaster}.rdb`);
+  store.putFrom(
+    findNode(state, redisMaster).machine,
+    "REDIS0009",
+    `${state.clusterName}/redis/20000101T000000Z-${redisMaster}.rdb`,
+  );
 
   await store.stop();
   const failedPg = await timed("pg full backup, store down", () => runBackupScript(state, leader, ["pg", "full"]));
   expect(failedPg.code).toBe(1);
-  expect(failedPg.output).toMatch(new RegExp(`FAILED: the backup store: https://${STORE_IP.replace(/\./g, "\\.")} does not answer \\(curl exit 7\\)\\. No backup taken; the next run tries again\\.`));
+  expect(failedPg.output).toMatch(
+    new RegExp(
+      `FAILED: the backup store: https://${STORE_IP.replace(/\./g, "\\.")} does not answer \\(curl exit 7\\)\\. No backup taken; the next run tries again\\.`,
+    ),
+  );
   const failedRedis = await runBackupScript(state, redisMaster, ["redis"]);
   expect(failedRedis.code).toBe(1);
-  expect(failedRedis.output).toMatch(/FAILED: upload of \d{8}T\d{6}Z-madbase-prod-\d\.rdb to s3:\/\/madbase-backup-test\/madbase-prod\/redis\/ .*does not answer.*The next run tries again\./);
+  expect(failedRedis.output).toMatch(
+    /FAILED: upload of \d{8}T\d{6}Z-madbase-prod-\d\.rdb to s3:\/\/madbase-backup-test\/madbase-prod\/redis\/ .*does not answer.*The next run tries again\./,
+  );
   for (const out of [failedPg.output, failedRedis.output]) {
     for (const s of [secrets.s3SecretKey, secrets.s3AccessKey, secrets.redis]) expect(out).not.toContain(s);
   }
 
   await store.start();
   const pg = await timed("pg full backup", () => runBackupScript(state, leader, ["pg", "full"]));
-  expect([pg.code, pg.output]).toEqual([0, expect.stringMatching(/full backup of madbase-prod done: "label":"\d{8}-\d{6}F"/)]);
+  expect([pg.code, pg.output]).toEqual([
+    0,
+    expect.stringMatching(/full backup of madbase-prod done: "label":"\d{8}-\d{6}F"/),
+  ]);
   const snap = await timed("redis snapshot", () => runBackupScript(state, redisMaster, ["redis"]));
   expect([snap.code, snap.output]).toEqual([0, expect.stringMatching(/shipped \d{8}T\d{6}Z-madbase-prod-\d\.rdb/)]);
   expect(snap.output).toContain(`deleted 20000101T000000Z-${redisMaster}.rdb (older than 7 day(s))`);
-  expect(store.keys(`${state.clusterName}/redis`)).toEqual([expect.stringMatching(new RegExp(`^madbase-prod/redis/\\d{8}T\\d{6}Z-${redisMaster}\\.rdb$`))]);
+  expect(store.keys(`${state.clusterName}/redis`)).toEqual([
+    expect.stringMatching(new RegExp(`^madbase-prod/redis/\\d{8}T\\d{6}Z-${redisMaster}\\.rdb$`)),
+  ]);
   for (const s of [secrets.s3SecretKey, secrets.redis]) expect(pg.output + snap.output).not.toContain(s);
 }, 300_000);
 
@@ -225,7 +295,9 @@ test("a Redis snapshot shipped to the store and restored brings back the keys it
 test("PostgreSQL recreated to the moment noted a minute after up (from first boot's backup) has exactly the rows written before it", async () => {
   expect(noted).not.toBe("");
   const { state, secrets } = cluster;
-  cluster.health = await timed("restore to a point in time", () => restoreCluster(state, secrets, { type: "time", target: noted }, log));
+  cluster.health = await timed("restore to a point in time", () =>
+    restoreCluster(state, secrets, { type: "time", target: noted }, log),
+  );
   const made = await expectFormedWithReplicas(cluster);
   for (const m of made) expect(["pgbackrest", "basebackup"]).toContain(m);
   expect(await rowIds(cluster, entry(cluster), PORTS.postgresPrimary)).toEqual(range(1, 200));

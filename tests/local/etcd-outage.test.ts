@@ -30,7 +30,13 @@ test("with a majority of etcd stopped, the primary keeps accepting writes (fails
   const stopped = [leader, state.nodes.find((n) => n.name !== leader)!.name];
   const entry = state.nodes.find((n) => n.name !== leader)!;
 
-  writer = new AckWriter({ host: entry.address, port: PORTS.postgresPrimary, password: secrets.app, firstId: 1, intervalMs: 20 }).start();
+  writer = new AckWriter({
+    host: entry.address,
+    port: PORTS.postgresPrimary,
+    password: secrets.app,
+    firstId: 1,
+    intervalMs: 20,
+  }).start();
   await writer.waitForAcks(20, 30_000);
 
   for (const name of stopped) await stopService(name, "etcd", { ...loc, graceMs: 0 });
@@ -50,5 +56,10 @@ test("with a majority of etcd stopped, the primary keeps accepting writes (fails
   expect(healed.leader).toBe(leader);
   await writer.waitForAcks(20, 30_000);
   await writer.stop();
-  expect(await missingIds({ host: address(state, leader), port: PORTS.postgresPrimary, password: secrets.app }, writer.ackedIds)).toEqual([]);
+  expect(
+    await missingIds(
+      { host: address(state, leader), port: PORTS.postgresPrimary, password: secrets.app },
+      writer.ackedIds,
+    ),
+  ).toEqual([]);
 }, 400_000);

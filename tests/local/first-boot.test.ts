@@ -43,8 +43,13 @@ describe("the Hetzner way: cloud-init installs the packages", () => {
     const debs = fs.readdirSync(path.join(baked, "var", "cache", "apt", "archives")).filter((f) => f.endsWith(".deb"));
     expect(debs.some((f) => f.startsWith("patroni_"))).toBe(true);
     repoDir = fs.mkdtempSync(path.join(os.tmpdir(), "madbase-apt-"));
-    for (const f of debs) fs.copyFileSync(path.join(baked, "var", "cache", "apt", "archives", f), path.join(repoDir, f));
-    const index = spawnSync("dpkg-scanpackages", ["--multiversion", ".", "/dev/null"], { cwd: repoDir, encoding: "utf8", maxBuffer: 64 * 1024 * 1024 });
+    for (const f of debs)
+      fs.copyFileSync(path.join(baked, "var", "cache", "apt", "archives", f), path.join(repoDir, f));
+    const index = spawnSync("dpkg-scanpackages", ["--multiversion", ".", "/dev/null"], {
+      cwd: repoDir,
+      encoding: "utf8",
+      maxBuffer: 64 * 1024 * 1024,
+    });
     expect(index.status).toBe(0);
     fs.writeFileSync(path.join(repoDir, "Packages"), index.stdout);
 
@@ -58,11 +63,37 @@ describe("the Hetzner way: cloud-init installs the packages", () => {
       // The repository answers on the private bridge before the node boots, as Debian's mirror
       // would on Hetzner.
       afterNetwork: (state) => {
-        const ns = addNode({ id: state.networkId, hub: `${state.networkId}-hub`, subnetPrefix: 24, namespaces: {} }, { name: "apt", privateIp: REPO_IP });
-        server = spawn("ip", ["netns", "exec", ns, "python3", "-m", "http.server", String(REPO_PORT), "--bind", REPO_IP, "--directory", repoDir], {
-          stdio: ["ignore", "ignore", "pipe"],
-        });
-        server.stderr!.on("data", (chunk: Buffer) => requests.push(...chunk.toString().split("\n").filter((l) => l.includes("GET "))));
+        const ns = addNode(
+          { id: state.networkId, hub: `${state.networkId}-hub`, subnetPrefix: 24, namespaces: {} },
+          { name: "apt", privateIp: REPO_IP },
+        );
+        server = spawn(
+          "ip",
+          [
+            "netns",
+            "exec",
+            ns,
+            "python3",
+            "-m",
+            "http.server",
+            String(REPO_PORT),
+            "--bind",
+            REPO_IP,
+            "--directory",
+            repoDir,
+          ],
+          {
+            stdio: ["ignore", "ignore", "pipe"],
+          },
+        );
+        server.stderr!.on("data", (chunk: Buffer) =>
+          requests.push(
+            ...chunk
+              .toString()
+              .split("\n")
+              .filter((l) => l.includes("GET ")),
+          ),
+        );
       },
       extraUserData: () =>
         [
@@ -78,8 +109,25 @@ describe("the Hetzner way: cloud-init installs the packages", () => {
     expect([h.cloudInit, h.ready, h.volumeMounted]).toEqual(["done", true, true]);
     // The base image had none of them: cloud-init installed them from this test's repository.
     expect(fs.existsSync(path.join(await ensureImage({ kind: "base" }), "usr", "bin", "patroni"))).toBe(false);
-    const installed = machineExec(node.machine, ["dpkg-query", "-W", "-f", "${Package} ${Status}\\n", "patroni", "postgresql-17", "etcd-server", "redis-server", "haproxy", "pgbackrest"]);
-    expect(installed.stdout.trim().split("\n").map((l) => l.split(" ")[0] + " " + l.split(" ").slice(-1)[0]).sort()).toEqual(
+    const installed = machineExec(node.machine, [
+      "dpkg-query",
+      "-W",
+      "-f",
+      "${Package} ${Status}\\n",
+      "patroni",
+      "postgresql-17",
+      "etcd-server",
+      "redis-server",
+      "haproxy",
+      "pgbackrest",
+    ]);
+    expect(
+      installed.stdout
+        .trim()
+        .split("\n")
+        .map((l) => l.split(" ")[0] + " " + l.split(" ").slice(-1)[0])
+        .sort(),
+    ).toEqual(
       ["etcd-server", "haproxy", "patroni", "pgbackrest", "postgresql-17", "redis-server"].map((p) => `${p} installed`),
     );
     // dpkg-scanpackages names files ./patroni_….deb, so apt asks for /./patroni_….deb.
@@ -95,11 +143,18 @@ describe("a node whose volume never attached", () => {
 
   test("fails its first boot at the mount, never starts PostgreSQL, and status says why", async () => {
     const name = "madbase-dev-1";
-    const result = await up({ ...loc, stack: "dev", nodes: 1, profile: "fast", withoutVolume: [name], waitHealthy: false });
+    const result = await up({
+      ...loc,
+      stack: "dev",
+      nodes: 1,
+      profile: "fast",
+      withoutVolume: [name],
+      waitHealthy: false,
+    });
     const node = result.state.nodes[0];
     // The mount script looks for the volume for two minutes (Hetzner attaches it after boot).
     let probe = probeNode(node.machine);
-    for (const deadline = Date.now() + 240_000; probe.cloudInit !== "error" && Date.now() < deadline; ) {
+    for (const deadline = Date.now() + 240_000; probe.cloudInit !== "error" && Date.now() < deadline;) {
       await sleep(2000);
       probe = probeNode(node.machine);
     }
@@ -114,7 +169,9 @@ describe("a node whose volume never attached", () => {
     machineExec(node.machine, ["systemctl", "start", "--no-block", "patroni.service"]);
     await sleep(8000);
     expect(probeNode(node.machine).postmasterPid).toBeNull();
-    expect(machineExec(node.machine, ["test", "-e", path.posix.join(serverPaths().pgDataDir, "PG_VERSION")]).code).not.toBe(0);
+    expect(
+      machineExec(node.machine, ["test", "-e", path.posix.join(serverPaths().pgDataDir, "PG_VERSION")]).code,
+    ).not.toBe(0);
 
     const st = cli(["status"], { loc });
     expect(st.code).toBe(1);

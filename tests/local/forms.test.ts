@@ -40,16 +40,34 @@ test("a write through any node's 5433 lands on the leader and reaches every repl
   const { state, secrets, health } = cluster;
   const leaderIp = address(state, health.leader!);
   const entry = state.nodes.find((n) => n.name !== health.leader)!; // not the leader's own HAProxy
-  const writer = new AckWriter({ host: entry.address, port: PORTS.postgresPrimary, password: secrets.app, firstId: 1 }).start();
+  const writer = new AckWriter({
+    host: entry.address,
+    port: PORTS.postgresPrimary,
+    password: secrets.app,
+    firstId: 1,
+  }).start();
   await writer.waitForAcks(5, 30_000);
   await writer.stop();
-  const [row] = await sql<{ server: string }>(state, secrets.app, entry.address, PORTS.postgresPrimary, "SELECT host(inet_server_addr()) AS server");
+  const [row] = await sql<{ server: string }>(
+    state,
+    secrets.app,
+    entry.address,
+    PORTS.postgresPrimary,
+    "SELECT host(inet_server_addr()) AS server",
+  );
   expect(row.server).toBe(leaderIp);
   const ids = writer.ackedIds;
   for (const node of state.nodes) {
     let present = 0;
     for (let i = 0; i < 40 && present < ids.length; i++) {
-      const rows = await sql<{ n: string }>(state, secrets.app, node.address, PORTS.postgres, "SELECT count(*) AS n FROM acked_writes WHERE id = ANY($1::bigint[])", [ids]);
+      const rows = await sql<{ n: string }>(
+        state,
+        secrets.app,
+        node.address,
+        PORTS.postgres,
+        "SELECT count(*) AS n FROM acked_writes WHERE id = ANY($1::bigint[])",
+        [ids],
+      );
       present = Number(rows[0].n);
       if (present < ids.length) await sleep(250);
     }
@@ -81,17 +99,35 @@ test("a SET through 6379 lands on the Redis master and reaches the replicas", as
 
 test("every node booted the Hetzner way: cloud-init done, every unit active, PostgreSQL's data on the volume, ready", () => {
   for (const n of cluster.health.nodes) {
-    expect({ node: n.name, running: n.running, cloudInit: n.cloudInit, ready: n.ready, volume: n.volumeMounted }).toEqual({
+    expect({
+      node: n.name,
+      running: n.running,
+      cloudInit: n.cloudInit,
+      ready: n.ready,
+      volume: n.volumeMounted,
+    }).toEqual({
       node: n.name,
       running: true,
       cloudInit: "done",
       ready: true,
       volume: true,
     });
-    for (const p of Object.keys(n.pids)) expect({ node: n.name, process: p, pid: n.pids[p as keyof typeof n.pids] }).toEqual({ node: n.name, process: p, pid: expect.any(Number) });
+    for (const p of Object.keys(n.pids))
+      expect({ node: n.name, process: p, pid: n.pids[p as keyof typeof n.pids] }).toEqual({
+        node: n.name,
+        process: p,
+        pid: expect.any(Number),
+      });
     const node = cluster.state.nodes.find((x) => x.name === n.name)!;
     // The data directory's file system is the volume's, not the root disk's.
-    const mount = machineExec(node.machine, ["findmnt", "-n", "-o", "TARGET,SOURCE", "--target", serverPaths().pgDataDir]);
+    const mount = machineExec(node.machine, [
+      "findmnt",
+      "-n",
+      "-o",
+      "TARGET,SOURCE",
+      "--target",
+      serverPaths().pgDataDir,
+    ]);
     expect(mount.stdout.trim().split(/\s+/)[0]).toBe(serverPaths().volumeMount);
     expect(mount.stdout).not.toMatch(/overlay/);
   }
@@ -113,7 +149,8 @@ test("status --json names every node's role and processes, and the URLs", () => 
   for (const n of out.nodes) {
     expect(n.address).toMatch(/^10\.42\.101\.1[0-2]$/);
     expect(["leader", "sync_standby", "replica"]).toContain(n.role);
-    for (const p of ["etcd", "patroni", "postgres", "redis", "sentinel", "haproxy"]) expect(n.pids[p]).toBeGreaterThan(1);
+    for (const p of ["etcd", "patroni", "postgres", "redis", "sentinel", "haproxy"])
+      expect(n.pids[p]).toBeGreaterThan(1);
   }
   for (const n of out.nodes) expect([n.cloudInit, n.ready]).toEqual(["done", true]);
   // Debian 13's daemons, as the nodes report them.
@@ -126,7 +163,7 @@ test("status --json names every node's role and processes, and the URLs", () => 
     pgbackrest: expect.stringMatching(/^2\.55\.\d+$/),
   });
   expect(out.databaseUrl).toBe(`postgresql://madbase:${cluster.secrets.app}@10.42.101.10:5433/madbase?sslmode=require`);
-  expect(out.redisUrl).toBe(`redis://:${cluster.secrets.redis}@10.42.101.10:6379/0`);
+  expect(out.redisUrl).toBe(`redis://app:${cluster.secrets.redis}@10.42.101.10:6379/0`);
 });
 
 test("a second up says the cluster is already running and starts nothing", () => {
@@ -137,5 +174,7 @@ test("a second up says the cluster is already running and starts nothing", () =>
   expect(r.stderr).toContain("npm run local -- status");
   expect(r.stderr).toContain("npm run local -- down");
   const after = cli(["status", "--json"], { loc });
-  expect(JSON.parse(after.stdout).nodes.map((n: { pids: unknown }) => n.pids)).toEqual(JSON.parse(before.stdout).nodes.map((n: { pids: unknown }) => n.pids));
+  expect(JSON.parse(after.stdout).nodes.map((n: { pids: unknown }) => n.pids)).toEqual(
+    JSON.parse(before.stdout).nodes.map((n: { pids: unknown }) => n.pids),
+  );
 }, 60_000);

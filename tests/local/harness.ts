@@ -9,10 +9,11 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { Client } from "pg";
 import Redis from "ioredis";
-import { APP_DATABASE, PORTS, USERS, serverPaths } from "../../core";
+import { APP_DATABASE, PORTS, REDIS_USERS, USERS, serverPaths } from "../../core";
 import { machineExec } from "../../local/machine";
 import { Location, UpResult, down, status, up } from "../../local/cluster";
-import { ClusterHealth, assertHostLink } from "../../local/health";
+import { assertHostLink } from "../../local/health";
+import { ClusterHealth } from "../../local/judge";
 import { LocalClusterState, LocalNode, findNode } from "../../local/state";
 import { certPaths, tlsRequest } from "../../local/tls";
 import { Ack, PROBE_SSL } from "../../local/writer";
@@ -35,7 +36,9 @@ export function testLocation(n: number): TestCluster {
 /** Stops and removes a test's cluster; MADBASE_TEST_KEEP=1 keeps it (and its logs) for a look. */
 export async function finish(loc: TestCluster): Promise<void> {
   if (process.env.MADBASE_TEST_KEEP === "1") {
-    console.log(`MADBASE_TEST_KEEP=1: cluster left running; remove with MADBASE_LOCAL_ROOT=${loc.root} MADBASE_LOCAL_NET=${loc.networkId} npm run local -- down`);
+    console.log(
+      `MADBASE_TEST_KEEP=1: cluster left running; remove with MADBASE_LOCAL_ROOT=${loc.root} MADBASE_LOCAL_NET=${loc.networkId} npm run local -- down`,
+    );
     return;
   }
   await down(loc);
@@ -52,7 +55,12 @@ export async function health(loc: TestCluster): Promise<ClusterHealth> {
 }
 
 /** Polls until `predicate` holds for the cluster's health; fails with the last health seen. */
-export async function waitFor(loc: TestCluster, what: string, predicate: (h: ClusterHealth) => boolean, timeoutMs = 90_000): Promise<ClusterHealth> {
+export async function waitFor(
+  loc: TestCluster,
+  what: string,
+  predicate: (h: ClusterHealth) => boolean,
+  timeoutMs = 90_000,
+): Promise<ClusterHealth> {
   const deadline = Date.now() + timeoutMs;
   let last: ClusterHealth | undefined;
   while (Date.now() < deadline) {
@@ -79,7 +87,16 @@ export async function sql<T extends Record<string, unknown>>(
   params: unknown[] = [],
 ): Promise<T[]> {
   assertHostLink(state);
-  const client = new Client({ host, port, user: USERS.app, password, database: APP_DATABASE, connectionTimeoutMillis: 3000, query_timeout: 10_000, ssl: PROBE_SSL });
+  const client = new Client({
+    host,
+    port,
+    user: USERS.app,
+    password,
+    database: APP_DATABASE,
+    connectionTimeoutMillis: 3000,
+    query_timeout: 10_000,
+    ssl: PROBE_SSL,
+  });
   client.on("error", () => undefined);
   await client.connect();
   try {
@@ -90,7 +107,11 @@ export async function sql<T extends Record<string, unknown>>(
 }
 
 /** Which server a write through `host`'s HAProxy 5433 reaches, and whether it is in recovery. */
-export async function writeEntryServer(state: LocalClusterState, password: string, host: string): Promise<{ server: string; recovery: boolean }> {
+export async function writeEntryServer(
+  state: LocalClusterState,
+  password: string,
+  host: string,
+): Promise<{ server: string; recovery: boolean }> {
   const [row] = await sql<{ server: string; recovery: boolean }>(
     state,
     password,
@@ -109,15 +130,45 @@ export function nodeSql(state: LocalClusterState, name: string, text: string): s
   const node = findNode(state, name);
   const r = machineExec(
     node.machine,
-    ["runuser", "-u", "postgres", "--", "psql", "-h", serverPaths().pgSocketDir, "-p", String(PORTS.postgres), "-d", "postgres", "-Atc", text],
+    [
+      "runuser",
+      "-u",
+      "postgres",
+      "--",
+      "psql",
+      "-h",
+      serverPaths().pgSocketDir,
+      "-p",
+      String(PORTS.postgres),
+      "-d",
+      "postgres",
+      "-Atc",
+      text,
+    ],
     { timeoutMs: 10_000 },
   );
   return r.code === 0 ? r.stdout.trim() : undefined;
 }
 
-export function redisClient(state: LocalClusterState, password: string, host: string, port: number = PORTS.redisMaster): Redis {
+/** A Redis client as `username` (the application's user unless told: Redis's `default` is off). */
+export function redisClient(
+  state: LocalClusterState,
+  password: string,
+  host: string,
+  port: number = PORTS.redisMaster,
+  username: string = REDIS_USERS.app,
+): Redis {
   assertHostLink(state);
-  const client = new Redis({ host, port, password, lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  const client = new Redis({
+    host,
+    port,
+    username,
+    password,
+    lazyConnect: true,
+    connectTimeout: 2000,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
   client.on("error", () => undefined);
   return client;
 }
@@ -148,8 +199,25 @@ export function namespaceWriter(ns: string, opts: { host: string; port: number; 
   fs.writeFileSync(passwordFile, opts.password, { mode: 0o600 });
   const child = spawn(
     "ip",
-    ["netns", "exec", ns, process.execPath, "--import", "tsx", path.join(REPO, "local", "writer.ts"),
-      "--host", opts.host, "--port", String(opts.port), "--password-file", passwordFile, "--first", String(opts.firstId), "--interval-ms", "20"],
+    [
+      "netns",
+      "exec",
+      ns,
+      process.execPath,
+      "--import",
+      "tsx",
+      path.join(REPO, "local", "writer.ts"),
+      "--host",
+      opts.host,
+      "--port",
+      String(opts.port),
+      "--password-file",
+      passwordFile,
+      "--first",
+      String(opts.firstId),
+      "--interval-ms",
+      "20",
+    ],
     { cwd: REPO, stdio: ["ignore", "pipe", "inherit"] },
   );
   const acks: Ack[] = [];
@@ -189,11 +257,28 @@ export function patroniCall(
   what: string,
   opts: { body?: unknown; password?: string } = {},
 ): { status: number; body: string } {
-  const argv = ["curl", "-s", "-m", "30", "-K", "-", "--cacert", certPaths(state.root, "ca").cert, "-X", method, "-H", "content-type: application/json"];
+  const argv = [
+    "curl",
+    "-s",
+    "-m",
+    "30",
+    "-K",
+    "-",
+    "--cacert",
+    certPaths(state.root, "ca").cert,
+    "-X",
+    method,
+    "-H",
+    "content-type: application/json",
+  ];
   if (opts.body !== undefined) argv.push("-d", JSON.stringify(opts.body));
   argv.push("-w", "\n%{http_code}", `https://${ip}:${PORTS.patroni}/${what}`);
   const config = opts.password ? `user = "${USERS.patroniRest}:${opts.password}"\n` : "";
-  const run = spawnSync("ip", ["netns", "exec", from.namespace, ...argv], { input: config, encoding: "utf8", timeout: 40_000 });
+  const run = spawnSync("ip", ["netns", "exec", from.namespace, ...argv], {
+    input: config,
+    encoding: "utf8",
+    timeout: 40_000,
+  });
   const out = run.stdout ?? "";
   const cut = out.lastIndexOf("\n");
   return { status: Number(out.slice(cut + 1)) || 0, body: out.slice(0, cut) };
@@ -201,6 +286,20 @@ export function patroniCall(
 
 /** Patroni's GET endpoints from this machine, over HTTPS verified with the cluster CA. */
 export async function patroniGet(state: LocalClusterState, ip: string, what: string): Promise<any> {
-  const r = await tlsRequest(`https://${ip}:${PORTS.patroni}/${what}`, { ca: fs.readFileSync(certPaths(state.root, "ca").cert, "utf8"), timeoutMs: 3000 });
+  const r = await tlsRequest(`https://${ip}:${PORTS.patroni}/${what}`, {
+    ca: fs.readFileSync(certPaths(state.root, "ca").cert, "utf8"),
+    timeoutMs: 3000,
+  });
   return JSON.parse(r.body);
+}
+
+/**
+ * argv running redis-cli on a node with the node's own credentials, read there from its backup.env
+ * (Redis's admin user, or Sentinel's password): no password on any command line.
+ */
+export function nodeRedisCli(target: "redis" | "sentinel", args: string[]): string[] {
+  const auth =
+    target === "sentinel" ? 'export REDISCLI_AUTH="$SENTINEL_AUTH"' : `set -- --user ${REDIS_USERS.admin} "$@"`;
+  const script = `set -a; . ${serverPaths().backupEnvFile}; set +a; ${auth}; exec redis-cli --no-auth-warning "$@"`;
+  return ["bash", "-c", script, "redis-cli", ...args];
 }

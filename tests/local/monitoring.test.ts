@@ -13,7 +13,18 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import * as yaml from "js-yaml";
-import { ALERT_RULES_FILE, ClusterSecrets, PORTS, USERS, buildTopology, describeCluster, getPlan, loadStackSettings, renderAlertRules, renderPrometheusConfig } from "../../core";
+import {
+  ALERT_RULES_FILE,
+  ClusterSecrets,
+  PORTS,
+  USERS,
+  buildTopology,
+  describeCluster,
+  getPlan,
+  loadStackSettings,
+  renderAlertRules,
+  renderPrometheusConfig,
+} from "../../core";
 import { UpResult, down } from "../../local/cluster";
 import { EXPORTERS, EXPORTER_PORTS } from "../../local/exporters";
 import { Sample, parseMetrics } from "../../local/metrics";
@@ -26,7 +37,9 @@ import { TestCluster, cli, startCluster, testLocation } from "./harness";
 
 /** This file's own place (shared with backup-local-repo.test.ts, which never runs beside it). */
 const loc: TestCluster = testLocation(6);
-const DASHBOARD = JSON.parse(fs.readFileSync(path.resolve(__dirname, "..", "..", "dashboards", "state-pillar-performance.json"), "utf8"));
+const DASHBOARD = JSON.parse(
+  fs.readFileSync(path.resolve(__dirname, "..", "..", "dashboards", "state-pillar-performance.json"), "utf8"),
+);
 /** Labels Prometheus adds to every series from the rendered prometheus.yml (not the exporters). */
 const ADDED_LABELS = new Set(["cluster", "node", "job", "instance"]);
 
@@ -50,7 +63,19 @@ afterAll(async () => {
 /** An HTTP GET from inside a node's namespace (as a Prometheus on the private network would). */
 async function get(ns: string, url: string, auth?: string, caFile?: string): Promise<{ status: number; body: string }> {
   const out = path.join(work, `body-${Math.random().toString(36).slice(2)}`);
-  const argv = ["curl", "-s", "-m", "5", "-o", out, "-w", "%{http_code}", ...(auth ? ["-u", auth] : []), ...(caFile ? ["--cacert", caFile] : []), url];
+  const argv = [
+    "curl",
+    "-s",
+    "-m",
+    "5",
+    "-o",
+    out,
+    "-w",
+    "%{http_code}",
+    ...(auth ? ["-u", auth] : []),
+    ...(caFile ? ["--cacert", caFile] : []),
+    url,
+  ];
   const r = await run(inNamespace(ns, argv), { timeoutMs: 10_000 });
   const body = fs.existsSync(out) ? fs.readFileSync(out, "utf8") : "";
   fs.rmSync(out, { force: true });
@@ -60,7 +85,11 @@ async function get(ns: string, url: string, auth?: string, caFile?: string): Pro
 /** The rendered scrape configuration for this cluster's topology. */
 function scrapeConfig(scrapeIntervalSeconds = 15) {
   const topology = buildTopology({ stack: state.stack, nodeCount: state.nodes.length, subnetCidr: state.subnetCidr });
-  const text = renderPrometheusConfig(topology, { haproxyPasswordFile: passwordFile, caFile: certPaths(state.root, "ca").cert, scrapeIntervalSeconds });
+  const text = renderPrometheusConfig(topology, {
+    haproxyPasswordFile: passwordFile,
+    caFile: certPaths(state.root, "ca").cert,
+    scrapeIntervalSeconds,
+  });
   return { text, doc: yaml.load(text) as { scrape_configs: any[] } };
 }
 
@@ -74,10 +103,17 @@ test("every exporter listens on its node's private address, and only there", asy
     for (const e of EXPORTERS) {
       const port = EXPORTER_PORTS[e];
       const on = listeners.filter((a) => a.endsWith(`:${port}`));
-      expect({ node: node.name, exporter: e, listens: on }).toEqual({ node: node.name, exporter: e, listens: [`${node.address}:${port}`] });
+      expect({ node: node.name, exporter: e, listens: on }).toEqual({
+        node: node.name,
+        exporter: e,
+        listens: [`${node.address}:${port}`],
+      });
     }
     // Not even the node itself reaches them over loopback: they are bound to the private address.
-    const loop = await run(inNamespace(node.namespace, ["curl", "-s", "-m", "2", `http://127.0.0.1:${PORTS.nodeExporter}/metrics`]), { timeoutMs: 10_000 });
+    const loop = await run(
+      inNamespace(node.namespace, ["curl", "-s", "-m", "2", `http://127.0.0.1:${PORTS.nodeExporter}/metrics`]),
+      { timeoutMs: 10_000 },
+    );
     expect(loop.code).toBe(7); // curl: could not connect
   }
 }, 60_000);
@@ -91,9 +127,14 @@ test("every target of the rendered prometheus.yml answers as Prometheus scrapes 
   scrapes = {};
   for (const job of doc.scrape_configs) {
     const name = job.job_name.replace(`${state.clusterName}-`, "");
-    const params: [string, string][] = Object.entries((job.params ?? {}) as Record<string, string[]>).map(([k, v]) => [k, v[0]]);
+    const params: [string, string][] = Object.entries((job.params ?? {}) as Record<string, string[]>).map(([k, v]) => [
+      k,
+      v[0],
+    ]);
     const query = params.length > 0 ? `?${new URLSearchParams(params).toString()}` : "";
-    const auth = job.basic_auth ? `${job.basic_auth.username}:${fs.readFileSync(job.basic_auth.password_file, "utf8").trim()}` : undefined;
+    const auth = job.basic_auth
+      ? `${job.basic_auth.username}:${fs.readFileSync(job.basic_auth.password_file, "utf8").trim()}`
+      : undefined;
     scrapes[name] = [];
     for (const sc of job.static_configs) {
       const url = `${job.scheme ?? "http"}://${sc.targets[0]}${job.metrics_path}${query}`;
@@ -111,6 +152,7 @@ test("every target of the rendered prometheus.yml answers as Prometheus scrapes 
   expect(value("redis", "redis_up")).toEqual([1, 1, 1]);
   expect(value("sentinel", "redis_sentinel_masters")).toEqual([1, 1, 1]);
   expect(value("patroni", "patroni_primary").sort()).toEqual([0, 0, 1]);
+  expect(value("pgbouncer", "pgbouncer_up")).toEqual([1, 1, 1]);
 }, 90_000);
 
 test("HAProxy's /metrics and stats page refuse a request without the stats login", async () => {
@@ -119,7 +161,11 @@ test("HAProxy's /metrics and stats page refuse a request without the stats login
     const r = await get(state.nodes[1].namespace, `http://${node.address}:${PORTS.haproxyStats}${p}`);
     expect({ path: p, status: r.status }).toEqual({ path: p, status: 401 });
   }
-  const wrong = await get(state.nodes[1].namespace, `http://${node.address}:${PORTS.haproxyStats}/metrics`, `${USERS.haproxyStats}:not-the-password`);
+  const wrong = await get(
+    state.nodes[1].namespace,
+    `http://${node.address}:${PORTS.haproxyStats}/metrics`,
+    `${USERS.haproxyStats}:not-the-password`,
+  );
   expect(wrong.status).toBe(401);
 });
 
@@ -133,7 +179,9 @@ test("every metric the dashboard's queries name is exported, with the labels the
     }
   }
   const exprs: string[] = DASHBOARD.panels.flatMap((p: any) => (p.targets ?? []).map((t: any) => t.expr));
-  const variableQueries: string[] = DASHBOARD.templating.list.filter((v: any) => v.type === "query").map((v: any) => v.definition);
+  const variableQueries: string[] = DASHBOARD.templating.list
+    .filter((v: any) => v.type === "query")
+    .map((v: any) => v.definition);
   const named = new Set<string>();
   const missing: string[] = [];
   for (const expr of exprs) {
@@ -144,7 +192,8 @@ test("every metric the dashboard's queries name is exported, with the labels the
         continue;
       }
       for (const m of sel.matchers) {
-        if (!ADDED_LABELS.has(m.label) && !labelsOf.get(sel.metric)!.has(m.label)) missing.push(`${sel.metric}{${m.label}}`);
+        if (!ADDED_LABELS.has(m.label) && !labelsOf.get(sel.metric)!.has(m.label))
+          missing.push(`${sel.metric}{${m.label}}`);
       }
     }
   }
@@ -164,17 +213,37 @@ test("a real Prometheus with the rendered prometheus.yml scrapes every target an
   const config = path.join(dir, "prometheus.yml");
   fs.writeFileSync(config, scrapeConfig(1).text);
   // prometheus.yml loads the alert rules from beside it, as on a Prometheus server of the stack.
-  const { topology, options } = describeCluster(loadStackSettings(state.stack, { failoverProfile: state.profile, subnetCidr: state.subnetCidr, nodeCount: state.nodes.length }));
-  fs.writeFileSync(path.join(dir, ALERT_RULES_FILE), renderAlertRules(topology, { ...options, backup: state.backup ?? options.backup }, { scrapeIntervalSeconds: 1 }));
+  const { topology, options } = describeCluster(
+    loadStackSettings(state.stack, {
+      failoverProfile: state.profile,
+      subnetCidr: state.subnetCidr,
+      nodeCount: state.nodes.length,
+    }),
+  );
+  fs.writeFileSync(
+    path.join(dir, ALERT_RULES_FILE),
+    renderAlertRules(topology, { ...options, backup: state.backup ?? options.backup }, { scrapeIntervalSeconds: 1 }),
+  );
   const check = await run(["promtool", "check", "config", config], { timeoutMs: 30_000 });
   expect([check.code, check.stdout + check.stderr]).toEqual([0, expect.stringContaining("SUCCESS")]);
   const prom = start(
-    inNamespace(ns, ["prometheus", `--config.file=${config}`, `--storage.tsdb.path=${path.join(dir, "data")}`, "--web.listen-address=127.0.0.1:9090", "--log.level=warn"]),
+    inNamespace(ns, [
+      "prometheus",
+      `--config.file=${config}`,
+      `--storage.tsdb.path=${path.join(dir, "data")}`,
+      "--web.listen-address=127.0.0.1:9090",
+      "--log.level=warn",
+    ]),
   );
   try {
     const api = async (q: string) => {
       const r = await get(ns, `http://127.0.0.1:9090/api/v1/query?${new URLSearchParams({ query: q })}`);
-      return r.status === 200 ? (JSON.parse(r.body) as { status: string; data: { result: { metric: Record<string, string>; value: [number, string] }[] } }) : undefined;
+      return r.status === 200
+        ? (JSON.parse(r.body) as {
+            status: string;
+            data: { result: { metric: Record<string, string>; value: [number, string] }[] };
+          })
+        : undefined;
     };
     const jobs = scrapeConfig().doc.scrape_configs.length;
     // Every target up, for a few scrapes, so rate() has two samples in its window.
@@ -182,17 +251,27 @@ test("a real Prometheus with the rendered prometheus.yml scrapes every target an
       "every target up",
       async () => {
         const r = await api("up");
-        return r && r.data.result.length === jobs * state.nodes.length && r.data.result.every((s) => s.value[1] === "1");
+        return (
+          r && r.data.result.length === jobs * state.nodes.length && r.data.result.every((s) => s.value[1] === "1")
+        );
       },
       60_000,
       1000,
     );
     await new Promise((r) => setTimeout(r, 5000));
+    // Some series exist only once something happened (the first boot's full backup, then the next
+    // pg-metrics run): a query may come up empty for a while, so each one is asked until it
+    // answers, within one shared deadline.
+    const deadline = Date.now() + 120_000;
     const empty: string[] = [];
     for (const p of DASHBOARD.panels.filter((x: any) => x.targets)) {
       for (const t of p.targets) {
         const q = grafanaToPromQL(t.expr, { cluster: state.clusterName, __rate_interval: "5s", __range: "1m" });
-        const r = await api(q);
+        let r = await api(q);
+        while (r?.status === "success" && r.data.result.length === 0 && Date.now() < deadline) {
+          await new Promise((w) => setTimeout(w, 2000));
+          r = await api(q);
+        }
         expect([p.title, r?.status]).toEqual([p.title, "success"]);
         if (r!.data.result.length === 0) empty.push(`${p.title}: ${q}`);
       }
@@ -201,18 +280,19 @@ test("a real Prometheus with the rendered prometheus.yml scrapes every target an
   } finally {
     await stop(prom);
   }
-}, 120_000);
+}, 240_000);
 
 test("status --json reports each node's exporters, the leader's connections against the plan and Redis memory", () => {
   const r = cli(["status", "--json"], { loc });
-  expect(r.code).toBe(0);
   const out = JSON.parse(r.stdout);
+  expect([r.code, out.problems]).toEqual([0, []]);
   for (const n of out.nodes) {
-    expect(n.exporters).toEqual({ node: "up", postgres: "up", redis: "up" });
+    expect(n.exporters).toEqual({ node: "up", postgres: "up", redis: "up", pgbouncer: "up" });
     expect(n.timeline).toBeGreaterThanOrEqual(1);
     // The exporters' PIDs are their units' MainPIDs inside the node (systemd's view), as for every daemon.
-    for (const p of ["node_exporter", "postgres_exporter", "redis_exporter"]) expect([n.name, p, n.pids[p]]).toEqual([n.name, p, expect.any(Number)]);
-    for (const p of ["node_exporter", "postgres_exporter", "redis_exporter"]) expect(n.pids[p]).toBeGreaterThan(1);
+    const exporters = ["node_exporter", "postgres_exporter", "redis_exporter", "pgbouncer_exporter"];
+    for (const p of exporters) expect([n.name, p, n.pids[p]]).toEqual([n.name, p, expect.any(Number)]);
+    for (const p of exporters) expect(n.pids[p]).toBeGreaterThan(1);
   }
   expect(out.postgresConnections.max).toBe(getPlan("cx31").maxConnections);
   expect(out.postgresConnections.used).toBeGreaterThan(0);
@@ -221,6 +301,8 @@ test("status --json reports each node's exporters, the leader's connections agai
   // No secret of the monitoring role or of the exporters in what status prints.
   expect(r.stdout).not.toContain(secrets.monitoring);
   const text = cli(["status"], { loc });
-  expect(text.stdout).toMatch(/^metrics: 3\/3 nodes export node\/postgres\/redis metrics/m);
-  expect(text.stdout).toMatch(/^postgres: leader madbase-prod-\d \(timeline \d+\), sync standby madbase-prod-\d, connections \d+\/200/m);
+  expect(text.stdout).toMatch(/^metrics: 3\/3 nodes export node\/postgres\/redis\/pgbouncer metrics/m);
+  expect(text.stdout).toMatch(
+    /^postgres: leader madbase-prod-\d \(timeline \d+\), sync standby madbase-prod-\d, connections \d+\/200/m,
+  );
 });

@@ -38,9 +38,20 @@ test("a partitioned leader demotes itself, no write is acknowledged by two prima
   const cut = findNode(state, oldLeader);
   const survivor = state.nodes.find((n) => n.name !== oldLeader)!;
 
-  const outside = new AckWriter({ host: survivor.address, port: PORTS.postgresPrimary, password: secrets.app, firstId: 1_000_000, intervalMs: 20 }).start();
+  const outside = new AckWriter({
+    host: survivor.address,
+    port: PORTS.postgresPrimary,
+    password: secrets.app,
+    firstId: 1_000_000,
+    intervalMs: 20,
+  }).start();
   stops.push(() => outside.stop());
-  const inside = namespaceWriter(cut.namespace, { host: "127.0.0.1", port: PORTS.postgres, password: secrets.app, firstId: 2_000_000 });
+  const inside = namespaceWriter(cut.namespace, {
+    host: "127.0.0.1",
+    port: PORTS.postgres,
+    password: secrets.app,
+    firstId: 2_000_000,
+  });
   stops.push(() => inside.stop());
   await outside.waitForAcks(20, 30_000);
   while (inside.acks.length < 20) await sleep(100);
@@ -73,7 +84,14 @@ test("a partitioned leader demotes itself, no write is acknowledged by two prima
   // primary whose history was then thrown away. (With synchronous_mode the cut-off primary
   // cannot acknowledge at all: its synchronous standby is on the other side.)
   const acked = [...outside.ackedIds, ...inside.acks.map((a) => a.id)];
-  expect(await missingIds({ host: address(state, healed.leader!), port: PORTS.postgresPrimary, password: secrets.app }, acked)).toEqual([]);
+  expect(
+    await missingIds(
+      { host: address(state, healed.leader!), port: PORTS.postgresPrimary, password: secrets.app },
+      acked,
+    ),
+  ).toEqual([]);
   expect(insideAcksAfterElection).toEqual([]);
-  console.log(`partition: ${outside.ackedIds.length} writes acknowledged through the majority, ${inside.acks.length} by the cut-off node (${insideAcksWhileCut} after the cut)`);
+  console.log(
+    `partition: ${outside.ackedIds.length} writes acknowledged through the majority, ${inside.acks.length} by the cut-off node (${insideAcksWhileCut} after the cut)`,
+  );
 }, 600_000);

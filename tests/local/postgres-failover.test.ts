@@ -30,7 +30,12 @@ test(`kill -9 of the leader node, ${KILLS} times: writes resume on a new leader,
   for (let round = 0; round < KILLS; round++) {
     // A writer through a node that survives this round; each round has its own id range.
     const entry = state.nodes.find((n) => n.name !== leader)!;
-    const writer = new AckWriter({ host: entry.address, port: PORTS.postgresPrimary, password: secrets.app, firstId: (round + 1) * 1_000_000 }).start();
+    const writer = new AckWriter({
+      host: entry.address,
+      port: PORTS.postgresPrimary,
+      password: secrets.app,
+      firstId: (round + 1) * 1_000_000,
+    }).start();
     writers.push(writer);
     await writer.waitForAcks(20, 30_000);
 
@@ -64,7 +69,9 @@ test(`kill -9 of the leader node, ${KILLS} times: writes resume on a new leader,
   const acked = writers.flatMap((w) => w.ackedIds);
   expect(acked.length).toBeGreaterThan(KILLS * 40);
   const h = await health(loc);
-  expect(await missingIds({ host: address(state, h.leader!), port: PORTS.postgresPrimary, password: secrets.app }, acked)).toEqual([]);
+  expect(
+    await missingIds({ host: address(state, h.leader!), port: PORTS.postgresPrimary, password: secrets.app }, acked),
+  ).toEqual([]);
   for (const node of state.nodes) {
     await waitForReplica(node.address, acked);
   }

@@ -6,8 +6,8 @@
  */
 import { PORTS, serverPaths } from "../../core";
 import { UpResult, startNode, stopService, waitHealthy } from "../../local/cluster";
-import { BACKENDS } from "../../local/health";
-import { haproxyServers, redisReplication } from "../../local/probes";
+import { BACKENDS } from "../../local/judge";
+import { haproxyServers, probeAuth, redisReplication } from "../../local/probes";
 import { machinePath } from "../../local/machine";
 import { address, finish, redisClient, sleep, startCluster, testLocation, waitFor } from "./harness";
 
@@ -44,13 +44,19 @@ test("Sentinel promotes a replica, HAProxy follows, and the old master returns a
     (h) =>
       h.redisMaster !== null &&
       h.redisMaster !== oldMaster &&
-      h.nodes.every((n) => n.name === oldMaster || (n.haproxy?.redis_master[h.redisMaster!] === "UP" && n.sentinelMaster === address(state, h.redisMaster!))) &&
+      h.nodes.every(
+        (n) =>
+          n.name === oldMaster ||
+          (n.haproxy?.redis_master[h.redisMaster!] === "UP" && n.sentinelMaster === address(state, h.redisMaster!)),
+      ) &&
       // min-replicas-to-write 1: the new master takes writes once the other survivor is a connected
       // replica of it (health lists every replica that is not, the stopped old master aside).
       !h.problems.some((p) => p.startsWith("redis:") && !p.includes(oldMaster)),
   );
   const newMaster = promoted.redisMaster!;
-  expect(promoted.nodes.filter((n) => n.name !== oldMaster).every((n) => n.sentinelMaster === address(state, newMaster))).toBe(true);
+  expect(
+    promoted.nodes.filter((n) => n.name !== oldMaster).every((n) => n.sentinelMaster === address(state, newMaster)),
+  ).toBe(true);
 
   // A write through a surviving node's 6379 lands on the new master.
   const client = redisClient(state, secrets.redis, survivor.address);
@@ -73,9 +79,12 @@ test("Sentinel promotes a replica, HAProxy follows, and the old master returns a
           return socket ? haproxyServers(socket) : Promise.resolve(undefined);
         }),
       );
-      const returning = await redisReplication(address(state, oldMaster), secrets.redis);
+      const returning = await redisReplication(address(state, oldMaster), probeAuth(secrets).redis);
       const up = Object.fromEntries(
-        state.nodes.map((n, i) => [n.name, (views[i] ?? []).filter((s) => s.proxy === "redis_master" && s.status.startsWith("UP")).map((s) => s.server)]),
+        state.nodes.map((n, i) => [
+          n.name,
+          (views[i] ?? []).filter((s) => s.proxy === "redis_master" && s.status.startsWith("UP")).map((s) => s.server),
+        ]),
       );
       samples.push({ at: Date.now(), up, returningRole: returning?.role });
       await sleep(100);

@@ -12,7 +12,7 @@ import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import Redis from "ioredis";
-import { BACKUP_SCRIPT, PORTS, ScaleStep, serverPaths } from "../../core";
+import { BACKUP_SCRIPT, PORTS, REDIS_USERS, ScaleStep, serverPaths } from "../../core";
 import { loadCluster } from "../../local/cluster";
 import { operatorTls, tlsRequest } from "../../local/tls";
 import { assertHostLink } from "../../local/health";
@@ -35,7 +35,13 @@ const apps: { close: () => Promise<unknown> }[] = [];
 
 function startWriter(state: LocalClusterState, password: string, firstId: number): AckWriter {
   // Through the first node's HAProxy: node 1 stays whatever the count.
-  const writer = new AckWriter({ host: state.nodes[0].address, port: PORTS.postgresPrimary, password, firstId, intervalMs: 20 }).start();
+  const writer = new AckWriter({
+    host: state.nodes[0].address,
+    port: PORTS.postgresPrimary,
+    password,
+    firstId,
+    intervalMs: 20,
+  }).start();
   writers.push(writer);
   return writer;
 }
@@ -61,10 +67,19 @@ function longestGap(w: AckWriter, from: number, to: number): number {
   return Math.max(...times.slice(1).map((t, i) => t - times[i]));
 }
 
-/** A command to a node's Sentinel (no password: it listens on the private network only). */
+/** A command to a node's Sentinel, with its password. */
 async function sentinelCall(ip: string, ...args: string[]): Promise<unknown> {
-  assertHostLink(loadCluster(loc).state);
-  const client = new Redis({ host: ip, port: PORTS.sentinel, lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  const { state, secrets } = loadCluster(loc);
+  assertHostLink(state);
+  const client = new Redis({
+    host: ip,
+    port: PORTS.sentinel,
+    password: secrets.sentinel,
+    lazyConnect: true,
+    connectTimeout: 2000,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
   client.on("error", () => undefined);
   await client.connect();
   try {
@@ -80,7 +95,9 @@ async function sentinelMaster(ip: string, master: string): Promise<Record<string
 }
 
 async function patroniLeader(ip: string): Promise<string | undefined> {
-  const body = (await patroniGet(loadCluster(loc).state, ip, "cluster")) as { members: { name: string; role: string }[] };
+  const body = (await patroniGet(loadCluster(loc).state, ip, "cluster")) as {
+    members: { name: string; role: string }[];
+  };
   return body.members.find((m) => m.role === "leader")?.name;
 }
 
@@ -90,9 +107,15 @@ async function membership() {
   const names = state.nodes.map((n) => n.name);
   const first = state.nodes[0].address;
   // etcd's client port takes only the cluster's certificates: this machine presents the operator's.
-  const answer = await tlsRequest(`https://${first}:${PORTS.etcdClient}/v3/cluster/member/list`, { ...operatorTls(state.root), method: "POST", body: "{}" });
+  const answer = await tlsRequest(`https://${first}:${PORTS.etcdClient}/v3/cluster/member/list`, {
+    ...operatorTls(state.root),
+    method: "POST",
+    body: "{}",
+  });
   const etcd = JSON.parse(answer.body) as { members: { name: string; isLearner?: boolean }[] };
-  const patroni = (await patroniGet(state, first, "cluster")) as { members: { name: string; role: string; state: string }[] };
+  const patroni = (await patroniGet(state, first, "cluster")) as {
+    members: { name: string; role: string; state: string }[];
+  };
   const sentinels = await Promise.all(state.nodes.map((n) => sentinelMaster(n.address, state.clusterName)));
   const haproxy = await Promise.all(
     state.nodes.map((n) => {
@@ -117,11 +140,17 @@ async function membership() {
       leaders: patroni.members.filter((m) => m.role === "leader").length,
       running: patroni.members.every((m) => ["running", "streaming"].includes(m.state)),
     },
-    sentinels: sentinels.map((s) => ({ quorum: Number(s.quorum), otherSentinels: Number(s["num-other-sentinels"]), replicas: Number(s["num-slaves"]) })),
+    sentinels: sentinels.map((s) => ({
+      quorum: Number(s.quorum),
+      otherSentinels: Number(s["num-other-sentinels"]),
+      replicas: Number(s["num-slaves"]),
+    })),
     haproxy: haproxy.map((servers) => {
       const byBackend: Record<string, string[]> = {};
       for (const s of servers ?? []) (byBackend[s.proxy] ??= []).push(s.server);
-      return Object.fromEntries(["postgres_primary", "postgres_replicas", "redis_master"].map((b) => [b, (byBackend[b] ?? []).sort()]));
+      return Object.fromEntries(
+        ["postgres_primary", "postgres_replicas", "redis_master"].map((b) => [b, (byBackend[b] ?? []).sort()]),
+      );
     }),
     redisMasters: redisRoles.filter((r) => r === "master").length,
   };
@@ -134,7 +163,11 @@ async function expectMembers(n: number): Promise<void> {
     etcd: { members: [...names].sort(), learners: 0 },
     patroni: { members: [...names].sort(), leaders: 1, running: true },
     sentinels: names.map(() => ({ quorum: Math.floor(n / 2) + 1, otherSentinels: n - 1, replicas: n - 1 })),
-    haproxy: names.map(() => ({ postgres_primary: [...names].sort(), postgres_replicas: [...names].sort(), redis_master: [...names].sort() })),
+    haproxy: names.map(() => ({
+      postgres_primary: [...names].sort(),
+      postgres_replicas: [...names].sort(),
+      redis_master: [...names].sort(),
+    })),
     redisMasters: 1,
   });
   let last: Awaited<ReturnType<typeof membership>> | undefined;
@@ -162,7 +195,12 @@ async function expectNoLostWrite(w: AckWriter): Promise<void> {
   }
 }
 
-function report(label: string, result: { seconds: number; steps: { step: string; seconds: number }[] }, gap: number, w: AckWriter) {
+function report(
+  label: string,
+  result: { seconds: number; steps: { step: string; seconds: number }[] },
+  gap: number,
+  w: AckWriter,
+) {
   console.log(
     `${label}: ${result.seconds.toFixed(1)} s, longest write gap ${gap} ms, ${w.acks.length} acknowledged writes so far, ${w.failures} failed attempts\n  ` +
       result.steps.map((s) => `${s.step} ${s.seconds.toFixed(1)} s`).join("\n  "),
@@ -174,7 +212,11 @@ function report(label: string, result: { seconds: number; steps: { step: string;
  * this boot: one per membership script, plus the runner's first "does SSH answer" of a new node.
  */
 function sshLogins(state: LocalClusterState, node: LocalNode): number {
-  const r = machineExec(node.machine, ["journalctl", "-b", "-q", "--no-pager", "-o", "cat", "SYSLOG_IDENTIFIER=sshd", "SYSLOG_IDENTIFIER=sshd-session"], { timeoutMs: 20_000 });
+  const r = machineExec(
+    node.machine,
+    ["journalctl", "-b", "-q", "--no-pager", "-o", "cat", "SYSLOG_IDENTIFIER=sshd", "SYSLOG_IDENTIFIER=sshd-session"],
+    { timeoutMs: 20_000 },
+  );
   return r.stdout.split("\n").filter((l) => l.startsWith(`Accepted publickey for root from ${state.hostIp} `)).length;
 }
 
@@ -222,9 +264,19 @@ function expectJoinedCleanly(seen: BeforeJoin[], names: string[]): void {
   expect(seen.map((s) => s.name)).toEqual(names);
   for (const s of seen) {
     expect({ name: s.name, joining: /^joining=1$/m.test(s.ready) }).toEqual({ name: s.name, joining: true });
-    expect({ name: s.name, units: s.units }).toEqual({ name: s.name, units: { etcd: "inactive", patroni: "inactive", redis: "inactive", sentinel: "inactive" } });
-    expect({ name: s.name, enabled: s.enabled.split("\n") }).toEqual({ name: s.name, enabled: ["disabled", "disabled", "disabled", "disabled"] });
-    expect({ name: s.name, journal: s.journal, etcdData: s.etcdData }).toEqual({ name: s.name, journal: "", etcdData: "" });
+    expect({ name: s.name, units: s.units }).toEqual({
+      name: s.name,
+      units: { etcd: "inactive", patroni: "inactive", redis: "inactive", sentinel: "inactive" },
+    });
+    expect({ name: s.name, enabled: s.enabled.split("\n") }).toEqual({
+      name: s.name,
+      enabled: ["disabled", "disabled", "disabled", "disabled"],
+    });
+    expect({ name: s.name, journal: s.journal, etcdData: s.etcdData }).toEqual({
+      name: s.name,
+      journal: "",
+      etcdData: "",
+    });
   }
 }
 
@@ -261,7 +313,9 @@ describe("dev, 1 → 3 → 5 (scale API) → 3, on booted nodes", () => {
       const logins = sshLogins(state, findNode(state, name));
       expect({ name, enough: logins >= count }).toEqual({ name, enough: true });
     }
-    expect(fs.readFileSync(scaleLogFile(state, { name: "madbase-dev-3" }), "utf8")).toMatch(/madbase-dev-3: node-join \(ssh root@[\d.]+\)[\s\S]*\[node-join madbase-dev-3\] joined/);
+    expect(fs.readFileSync(scaleLogFile(state, { name: "madbase-dev-3" }), "utf8")).toMatch(
+      /madbase-dev-3: node-join \(ssh root@[\d.]+\)[\s\S]*\[node-join madbase-dev-3\] joined/,
+    );
     await w.waitForAcks(20, 30_000);
     await expectNoLostWrite(w);
   }, 1_200_000);
@@ -283,12 +337,17 @@ describe("dev, 1 → 3 → 5 (scale API) → 3, on booted nodes", () => {
     const call = (method: string, p: string, body?: unknown, token: string | null = TOKEN) =>
       fetch(`${base}${p}`, {
         method,
-        headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body === undefined ? {} : { "content-type": "application/json" }) },
+        headers: {
+          ...(token ? { authorization: `Bearer ${token}` } : {}),
+          ...(body === undefined ? {} : { "content-type": "application/json" }),
+        },
         body: body === undefined ? undefined : JSON.stringify(body),
       });
     expect((await call("POST", SCALE_PATH, { target_db_count: 5 }, null)).status).toBe(401);
     expect((await call("POST", SCALE_PATH, { target_db_count: 4 })).status).toBe(400);
-    expect(await (await call("POST", SCALE_PATH, { target_db_count: 1, min_ha_nodes: true })).json()).toMatchObject({ field: "target_db_count" });
+    expect(await (await call("POST", SCALE_PATH, { target_db_count: 1, min_ha_nodes: true })).json()).toMatchObject({
+      field: "target_db_count",
+    });
 
     const t0 = Date.now();
     const accepted = await call("POST", SCALE_PATH, { target_db_count: 5, min_ha_nodes: true });
@@ -299,15 +358,24 @@ describe("dev, 1 → 3 → 5 (scale API) → 3, on booted nodes", () => {
     await sleep(1000);
     await expect(scale({ ...loc, nodes: 5 })).rejects.toThrow(ScaleInProgressError);
     await jobs.idle();
-    const job = (await (await call("GET", `${SCALE_PATH}/${id}`)).json()) as { state: string; from: number; target: number; log: string[]; error: string | null };
-    console.log(`scale API job ${id} (3 → 5): ${job.state} in ${((Date.now() - t0) / 1000).toFixed(1)} s, longest write gap ${longestGap(w, t0, Date.now())} ms\n  ${job.log.filter((l) => /^\[\d+\/\d+\]|ready after/.test(l.trim())).join("\n  ")}`);
+    const job = (await (await call("GET", `${SCALE_PATH}/${id}`)).json()) as {
+      state: string;
+      from: number;
+      target: number;
+      log: string[];
+      error: string | null;
+    };
+    console.log(
+      `scale API job ${id} (3 → 5): ${job.state} in ${((Date.now() - t0) / 1000).toFixed(1)} s, longest write gap ${longestGap(w, t0, Date.now())} ms\n  ${job.log.filter((l) => /^\[\d+\/\d+\]|ready after/.test(l.trim())).join("\n  ")}`,
+    );
     expect(job).toMatchObject({ state: "succeeded", from: 3, target: 5, error: null });
     expect(job.log.join("\n")).toMatch(/madbase-dev-4: node-join[\s\S]*madbase-dev-5: node-join[\s\S]*healthy/);
     await expectMembers(5);
     // The new nodes are rendered like the first one: the same backup repository, and its script.
     const { state } = loadCluster(loc);
     const onNode = (name: string, file: string) => machinePath(findNode(state, name).machine, file)!;
-    const repoOf = (name: string) => /^repo1-path=.*$/m.exec(fs.readFileSync(onNode(name, serverPaths().config["pgbackrest.conf"]), "utf8"))?.[0];
+    const repoOf = (name: string) =>
+      /^repo1-path=.*$/m.exec(fs.readFileSync(onNode(name, serverPaths().config["pgbackrest.conf"]), "utf8"))?.[0];
     expect(repoOf("madbase-dev-5")).toBeDefined();
     expect(repoOf("madbase-dev-5")).toBe(repoOf("madbase-dev-1"));
     expect(fs.existsSync(onNode("madbase-dev-5", path.posix.join(serverPaths().scriptDir, BACKUP_SCRIPT)))).toBe(true);
@@ -319,7 +387,8 @@ describe("dev, 1 → 3 → 5 (scale API) → 3, on booted nodes", () => {
     const { state, secrets } = loadCluster(loc);
     const [n1, , , n4, n5] = state.nodes;
     // Unsafe calls come from a member (n1 itself): Patroni's allowlist refuses this machine.
-    const patroni = async (p: string, method: string, body: unknown) => patroniCall(state, n1, n1.address, method, p, { body, password: secrets.patroniRest });
+    const patroni = async (p: string, method: string, body: unknown) =>
+      patroniCall(state, n1, n1.address, method, p, { body, password: secrets.patroniRest });
     const synchronous = state.synchronousMode;
     // synchronous_mode only switches over to the sync standby: lift it for the move, then restore it.
     if (synchronous) {
@@ -340,7 +409,7 @@ describe("dev, 1 → 3 → 5 (scale API) → 3, on booted nodes", () => {
     const others = state.nodes.filter((n) => n.name !== n4.name);
     const setPriority = async (value: string) => {
       for (const n of others) {
-        const c = redisClient(state, secrets.redis, n.address, PORTS.redis);
+        const c = redisClient(state, secrets.redisAdmin, n.address, PORTS.redis, REDIS_USERS.admin);
         await c.connect();
         await c.config("SET", "replica-priority", value);
         c.disconnect();
@@ -348,17 +417,29 @@ describe("dev, 1 → 3 → 5 (scale API) → 3, on booted nodes", () => {
     };
     await setPriority("0");
     await sentinelCall(n1.address, "SENTINEL", "FAILOVER", state.clusterName);
-    for (let i = 0; i < 30 && ((await sentinelCall(n1.address, "SENTINEL", "get-master-addr-by-name", state.clusterName)) as string[])[0] !== n4.address; i++) {
+    for (
+      let i = 0;
+      i < 30 &&
+      ((await sentinelCall(n1.address, "SENTINEL", "get-master-addr-by-name", state.clusterName)) as string[])[0] !==
+        n4.address;
+      i++
+    ) {
       await sleep(1000);
     }
     await setPriority("100");
     await expectMembers(5);
     expect(await patroniLeader(n1.address)).toBe(n5.name);
-    expect(((await sentinelCall(n1.address, "SENTINEL", "get-master-addr-by-name", state.clusterName)) as string[])[0]).toBe(n4.address);
+    expect(
+      ((await sentinelCall(n1.address, "SENTINEL", "get-master-addr-by-name", state.clusterName)) as string[])[0],
+    ).toBe(n4.address);
 
     const t0 = Date.now();
     const handoff: string[] = [];
-    const result = await scale({ ...loc, nodes: 3, onProgress: (line) => line.includes("[leadership-handoff") && handoff.push(line.trim()) });
+    const result = await scale({
+      ...loc,
+      nodes: 3,
+      onProgress: (line) => line.includes("[leadership-handoff") && handoff.push(line.trim()),
+    });
     const gap = longestGap(w, t0, Date.now());
     report("5 → 3 (leader and Redis master leaving)", result, gap, w);
     console.log(`leadership-handoff:\n  ${handoff.join("\n  ")}`);
@@ -369,9 +450,14 @@ describe("dev, 1 → 3 → 5 (scale API) → 3, on booted nodes", () => {
     await expectMembers(3);
     // The removed machines are gone (processes, overlay mounts, loop devices), so are their namespaces.
     for (const gone of [n4, n5]) {
-      expect(fs.existsSync(`/proc/${gone.machine.nspawnPid}`) && fs.readFileSync(`/proc/${gone.machine.nspawnPid}/cmdline`, "utf8").includes("systemd-nspawn")).toBe(false);
+      expect(
+        fs.existsSync(`/proc/${gone.machine.nspawnPid}`) &&
+          fs.readFileSync(`/proc/${gone.machine.nspawnPid}/cmdline`, "utf8").includes("systemd-nspawn"),
+      ).toBe(false);
       expect(fs.readFileSync("/proc/self/mounts", "utf8")).not.toContain(gone.machine.rootDir);
-      expect(spawnSync("losetup", ["--associated", gone.machine.volumeFile], { encoding: "utf8" }).stdout.trim()).toBe("");
+      expect(spawnSync("losetup", ["--associated", gone.machine.volumeFile], { encoding: "utf8" }).stdout.trim()).toBe(
+        "",
+      );
       expect(fs.existsSync(path.join(loc.root, gone.name))).toBe(false);
     }
     const ns = spawnSync("ip", ["netns", "list"], { encoding: "utf8" }).stdout;
@@ -381,7 +467,14 @@ describe("dev, 1 → 3 → 5 (scale API) → 3, on booted nodes", () => {
     // node-leave ran on each leaving node over SSH; its log stays under left/.
     const left = fs.readdirSync(path.join(loc.root, "left"));
     expect(left.filter((f) => f.startsWith("madbase-dev-4-") || f.startsWith("madbase-dev-5-"))).toHaveLength(2);
-    const leaveLog = fs.readFileSync(path.join(loc.root, "left", left.find((f) => f.startsWith("madbase-dev-5-"))!), "utf8");
+    const leaveLog = fs.readFileSync(
+      path.join(
+        loc.root,
+        "left",
+        left.find((f) => f.startsWith("madbase-dev-5-"))!,
+      ),
+      "utf8",
+    );
     expect(leaveLog).toMatch(/madbase-dev-5: node-leave \(ssh root@/);
     await w.waitForAcks(20, 30_000);
     await w.stop();

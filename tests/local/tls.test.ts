@@ -15,14 +15,33 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { APP_DATABASE, PORTS, USERS, caCertificateSpec, entryPointName, getProfile, operatorCertificateSpec, serverPaths } from "../../core";
+import {
+  APP_DATABASE,
+  PORTS,
+  USERS,
+  caCertificateSpec,
+  entryPointName,
+  getProfile,
+  operatorCertificateSpec,
+  serverPaths,
+} from "../../core";
 import { apply } from "../../local/apply";
 import { UpResult, killNode, startNode, waitHealthy } from "../../local/cluster";
 import { machinePath } from "../../local/machine";
 import { haproxyServers } from "../../local/probes";
 import { certPaths, issueCertificate, operatorTls } from "../../local/tls";
 import { AckWriter, missingIds } from "../../local/writer";
-import { address, finish, health, patroniCall, patroniGet, startCluster, testLocation, waitFor, writeEntryServer } from "./harness";
+import {
+  address,
+  finish,
+  health,
+  patroniCall,
+  patroniGet,
+  startCluster,
+  testLocation,
+  waitFor,
+  writeEntryServer,
+} from "./harness";
 
 const loc = testLocation(16);
 let cluster: UpResult;
@@ -41,7 +60,10 @@ afterAll(async () => {
 function etcdctl(flags: string[], args: string[]): { code: number | null; out: string } {
   const bin = path.join(cluster.state.image, "usr", "bin", "etcdctl");
   const endpoint = `--endpoints=https://${cluster.state.nodes[0].address}:${PORTS.etcdClient}`;
-  const r = spawnSync(bin, [endpoint, "--dial-timeout=2s", "--command-timeout=3s", ...flags, ...args], { encoding: "utf8", timeout: 20_000 });
+  const r = spawnSync(bin, [endpoint, "--dial-timeout=2s", "--command-timeout=3s", ...flags, ...args], {
+    encoding: "utf8",
+    timeout: 20_000,
+  });
   return { code: r.status, out: `${r.stdout}${r.stderr}` };
 }
 
@@ -61,8 +83,16 @@ test("etcd: without a client certificate, or with one from another CA, nothing i
   // Another CA, made exactly like the cluster's, and a client pair it signed.
   const other = path.join(scratch, "other");
   issueCertificate(caCertificateSpec({ clusterName: "someone-else" }), certPaths(other, "ca"));
-  issueCertificate(operatorCertificateSpec({ clusterName: "someone-else" }), certPaths(other, "operator"), certPaths(other, "ca"));
-  const foreign = [`--cacert=${op.caFile}`, `--cert=${certPaths(other, "operator").cert}`, `--key=${certPaths(other, "operator").key}`];
+  issueCertificate(
+    operatorCertificateSpec({ clusterName: "someone-else" }),
+    certPaths(other, "operator"),
+    certPaths(other, "ca"),
+  );
+  const foreign = [
+    `--cacert=${op.caFile}`,
+    `--cert=${certPaths(other, "operator").cert}`,
+    `--key=${certPaths(other, "operator").key}`,
+  ];
   const noCert = [`--cacert=${op.caFile}`];
 
   for (const flags of [noCert, foreign]) {
@@ -75,7 +105,11 @@ test("etcd: without a client certificate, or with one from another CA, nothing i
     expect(remove.code).not.toBe(0);
   }
   // Plain HTTP on the client port gets no answer from etcd's API.
-  const plain = spawnSync("curl", ["-s", "-m", "3", `http://${cluster.state.nodes[0].address}:${PORTS.etcdClient}/version`], { encoding: "utf8" });
+  const plain = spawnSync(
+    "curl",
+    ["-s", "-m", "3", `http://${cluster.state.nodes[0].address}:${PORTS.etcdClient}/version`],
+    { encoding: "utf8" },
+  );
   expect(plain.stdout).not.toContain("etcdserver");
 
   expect(etcdctl(ours, ["put", "/madbase-tls-test/probe", "ok"])).toEqual({ code: 0, out: "OK\n" });
@@ -88,15 +122,41 @@ test("etcd: without a client certificate, or with one from another CA, nothing i
 test("the nodes present certificates of the cluster CA, with their name and address and the entry point's", () => {
   const op = operatorTls(cluster.state.root);
   for (const node of cluster.state.nodes) {
-    const chain = spawnSync("openssl", ["s_client", "-connect", `${node.address}:${PORTS.etcdClient}`, "-CAfile", op.caFile, "-verify_return_error", "-verify_ip", node.address, "-cert", op.certFile, "-key", op.keyFile], {
-      input: "",
-      encoding: "utf8",
-      timeout: 15_000,
-    });
+    const chain = spawnSync(
+      "openssl",
+      [
+        "s_client",
+        "-connect",
+        `${node.address}:${PORTS.etcdClient}`,
+        "-CAfile",
+        op.caFile,
+        "-verify_return_error",
+        "-verify_ip",
+        node.address,
+        "-cert",
+        op.certFile,
+        "-key",
+        op.keyFile,
+      ],
+      {
+        input: "",
+        encoding: "utf8",
+        timeout: 15_000,
+      },
+    );
     expect(chain.stdout).toMatch(/Verify return code: 0 \(ok\)/);
     const pem = chain.stdout.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/)![0];
-    const text = spawnSync("openssl", ["x509", "-noout", "-ext", "subjectAltName"], { input: pem, encoding: "utf8" }).stdout;
-    for (const san of [`DNS:${node.name}`, `DNS:${entryPointName(cluster.state)}`, `IP Address:${node.address}`, "IP Address:127.0.0.1"]) expect(text).toContain(san);
+    const text = spawnSync("openssl", ["x509", "-noout", "-ext", "subjectAltName"], {
+      input: pem,
+      encoding: "utf8",
+    }).stdout;
+    for (const san of [
+      `DNS:${node.name}`,
+      `DNS:${entryPointName(cluster.state)}`,
+      `IP Address:${node.address}`,
+      "IP Address:127.0.0.1",
+    ])
+      expect(text).toContain(san);
   }
 });
 
@@ -118,39 +178,73 @@ test("PostgreSQL: plain-text logins to a node and to the entry port are refused;
   }
   // verify-full through another node's HAProxy: the leader's certificate names the entry point,
   // which this client asks for by name (host=) while connecting to the node's address (hostaddr=).
-  const verified = psql(`host=${entryPointName(state)} hostaddr=${entry.address} port=${PORTS.postgresPrimary} ${base} sslmode=verify-full sslrootcert=${op.caFile}`);
+  const verified = psql(
+    `host=${entryPointName(state)} hostaddr=${entry.address} port=${PORTS.postgresPrimary} ${base} sslmode=verify-full sslrootcert=${op.caFile}`,
+  );
   expect(verified).toEqual({ code: 0, out: "t" });
   // Verifying against another CA fails: the client really checks the server.
   const other = path.join(scratch, "other-pg");
   issueCertificate(caCertificateSpec({ clusterName: "someone-else" }), certPaths(other, "ca"));
-  const wrongCa = psql(`host=${entryPointName(state)} hostaddr=${entry.address} port=${PORTS.postgresPrimary} ${base} sslmode=verify-full sslrootcert=${certPaths(other, "ca").cert}`);
+  const wrongCa = psql(
+    `host=${entryPointName(state)} hostaddr=${entry.address} port=${PORTS.postgresPrimary} ${base} sslmode=verify-full sslrootcert=${certPaths(other, "ca").cert}`,
+  );
   expect(wrongCa.code).not.toBe(0);
   expect(wrongCa.out).toMatch(/certificate verify failed/);
   // The URL the runner prints asks for TLS.
-  expect(psql(`postgresql://${USERS.app}@${entry.address}:${PORTS.postgresPrimary}/${APP_DATABASE}?sslmode=require`)).toEqual({ code: 0, out: "t" });
+  expect(
+    psql(`postgresql://${USERS.app}@${entry.address}:${PORTS.postgresPrimary}/${APP_DATABASE}?sslmode=require`),
+  ).toEqual({ code: 0, out: "t" });
 });
 
 test("Patroni: HTTPS only; unsafe calls need the password and a member's address; safe reads verify against the CA", async () => {
   const { state, secrets } = cluster;
   const [n1, n2] = state.nodes;
   // Plain HTTP gets no answer from the REST API.
-  const plain = spawnSync("curl", ["-s", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}", `http://${n1.address}:${PORTS.patroni}/cluster`], { encoding: "utf8" });
+  const plain = spawnSync(
+    "curl",
+    ["-s", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}", `http://${n1.address}:${PORTS.patroni}/cluster`],
+    { encoding: "utf8" },
+  );
   expect(plain.stdout).not.toBe("200");
   // Reads verify the server with the cluster CA.
   expect((await patroniGet(state, n1.address, "cluster")).members).toHaveLength(3);
   // This machine is not a member: even with the password, an unsafe call is refused.
   const fromHost = spawnSync(
     "curl",
-    ["-s", "-m", "10", "-K", "-", "--cacert", operatorTls(state.root).caFile, "-X", "PATCH", "-d", "{}", "-o", "/dev/null", "-w", "%{http_code}", `https://${n1.address}:${PORTS.patroni}/config`],
+    [
+      "-s",
+      "-m",
+      "10",
+      "-K",
+      "-",
+      "--cacert",
+      operatorTls(state.root).caFile,
+      "-X",
+      "PATCH",
+      "-d",
+      "{}",
+      "-o",
+      "/dev/null",
+      "-w",
+      "%{http_code}",
+      `https://${n1.address}:${PORTS.patroni}/config`,
+    ],
     { input: `user = "${USERS.patroniRest}:${secrets.patroniRest}"\n`, encoding: "utf8" },
   );
   expect(fromHost.stdout).toBe("403");
   // From a member: without the password, or with a wrong one, refused; with it, done.
   expect(patroniCall(state, n2, n1.address, "PATCH", "config", { body: {} }).status).toBe(401);
-  expect(patroniCall(state, n2, n1.address, "PATCH", "config", { body: {}, password: "not-the-password" }).status).toBe(401);
-  expect(patroniCall(state, n2, n1.address, "POST", "restart", { body: {}, password: "not-the-password" }).status).toBe(401);
+  expect(patroniCall(state, n2, n1.address, "PATCH", "config", { body: {}, password: "not-the-password" }).status).toBe(
+    401,
+  );
+  expect(patroniCall(state, n2, n1.address, "POST", "restart", { body: {}, password: "not-the-password" }).status).toBe(
+    401,
+  );
   // A change to the value it has: accepted, and nothing changes.
-  const ok = patroniCall(state, n2, n1.address, "PATCH", "config", { body: { ttl: getProfile(state.profile).patroni.ttl }, password: secrets.patroniRest });
+  const ok = patroniCall(state, n2, n1.address, "PATCH", "config", {
+    body: { ttl: getProfile(state.profile).patroni.ttl },
+    password: secrets.patroniRest,
+  });
   expect(ok.status).toBe(200);
   expect(JSON.parse(ok.body)).toMatchObject({ ttl: getProfile(state.profile).patroni.ttl });
 });
@@ -162,10 +256,18 @@ test("HAProxy checks Patroni over TLS and follows the leader through a power cut
   // Every HAProxy sees exactly the leader UP on 5433 (its checks are HTTPS with the CA).
   for (const node of state.nodes) {
     const socket = machinePath(node.machine, serverPaths().haproxySocket)!;
-    const up = (await haproxyServers(socket))!.filter((s) => s.proxy === "postgres_primary" && s.status === "UP").map((s) => s.server);
+    const up = (await haproxyServers(socket))!
+      .filter((s) => s.proxy === "postgres_primary" && s.status === "UP")
+      .map((s) => s.server);
     expect(up).toEqual([leader]);
   }
-  const writer = new AckWriter({ host: entry.address, port: PORTS.postgresPrimary, password: secrets.app, firstId: 16_000_000, intervalMs: 20 }).start();
+  const writer = new AckWriter({
+    host: entry.address,
+    port: PORTS.postgresPrimary,
+    password: secrets.app,
+    firstId: 16_000_000,
+    intervalMs: 20,
+  }).start();
   try {
     await writer.waitForAcks(20, 30_000);
     await killNode(leader, loc);
@@ -174,10 +276,16 @@ test("HAProxy checks Patroni over TLS and follows the leader through a power cut
     const resumedAt = writer.firstAckAfter(cutAt)!.at;
     // A power cut holds the leader key for the ttl; then a loop, the checks' fall, and room for a slow machine.
     const p = getProfile(state.profile);
-    const boundMs = (p.patroni.ttl + p.patroni.loopWait + p.patroni.retryTimeout) * 1000 + (p.haproxy.fall + p.haproxy.rise) * p.haproxy.interMs + 10_000;
+    const boundMs =
+      (p.patroni.ttl + p.patroni.loopWait + p.patroni.retryTimeout) * 1000 +
+      (p.haproxy.fall + p.haproxy.rise) * p.haproxy.interMs +
+      10_000;
     expect(resumedAt - cutAt).toBeLessThan(boundMs);
     const h = await waitFor(loc, "a new leader", (x) => x.leader !== null && x.leader !== leader);
-    expect(await writeEntryServer(state, secrets.app, entry.address)).toEqual({ server: address(state, h.leader!), recovery: false });
+    expect(await writeEntryServer(state, secrets.app, entry.address)).toEqual({
+      server: address(state, h.leader!),
+      recovery: false,
+    });
     await startNode(leader, loc);
     const healed = await waitHealthy(state, secrets, { timeoutMs: 150_000 });
     const old = healed.nodes.find((n) => n.name === leader)!;
@@ -186,7 +294,12 @@ test("HAProxy checks Patroni over TLS and follows the leader through a power cut
   } finally {
     await writer.stop();
   }
-  expect(await missingIds({ host: address(state, (await health(loc)).leader!), port: PORTS.postgresPrimary, password: secrets.app }, writer.ackedIds)).toEqual([]);
+  expect(
+    await missingIds(
+      { host: address(state, (await health(loc)).leader!), port: PORTS.postgresPrimary, password: secrets.app },
+      writer.ackedIds,
+    ),
+  ).toEqual([]);
 }, 400_000);
 
 /** The serial of the certificate a node presents on a port (`postgres`: STARTTLS of PostgreSQL's protocol). */
@@ -211,9 +324,14 @@ test("rotation: a node's new pair reaches it through config-refresh (apply), and
   const result = await apply({ ...loc });
   const lines = (name: string) => result.changes.find((c) => c.node === name)!.lines;
   expect(lines(node.name)).toContain("tls: Patroni, HAProxy and PostgreSQL reloaded with the new certificate files");
-  for (const other of state.nodes.filter((n) => n.name !== node.name)) expect(lines(other.name).join("\n")).not.toContain("tls:");
+  for (const other of state.nodes.filter((n) => n.name !== node.name))
+    expect(lines(other.name).join("\n")).not.toContain("tls:");
   const after = ports.map(([port, starttls]) => presentedSerial(node.address, port, starttls));
   expect(after.every((s) => s === after[0] && s !== before[0])).toBe(true);
-  expect(after[0]).toBe(spawnSync("openssl", ["x509", "-noout", "-serial", "-in", certPaths(state.root, node.name).cert], { encoding: "utf8" }).stdout.trim());
+  expect(after[0]).toBe(
+    spawnSync("openssl", ["x509", "-noout", "-serial", "-in", certPaths(state.root, node.name).cert], {
+      encoding: "utf8",
+    }).stdout.trim(),
+  );
   expect(result.health.healthy).toBe(true);
 }, 300_000);

@@ -5,11 +5,12 @@
  */
 import { metricNames, parseMetrics, sampleSum, sampleValue } from "../../local/metrics";
 import { parseCloudInitResult, parseSystemctlShow } from "../../local/node-probe";
-import { parseInfo, parseShowStat } from "../../local/probes";
+import { parseInfo, parseShowStat, reachableEntries } from "../../local/probes";
 import { clusterVersions, parseVersions } from "../../local/versions";
 
 test("systemctl show: one block per unit, keyed by its Id", () => {
-  const text = "MainPID=412\nId=etcd.service\nActiveState=active\n\nMainPID=0\nId=patroni.service\nActiveState=activating\n";
+  const text =
+    "MainPID=412\nId=etcd.service\nActiveState=active\n\nMainPID=0\nId=patroni.service\nActiveState=activating\n";
   expect(parseSystemctlShow(text)).toEqual({
     "etcd.service": { MainPID: "412", Id: "etcd.service", ActiveState: "active" },
     "patroni.service": { MainPID: "0", Id: "patroni.service", ActiveState: "activating" },
@@ -17,8 +18,14 @@ test("systemctl show: one block per unit, keyed by its Id", () => {
 });
 
 test("cloud-init: result.json decides done or error; status.json alone means running", () => {
-  expect(parseCloudInitResult('{"v1": {"datasource": "DataSourceNoCloud", "errors": []}}', "{}")).toEqual({ status: "done", errors: [] });
-  const failed = parseCloudInitResult('{"v1": {"errors": ["(\'scripts-user\', RuntimeError(\'Runparts: 1 failures\'))"]}}', "{}");
+  expect(parseCloudInitResult('{"v1": {"datasource": "DataSourceNoCloud", "errors": []}}', "{}")).toEqual({
+    status: "done",
+    errors: [],
+  });
+  const failed = parseCloudInitResult(
+    '{"v1": {"errors": ["(\'scripts-user\', RuntimeError(\'Runparts: 1 failures\'))"]}}',
+    "{}",
+  );
   expect(failed.status).toBe("error");
   expect(failed.errors[0]).toContain("scripts-user");
   expect(parseCloudInitResult(undefined, "{}")).toEqual({ status: "running", errors: [] });
@@ -34,8 +41,17 @@ test("versions: the number in each daemon's own version line", () => {
     "haproxy HAProxy version 3.0.11-1+deb13u5 2026/11/18 - https://haproxy.org/",
     "pgbackrest pgBackRest 2.55.1",
   ].join("\n");
-  expect(parseVersions(out)).toEqual({ postgres: "17.12", patroni: "4.0.7", etcd: "3.5.16", redis: "8.0.2", haproxy: "3.0.11", pgbackrest: "2.55.1" });
-  expect(clusterVersions([{ postgres: "17.12" }, { postgres: "17.12" }, { postgres: "17.6" }]).postgres).toBe("17.12 / 17.6");
+  expect(parseVersions(out)).toEqual({
+    postgres: "17.12",
+    patroni: "4.0.7",
+    etcd: "3.5.16",
+    redis: "8.0.2",
+    haproxy: "3.0.11",
+    pgbackrest: "2.55.1",
+  });
+  expect(clusterVersions([{ postgres: "17.12" }, { postgres: "17.12" }, { postgres: "17.6" }]).postgres).toBe(
+    "17.12 / 17.6",
+  );
   expect(clusterVersions([{}]).etcd).toBeNull();
 });
 
@@ -60,7 +76,8 @@ test("HAProxy show stat: one row per server with its check status; the FRONTEND 
 });
 
 test("Redis INFO: fields of its CRLF lines, section headers skipped, values kept whole (an address has colons too)", () => {
-  const text = "# Replication\r\nrole:slave\r\nmaster_host:10.42.1.10\r\nmaster_port:6380\r\nmaster_link_status:up\r\nslave0:ip=fd00::1,port=6380,state=online\r\n";
+  const text =
+    "# Replication\r\nrole:slave\r\nmaster_host:10.42.1.10\r\nmaster_port:6380\r\nmaster_link_status:up\r\nslave0:ip=fd00::1,port=6380,state=online\r\n";
   expect(parseInfo(text)).toEqual({
     role: "slave",
     master_host: "10.42.1.10",
@@ -84,8 +101,30 @@ test("Prometheus text: samples with their labels (escapes undone) and values; co
   expect(samples).toHaveLength(5);
   expect(sampleValue(samples, "pg_up")).toBe(1);
   expect(sampleValue(samples, "haproxy_server_status", { server: "madbase-prod-2" })).toBe(0);
-  expect(samples.find((s) => s.name === "odd_label")).toEqual({ name: "odd_label", labels: { text: 'a "quoted" word\nand a line' }, value: 2500 });
+  expect(samples.find((s) => s.name === "odd_label")).toEqual({
+    name: "odd_label",
+    labels: { text: 'a "quoted" word\nand a line' },
+    value: 2500,
+  });
   expect(sampleSum(samples, "haproxy_server_status")).toBe(1);
   expect(sampleSum(samples, "missing")).toBeUndefined();
-  expect(metricNames(text)).toEqual(new Set(["pg_up", "haproxy_server_status", "odd_label", "process_start_time_seconds"]));
+  expect(metricNames(text)).toEqual(
+    new Set(["pg_up", "haproxy_server_status", "odd_label", "process_start_time_seconds"]),
+  );
+});
+
+test("Sentinel's replicas and Sentinels: the addresses whose flags show no trouble", () => {
+  // As ioredis returns SENTINEL REPLICAS / SENTINELS: one flat field-value list per entry.
+  const entry = (ip: string, flags: string) => ["name", `${ip}:6380`, "ip", ip, "port", "6380", "flags", flags];
+  const reply = [
+    entry("10.0.0.2", "slave"),
+    entry("10.0.0.3", "s_down,slave,disconnected"),
+    entry("10.0.0.4", "sentinel,master_down"),
+    entry("10.0.0.5", "sentinel,o_down"),
+    ["name", "no-ip", "flags", "slave"],
+  ];
+  expect(reachableEntries(reply)).toEqual(["10.0.0.2", "10.0.0.4"]);
+  expect(reachableEntries([])).toEqual([]);
+  // A Sentinel that did not answer.
+  expect(reachableEntries(undefined)).toEqual([]);
 });

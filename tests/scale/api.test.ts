@@ -51,14 +51,25 @@ async function setup() {
   const { app, jobs } = buildScaleApi({ backend: new PulumiBackend("prod", async () => engine), token: TOKEN });
   const base = await app.listen({ host: "127.0.0.1", port: 0 });
   servers.push(app);
-  const call = async (method: string, path: string, headers: Record<string, string>, body?: string): Promise<Answer> => {
+  const call = async (
+    method: string,
+    path: string,
+    headers: Record<string, string>,
+    body?: string,
+  ): Promise<Answer> => {
     const res = await fetch(`${base}${path}`, { method, headers, body });
     const text = await res.text();
     return { statusCode: res.status, headers: res.headers, json: () => JSON.parse(text) };
   };
   const post = (payload: unknown, headers: Record<string, string> = { authorization: `Bearer ${TOKEN}` }) =>
-    call("POST", SCALE_PATH, { "content-type": "application/json", ...headers }, typeof payload === "string" ? payload : JSON.stringify(payload));
-  const get = (id: string, headers: Record<string, string> = { authorization: `Bearer ${TOKEN}` }) => call("GET", `${SCALE_PATH}/${id}`, headers);
+    call(
+      "POST",
+      SCALE_PATH,
+      { "content-type": "application/json", ...headers },
+      typeof payload === "string" ? payload : JSON.stringify(payload),
+    );
+  const get = (id: string, headers: Record<string, string> = { authorization: `Bearer ${TOKEN}` }) =>
+    call("GET", `${SCALE_PATH}/${id}`, headers);
   return { jobs, engine, post, get };
 }
 
@@ -80,9 +91,9 @@ describe("scale API authentication", () => {
   });
 
   it("refuses to start with a short token", () => {
-    expect(() => buildScaleApi({ backend: new PulumiBackend("prod", async () => new EngineStandIn()), token: "short" })).toThrow(
-      /at least 24 characters \(MADBASE_SCALE_API_TOKEN\)/,
-    );
+    expect(() =>
+      buildScaleApi({ backend: new PulumiBackend("prod", async () => new EngineStandIn()), token: "short" }),
+    ).toThrow(/at least 24 characters \(MADBASE_SCALE_API_TOKEN\)/);
   });
 });
 

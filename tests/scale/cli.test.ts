@@ -23,7 +23,12 @@ function runCli(args: string[], env: Record<string, string | undefined>) {
 describe("npm run scale-api", () => {
   it("defaults to the local backend on 127.0.0.1:8001", () => {
     expect(parseOptions([])).toEqual({ backend: "local", stack: undefined, host: "127.0.0.1", port: 8001 });
-    expect(parseOptions(["--backend", "pulumi", "--stack", "prod", "--port", "9000"])).toEqual({ backend: "pulumi", stack: "prod", host: "127.0.0.1", port: 9000 });
+    expect(parseOptions(["--backend", "pulumi", "--stack", "prod", "--port", "9000"])).toEqual({
+      backend: "pulumi",
+      stack: "prod",
+      host: "127.0.0.1",
+      port: 9000,
+    });
   });
 
   it.each<[string[], RegExp]>([

@@ -14,7 +14,11 @@ const S3 = { backupAccessKey: "HZ1ACCESSKEYEXAMPLE0", backupSecretKey: "hZ2secre
 describe("prod with S3 keys", () => {
   let run: ProgramRun;
   beforeAll(async () => {
-    run = await runProgram({ stack: "prod", config: { ...stackFileConfig("prod"), backupRedisRetentionDays: "10" }, secretConfig: S3 });
+    run = await runProgram({
+      stack: "prod",
+      config: { ...stackFileConfig("prod"), backupRedisRetentionDays: "10" },
+      secretConfig: S3,
+    });
     expect(run.error).toBeUndefined();
   });
 
@@ -43,8 +47,14 @@ describe("prod with S3 keys", () => {
   test("expires Redis snapshots after twice the configured days and never touches pgBackRest's repository", () => {
     const [lifecycle] = ofType(run, LIFECYCLE);
     const rules = lifecycle.inputs.rules as { id: string; filter: { prefix: string }; expiration?: { days: number } }[];
-    expect(rules.find((r) => r.id === "redis-snapshots")).toMatchObject({ status: "Enabled", filter: { prefix: "madbase-prod/redis/" }, expiration: { days: 20 } });
-    expect(rules.find((r) => r.id === "abort-incomplete-uploads")).toMatchObject({ abortIncompleteMultipartUpload: { daysAfterInitiation: 7 } });
+    expect(rules.find((r) => r.id === "redis-snapshots")).toMatchObject({
+      status: "Enabled",
+      filter: { prefix: "madbase-prod/redis/" },
+      expiration: { days: 20 },
+    });
+    expect(rules.find((r) => r.id === "abort-incomplete-uploads")).toMatchObject({
+      abortIncompleteMultipartUpload: { daysAfterInitiation: 7 },
+    });
     // Only the Redis rule expires objects, and its prefix is not pgBackRest's.
     expect(rules.filter((r) => r.expiration).map((r) => r.filter.prefix)).toEqual(["madbase-prod/redis/"]);
   });
@@ -55,7 +65,13 @@ describe("prod with S3 keys", () => {
     for (const key of Object.values(S3)) expect(text).not.toContain(key);
     expect(run.outputs.backupStore).toMatchObject({
       secret: false,
-      value: { bucket: "madbase-state-prod", endpoint: "fsn1.your-objectstorage.com", pgbackrestPath: "/madbase-prod/pgbackrest", redisPrefix: "madbase-prod/redis/", managedByStack: true },
+      value: {
+        bucket: "madbase-state-prod",
+        endpoint: "fsn1.your-objectstorage.com",
+        pgbackrestPath: "/madbase-prod/pgbackrest",
+        redisPrefix: "madbase-prod/redis/",
+        managedByStack: true,
+      },
     });
     for (const r of run.resources) {
       const leaked = Object.values(S3).filter((k) => plainStrings(r.raw).join("\n").includes(k));
@@ -69,29 +85,45 @@ describe("prod with S3 keys", () => {
       const userData = server.inputs.userData as string;
       expect(writtenFiles(userData).map((f) => f.path)).toContain("/usr/local/sbin/madbase-backup");
       // madbase-first-boot enables and starts these timers (node.env's BACKUP_TIMERS).
-      expect(expandUserData(userData)).toContain('BACKUP_TIMERS="madbase-pg-backup-full.timer madbase-pg-backup-diff.timer madbase-redis-snapshot.timer madbase-pg-metrics.timer"');
+      expect(expandUserData(userData)).toContain(
+        'BACKUP_TIMERS="madbase-pg-backup-full.timer madbase-pg-backup-diff.timer madbase-redis-snapshot.timer madbase-pg-metrics.timer"',
+      );
     }
   });
 });
 
 test("an existing bucket (backupCreateBucket: false) is only used: no provider, no bucket, the nodes still get the keys", async () => {
-  const run = await runProgram({ stack: "prod", config: { ...stackFileConfig("prod"), backupCreateBucket: "false", backupBucket: "ops-backups" }, secretConfig: S3 });
+  const run = await runProgram({
+    stack: "prod",
+    config: { ...stackFileConfig("prod"), backupCreateBucket: "false", backupBucket: "ops-backups" },
+    secretConfig: S3,
+  });
   expect(run.error).toBeUndefined();
   expect(ofType(run, BUCKET)).toEqual([]);
   expect(ofType(run, PROVIDER)).toEqual([]);
   expect(run.outputs.backupStore.value).toMatchObject({ bucket: "ops-backups", managedByStack: false });
-  expect(expandUserData(ofType(run, "hcloud:index/server:Server")[0].inputs.userData)).toContain("repo1-s3-bucket=ops-backups");
+  expect(expandUserData(ofType(run, "hcloud:index/server:Server")[0].inputs.userData)).toContain(
+    "repo1-s3-bucket=ops-backups",
+  );
 });
 
 test("without S3 keys the bucket is not declared and the operator is told why", async () => {
   const run = await runProgram({ stack: "dev", config: stackFileConfig("dev") });
   expect(run.error).toBeUndefined();
   expect(ofType(run, BUCKET)).toEqual([]);
-  expect(run.logs.join("\n")).toMatch(/the backup bucket madbase-state-dev is not declared: it needs madbase-state:backupAccessKey and backupSecretKey/);
+  expect(run.logs.join("\n")).toMatch(
+    /the backup bucket madbase-state-dev is not declared: it needs madbase-state:backupAccessKey and backupSecretKey/,
+  );
 });
 
 test("a retention the config cannot use stops the program before anything is declared", async () => {
-  const run = await runProgram({ stack: "prod", config: { ...stackFileConfig("prod"), backupRedisRetentionDays: "0" }, secretConfig: S3 });
-  expect(run.error?.message).toMatch(/^madbase-state:backupRedisRetentionDays: "?0"? is not allowed; use a whole number of days to keep Redis snapshots, 1 to 365/);
+  const run = await runProgram({
+    stack: "prod",
+    config: { ...stackFileConfig("prod"), backupRedisRetentionDays: "0" },
+    secretConfig: S3,
+  });
+  expect(run.error?.message).toMatch(
+    /^madbase-state:backupRedisRetentionDays: "?0"? is not allowed; use a whole number of days to keep Redis snapshots, 1 to 365/,
+  );
   expect(run.resources).toHaveLength(0);
 });

@@ -15,7 +15,8 @@ import {
 } from "../../core";
 import { ProgramRun, T, isSecretEnvelope, ofType, plainStrings, runProgram, stackFileConfig } from "./harness";
 
-const prodWith = (nodeCount: number) => runProgram({ stack: "prod", config: { ...stackFileConfig("prod"), nodeCount: String(nodeCount) } });
+const prodWith = (nodeCount: number) =>
+  runProgram({ stack: "prod", config: { ...stackFileConfig("prod"), nodeCount: String(nodeCount) } });
 const topology = buildTopology({ stack: "prod", nodeCount: 3, subnetCidr: "10.42.1.0/24" });
 
 let three: ProgramRun;
@@ -42,7 +43,11 @@ test("a CA (ECDSA P-256, self-signed, 10 years) and a key, request and certifica
   for (const node of topology.nodes) {
     const spec = nodeCertificateSpec(topology, node);
     const req = requests.find((r) => r.name.endsWith(`-${node.name}-csr`))!;
-    expect(req.inputs).toMatchObject({ dnsNames: spec.dnsNames, ipAddresses: spec.ipAddresses, subject: { commonName: node.name } });
+    expect(req.inputs).toMatchObject({
+      dnsNames: spec.dnsNames,
+      ipAddresses: spec.ipAddresses,
+      subject: { commonName: node.name },
+    });
     // The node's address, the entry point's (the load balancer) and loopback.
     expect(req.inputs.ipAddresses).toEqual([node.privateIp, "10.42.1.5", "127.0.0.1"]);
     const cert = certs.find((c) => c.name.endsWith(`-${node.name}-cert`))!;
@@ -73,7 +78,9 @@ test("each node's user data carries the CA, its own certificate and its own key 
     const files = Object.fromEntries(writtenFiles(server.inputs.userData as string).map((f) => [f.path, f]));
     expect(files["/etc/madbase/tls/ca.crt"].content).toBe(three.outputs.caCertificate.value);
     expect(files["/etc/madbase/tls/node.key"]).toMatchObject({ owner: "root:ssl-cert", permissions: "0640" });
-    expect(files["/etc/madbase/tls/node.key"].content).toBe(requests.find((r) => r.name.endsWith(`-${server.name}-csr`))!.inputs.privateKeyPem);
+    expect(files["/etc/madbase/tls/node.key"].content).toBe(
+      requests.find((r) => r.name.endsWith(`-${server.name}-csr`))!.inputs.privateKeyPem,
+    );
     expect(files["/etc/madbase/tls/node.crt"].content).toMatch(/^-----BEGIN CERTIFICATE-----\n/);
     expect(files["/etc/madbase/tls/node.crt"].content).not.toBe(three.outputs.caCertificate.value);
   }
@@ -81,7 +88,11 @@ test("each node's user data carries the CA, its own certificate and its own key 
 
 test("the same inputs give the same certificates: another run, or a grown cluster, changes none of the existing ones", async () => {
   const tlsOf = (run: ProgramRun) =>
-    Object.fromEntries(run.resources.filter((r) => r.type.startsWith("tls:")).map((r) => [r.name, { inputs: r.inputs, protect: r.options.protect }]));
+    Object.fromEntries(
+      run.resources
+        .filter((r) => r.type.startsWith("tls:"))
+        .map((r) => [r.name, { inputs: r.inputs, protect: r.options.protect }]),
+    );
   const again = tlsOf(await prodWith(3));
   expect(again).toEqual(tlsOf(three));
   const five = tlsOf(await prodWith(5));

@@ -9,10 +9,18 @@ import { FIXTURE_SSH_PRIVATE_KEY, FIXTURE_SSH_PUBLIC_KEY } from "../support/fixt
 const SSH_KEY = FIXTURE_SSH_PRIVATE_KEY;
 const KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeyA admin@host";
 const KEY_B = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeyB other@host";
-const BASE = { nodeCount: "3", sshPublicKeys: JSON.stringify([KEY_A, FIXTURE_SSH_PUBLIC_KEY]), adminCidrs: '["198.51.100.7/32"]' };
+const BASE = {
+  nodeCount: "3",
+  sshPublicKeys: JSON.stringify([KEY_A, FIXTURE_SSH_PUBLIC_KEY]),
+  adminCidrs: '["198.51.100.7/32"]',
+};
 
 function up(config: Record<string, string> = {}): Promise<ProgramRun> {
-  return runProgram({ stack: "prod", config: { ...stackFileConfig("prod"), ...BASE, ...config }, secretConfig: { sshPrivateKey: SSH_KEY } });
+  return runProgram({
+    stack: "prod",
+    config: { ...stackFileConfig("prod"), ...BASE, ...config },
+    secretConfig: { sshPrivateKey: SSH_KEY },
+  });
 }
 
 /** What Pulumi diffs for a resource: its inputs without the ones it ignores, and its options. */
@@ -58,13 +66,17 @@ test("sshPublicKeys changes the refreshes (root's keys) and Hetzner's key object
   expect(names.filter((n) => !n.startsWith(T.sshKey))).toEqual(configs);
   expect(names.some((n) => n.startsWith(T.sshKey))).toBe(true);
   const refresh = run.resources.find((r) => r.type === COMMAND && r.name === "madbase-prod-1-config")!;
-  expect(refresh.inputs.create).toContain(Buffer.from(`${KEY_A}\n${FIXTURE_SSH_PUBLIC_KEY}\n${KEY_B}\n`).toString("base64"));
+  expect(refresh.inputs.stdin).toContain(
+    Buffer.from(`${KEY_A}\n${FIXTURE_SSH_PUBLIC_KEY}\n${KEY_B}\n`).toString("base64"),
+  );
 });
 
 test("plan changes the resize chain's target and the refreshes (memory, max_connections), never a server", async () => {
   const run = await up({ plan: "cx41" });
   expect(run.error).toBeUndefined();
-  expect(changed(base, run)).toEqual([...[1, 2, 3].map((n) => `command:local:Command madbase-prod-${n}-resize`), ...configs].sort());
+  expect(changed(base, run)).toEqual(
+    [...[1, 2, 3].map((n) => `command:local:Command madbase-prod-${n}-resize`), ...configs].sort(),
+  );
 });
 
 test("adminCidrs changes the firewall only", async () => {

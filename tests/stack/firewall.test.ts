@@ -3,12 +3,21 @@
  * the entry ports also from clientCidrs, nothing else; never a service port open to the world.
  */
 import { parseSettings } from "../../core";
-import { ENTRY_PORTS, SERVICE_PORTS, isWholeInternet, nodeFirewallRules, normalizeCidr, tooWideForDatabase } from "../../core";
+import {
+  ENTRY_PORTS,
+  SERVICE_PORTS,
+  isWholeInternet,
+  nodeFirewallRules,
+  normalizeCidr,
+  tooWideForDatabase,
+} from "../../core";
 import { ProgramRun, T, ofType, runProgram, stackFileConfig } from "./harness";
 
 /** Every port a daemon of the cluster listens on (the issue's list). */
 // 2381: etcd's metrics and /health in plain HTTP, since 2379 takes only the cluster's certificates (issue 12).
-const ISSUE_SERVICE_PORTS = [5432, 5433, 5434, 6379, 6380, 2379, 2380, 2381, 8008, 26379, 7000, 9100, 9187, 9121];
+const ISSUE_SERVICE_PORTS = [
+  5432, 5433, 5434, 5435, 6432, 6379, 6380, 2379, 2380, 2381, 8008, 26379, 7000, 9100, 9187, 9121, 9127,
+];
 const WORLD = ["0.0.0.0/0", "::/0"];
 
 interface Rule {
@@ -92,7 +101,10 @@ describe("declared firewall", () => {
   });
 
   test("SSH open to the world is allowed but warned about; service ports stay private", async () => {
-    const open = await runProgram({ stack: "prod", config: { ...stackFileConfig("prod"), adminCidrs: '["0.0.0.0/0"]' } });
+    const open = await runProgram({
+      stack: "prod",
+      config: { ...stackFileConfig("prod"), adminCidrs: '["0.0.0.0/0"]' },
+    });
     expect(open.error).toBeUndefined();
     expect(open.logs.join("\n")).toMatch(/opens SSH to the whole Internet \(0\.0\.0\.0\/0\)/);
     for (const rule of rulesOf(open)) if (rule.port !== "22") expect(rule.sourceIps).toEqual(["10.42.1.0/24"]);
@@ -140,7 +152,13 @@ describe("firewall rules (pure)", () => {
 
   test("rules come out normalized and in a stable order", () => {
     const rules = nodeFirewallRules(settings({ adminCidrs: ["198.51.100.9/24"], clientCidrs: ["203.0.113.9/28"] }));
-    expect(rules[0]).toEqual({ description: "SSH from admin networks", direction: "in", protocol: "tcp", port: "22", sourceIps: ["198.51.100.0/24"] });
+    expect(rules[0]).toEqual({
+      description: "SSH from admin networks",
+      direction: "in",
+      protocol: "tcp",
+      port: "22",
+      sourceIps: ["198.51.100.0/24"],
+    });
     expect(rules.slice(1, 1 + SERVICE_PORTS.length).map((r) => Number(r.port))).toEqual([...SERVICE_PORTS]);
     expect(rules.slice(1 + SERVICE_PORTS.length).map((r) => [r.port, r.sourceIps])).toEqual(
       ENTRY_PORTS.map((p) => [String(p), ["203.0.113.0/28"]]),

@@ -88,12 +88,16 @@ export interface RunOptions {
 }
 
 /** Well-formed S3 keys for protected stacks in tests that are not about the keys. */
-export const FIXTURE_S3_KEYS = { backupAccessKey: "HZ1FIXTUREACCESSKEY0", backupSecretKey: "hZ2fixtureSecretKeyValue0123456789abcdef" };
+export const FIXTURE_S3_KEYS = {
+  backupAccessKey: "HZ1FIXTUREACCESSKEY0",
+  backupSecretKey: "hZ2fixtureSecretKeyValue0123456789abcdef",
+};
 
 function withFixtureKeys(opts: RunOptions): RunOptions {
   const secret = opts.secretConfig ?? {};
   const protectedStack = /^true$/i.test(opts.config?.protectNodes ?? "");
-  if (!protectedStack || opts.withoutBackupKeys || "backupAccessKey" in secret || "backupSecretKey" in secret) return opts;
+  if (!protectedStack || opts.withoutBackupKeys || "backupAccessKey" in secret || "backupSecretKey" in secret)
+    return opts;
   return { ...opts, secretConfig: { ...FIXTURE_S3_KEYS, ...secret } };
 }
 
@@ -106,7 +110,11 @@ function numericId(type: string, name: string): string {
 function fakePassword(name: string, length: number): string {
   let out = "";
   for (let i = 0; out.length < length; i++) {
-    out += crypto.createHash("sha256").update(`${name}#${i}`).digest("base64").replace(/[^A-Za-z0-9]/g, "");
+    out += crypto
+      .createHash("sha256")
+      .update(`${name}#${i}`)
+      .digest("base64")
+      .replace(/[^A-Za-z0-9]/g, "");
   }
   return out.slice(0, length);
 }
@@ -114,14 +122,21 @@ function fakePassword(name: string, length: number): string {
 /** A PEM document of `bytes` bytes, derived from the resource's name (same name, same value). */
 function fakePem(label: string, name: string, bytes: number): string {
   let der = Buffer.alloc(0);
-  for (let i = 0; der.length < bytes; i++) der = Buffer.concat([der, crypto.createHash("sha256").update(`${label}:${name}#${i}`).digest()]);
-  const body = der.subarray(0, bytes).toString("base64").replace(/(.{64})/g, "$1\n").replace(/\n$/, "");
+  for (let i = 0; der.length < bytes; i++)
+    der = Buffer.concat([der, crypto.createHash("sha256").update(`${label}:${name}#${i}`).digest()]);
+  const body = der
+    .subarray(0, bytes)
+    .toString("base64")
+    .replace(/(.{64})/g, "$1\n")
+    .replace(/\n$/, "");
   return `-----BEGIN ${label}-----\n${body}\n-----END ${label}-----\n`;
 }
 
 /** Config values of a committed Pulumi.<stack>.yaml, as the Pulumi CLI would hand them over. */
 export function stackFileConfig(stack: string): Record<string, string> {
-  const doc = yaml.load(fs.readFileSync(path.join(ROOT, `Pulumi.${stack}.yaml`), "utf8")) as { config?: Record<string, unknown> };
+  const doc = yaml.load(fs.readFileSync(path.join(ROOT, `Pulumi.${stack}.yaml`), "utf8")) as {
+    config?: Record<string, unknown>;
+  };
   const out: Record<string, string> = {};
   for (const [key, value] of Object.entries(doc.config ?? {})) {
     if (!key.startsWith(`${PROJECT}:`)) continue;
@@ -148,7 +163,14 @@ export async function runProgram(given: RunOptions): Promise<ProgramRun> {
         if (args.type === "pulumi:pulumi:StackReference") {
           // A read, not a registration: it never reaches `resources`.
           stackReferences.push(args.inputs.name);
-          return { id: args.inputs.name, state: { name: args.inputs.name, outputs: opts.previousOutputs ?? {}, secretOutputNames: opts.secretOutputs ?? [] } };
+          return {
+            id: args.inputs.name,
+            state: {
+              name: args.inputs.name,
+              outputs: opts.previousOutputs ?? {},
+              secretOutputNames: opts.secretOutputs ?? [],
+            },
+          };
         }
         const state: Record<string, unknown> = { ...args.inputs };
         if (!preview) {
@@ -163,10 +185,14 @@ export async function runProgram(given: RunOptions): Promise<ProgramRun> {
             state.publicKeyPem = fakePem("PUBLIC KEY", args.name, 91);
             secretValues.push(state.privateKeyPem as string);
           }
-          if (args.type === "tls:index/selfSignedCert:SelfSignedCert" || args.type === "tls:index/locallySignedCert:LocallySignedCert") {
+          if (
+            args.type === "tls:index/selfSignedCert:SelfSignedCert" ||
+            args.type === "tls:index/locallySignedCert:LocallySignedCert"
+          ) {
             state.certPem = fakePem("CERTIFICATE", args.name, args.inputs.isCaCertificate ? 400 : 500);
           }
-          if (args.type === "tls:index/certRequest:CertRequest") state.certRequestPem = fakePem("CERTIFICATE REQUEST", args.name, 300);
+          if (args.type === "tls:index/certRequest:CertRequest")
+            state.certRequestPem = fakePem("CERTIFICATE REQUEST", args.name, 300);
           if (args.type === "hcloud:index/server:Server") {
             const n = Number(numericId(args.type, args.name)) % 250;
             state.ipv4Address = `203.0.113.${n + 1}`;
@@ -222,9 +248,11 @@ export async function runProgram(given: RunOptions): Promise<ProgramRun> {
   for (const [k, v] of Object.entries(opts.secretConfig ?? {})) config[full(k)] = v;
   pulumi.runtime.setAllConfig(config, Object.keys(opts.secretConfig ?? {}).map(full));
 
-  const capture = (level: string) => (...args: unknown[]) => {
-    logs.push(`${level}: ${args.map((a) => (typeof a === "string" ? a : safeStringify(a))).join(" ")}`);
-  };
+  const capture =
+    (level: string) =>
+    (...args: unknown[]) => {
+      logs.push(`${level}: ${args.map((a) => (typeof a === "string" ? a : safeStringify(a))).join(" ")}`);
+    };
   const spies = (["log", "info", "warn", "error", "debug"] as const).map((level) =>
     jest.spyOn(console, level).mockImplementation(capture(level)),
   );

@@ -5,7 +5,16 @@
  * when the rendered content changes. A count change (3 → 5 → 3) never changes what Pulumi sees for
  * a node that stays, except its refresh.
  */
-import { Declared, ProgramRun, T, isSecretEnvelope, ofType, plainStrings, runProgram, stackFileConfig } from "./harness";
+import {
+  Declared,
+  ProgramRun,
+  T,
+  isSecretEnvelope,
+  ofType,
+  plainStrings,
+  runProgram,
+  stackFileConfig,
+} from "./harness";
 import { FIXTURE_SSH_PRIVATE_KEY, FIXTURE_SSH_PUBLIC_KEY } from "../support/fixtures";
 
 const COMMAND = "command:remote:Command";
@@ -16,7 +25,13 @@ const PUBLIC_KEY = JSON.stringify(["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey adm
 async function stack(name: "prod" | "dev", nodeCount: number, extra: Record<string, string> = {}): Promise<ProgramRun> {
   return runProgram({
     stack: name,
-    config: { ...stackFileConfig(name), nodeCount: String(nodeCount), sshPublicKeys: PUBLIC_KEY, adminCidrs: '["198.51.100.7/32"]', ...extra },
+    config: {
+      ...stackFileConfig(name),
+      nodeCount: String(nodeCount),
+      sshPublicKeys: PUBLIC_KEY,
+      adminCidrs: '["198.51.100.7/32"]',
+      ...extra,
+    },
     secretConfig: { sshPrivateKey: SSH_KEY },
   });
 }
@@ -51,7 +66,11 @@ describe("3 → 5 → 3 with membership commands", () => {
   test("nodes that stay keep their server, volume, attachment and membership exactly as they were", () => {
     const staying = (run: ProgramRun) =>
       run.resources
-        .filter((r) => r.custom && ([T.server, T.volume, T.volumeAttachment].includes(r.type as never) || r.name.endsWith("-membership")))
+        .filter(
+          (r) =>
+            r.custom &&
+            ([T.server, T.volume, T.volumeAttachment].includes(r.type as never) || r.name.endsWith("-membership")),
+        )
         .filter((r) => /^madbase-prod-[123](-|$)/.test(r.name))
         .map((r) => ({ key: `${r.type}::${r.name}`, ...diffable(r) }))
         .sort((a, b) => a.key.localeCompare(b.key));
@@ -65,11 +84,18 @@ describe("3 → 5 → 3 with membership commands", () => {
     for (const n of [1, 2, 3, 4, 5]) {
       const m = membership(five, n);
       hosts.add(m.inputs.connection.host);
-      expect(m.inputs.create).toContain(`# node-join for madbase-prod-${n} (madbase-prod)`);
-      expect(m.inputs.delete).toContain(`# node-leave for madbase-prod-${n} (madbase-prod)`);
+      // Both scripts on standard input; the exec strings (a node's process list shows them) name the action.
+      expect([m.inputs.create, m.inputs.delete]).toEqual(["bash -s -- join", "bash -s -- leave"]);
+      const [join, leave] = m.inputs.stdin.split("\nleave) ");
+      expect(join).toMatch(/^case "\$\{1:-\}" in\njoin\) /);
+      expect(join).toContain(`# node-join for madbase-prod-${n} (madbase-prod)`);
+      expect(leave).toContain(`# node-leave for madbase-prod-${n} (madbase-prod)`);
+      expect(leave).not.toContain("# node-join");
       // The server's public address (the mocks hand out 203.0.113.x).
       expect(m.inputs.connection).toMatchObject({ user: "root", host: expect.stringMatching(/^203\.0\.113\.\d+$/) });
-      expect(m.options.dependencies.some((urn) => urn.endsWith(`hcloud:index/server:Server::madbase-prod-${n}`))).toBe(true);
+      expect(m.options.dependencies.some((urn) => urn.endsWith(`hcloud:index/server:Server::madbase-prod-${n}`))).toBe(
+        true,
+      );
     }
     expect(hosts.size).toBe(5);
   });
@@ -95,10 +121,12 @@ describe("3 → 5 → 3 with membership commands", () => {
     for (const n of [1, 2, 3, 4, 5]) expect(first).toContain(`madbase-prod-${n}-membership`);
     for (const n of [1, 2, 3, 4]) {
       expect(dependsOn(refresh(five, n))).toContain(`madbase-prod-${n + 1}-config`);
-      expect(dependsOn(refresh(five, n)).filter((d) => d!.endsWith("-config") || d!.endsWith("-membership"))).toEqual([`madbase-prod-${n + 1}-config`]);
+      expect(dependsOn(refresh(five, n)).filter((d) => d!.endsWith("-config") || d!.endsWith("-membership"))).toEqual([
+        `madbase-prod-${n + 1}-config`,
+      ]);
     }
-    expect(refresh(five, 5).inputs.create).toMatch(/1-leadership-handoff\.sh[\s\S]*2-config-refresh\.sh/);
-    for (const n of [1, 2, 3, 4]) expect(refresh(five, n).inputs.create).not.toContain("leadership-handoff");
+    expect(refresh(five, 5).inputs.stdin).toMatch(/1-leadership-handoff\.sh[\s\S]*2-config-refresh\.sh/);
+    for (const n of [1, 2, 3, 4]) expect(refresh(five, n).inputs.stdin).not.toContain("leadership-handoff");
     // It has nothing to undo: replacing or deleting it runs nothing on the node.
     for (const n of [1, 2, 3, 4, 5]) expect(refresh(five, n).inputs.delete).toBeUndefined();
   });
@@ -107,16 +135,17 @@ describe("3 → 5 → 3 with membership commands", () => {
     for (const n of [1, 2, 3]) {
       expect(refresh(five, n).inputs.triggers).not.toEqual(refresh(three, n).inputs.triggers);
       expect(refresh(threeAgain, n).inputs.triggers).toEqual(refresh(three, n).inputs.triggers);
-      expect(refresh(five, n).inputs.create).toContain("server madbase-prod-5 10.42.1.14:5432");
-      expect(refresh(three, n).inputs.create).not.toContain("madbase-prod-5");
+      expect(refresh(five, n).inputs.stdin).toContain("server madbase-prod-5 10.42.1.14:5432");
+      expect(refresh(three, n).inputs.stdin).not.toContain("madbase-prod-5");
     }
   });
 
   test("scripts and the SSH key are sent as secrets, and no secret shows in plain text", () => {
     const secrets = [...five.secretValues];
     for (const c of ofType(five, COMMAND)) {
-      expect(isSecretEnvelope(c.raw.create)).toBe(true);
-      if (c.name.endsWith("-membership")) expect(isSecretEnvelope(c.raw.delete)).toBe(true);
+      // The scripts are secret and travel on standard input; the exec strings hold none of them.
+      expect(isSecretEnvelope(c.raw.stdin)).toBe(true);
+      expect([c.name, c.raw.create]).toEqual([c.name, c.name.endsWith("-membership") ? "bash -s -- join" : "bash -s"]);
       expect(isSecretEnvelope(c.raw.connection?.privateKey) || isSecretEnvelope(c.raw.connection)).toBe(true);
       expect([c.name, secrets.filter((s) => plainStrings(c.raw).join("\n").includes(s))]).toEqual([c.name, []]);
     }
@@ -131,20 +160,30 @@ test("1 → 3 is allowed (a dev node becomes an HA cluster), and the first node'
   expect(three.error).toBeUndefined();
   const name = "madbase-dev-1-membership";
   expect(diffable(find(three, COMMAND, name))).toEqual(diffable(find(one, COMMAND, name)));
-  expect(ofType(three, COMMAND).map((c) => c.name).sort()).toEqual(
-    [1, 2, 3].flatMap((n) => [`madbase-dev-${n}-config`, `madbase-dev-${n}-membership`]).sort(),
-  );
+  expect(
+    ofType(three, COMMAND)
+      .map((c) => c.name)
+      .sort(),
+  ).toEqual([1, 2, 3].flatMap((n) => [`madbase-dev-${n}-config`, `madbase-dev-${n}-membership`]).sort());
 });
 
 test("3 → 1 with HA required is refused before anything is declared", async () => {
   const run = await stack("prod", 1);
-  expect(run.error?.message).toMatch(/^madbase-state:nodeCount: 1 is not allowed; this stack requires HA \(requireHa: true\)/);
+  expect(run.error?.message).toMatch(
+    /^madbase-state:nodeCount: 1 is not allowed; this stack requires HA \(requireHa: true\)/,
+  );
   expect(run.resources).toHaveLength(0);
 });
 
 test("a malformed SSH key stops the program without showing it", async () => {
-  const run = await runProgram({ stack: "prod", config: stackFileConfig("prod"), secretConfig: { sshPrivateKey: "not-a-key-abcdef" } });
-  expect(run.error?.message).toMatch(/^madbase-state:sshPrivateKey: "\(hidden\)" is not allowed; use the whole private key file/);
+  const run = await runProgram({
+    stack: "prod",
+    config: stackFileConfig("prod"),
+    secretConfig: { sshPrivateKey: "not-a-key-abcdef" },
+  });
+  expect(run.error?.message).toMatch(
+    /^madbase-state:sshPrivateKey: "\(hidden\)" is not allowed; use the whole private key file/,
+  );
   expect(run.error?.message).not.toContain("not-a-key-abcdef");
   expect(run.resources).toHaveLength(0);
 });
@@ -153,5 +192,7 @@ test("without an SSH key no command is declared, and the operator is told what a
   const run = await runProgram({ stack: "prod", config: stackFileConfig("prod") });
   expect(run.error).toBeUndefined();
   expect(ofType(run, COMMAND)).toEqual([]);
-  expect(run.logs.join("\n")).toMatch(/sshPrivateKey is empty: .*add servers that never join the cluster and delete servers that never left it/);
+  expect(run.logs.join("\n")).toMatch(
+    /sshPrivateKey is empty: .*add servers that never join the cluster and delete servers that never left it/,
+  );
 });

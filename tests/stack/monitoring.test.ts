@@ -35,7 +35,10 @@ function rulesOf(run: ProgramRun): Rule[] {
 
 describe.each([
   ["no admin or client networks", {}],
-  ["admin and client networks", { adminCidrs: '["198.51.100.7/32", "2001:db8:1::/48"]', clientCidrs: '["203.0.113.0/24", "2001:db8:2::/56"]' }],
+  [
+    "admin and client networks",
+    { adminCidrs: '["198.51.100.7/32", "2001:db8:1::/48"]', clientCidrs: '["203.0.113.0/24", "2001:db8:2::/56"]' },
+  ],
   ["SSH open to the world", { adminCidrs: '["0.0.0.0/0", "::/0"]' }],
 ])("prod with %s", (_label, extra: Record<string, string>) => {
   let run: ProgramRun;
@@ -70,9 +73,15 @@ describe("what the stack hands to the nodes and to Prometheus", () => {
       const ip = server.inputs.networks[0].ip as string;
       const written = writtenFiles(server.inputs.userData as string);
       const file = (p: string) => readEnvFile(written.find((f) => f.path === p)!.content);
-      expect(file("/etc/default/prometheus-node-exporter").ARGS).toBe(`--web.listen-address=${ip}:${PORTS.nodeExporter}`);
-      expect(file("/etc/default/prometheus-postgres-exporter").ARGS).toBe(`--web.listen-address=${ip}:${PORTS.postgresExporter}`);
-      expect(file("/etc/default/prometheus-redis-exporter").REDIS_EXPORTER_WEB_LISTEN_ADDRESS).toBe(`${ip}:${PORTS.redisExporter}`);
+      expect(file("/etc/default/prometheus-node-exporter").ARGS).toBe(
+        `--web.listen-address=${ip}:${PORTS.nodeExporter}`,
+      );
+      expect(file("/etc/default/prometheus-postgres-exporter").ARGS).toBe(
+        `--web.listen-address=${ip}:${PORTS.postgresExporter}`,
+      );
+      expect(file("/etc/default/prometheus-redis-exporter").REDIS_EXPORTER_WEB_LISTEN_ADDRESS).toBe(
+        `${ip}:${PORTS.redisExporter}`,
+      );
     }
   });
 
@@ -82,7 +91,9 @@ describe("what the stack hands to the nodes and to Prometheus", () => {
     const text = out.value as string;
     for (const s of run.secretValues) expect(text).not.toContain(s);
     const doc = yaml.load(text) as { scrape_configs: { job_name: string; static_configs: { targets: string[] }[] }[] };
-    const ips = ofType(run, T.server).map((s) => s.inputs.networks[0].ip as string).sort();
+    const ips = ofType(run, T.server)
+      .map((s) => s.inputs.networks[0].ip as string)
+      .sort();
     expect(doc.scrape_configs).toHaveLength(SCRAPE_JOBS.length);
     for (const [i, job] of doc.scrape_configs.entries()) {
       const targets = job.static_configs.flatMap((c) => c.targets).sort();

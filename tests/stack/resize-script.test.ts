@@ -69,7 +69,11 @@ bash -s <<<"$script"
     }
   });
   api.get("/v1/servers/:id", async (req) => ({
-    server: { id: Number((req.params as { id: string }).id), status: server.status, server_type: { name: server.type } },
+    server: {
+      id: Number((req.params as { id: string }).id),
+      status: server.status,
+      server_type: { name: server.type },
+    },
   }));
   api.post("/v1/servers/:id/actions/:action", async (req, reply) => {
     const { action } = req.params as { action: string };
@@ -78,7 +82,8 @@ bash -s <<<"$script"
     if (action === "shutdown" && server.status === "running" && server.acpi === "off") server.status = "off";
     if (action === "poweroff") server.status = "off";
     if (action === "change_type") {
-      if (server.status !== "off") return reply.code(409).send({ error: { code: "server_not_stopped", message: "server must be stopped" } });
+      if (server.status !== "off")
+        return reply.code(409).send({ error: { code: "server_not_stopped", message: "server must be stopped" } });
       if (server.changeTypeFails) fails = true;
       else server.type = (req.body as { server_type: string }).server_type;
     }
@@ -92,7 +97,13 @@ bash -s <<<"$script"
     const a = actions.get(id)!;
     // Each action takes one poll to finish.
     const status = a.polls++ < 1 ? "running" : a.fails ? "error" : "success";
-    return { action: { id, status, error: a.fails && status === "error" ? { code: "resize_failed", message: "no capacity" } : null } };
+    return {
+      action: {
+        id,
+        status,
+        error: a.fails && status === "error" ? { code: "resize_failed", message: "no capacity" } : null,
+      },
+    };
   });
   await api.listen({ host: "127.0.0.1", port: 0 });
   const address = api.server.address() as { port: number };
@@ -134,8 +145,7 @@ function resize(extra: Record<string, string> = {}) {
 }
 
 /** The timeline without the SSH probes' details, for order checks. */
-const steps = () =>
-  timeline().map((l) => (l.startsWith("ssh root@") ? "ssh" : l.replace(/ \(status \w+\)$/, "")));
+const steps = () => timeline().map((l) => (l.startsWith("ssh root@") ? "ssh" : l.replace(/ \(status \w+\)$/, "")));
 
 test("the script parses and passes ShellCheck", async () => {
   expect((await run(["bash", "-n", SCRIPT])).code).toBe(0);
@@ -169,7 +179,8 @@ test("drain → shutdown → change_type → poweron → SSH → settle, one lin
   // ssh got root@host and a 0600 file holding the key, which is removed when the script ends.
   const ssh = timeline().filter((l) => l.startsWith("ssh root@"));
   const keyFile = / (\S+) mode=/.exec(ssh[0])![1];
-  for (const l of ssh) expect(l).toBe(`ssh root@203.0.113.9 ${keyFile} mode=600 key=-----BEGIN OPENSSH PRIVATE KEY-----`);
+  for (const l of ssh)
+    expect(l).toBe(`ssh root@203.0.113.9 ${keyFile} mode=600 key=-----BEGIN OPENSSH PRIVATE KEY-----`);
   expect(fs.existsSync(keyFile)).toBe(false);
   expect(r.stdout.trim().split("\n")).toEqual([
     "resize madbase-prod-3 (id 4711): cx33 → cx43 (status running)",
@@ -189,7 +200,12 @@ test("a server that ignores the ACPI shutdown is powered off only after the time
   server = { type: "cx33", status: "running", acpi: "ignore" };
   const r = await resize();
   expect(r.code).toBe(0);
-  expect(steps().filter((s) => s.startsWith("api"))).toEqual(["api shutdown", "api poweroff", 'api change_type {"server_type":"cx43","upgrade_disk":false}', "api poweron"]);
+  expect(steps().filter((s) => s.startsWith("api"))).toEqual([
+    "api shutdown",
+    "api poweroff",
+    'api change_type {"server_type":"cx43","upgrade_disk":false}',
+    "api poweron",
+  ]);
   expect(r.stdout).toContain("still not off 1 s after the ACPI shutdown: powering off (hard)");
 });
 
@@ -199,7 +215,11 @@ test("a failed type change powers the server on again with its old type and fail
   expect(r.code).not.toBe(0);
   expect(r.stderr).toMatch(/change_type \(action \d+\) failed: .*no capacity/);
   expect(r.stderr).toContain("failed while the server was off; powering it on again with its current type");
-  expect(steps().filter((s) => s.startsWith("api")).at(-1)).toBe("api poweron");
+  expect(
+    steps()
+      .filter((s) => s.startsWith("api"))
+      .at(-1),
+  ).toBe("api poweron");
   expect(server).toMatchObject({ type: "cx33", status: "running" });
   expect(timeline()).not.toContain("settle on the node");
 });
@@ -217,7 +237,13 @@ test("a server found off (an earlier run stopped after the shutdown) is resized 
   server = { type: "cx33", status: "off", acpi: "off" };
   const r = await resize();
   expect(r.code).toBe(0);
-  expect(steps()).toEqual(['api change_type {"server_type":"cx43","upgrade_disk":false}', "api poweron", "ssh", "ssh", "settle on the node"]);
+  expect(steps()).toEqual([
+    'api change_type {"server_type":"cx43","upgrade_disk":false}',
+    "api poweron",
+    "ssh",
+    "ssh",
+    "settle on the node",
+  ]);
   expect(r.stdout).toContain("already off: not drained again");
 });
 
@@ -225,15 +251,25 @@ test("SSH that answers late after power-on is waited for", async () => {
   server = { type: "cx33", status: "running", acpi: "off" };
   // The drain tells the stand-in to refuse the next 3 connections: the server "boots" slowly.
   const refuse = path.join(work, "refuse");
-  const r = await resize({ REFUSE_FILE: refuse, DRAIN_SCRIPT: `echo drain on the node >>"${log}"; echo 3 >"${refuse}"` });
+  const r = await resize({
+    REFUSE_FILE: refuse,
+    DRAIN_SCRIPT: `echo drain on the node >>"${log}"; echo 3 >"${refuse}"`,
+  });
   fs.rmSync(refuse, { force: true });
   expect(r.code).toBe(0);
-  expect(steps().slice(steps().indexOf("api poweron") + 1)).toEqual(["ssh refused", "ssh refused", "ssh refused", "ssh", "ssh", "settle on the node"]);
+  expect(steps().slice(steps().indexOf("api poweron") + 1)).toEqual([
+    "ssh refused",
+    "ssh refused",
+    "ssh refused",
+    "ssh",
+    "ssh",
+    "settle on the node",
+  ]);
 });
 
 test("missing settings and a bad type stop the script before any call", async () => {
   server = { type: "cx33", status: "running", acpi: "off" };
-  const r = await resize({ SERVER_TYPE: "cx43\", \"upgrade_disk\": true" });
+  const r = await resize({ SERVER_TYPE: 'cx43", "upgrade_disk": true' });
   expect(r.code).toBe(2);
   const noToken = await resize({ HCLOUD_TOKEN: "" });
   expect(noToken.code).not.toBe(0);

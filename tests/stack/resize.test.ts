@@ -4,16 +4,35 @@
  * is the target type, chained from the last node to node 0, after every membership and before the
  * first config refresh. Secrets reach the script through its environment, as secrets.
  */
-import { Declared, ProgramRun, T, isSecretEnvelope, ofType, plainStrings, runProgram, stackFileConfig } from "./harness";
+import {
+  Declared,
+  ProgramRun,
+  T,
+  isSecretEnvelope,
+  ofType,
+  plainStrings,
+  runProgram,
+  stackFileConfig,
+} from "./harness";
 import { FIXTURE_SSH_PRIVATE_KEY, FIXTURE_SSH_PUBLIC_KEY } from "../support/fixtures";
 
 const LOCAL = "command:local:Command";
 const SSH_KEY = FIXTURE_SSH_PRIVATE_KEY;
 const HCLOUD_TOKEN = "hcloud-token-for-the-resize-tests-0123456789abcdefghijklmnopqrstuv";
-const BASE = { sshPublicKeys: JSON.stringify(["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey admin@host", FIXTURE_SSH_PUBLIC_KEY]), adminCidrs: '["198.51.100.7/32"]' };
+const BASE = {
+  sshPublicKeys: JSON.stringify(["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey admin@host", FIXTURE_SSH_PUBLIC_KEY]),
+  adminCidrs: '["198.51.100.7/32"]',
+};
 
-function up(config: Record<string, string>, secrets: Record<string, string> = { sshPrivateKey: SSH_KEY, "hcloud:token": HCLOUD_TOKEN }): Promise<ProgramRun> {
-  return runProgram({ stack: "prod", config: { ...stackFileConfig("prod"), ...BASE, ...config }, secretConfig: secrets });
+function up(
+  config: Record<string, string>,
+  secrets: Record<string, string> = { sshPrivateKey: SSH_KEY, "hcloud:token": HCLOUD_TOKEN },
+): Promise<ProgramRun> {
+  return runProgram({
+    stack: "prod",
+    config: { ...stackFileConfig("prod"), ...BASE, ...config },
+    secretConfig: secrets,
+  });
 }
 
 const find = (run: ProgramRun, type: string, name: string): Declared => {
@@ -39,11 +58,19 @@ describe("prod at 5 nodes, plan cx31 → cx41", () => {
   });
 
   test("one resize command per node, triggered by exactly the target type", () => {
-    expect(ofType(after, LOCAL).map((c) => c.name).sort()).toEqual([1, 2, 3, 4, 5].map((n) => `madbase-prod-${n}-resize`));
+    expect(
+      ofType(after, LOCAL)
+        .map((c) => c.name)
+        .sort(),
+    ).toEqual([1, 2, 3, 4, 5].map((n) => `madbase-prod-${n}-resize`));
     for (const n of [1, 2, 3, 4, 5]) {
       expect(resize(before, n).inputs.triggers).toEqual(["cx43"]);
       expect(resize(after, n).inputs.triggers).toEqual(["cx53"]);
-      expect(resize(after, n).inputs.environment).toMatchObject({ SERVER_TYPE: "cx53", NODE_NAME: `madbase-prod-${n}`, NODE_HOST: expect.stringMatching(/^203\.0\.113\.\d+$/) });
+      expect(resize(after, n).inputs.environment).toMatchObject({
+        SERVER_TYPE: "cx53",
+        NODE_NAME: `madbase-prod-${n}`,
+        NODE_HOST: expect.stringMatching(/^203\.0\.113\.\d+$/),
+      });
       expect(resize(after, n).inputs.environment.SERVER_ID).toBe(find(after, T.server, `madbase-prod-${n}`).id);
       expect(resize(after, n).inputs.create).toBe("bash scripts/hetzner/resize-server.sh");
     }
@@ -61,7 +88,10 @@ describe("prod at 5 nodes, plan cx31 → cx41", () => {
   test("each node drains towards the nodes already resized, and settles before the next one goes", () => {
     for (const n of [1, 2, 3, 4, 5]) {
       const env = resize(after, n).inputs.environment;
-      const prefer = [1, 2, 3, 4, 5].filter((m) => m > n).map((m) => ` "madbase-prod-${m}"`).join("");
+      const prefer = [1, 2, 3, 4, 5]
+        .filter((m) => m > n)
+        .map((m) => ` "madbase-prod-${m}"`)
+        .join("");
       expect(env.DRAIN_SCRIPT).toContain(`# node-drain for madbase-prod-${n} (madbase-prod)`);
       expect(env.DRAIN_SCRIPT).toMatch(new RegExp(`^drain_postgres${prefer}$`, "m"));
       expect(env.DRAIN_SCRIPT).toMatch(/^drain_redis$/m);
@@ -72,8 +102,12 @@ describe("prod at 5 nodes, plan cx31 → cx41", () => {
 
   test("the config refreshes run after the whole chain, so they render the new plan onto resized servers", () => {
     // The first refresh (refreshes run last node first, too) waits for the end of the chain, node 1's resize.
-    expect(dependsOn(find(after, "command:remote:Command", "madbase-prod-5-config"))).toContain("madbase-prod-1-resize");
-    expect(find(after, "command:remote:Command", "madbase-prod-1-config").inputs.triggers).not.toEqual(find(before, "command:remote:Command", "madbase-prod-1-config").inputs.triggers);
+    expect(dependsOn(find(after, "command:remote:Command", "madbase-prod-5-config"))).toContain(
+      "madbase-prod-1-resize",
+    );
+    expect(find(after, "command:remote:Command", "madbase-prod-1-config").inputs.triggers).not.toEqual(
+      find(before, "command:remote:Command", "madbase-prod-1-config").inputs.triggers,
+    );
   });
 
   test("the token, the key and the scripts are secrets in the environment; nothing secret in create or in plain text", () => {

@@ -28,7 +28,12 @@ function index(run: ProgramRun): Map<string, ReturnType<typeof diffable>> {
 async function prodWith(nodeCount: number, extra: Record<string, string> = {}): Promise<ProgramRun> {
   const run = await runProgram({
     stack: "prod",
-    config: { ...stackFileConfig("prod"), nodeCount: String(nodeCount), sshPublicKeys: '["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey admin@host"]', ...extra },
+    config: {
+      ...stackFileConfig("prod"),
+      nodeCount: String(nodeCount),
+      sshPublicKeys: '["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey admin@host"]',
+      ...extra,
+    },
   });
   expect(run.error).toBeUndefined();
   return run;
@@ -51,14 +56,30 @@ describe("3 → 5 → 3", () => {
   });
 
   test("the first three nodes' servers, volumes and attachments are among them", () => {
-    const names = three.resources.filter((r) => NODE_TYPES.includes(r.type)).map((r) => r.name).sort();
+    const names = three.resources
+      .filter((r) => NODE_TYPES.includes(r.type))
+      .map((r) => r.name)
+      .sort();
     expect(names).toEqual(
-      [1, 2, 3].flatMap((i) => [`madbase-prod-${i}`, `madbase-prod-${i}-data`, `madbase-prod-${i}-data-attachment`]).sort(),
+      [1, 2, 3]
+        .flatMap((i) => [`madbase-prod-${i}`, `madbase-prod-${i}-data`, `madbase-prod-${i}-data-attachment`])
+        .sort(),
     );
     // The inputs that would replace or move a server if they changed, spelled out.
     for (const server of ofType(three, T.server)) {
       const again = ofType(five, T.server).find((s) => s.name === server.name)!;
-      for (const key of ["name", "serverType", "image", "location", "networks", "labels", "firewallIds", "placementGroupId", "publicNets", "sshKeys"]) {
+      for (const key of [
+        "name",
+        "serverType",
+        "image",
+        "location",
+        "networks",
+        "labels",
+        "firewallIds",
+        "placementGroupId",
+        "publicNets",
+        "sshKeys",
+      ]) {
         expect([key, again.inputs[key]]).toEqual([key, server.inputs[key]]);
       }
     }
@@ -68,7 +89,11 @@ describe("3 → 5 → 3", () => {
     const before = new Set(three.resources.map((r) => `${r.type}::${r.name}`));
     const added = five.resources.filter((r) => !before.has(`${r.type}::${r.name}`)).map((r) => r.name);
     // Per new node: component, server, volume, attachment; its key, certificate request and certificate.
-    expect(added.every((name) => /^madbase-prod-(tls-)?madbase-prod-[45]-(key|csr|cert)$|^madbase-prod-[45](-data(-attachment)?)?$/.test(name))).toBe(true);
+    expect(
+      added.every((name) =>
+        /^madbase-prod-(tls-)?madbase-prod-[45]-(key|csr|cert)$|^madbase-prod-[45](-data(-attachment)?)?$/.test(name),
+      ),
+    ).toBe(true);
     expect(added).toHaveLength(2 * 7);
   });
 
@@ -81,7 +106,13 @@ describe("3 → 5 → 3", () => {
     const server4 = ofType(five, T.server).find((s) => s.name === "madbase-prod-4")!;
     const etcd = writtenFiles(server4.inputs.userData as string).find((f) => f.path === "/etc/default/etcd")!.content;
     const members = etcd.match(/^ETCD_INITIAL_CLUSTER=(.*)$/m)![1].split(",");
-    expect(members.map((m) => m.replace(/^.*\/\/|:\d+$/g, ""))).toEqual(["10.42.1.10", "10.42.1.11", "10.42.1.12", "10.42.1.13", "10.42.1.14"]);
+    expect(members.map((m) => m.replace(/^.*\/\/|:\d+$/g, ""))).toEqual([
+      "10.42.1.10",
+      "10.42.1.11",
+      "10.42.1.12",
+      "10.42.1.13",
+      "10.42.1.14",
+    ]);
     for (const server of ofType(five, T.server)) expect(server.options.ignoreChanges).toContain("userData");
   });
 });
@@ -122,7 +153,8 @@ describe("options that keep stateful nodes", () => {
       expect(resources.length).toBeGreaterThan(0);
       for (const r of resources) expect([type, r.name, r.options.protect]).toEqual([type, r.name, true]);
     }
-    for (const s of ofType(prod, T.server)) expect(s.inputs).toMatchObject({ deleteProtection: true, rebuildProtection: true });
+    for (const s of ofType(prod, T.server))
+      expect(s.inputs).toMatchObject({ deleteProtection: true, rebuildProtection: true });
     for (const v of ofType(prod, T.volume)) {
       expect(v.inputs.deleteProtection).toBe(true);
       // A protected stack keeps a removed node's data volume for a human to delete.
@@ -131,8 +163,10 @@ describe("options that keep stateful nodes", () => {
   });
 
   test("protect follows protectNodes: dev (false) protects nothing and cleans up its volumes", () => {
-    for (const r of dev.resources) expect([r.type, r.name, r.options.protect ?? false]).toEqual([r.type, r.name, false]);
-    for (const s of ofType(dev, T.server)) expect(s.inputs).toMatchObject({ deleteProtection: false, rebuildProtection: false });
+    for (const r of dev.resources)
+      expect([r.type, r.name, r.options.protect ?? false]).toEqual([r.type, r.name, false]);
+    for (const s of ofType(dev, T.server))
+      expect(s.inputs).toMatchObject({ deleteProtection: false, rebuildProtection: false });
     for (const v of ofType(dev, T.volume)) expect(v.options.retainOnDelete ?? false).toBe(false);
   });
 

@@ -4,7 +4,16 @@
  */
 import { PASSWORD_LENGTH } from "../../components/clusterSecrets";
 import { GENERATED_SECRET_NAMES, expandUserData } from "../../core";
-import { ProgramRun, T, isSecretEnvelope, maskSecrets, ofType, plainStrings, runProgram, stackFileConfig } from "./harness";
+import {
+  ProgramRun,
+  T,
+  isSecretEnvelope,
+  maskSecrets,
+  ofType,
+  plainStrings,
+  runProgram,
+  stackFileConfig,
+} from "./harness";
 
 const SECRET_OUTPUTS = ["databaseUrl", "databaseReadUrl", "redisUrl", "haproxyStatsPassword"];
 const S3 = { backupAccessKey: "HZ1ACCESSKEYEXAMPLE0", backupSecretKey: "hZ2secretKeyExampleValue0123456789abcdef" };
@@ -20,7 +29,11 @@ describe.each([
 ])("prod %s", (_label, secretConfig: Record<string, string>, extra: Record<string, string>) => {
   let run: ProgramRun;
   beforeAll(async () => {
-    run = await runProgram({ stack: "prod", config: { ...stackFileConfig("prod"), nodeCount: "3", ...extra }, secretConfig });
+    run = await runProgram({
+      stack: "prod",
+      config: { ...stackFileConfig("prod"), nodeCount: "3", ...extra },
+      secretConfig,
+    });
     expect(run.error).toBeUndefined();
   });
 
@@ -43,8 +56,21 @@ describe.each([
 
   test("no plain output holds a secret value", () => {
     const plain = Object.entries(run.outputs).filter(([, o]) => !o.secret);
-    expect(plain.map(([k]) => k).sort()).toEqual(["alertRules", "appliedSettings", "backupStore", "caCertificate", "entryPoint", "haproxyStatsUrl", "haproxyStatsUser", "nodes", "patroniScope", "prometheusConfig"]);
-    expect(leaks(JSON.stringify(Object.fromEntries(plain.map(([k, o]) => [k, o.value]))), run.secretValues)).toEqual([]);
+    expect(plain.map(([k]) => k).sort()).toEqual([
+      "alertRules",
+      "appliedSettings",
+      "backupStore",
+      "caCertificate",
+      "entryPoint",
+      "haproxyStatsUrl",
+      "haproxyStatsUser",
+      "nodes",
+      "patroniScope",
+      "prometheusConfig",
+    ]);
+    expect(leaks(JSON.stringify(Object.fromEntries(plain.map(([k, o]) => [k, o.value]))), run.secretValues)).toEqual(
+      [],
+    );
     expect(run.outputs.haproxyStatsUrl.value).not.toMatch(/@/);
   });
 
@@ -77,7 +103,11 @@ test("the declared prod stack, as a snapshot, holds no secret value", async () =
     .map((r) => ({
       resource: `${r.type}::${r.name}`,
       inputs: maskSecrets(r.raw),
-      options: { protect: r.options.protect ?? false, ignoreChanges: r.options.ignoreChanges, retainOnDelete: r.options.retainOnDelete ?? false },
+      options: {
+        protect: r.options.protect ?? false,
+        ignoreChanges: r.options.ignoreChanges,
+        retainOnDelete: r.options.retainOnDelete ?? false,
+      },
     }))
     .sort((a, b) => a.resource.localeCompare(b.resource));
   expect(run.secretValues.length).toBeGreaterThan(0);
@@ -91,12 +121,16 @@ test("without S3 keys a dev stack's nodes get named placeholders, archive nothin
   const userData = expandUserData(ofType(run, T.server)[0].inputs.userData as string);
   expect(userData).toContain("PLACEHOLDER-s3AccessKey-not-a-secret");
   expect(userData).toContain('archive_command: "/bin/true"');
-  expect(run.logs.join("\n")).toMatch(/backupAccessKey\/backupSecretKey are not set: WAL archiving is OFF on stack dev/);
+  expect(run.logs.join("\n")).toMatch(
+    /backupAccessKey\/backupSecretKey are not set: WAL archiving is OFF on stack dev/,
+  );
 });
 
 test("a protected stack refuses to start without S3 keys, before any resource", async () => {
   const run = await runProgram({ stack: "prod", config: stackFileConfig("prod"), withoutBackupKeys: true });
-  expect(run.error?.message).toMatch(/^madbase-state:backupAccessKey: .*stack prod is protected \(protectNodes: true\) and must back up/);
+  expect(run.error?.message).toMatch(
+    /^madbase-state:backupAccessKey: .*stack prod is protected \(protectNodes: true\) and must back up/,
+  );
   expect(run.resources).toHaveLength(0);
 });
 
@@ -110,15 +144,25 @@ test("with S3 keys the nodes get them (as secrets) and nobody is warned", async 
 
 describe("S3 keys that cannot be used stop the program, without showing them", () => {
   test("only one of the two keys", async () => {
-    const run = await runProgram({ stack: "prod", config: stackFileConfig("prod"), secretConfig: { backupAccessKey: S3.backupAccessKey } });
+    const run = await runProgram({
+      stack: "prod",
+      config: stackFileConfig("prod"),
+      secretConfig: { backupAccessKey: S3.backupAccessKey },
+    });
     expect(run.error?.message).toMatch(/^madbase-state:backupSecretKey: \(missing\) is not allowed; set both S3 keys/);
     expect(run.resources).toHaveLength(0);
   });
 
   test("a key with characters the rendered files cannot carry", async () => {
     const bad = "abc/def+ghi==jklmnop";
-    const run = await runProgram({ stack: "prod", config: stackFileConfig("prod"), secretConfig: { ...S3, backupSecretKey: bad } });
-    expect(run.error?.message).toMatch(/^madbase-state:backupSecretKey: "\(hidden\)" is not allowed; use 8-128 characters/);
+    const run = await runProgram({
+      stack: "prod",
+      config: stackFileConfig("prod"),
+      secretConfig: { ...S3, backupSecretKey: bad },
+    });
+    expect(run.error?.message).toMatch(
+      /^madbase-state:backupSecretKey: "\(hidden\)" is not allowed; use 8-128 characters/,
+    );
     expect(run.error?.message).not.toContain(bad);
     expect(run.logs.join("\n")).not.toContain(bad);
     expect(run.resources).toHaveLength(0);

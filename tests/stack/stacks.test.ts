@@ -11,7 +11,10 @@ const USER_DATA_LIMIT = 32 * 1024;
 
 function byName(run: ProgramRun, type: string, name: string): Declared {
   const found = run.resources.find((r) => r.type === type && r.name === name);
-  if (!found) throw new Error(`no ${type} named ${name}; declared: ${run.resources.map((r) => `${r.type} ${r.name}`).join(", ")}`);
+  if (!found)
+    throw new Error(
+      `no ${type} named ${name}; declared: ${run.resources.map((r) => `${r.type} ${r.name}`).join(", ")}`,
+    );
   return found;
 }
 
@@ -39,13 +42,19 @@ describe("committed stacks", () => {
 
   test("servers run Debian 12 of the plan's type in the stack's location", () => {
     // prod's plan cx31 maps to Hetzner cx43, dev's cx21 to cx33 (core/plans.ts).
-    for (const s of ofType(prod, T.server)) expect(s.inputs).toMatchObject({ image: "debian-13", serverType: "cx43", location: "fsn1" });
-    for (const s of ofType(dev, T.server)) expect(s.inputs).toMatchObject({ image: "debian-13", serverType: "cx33", location: "fsn1" });
+    for (const s of ofType(prod, T.server))
+      expect(s.inputs).toMatchObject({ image: "debian-13", serverType: "cx43", location: "fsn1" });
+    for (const s of ofType(dev, T.server))
+      expect(s.inputs).toMatchObject({ image: "debian-13", serverType: "cx33", location: "fsn1" });
   });
 
   test("the private network and its subnet follow the config, in the location's network zone", () => {
     expect(ofType(prod, T.network)[0].inputs).toMatchObject({ ipRange: "10.42.0.0/16", name: "madbase-prod" });
-    expect(ofType(prod, T.subnet)[0].inputs).toMatchObject({ ipRange: "10.42.1.0/24", type: "cloud", networkZone: "eu-central" });
+    expect(ofType(prod, T.subnet)[0].inputs).toMatchObject({
+      ipRange: "10.42.1.0/24",
+      type: "cloud",
+      networkZone: "eu-central",
+    });
   });
 
   test("outputs name every node with its private and public address", () => {
@@ -59,17 +68,27 @@ describe("committed stacks", () => {
   });
 
   test("connection strings have the seed's shapes through the entry point", () => {
-    expect(prod.outputs.databaseUrl.value).toMatch(/^postgresql:\/\/madbase:[A-Za-z0-9]{32}@10\.42\.1\.5:5433\/madbase\?sslmode=require$/);
-    expect(prod.outputs.databaseReadUrl.value).toMatch(/@10\.42\.1\.5:5434\/madbase\?sslmode=require$/);
-    expect(prod.outputs.redisUrl.value).toMatch(/^redis:\/\/:[A-Za-z0-9]{32}@10\.42\.1\.5:6379\/0$/);
+    expect(prod.outputs.databaseUrl.value).toMatch(
+      /^postgresql:\/\/madbase:[A-Za-z0-9]{32}@10\.42\.1\.5:5433\/madbase\?sslmode=require$/,
+    );
+    expect(prod.outputs.redisUrl.value).toMatch(/^redis:\/\/app:[A-Za-z0-9]{32}@10\.42\.1\.5:6379\/0$/);
     expect(dev.outputs.databaseUrl.value).toMatch(/@10\.42\.1\.10:5433\/madbase\?sslmode=require$/);
+    // Pooled (5433, the leader's PgBouncer), direct (5435) and pooled reads (5434): one password, secret.
+    expect(prod.outputs.databaseDirectUrl.value).toBe(
+      String(prod.outputs.databaseUrl.value).replace(":5433/", ":5435/"),
+    );
+    expect(prod.outputs.databaseReadUrl.value).toBe(String(prod.outputs.databaseUrl.value).replace(":5433/", ":5434/"));
+    expect(prod.outputs.databaseDirectUrl.secret).toBe(true);
   });
 });
 
 describe("nodeCount 5", () => {
   let run: ProgramRun;
   beforeAll(async () => {
-    run = await runProgram({ stack: "prod", config: { ...stackFileConfig("prod"), nodeCount: "5", adminCidrs: '["198.51.100.0/24"]' } });
+    run = await runProgram({
+      stack: "prod",
+      config: { ...stackFileConfig("prod"), nodeCount: "5", adminCidrs: '["198.51.100.0/24"]' },
+    });
   });
 
   test("declares five servers, each at a distinct fixed address inside the subnet", () => {
@@ -113,7 +132,9 @@ describe("nodeCount 5", () => {
       expect(s.inputs.placementGroupId).toBe(Number(groups[0].id));
     }
     // No separate attachment resource that would apply the firewall after the server exists.
-    expect(run.resources.filter((r) => r.type === "hcloud:index/firewallAttachment:FirewallAttachment")).toHaveLength(0);
+    expect(run.resources.filter((r) => r.type === "hcloud:index/firewallAttachment:FirewallAttachment")).toHaveLength(
+      0,
+    );
   });
 
   test("each node's user data is a cloud-config for that node, under Hetzner's 32 KiB", () => {
@@ -131,7 +152,11 @@ describe("nodeCount 5", () => {
 
   test("each server carries its labels, and a volume of the configured size is attached to it", () => {
     for (const s of ofType(run, T.server)) {
-      expect(s.inputs.labels).toEqual({ "madbase-state/stack": "prod", "madbase-state/node": s.name, "madbase-state/role": "database" });
+      expect(s.inputs.labels).toEqual({
+        "madbase-state/stack": "prod",
+        "madbase-state/node": s.name,
+        "madbase-state/role": "database",
+      });
       const volume = byName(run, T.volume, `${s.name}-data`);
       expect(volume.inputs).toMatchObject({ size: 40, location: "fsn1", automount: false });
       const attachment = byName(run, T.volumeAttachment, `${s.name}-data-attachment`);
@@ -156,9 +181,9 @@ describe("nodeCount 5", () => {
     expect(target.options.dependencies.some((urn) => urn.endsWith(`::${lbNetwork.name}`))).toBe(true);
   });
 
-  test("the load balancer serves 5433, 5434 and 6379 over TCP with TCP health checks", () => {
+  test("the load balancer serves 5433, 5434, 5435 and 6379 over TCP with TCP health checks", () => {
     const services = ofType(run, T.loadBalancerService);
-    expect(services.map((s) => s.inputs.listenPort).sort()).toEqual([5433, 5434, 6379]);
+    expect(services.map((s) => s.inputs.listenPort).sort()).toEqual([5433, 5434, 5435, 6379]);
     for (const s of services) {
       expect(s.inputs).toMatchObject({ protocol: "tcp", destinationPort: s.inputs.listenPort });
       expect(s.inputs.healthCheck).toMatchObject({ protocol: "tcp", port: s.inputs.listenPort });
@@ -168,8 +193,14 @@ describe("nodeCount 5", () => {
   });
 
   test("ssh keys from config become hcloud keys given to every server", async () => {
-    const keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAdmin admin@laptop", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOps ops@ci"];
-    const withKeys = await runProgram({ stack: "prod", config: { ...stackFileConfig("prod"), sshPublicKeys: JSON.stringify(keys) } });
+    const keys = [
+      "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAdmin admin@laptop",
+      "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOps ops@ci",
+    ];
+    const withKeys = await runProgram({
+      stack: "prod",
+      config: { ...stackFileConfig("prod"), sshPublicKeys: JSON.stringify(keys) },
+    });
     const declared = ofType(withKeys, T.sshKey);
     expect(declared.map((k) => k.inputs.publicKey)).toEqual(keys);
     for (const s of ofType(withKeys, T.server)) expect(s.inputs.sshKeys).toHaveLength(2);

@@ -20,7 +20,9 @@ import { ensureClusterTls } from "../../local/tls";
 
 /** Fresh random secrets for each test run, so a snapshot can only pass if every value is masked. */
 export function randomSecrets(): ClusterSecrets {
-  return Object.fromEntries(SECRET_NAMES.map((n) => [n, randomBytes(24).toString("base64url").replace(/[-_]/g, "x")])) as unknown as ClusterSecrets;
+  return Object.fromEntries(
+    SECRET_NAMES.map((n) => [n, randomBytes(24).toString("base64url").replace(/[-_]/g, "x")]),
+  ) as unknown as ClusterSecrets;
 }
 
 const tlsRoots = new Map<string, string>();
@@ -50,6 +52,7 @@ export function renderStack(opts: {
   profile?: ProfileName;
   plan?: string;
   synchronousMode?: boolean;
+  poolMode?: string;
   secrets?: ClusterSecrets;
   pathsFor?: (node: NodeSpec) => NodePaths;
 }): { topology: Topology; secrets: ClusterSecrets; tls: ClusterTls; files: ReturnType<typeof renderCluster> } {
@@ -58,11 +61,17 @@ export function renderStack(opts: {
     failoverProfile: opts.profile ?? "norm",
     plan: opts.plan ?? "cx31",
     synchronousMode: opts.synchronousMode ?? true,
+    ...(opts.poolMode ? { poolMode: opts.poolMode } : {}),
   });
   const { topology, options } = describeCluster(settings);
   const secrets = opts.secrets ?? randomSecrets();
   const tls = fixtureTls(topology.stack, topology.subnetCidr);
-  return { topology, secrets, tls, files: renderCluster(topology, options, secrets, tls, opts.pathsFor ?? (() => serverPaths())) };
+  return {
+    topology,
+    secrets,
+    tls,
+    files: renderCluster(topology, options, secrets, tls, opts.pathsFor ?? (() => serverPaths())),
+  };
 }
 
 /**
@@ -71,4 +80,5 @@ export function renderStack(opts: {
  */
 export const FIXTURE_SSH_PRIVATE_KEY =
   "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACBmYWtlLWtleS1mb3ItbWFkYmFzZS1zdGF0ZS10ZXN0cw==\n-----END OPENSSH PRIVATE KEY-----\n";
-export const FIXTURE_SSH_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGZha2Uta2V5LWZvci1tYWRiYXNlLXN0YXRlLXRlc3Rz pulumi@ci";
+export const FIXTURE_SSH_PUBLIC_KEY =
+  "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGZha2Uta2V5LWZvci1tYWRiYXNlLXN0YXRlLXRlc3Rz pulumi@ci";

@@ -43,7 +43,12 @@ export function parsePromQL(query: string): ParsedQuery {
         const label = m.getChild("LabelName");
         const op = m.getChild("MatchOp");
         const value = m.getChild("StringLiteral");
-        if (label && op && value) sel.matchers.push({ label: text(label.from, label.to), op: text(op.from, op.to), value: unquote(text(value.from, value.to)) });
+        if (label && op && value)
+          sel.matchers.push({
+            label: text(label.from, label.to),
+            op: text(op.from, op.to),
+            value: unquote(text(value.from, value.to)),
+          });
       }
       // {__name__="x"} names a metric too; a regex on __name__ would name no single metric.
       const byName = sel.matchers.find((m) => m.label === "__name__");

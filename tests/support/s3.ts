@@ -45,11 +45,27 @@ export class S3Store {
     this.destroy();
     fs.rmSync(this.opts.dir, { recursive: true, force: true });
     fs.mkdirSync(path.join(this.opts.dir, "objects"), { recursive: true });
-    execFileSync("openssl", [
-      "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=madbase-test-s3",
-      "-addext", `subjectAltName=IP:${this.opts.address}`,
-      "-keyout", path.join(this.opts.dir, "key.pem"), "-out", path.join(this.opts.dir, "cert.pem"),
-    ], { stdio: "ignore" });
+    execFileSync(
+      "openssl",
+      [
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=madbase-test-s3",
+        "-addext",
+        `subjectAltName=IP:${this.opts.address}`,
+        "-keyout",
+        path.join(this.opts.dir, "key.pem"),
+        "-out",
+        path.join(this.opts.dir, "cert.pem"),
+      ],
+      { stdio: "ignore" },
+    );
     ip(["netns", "add", this.namespace]);
     ip(["-n", this.namespace, "link", "set", "lo", "up"]);
   }
@@ -73,15 +89,33 @@ export class S3Store {
     if (this.running) return;
     const d = this.opts.dir;
     this.proc = start(
-      inNamespace(this.namespace, [process.execPath, "--import", "tsx", path.join(REPO, "tests", "support", "s3-server.ts"),
-        "--dir", path.join(d, "objects"), "--cert", path.join(d, "cert.pem"), "--key", path.join(d, "key.pem"), "--port", "443", "--bucket", this.opts.bucket]),
+      inNamespace(this.namespace, [
+        process.execPath,
+        "--import",
+        "tsx",
+        path.join(REPO, "tests", "support", "s3-server.ts"),
+        "--dir",
+        path.join(d, "objects"),
+        "--cert",
+        path.join(d, "cert.pem"),
+        "--key",
+        path.join(d, "key.pem"),
+        "--port",
+        "443",
+        "--bucket",
+        this.opts.bucket,
+      ]),
       { env: { PATH: process.env.PATH, S3_ACCESS_KEY: this.opts.accessKey, S3_SECRET_KEY: this.opts.secretKey } },
     );
     const proc = this.proc;
-    await waitFor("the S3 store to listen", async () => {
-      if (proc.exitCode !== null) throw new Error(`s3-server exited ${proc.exitCode}: ${proc.output()}`);
-      return /listening 443/.test(proc.output());
-    }, 30_000);
+    await waitFor(
+      "the S3 store to listen",
+      async () => {
+        if (proc.exitCode !== null) throw new Error(`s3-server exited ${proc.exitCode}: ${proc.output()}`);
+        return /listening 443/.test(proc.output());
+      },
+      30_000,
+    );
   }
 
   get running(): boolean {
@@ -104,11 +138,15 @@ export class S3Store {
     if (!hostPath) throw new Error(`${machine.name} is not running`);
     fs.writeFileSync(hostPath, content);
     const script =
-      'read -r AWS_ACCESS_KEY_ID; read -r AWS_SECRET_ACCESS_KEY; export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY; ' +
+      "read -r AWS_ACCESS_KEY_ID; read -r AWS_SECRET_ACCESS_KEY; export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY; " +
       `s3cmd -c /dev/null --host=${this.opts.address} --host-bucket=${this.opts.address} --region=fsn1 --ssl --no-check-certificate --quiet put ${file} s3://${this.opts.bucket}/${key}; ` +
       `rc=$?; rm -f ${file}; exit $rc`;
-    const r = machineExec(machine, ["bash", "-c", script], { input: `${this.opts.accessKey}\n${this.opts.secretKey}\n`, timeoutMs: 60_000 });
-    if (r.code !== 0) throw new Error(`s3cmd put ${key} from ${machine.name} failed (${r.code}): ${r.stdout}${r.stderr}`);
+    const r = machineExec(machine, ["bash", "-c", script], {
+      input: `${this.opts.accessKey}\n${this.opts.secretKey}\n`,
+      timeoutMs: 60_000,
+    });
+    if (r.code !== 0)
+      throw new Error(`s3cmd put ${key} from ${machine.name} failed (${r.code}): ${r.stdout}${r.stderr}`);
   }
 
   /** Object keys under a prefix, from the server's directory (no S3 request involved). */
@@ -121,7 +159,8 @@ export class S3Store {
         const full = path.join(dir, entry.name);
         if (entry.isDirectory()) walk(full);
         // s3rver keeps each object as <key>._S3rver_object beside its metadata.
-        else if (entry.name.endsWith("._S3rver_object")) out.push(path.relative(root, full).slice(0, -"._S3rver_object".length));
+        else if (entry.name.endsWith("._S3rver_object"))
+          out.push(path.relative(root, full).slice(0, -"._S3rver_object".length));
       }
     };
     walk(path.join(root, prefix));
