@@ -21,7 +21,7 @@ import {
   serverPaths,
   settleScript,
 } from "../../core";
-import { apply } from "../../local/apply";
+import { ApplyOptions, apply } from "../../local/apply";
 import {
   UpResult,
   bootNode,
@@ -139,6 +139,23 @@ function startWriter(firstId: number): AckWriter {
   return writer;
 }
 
+/**
+ * Runs `apply` with `change` while a writer (ids from `firstId`) writes through 5433 and the
+ * watcher counts nodes down; prints what changed on each node.
+ */
+async function applyUnderLoad(change: Partial<ApplyOptions>, firstId: number) {
+  const { state } = cluster;
+  const writer = startWriter(firstId);
+  await writer.waitForAcks(20, 30_000);
+  const watch = downWatcher(state);
+  const result = await apply({ ...loc, ...change }).finally(() => watch.stop());
+  const watched = await watch.stop();
+  console.log(
+    `apply ${JSON.stringify(change)} in ${result.seconds.toFixed(1)} s:\n${result.changes.map((c) => `  ${c.node}: ${c.lines.join("; ")}`).join("\n")}`,
+  );
+  return { writer, result, watched };
+}
+
 async function expectNoLostWrite(writer: AckWriter): Promise<void> {
   const { state, secrets } = cluster;
   await writer.stop();
@@ -237,14 +254,7 @@ test("after it, a power cut of the leader fails over within the fast profile's t
 
 test("apply --plan cx31 on a cx21 cluster: every node's shared_buffers, max_connections and Redis maxmemory follow, one node restarting at a time", async () => {
   const { state } = cluster;
-  const writer = startWriter(3_000_000);
-  await writer.waitForAcks(20, 30_000);
-  const watch = downWatcher(state);
-  const result = await apply({ ...loc, plan: "cx31" }).finally(() => watch.stop());
-  const watched = await watch.stop();
-  console.log(
-    `apply --plan cx31 in ${result.seconds.toFixed(1)} s:\n${result.changes.map((c) => `  ${c.node}: ${c.lines.join("; ")}`).join("\n")}`,
-  );
+  const { writer, result, watched } = await applyUnderLoad({ plan: "cx31" }, 3_000_000);
   expect(watched.maxDown).toBeLessThanOrEqual(1);
   // Every node's PostgreSQL restarted (each was seen down, never two at once).
   expect(watched.seenDown.length).toBeGreaterThanOrEqual(2);
@@ -282,14 +292,7 @@ test("apply --plan cx31 on a cx21 cluster: every node's shared_buffers, max_conn
 
 test("apply --plan cx21 back: a lowered max_connections restarts the leader first, in place, then the replicas", async () => {
   const { state } = cluster;
-  const writer = startWriter(3_500_000);
-  await writer.waitForAcks(20, 30_000);
-  const watch = downWatcher(state);
-  const result = await apply({ ...loc, plan: "cx21" }).finally(() => watch.stop());
-  const watched = await watch.stop();
-  console.log(
-    `apply --plan cx21 in ${result.seconds.toFixed(1)} s:\n${result.changes.map((c) => `  ${c.node}: ${c.lines.join("; ")}`).join("\n")}`,
-  );
+  const { writer, result, watched } = await applyUnderLoad({ plan: "cx21" }, 3_500_000);
   expect(watched.maxDown).toBeLessThanOrEqual(1);
   // The first node visited saw the leader's lowered value and restarted it before anything else.
   expect(
