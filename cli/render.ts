@@ -11,6 +11,7 @@ import { parseArgs } from "node:util";
 import {
   ConfigError,
   NODE_FILES,
+  NodeFile,
   describeCluster,
   placeholderSecrets,
   placeholderTls,
@@ -22,19 +23,13 @@ import {
   loadStackSettings,
 } from "../core";
 
-/** What `DIR/<node>/` holds: the files a node runs, by the names the docs use. */
-export const NODE_DIR_FILES = [
-  "patroni.yml",
-  "etcd.conf",
-  "redis.conf",
-  "sentinel.conf",
-  "redis-users.acl",
-  "haproxy.cfg",
-  "pgbouncer.ini",
-  "pgbouncer-userlist.txt",
-  "pgbackrest.conf",
-  "user-data.yaml",
-] as const;
+/**
+ * The exporters' settings (also inside user-data.yaml) go to `DIR/<node>/exporters/`, so that the
+ * node directory holds the daemons' own configuration files, the shape the docs describe.
+ */
+function renderDirOf(file: NodeFile): "." | "exporters" {
+  return file.includes("exporter") ? "exporters" : ".";
+}
 
 const USAGE = "usage: npm run render -- --stack <dev|prod> [--nodes N] [--profile fast|norm|safe] --out DIR";
 
@@ -86,11 +81,7 @@ function main(argv: string[]): number {
     for (const node of topology.nodes) {
       const dir = path.join(out, node.name);
       for (const file of NODE_FILES) {
-        // The ten files every node runs sit in its directory; exporter settings (also inside
-        // user-data.yaml) go to a subfolder so the node directory keeps its documented shape.
-        const target = (NODE_DIR_FILES as readonly string[]).includes(file)
-          ? path.join(dir, file)
-          : path.join(dir, "exporters", file);
+        const target = path.join(dir, renderDirOf(file), file);
         fs.mkdirSync(path.dirname(target), { recursive: true });
         fs.writeFileSync(target, rendered[node.name][file], { mode: 0o600 });
         console.log(

@@ -1,14 +1,9 @@
 import * as pulumi from "@pulumi/pulumi";
 import { remote } from "@pulumi/command";
-import { NodeSpec, REMOTE_EXEC } from "../core";
-import { nodeConnection } from "./sshKeys";
+import { REMOTE_EXEC } from "../core";
+import { NodeSshTarget, nodeConnection } from "./sshKeys";
 
-export interface ConfigRefreshArgs {
-  node: NodeSpec;
-  /** The node's server. */
-  server: pulumi.Resource;
-  host: pulumi.Input<string>;
-  privateKey: pulumi.Input<string>;
+export interface ConfigRefreshArgs extends NodeSshTarget {
   /**
    * config-refresh for the cluster as it is declared (on the first node, led by
    * leadership-handoff), as one remote command (secret).

@@ -1,16 +1,10 @@
 import * as pulumi from "@pulumi/pulumi";
 import { remote } from "@pulumi/command";
-import { MEMBERSHIP_ACTIONS, NodeSpec, REMOTE_EXEC, membershipStdin } from "../core";
-import { nodeConnection } from "./sshKeys";
+import { MEMBERSHIP_ACTIONS, REMOTE_EXEC, membershipStdin } from "../core";
+import { NodeSshTarget, nodeConnection } from "./sshKeys";
 
-export interface NodeMembershipArgs {
-  node: NodeSpec;
-  /** The node's server: the command runs on it, and is deleted (the node leaves) before it. */
-  server: pulumi.Resource;
-  /** The server's public IPv4 address, where SSH is reached (the firewall admits adminCidrs). */
-  host: pulumi.Input<string>;
-  /** The private key of one of sshPublicKeys (secret). */
-  privateKey: pulumi.Input<string>;
+/** The command is deleted (the node leaves) before the server is. */
+export interface NodeMembershipArgs extends NodeSshTarget {
   /** node-join, as one remote command (secret: it carries passwords). */
   join: pulumi.Input<string>;
   /** node-leave, as one remote command (secret). */

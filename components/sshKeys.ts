@@ -2,12 +2,24 @@ import * as crypto from "node:crypto";
 import * as pulumi from "@pulumi/pulumi";
 import * as hcloud from "@pulumi/hcloud";
 import { types as commandTypes } from "@pulumi/command";
+import { NodeSpec } from "../core";
 
 export interface SshKeysArgs {
   /** Prefix of the Hetzner names, e.g. `madbase-prod`. */
   baseName: string;
   publicKeys: string[];
   labels: Record<string, string>;
+}
+
+/** A node a stack command runs on over SSH: ConfigRefresh's and NodeMembership's common arguments. */
+export interface NodeSshTarget {
+  node: NodeSpec;
+  /** The node's server: the command runs on it (and depends on it). */
+  server: pulumi.Resource;
+  /** The server's public IPv4 address, where SSH is reached (the firewall admits adminCidrs). */
+  host: pulumi.Input<string>;
+  /** The private key of one of sshPublicKeys (secret). */
+  privateKey: pulumi.Input<string>;
 }
 
 /**

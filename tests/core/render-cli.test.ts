@@ -3,7 +3,6 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { spawnSync } from "node:child_process";
-import { NODE_DIR_FILES } from "../../cli/render";
 
 const root = path.resolve(__dirname, "..", "..");
 const tsx = path.join(root, "node_modules", ".bin", "tsx");
@@ -17,11 +16,32 @@ function render(args: string[]) {
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
+/** The layout the README documents for a render directory's node folder. */
+const DAEMON_FILES = [
+  "etcd.conf",
+  "haproxy.cfg",
+  "patroni.yml",
+  "pgbackrest.conf",
+  "pgbouncer-userlist.txt",
+  "pgbouncer.ini",
+  "redis-users.acl",
+  "redis.conf",
+  "sentinel.conf",
+  "user-data.yaml",
+];
+const EXPORTER_FILES = [
+  "node-exporter.env",
+  "pgbouncer-exporter.env",
+  "postgres-exporter.env",
+  "redis-exporter-passwords.json",
+  "redis-exporter.env",
+];
+
 describe("npm run render", () => {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), "madbase-render-"));
   afterAll(() => fs.rmSync(out, { recursive: true, force: true }));
 
-  it("writes exactly the ten documented files per node, and says what it wrote", () => {
+  it("writes exactly the documented files per node, the exporters' in a folder of their own, and says what it wrote", () => {
     const r = render(["--stack", "prod", "--nodes", "5", "--profile", "fast", "--out", out]);
     expect(r.code).toBe(0);
     const nodes = fs
@@ -31,8 +51,11 @@ describe("npm run render", () => {
     expect(nodes).toEqual([1, 2, 3, 4, 5].map((i) => `madbase-prod-${i}`));
     for (const node of nodes) {
       const files = fs.readdirSync(path.join(out, node)).filter((f) => fs.statSync(path.join(out, node, f)).isFile());
-      expect(files.sort()).toEqual([...NODE_DIR_FILES].sort());
+      expect(files.sort()).toEqual(DAEMON_FILES);
+      const exporters = fs.readdirSync(path.join(out, node, "exporters")).sort();
+      expect(exporters).toEqual(EXPORTER_FILES);
       for (const file of files) expect(r.out).toContain(path.join(node, file));
+      for (const file of exporters) expect(r.out).toContain(path.join(node, "exporters", file));
     }
     expect(r.out).toMatch(/5 node\(s\), plan cx31, profile fast/);
     expect(fs.readFileSync(path.join(out, "madbase-prod-1", "patroni.yml"), "utf8")).toMatch(/loop_wait: 1\n/);

@@ -12,6 +12,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import {
   PLANS,
+  Plan,
   PORTS,
   PROFILES,
   buildTopology,
@@ -21,7 +22,7 @@ import {
   serverPaths,
   settleScript,
 } from "../../core";
-import { apply } from "../../local/apply";
+import { ApplyOptions, apply } from "../../local/apply";
 import {
   UpResult,
   bootNode,
@@ -148,6 +149,56 @@ function startWriter(firstId: number): AckWriter {
   return writer;
 }
 
+/**
+ * Runs `apply` with `change` while a writer (ids from `firstId`) writes through 5433 and the
+ * watcher counts nodes down; prints what changed on each node.
+ */
+async function applyUnderLoad(change: Partial<ApplyOptions>, firstId: number) {
+  const { state } = cluster;
+  const writer = startWriter(firstId);
+  await writer.waitForAcks(20, 30_000);
+  const watch = downWatcher(state);
+  const result = await apply({ ...loc, ...change }).finally(() => watch.stop());
+  const watched = await watch.stop();
+  console.log(
+    `apply ${JSON.stringify(change)} in ${result.seconds.toFixed(1)} s:\n${result.changes.map((c) => `  ${c.node}: ${c.lines.join("; ")}`).join("\n")}`,
+  );
+  return { writer, result, watched };
+}
+
+/**
+ * Every node runs the plan's sizes: shared_buffers and max_connections in PostgreSQL, with no
+ * restart left pending, and maxmemory in Redis, also written to redis.conf (CONFIG REWRITE, in
+ * Redis's own units) so that it survives a restart of Redis.
+ */
+async function expectSizedFor(state: LocalClusterState, plan: Plan): Promise<void> {
+  const memoryMb = localMemoryMb(plan);
+  for (const node of state.nodes) {
+    const maxmemory = onNode(
+      state,
+      node.name,
+      nodeRedisCli("redis", ["-h", node.address, "-p", String(PORTS.redis), "CONFIG", "GET", "maxmemory"]),
+    );
+    expect({
+      node: node.name,
+      shared: nodeSql(state, node.name, "SHOW shared_buffers"),
+      max: nodeSql(state, node.name, "SHOW max_connections"),
+      maxmemory: maxmemory.split("\n")[1],
+      written: onNode(state, node.name, ["grep", "^maxmemory ", serverPaths().config["redis.conf"]]),
+    }).toEqual({
+      node: node.name,
+      shared: `${memoryMb / 4}MB`,
+      max: String(plan.maxConnections),
+      maxmemory: String((memoryMb / 8) * 1024 * 1024),
+      written: `maxmemory ${memoryMb / 8}mb`,
+    });
+  }
+  const pending = await Promise.all(
+    state.nodes.map(async (n) => (await patroniGet(n.address, "patroni")).pending_restart ?? false),
+  );
+  expect(pending).toEqual(state.nodes.map(() => false));
+}
+
 async function expectNoLostWrite(writer: AckWriter): Promise<void> {
   const { state, secrets } = cluster;
   await writer.stop();
@@ -246,43 +297,11 @@ test("after it, a power cut of the leader fails over within the fast profile's t
 
 test("apply --plan cx31 on a cx21 cluster: every node's shared_buffers, max_connections and Redis maxmemory follow, one node restarting at a time", async () => {
   const { state } = cluster;
-  const writer = startWriter(3_000_000);
-  await writer.waitForAcks(20, 30_000);
-  const watch = downWatcher(state);
-  const result = await apply({ ...loc, plan: "cx31" }).finally(() => watch.stop());
-  const watched = await watch.stop();
-  console.log(
-    `apply --plan cx31 in ${result.seconds.toFixed(1)} s:\n${result.changes.map((c) => `  ${c.node}: ${c.lines.join("; ")}`).join("\n")}`,
-  );
+  const { writer, result, watched } = await applyUnderLoad({ plan: "cx31" }, 3_000_000);
   expect(watched.maxDown).toBeLessThanOrEqual(1);
   // Every node's PostgreSQL restarted (each was seen down, never two at once).
   expect(watched.seenDown.length).toBeGreaterThanOrEqual(2);
-  const memoryMb = localMemoryMb(PLANS.cx31);
-  for (const node of state.nodes) {
-    expect({
-      node: node.name,
-      shared: nodeSql(state, node.name, "SHOW shared_buffers"),
-      max: nodeSql(state, node.name, "SHOW max_connections"),
-    }).toEqual({
-      node: node.name,
-      shared: `${memoryMb / 4}MB`,
-      max: String(PLANS.cx31.maxConnections),
-    });
-    const maxmemory = onNode(
-      state,
-      node.name,
-      nodeRedisCli("redis", ["-h", node.address, "-p", String(PORTS.redis), "CONFIG", "GET", "maxmemory"]),
-    );
-    expect(maxmemory.split("\n")[1]).toBe(String((memoryMb / 8) * 1024 * 1024));
-    // Written down (CONFIG REWRITE, in Redis's own units), so it survives a restart of Redis.
-    expect(onNode(state, node.name, ["grep", "^maxmemory ", serverPaths().config["redis.conf"]])).toBe(
-      `maxmemory ${memoryMb / 8}mb`,
-    );
-  }
-  const pending = await Promise.all(
-    state.nodes.map(async (n) => (await patroniGet(n.address, "patroni")).pending_restart ?? false),
-  );
-  expect(pending).toEqual(state.nodes.map(() => false));
+  await expectSizedFor(state, PLANS.cx31);
   expect(
     result.changes.filter((c) => c.lines.includes("postgres: restarted with the new parameters")).length,
   ).toBeGreaterThanOrEqual(2);
@@ -291,14 +310,7 @@ test("apply --plan cx31 on a cx21 cluster: every node's shared_buffers, max_conn
 
 test("apply --plan cx21 back: a lowered max_connections restarts the leader first, in place, then the replicas", async () => {
   const { state } = cluster;
-  const writer = startWriter(3_500_000);
-  await writer.waitForAcks(20, 30_000);
-  const watch = downWatcher(state);
-  const result = await apply({ ...loc, plan: "cx21" }).finally(() => watch.stop());
-  const watched = await watch.stop();
-  console.log(
-    `apply --plan cx21 in ${result.seconds.toFixed(1)} s:\n${result.changes.map((c) => `  ${c.node}: ${c.lines.join("; ")}`).join("\n")}`,
-  );
+  const { writer, result, watched } = await applyUnderLoad({ plan: "cx21" }, 3_500_000);
   expect(watched.maxDown).toBeLessThanOrEqual(1);
   // The first node visited saw the leader's lowered value and restarted it before anything else.
   expect(
@@ -306,22 +318,7 @@ test("apply --plan cx21 back: a lowered max_connections restarts the leader firs
       /^postgres: the leader \(.*\) lowers max_connections: restarting it in place first$/.test(l),
     ),
   ).toBe(true);
-  const memoryMb = localMemoryMb(PLANS.cx21);
-  for (const node of state.nodes) {
-    expect({
-      node: node.name,
-      shared: nodeSql(state, node.name, "SHOW shared_buffers"),
-      max: nodeSql(state, node.name, "SHOW max_connections"),
-    }).toEqual({
-      node: node.name,
-      shared: `${memoryMb / 4}MB`,
-      max: String(PLANS.cx21.maxConnections),
-    });
-  }
-  const pending = await Promise.all(
-    state.nodes.map(async (n) => (await patroniGet(n.address, "patroni")).pending_restart ?? false),
-  );
-  expect(pending).toEqual(state.nodes.map(() => false));
+  await expectSizedFor(state, PLANS.cx21);
   await expectNoLostWrite(writer);
 }, 600_000);
 

@@ -9,22 +9,14 @@
 import { spawn, spawnSync } from "node:child_process";
 import Redis from "ioredis";
 import { METADATA_IP, NFTABLES_TABLE, PORTS, PROFILES, REDIS_USERS, SECRET_NAMES, serverPaths } from "../../core";
-import { UpResult, clusterUrls, stopService } from "../../local/cluster";
+import { clusterUrls, stopService } from "../../local/cluster";
 import { apply } from "../../local/apply";
 import { initPid, machineExec } from "../../local/machine";
 import { LocalClusterState } from "../../local/state";
-import { address, finish, health, nodeRedisCli, sleep, startCluster, testLocation } from "./harness";
+import { address, clusterPerFile, health, nodeRedisCli, sleep, testLocation } from "./harness";
 
 const loc = testLocation(18);
-let cluster: UpResult;
-
-beforeAll(async () => {
-  cluster = await startCluster(loc);
-}, 240_000);
-
-afterAll(async () => {
-  await finish(loc);
-}, 120_000);
+const cluster = clusterPerFile(loc);
 
 /** Debian's redis-cli on this machine, as an application server would run it (a password in REDISCLI_AUTH). */
 function redisCli(args: string[], password?: string): string {
@@ -42,7 +34,7 @@ function onNode(
 }
 
 test("the application's REDIS_URL, as printed, works with redis-cli -u and ioredis through 6379; its user may not administer Redis", async () => {
-  const { state, secrets } = cluster;
+  const { state, secrets } = cluster();
   const url = clusterUrls(state, secrets).redisUrl;
   expect(url).toBe(`redis://app:${encodeURIComponent(secrets.redis)}@${state.nodes[0].address}:${PORTS.redisMaster}/0`);
   expect(redisCli(["-u", url, "SET", "auth:k", "v"])).toBe("OK");
@@ -72,7 +64,7 @@ test("the application's REDIS_URL, as printed, works with redis-cli -u and iored
 });
 
 test("every Sentinel refuses a client without its password", () => {
-  const { state, secrets } = cluster;
+  const { state, secrets } = cluster();
   for (const node of state.nodes) {
     const ask = [
       "-h",
@@ -88,12 +80,12 @@ test("every Sentinel refuses a client without its password", () => {
       node.name,
       expect.stringMatching(/WRONGPASS|invalid username-password/),
     ]);
-    expect(redisCli(ask, secrets.sentinel).split("\n")[0]).toBe(address(state, cluster.health.redisMaster!));
+    expect(redisCli(ask, secrets.sentinel).split("\n")[0]).toBe(address(state, cluster().health.redisMaster!));
   }
 });
 
 test("only root reaches the metadata address: the rule is loaded on every node, and a non-root connect is dropped", async () => {
-  const { state } = cluster;
+  const { state } = cluster();
   const counter = (name: string) => {
     const r = onNode(state, name, ["nft", "list", "table", "inet", NFTABLES_TABLE]);
     expect(r.code).toBe(0);
@@ -164,7 +156,7 @@ function scanner(state: LocalClusterState, name: string, secrets: string[]) {
 }
 
 test("while config-refresh runs on each node (apply), no process on any node has a password on its command line; it restores the rendered Redis users", async () => {
-  const { state, secrets } = cluster;
+  const { state, secrets } = cluster();
   const values = SECRET_NAMES.map((n) => secrets[n]);
   const scanners = state.nodes.map((n) => ({ name: n.name, scan: scanner(state, n.name, values) }));
   await sleep(500);
@@ -206,7 +198,7 @@ test("while config-refresh runs on each node (apply), no process on any node has
 }, 600_000);
 
 test("a Redis master killed: the application's URL writes again through a surviving entry point within Sentinel's time", async () => {
-  const { state, secrets } = cluster;
+  const { state, secrets } = cluster();
   const { downAfterMs, failoverTimeoutMs } = PROFILES.fast.sentinel;
   const oldMaster = (await health(loc)).redisMaster!;
   const survivor = state.nodes.find((n) => n.name !== oldMaster)!;

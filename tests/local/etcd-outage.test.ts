@@ -4,27 +4,18 @@
  * the cluster is healthy with the same leader and every acknowledged write.
  */
 import { PORTS } from "../../core";
-import { UpResult, startNode, stopService, waitHealthy } from "../../local/cluster";
+import { startNode, stopService, waitHealthy } from "../../local/cluster";
 import { AckWriter, missingIds } from "../../local/writer";
-import { address, finish, health, sleep, startCluster, testLocation, writeEntryServer } from "./harness";
+import { address, clusterPerFile, health, sleep, testLocation, writeEntryServer } from "./harness";
 import { getProfile } from "../../core";
 
 const loc = testLocation(8);
-let cluster: UpResult;
 let writer: AckWriter | undefined;
-
-beforeAll(async () => {
-  cluster = await startCluster(loc);
-}, 240_000);
-
-afterAll(async () => {
-  await writer?.stop();
-  await finish(loc);
-}, 120_000);
+const cluster = clusterPerFile(loc, { cleanup: () => writer?.stop() ?? Promise.resolve() });
 
 test("with a majority of etcd stopped, the primary keeps accepting writes (failsafe_mode)", async () => {
-  const { state, secrets } = cluster;
-  const leader = cluster.health.leader!;
+  const { state, secrets } = cluster();
+  const leader = cluster().health.leader!;
   const ttlMs = getProfile(state.profile).patroni.ttl * 1000;
   // The leader's own member and one other: the one left cannot form a quorum.
   const stopped = [leader, state.nodes.find((n) => n.name !== leader)!.name];

@@ -5,23 +5,14 @@
  */
 import { PORTS, serverPaths } from "../../core";
 import { machineExec } from "../../local/machine";
-import { UpResult } from "../../local/cluster";
 import { AckWriter } from "../../local/writer";
-import { address, cli, redisClient, sleep, sql, startCluster, testLocation, finish } from "./harness";
+import { address, cli, clusterPerFile, redisClient, sleep, sql, testLocation } from "./harness";
 
 const loc = testLocation(1);
-let cluster: UpResult;
-
-beforeAll(async () => {
-  cluster = await startCluster(loc);
-}, 240_000);
-
-afterAll(async () => {
-  await finish(loc);
-}, 120_000);
+const cluster = clusterPerFile(loc);
 
 test("up ends healthy: one leader, replicas streaming, one Redis master, HAProxy settled on every node", () => {
-  const h = cluster.health;
+  const h = cluster().health;
   expect(h.problems).toEqual([]);
   expect(h.nodes).toHaveLength(3);
   expect(h.nodes.filter((n) => n.role === "leader")).toHaveLength(1);
@@ -37,7 +28,7 @@ test("up ends healthy: one leader, replicas streaming, one Redis master, HAProxy
 });
 
 test("a write through any node's 5433 lands on the leader and reaches every replica", async () => {
-  const { state, secrets, health } = cluster;
+  const { state, secrets, health } = cluster();
   const leaderIp = address(state, health.leader!);
   const entry = state.nodes.find((n) => n.name !== health.leader)!; // not the leader's own HAProxy
   const writer = new AckWriter({
@@ -76,7 +67,7 @@ test("a write through any node's 5433 lands on the leader and reaches every repl
 }, 90_000);
 
 test("a SET through 6379 lands on the Redis master and reaches the replicas", async () => {
-  const { state, secrets, health } = cluster;
+  const { state, secrets, health } = cluster();
   const entry = state.nodes[2];
   const viaHaproxy = redisClient(state, secrets.redis, entry.address);
   await viaHaproxy.connect();
@@ -98,7 +89,7 @@ test("a SET through 6379 lands on the Redis master and reaches the replicas", as
 }, 60_000);
 
 test("every node booted the Hetzner way: cloud-init done, every unit active, PostgreSQL's data on the volume, ready", () => {
-  for (const n of cluster.health.nodes) {
+  for (const n of cluster().health.nodes) {
     expect({
       node: n.name,
       running: n.running,
@@ -118,7 +109,7 @@ test("every node booted the Hetzner way: cloud-init done, every unit active, Pos
         process: p,
         pid: expect.any(Number),
       });
-    const node = cluster.state.nodes.find((x) => x.name === n.name)!;
+    const node = cluster().state.nodes.find((x) => x.name === n.name)!;
     // The data directory's file system is the volume's, not the root disk's.
     const mount = machineExec(node.machine, [
       "findmnt",
@@ -134,7 +125,7 @@ test("every node booted the Hetzner way: cloud-init done, every unit active, Pos
 });
 
 test("npm run local -- ssh runs a command on a node over SSH, as root", () => {
-  const node = cluster.state.nodes[1];
+  const node = cluster().state.nodes[1];
   const r = cli(["ssh", node.name, "--", "id", "-un", "&&", "hostname"], { loc });
   expect(r.stderr).toBe("");
   expect(r.stdout.trim().split("\n")).toEqual(["root", node.name]);
@@ -145,7 +136,7 @@ test("status --json names every node's role and processes, and the URLs", () => 
   const out = JSON.parse(r.stdout);
   expect(out.problems).toEqual([]);
   expect(r.code).toBe(0);
-  expect(out.nodes.map((n: { name: string }) => n.name)).toEqual(cluster.state.nodes.map((n) => n.name));
+  expect(out.nodes.map((n: { name: string }) => n.name)).toEqual(cluster().state.nodes.map((n) => n.name));
   for (const n of out.nodes) {
     expect(n.address).toMatch(/^10\.42\.101\.1[0-2]$/);
     expect(["leader", "sync_standby", "replica"]).toContain(n.role);
@@ -162,8 +153,10 @@ test("status --json names every node's role and processes, and the URLs", () => 
     haproxy: expect.stringMatching(/^3\.0\.\d+$/),
     pgbackrest: expect.stringMatching(/^2\.55\.\d+$/),
   });
-  expect(out.databaseUrl).toBe(`postgresql://madbase:${cluster.secrets.app}@10.42.101.10:5433/madbase?sslmode=require`);
-  expect(out.redisUrl).toBe(`redis://app:${cluster.secrets.redis}@10.42.101.10:6379/0`);
+  expect(out.databaseUrl).toBe(
+    `postgresql://madbase:${cluster().secrets.app}@10.42.101.10:5433/madbase?sslmode=require`,
+  );
+  expect(out.redisUrl).toBe(`redis://app:${cluster().secrets.redis}@10.42.101.10:6379/0`);
 });
 
 test("a second up says the cluster is already running and starts nothing", () => {

@@ -50,6 +50,29 @@ export async function startCluster(loc: TestCluster, opts: { stack?: string; nod
   return up({ ...loc, stack: opts.stack ?? "prod", nodes: opts.nodes, profile: "fast", timeoutMs: 180_000 });
 }
 
+/**
+ * A test file's one cluster: booted fresh before its first test, removed after its last (kept with
+ * MADBASE_TEST_KEEP=1), after `cleanup`. Returns the booted cluster's getter, for use inside tests.
+ */
+export function clusterPerFile(
+  loc: TestCluster,
+  opts: { stack?: string; nodes?: number; cleanup?: () => Promise<unknown> } = {},
+): () => UpResult {
+  let cluster: UpResult | undefined;
+  beforeAll(async () => {
+    cluster = await startCluster(loc, opts);
+  }, 240_000);
+  // What the file started against the cluster (writers, proxies) stops first.
+  afterAll(async () => {
+    await opts.cleanup?.();
+    await finish(loc);
+  }, 120_000);
+  return () => {
+    if (!cluster) throw new Error(`the cluster of ${loc.networkId} did not start (see beforeAll)`);
+    return cluster;
+  };
+}
+
 export async function health(loc: TestCluster): Promise<ClusterHealth> {
   return (await status(loc)).health;
 }

@@ -5,23 +5,14 @@
  * and writes straight to its PostgreSQL, so anything the old primary acknowledges is counted.
  */
 import { PORTS } from "../../core";
-import { UpResult, heal, partition, waitHealthy } from "../../local/cluster";
+import { heal, partition, waitHealthy } from "../../local/cluster";
 import { findNode } from "../../local/state";
 import { AckWriter, missingIds } from "../../local/writer";
-import { address, namespaceWriter, nodeSql, sleep, startCluster, testLocation, waitFor, finish } from "./harness";
+import { address, clusterPerFile, namespaceWriter, nodeSql, sleep, testLocation, waitFor } from "./harness";
 
 const loc = testLocation(3);
-let cluster: UpResult;
 const stops: (() => Promise<void>)[] = [];
-
-beforeAll(async () => {
-  cluster = await startCluster(loc);
-}, 240_000);
-
-afterAll(async () => {
-  await Promise.all(stops.map((s) => s()));
-  await finish(loc);
-}, 120_000);
+const cluster = clusterPerFile(loc, { cleanup: () => Promise.all(stops.map((s) => s())) });
 
 /**
  * Whether a node's PostgreSQL takes writes, asked over its Unix socket inside its namespace (so
@@ -29,12 +20,12 @@ afterAll(async () => {
  * Patroni waits for the DCS.
  */
 function acceptsWrites(name: string): boolean {
-  return nodeSql(cluster.state, name, "SELECT pg_is_in_recovery()") === "f";
+  return nodeSql(cluster().state, name, "SELECT pg_is_in_recovery()") === "f";
 }
 
 test("a partitioned leader demotes itself, no write is acknowledged by two primaries, and it rejoins after healing", async () => {
-  const { state, secrets } = cluster;
-  const oldLeader = cluster.health.leader!;
+  const { state, secrets } = cluster();
+  const oldLeader = cluster().health.leader!;
   const cut = findNode(state, oldLeader);
   const survivor = state.nodes.find((n) => n.name !== oldLeader)!;
 

@@ -4,29 +4,20 @@
  * as a replica, and with synchronous_mode not one acknowledged write is lost over repeated kills.
  */
 import { PORTS } from "../../core";
-import { UpResult, killNode, startNode, waitHealthy } from "../../local/cluster";
+import { killNode, startNode, waitHealthy } from "../../local/cluster";
 import { isRunning as isAlive } from "../../local/machine";
 import { AckWriter, missingIds } from "../../local/writer";
-import { address, cli, health, startCluster, testLocation, waitFor, finish, writeEntryServer } from "./harness";
+import { address, cli, clusterPerFile, health, testLocation, waitFor, writeEntryServer } from "./harness";
 
 const loc = testLocation(2);
 const KILLS = 2;
-let cluster: UpResult;
 const writers: AckWriter[] = [];
-
-beforeAll(async () => {
-  cluster = await startCluster(loc);
-}, 240_000);
-
-afterAll(async () => {
-  await Promise.all(writers.map((w) => w.stop()));
-  await finish(loc);
-}, 120_000);
+const cluster = clusterPerFile(loc, { cleanup: () => Promise.all(writers.map((w) => w.stop())) });
 
 test(`kill -9 of the leader node, ${KILLS} times: writes resume on a new leader, the old one rejoins, no acknowledged write is lost`, async () => {
-  const { state, secrets } = cluster;
+  const { state, secrets } = cluster();
   expect(state.synchronousMode).toBe(true);
-  let leader = cluster.health.leader!;
+  let leader = cluster().health.leader!;
   for (let round = 0; round < KILLS; round++) {
     // A writer through a node that survives this round; each round has its own id range.
     const entry = state.nodes.find((n) => n.name !== leader)!;

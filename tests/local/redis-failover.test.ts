@@ -5,22 +5,14 @@
  * every node's stats socket the whole time).
  */
 import { PORTS, serverPaths } from "../../core";
-import { UpResult, startNode, stopService, waitHealthy } from "../../local/cluster";
+import { startNode, stopService, waitHealthy } from "../../local/cluster";
 import { BACKENDS } from "../../local/judge";
 import { haproxyServers, probeAuth, redisReplication } from "../../local/probes";
 import { machinePath } from "../../local/machine";
-import { address, finish, redisClient, sleep, startCluster, testLocation, waitFor } from "./harness";
+import { address, clusterPerFile, redisClient, sleep, testLocation, waitFor } from "./harness";
 
 const loc = testLocation(4);
-let cluster: UpResult;
-
-beforeAll(async () => {
-  cluster = await startCluster(loc);
-}, 240_000);
-
-afterAll(async () => {
-  await finish(loc);
-}, 120_000);
+const cluster = clusterPerFile(loc);
 
 interface Sample {
   at: number;
@@ -31,8 +23,8 @@ interface Sample {
 }
 
 test("Sentinel promotes a replica, HAProxy follows, and the old master returns as a replica without two masters", async () => {
-  const { state, secrets } = cluster;
-  const oldMaster = cluster.health.redisMaster!;
+  const { state, secrets } = cluster();
+  const oldMaster = cluster().health.redisMaster!;
   const survivor = state.nodes.find((n) => n.name !== oldMaster)!;
 
   await stopService(oldMaster, "redis", { ...loc, graceMs: 0 });
