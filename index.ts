@@ -71,12 +71,13 @@ export = async () => {
   return {
     /**
      * Connection strings through the entry point (secret): the leader's PgBouncer on 5433, its
-     * PostgreSQL directly on 5435, replicas' PgBouncers on 5434, Redis on 6379.
+     * PostgreSQL directly on 5435, replicas' PgBouncers on 5434, Redis on 6379 and, over TLS, 6381.
      */
     databaseUrl: pillar.databaseUrl,
     databaseDirectUrl: pillar.databaseDirectUrl,
     databaseReadUrl: pillar.databaseReadUrl,
     redisUrl: pillar.redisUrl,
+    redisTlsUrl: pillar.redisTlsUrl,
     /** Patroni's scope: also the pgBackRest stanza and the Sentinel master name. */
     patroniScope: plan.topology.clusterName,
     nodes: pillar.nodeSummaries(),

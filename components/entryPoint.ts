@@ -35,6 +35,7 @@ export class EntryPoint extends pulumi.ComponentResource {
     postgresReplicas: PORTS.postgresReplicas,
     postgresDirect: PORTS.postgresDirect,
     redisMaster: PORTS.redisMaster,
+    redisMasterTls: PORTS.redisMasterTls,
   };
   readonly loadBalancer?: hcloud.LoadBalancer;
 

@@ -74,8 +74,10 @@ export class StatePillar extends pulumi.ComponentResource {
   readonly databaseDirectUrl: pulumi.Output<string>;
   /** The same user through 5434: streaming replicas' PgBouncers, for reads (secret). */
   readonly databaseReadUrl: pulumi.Output<string>;
-  /** `redis://:…@entry:6379/0` — the Redis master, through HAProxy (secret). */
+  /** `redis://app:…@entry:6379/0` — the Redis master, through HAProxy (secret). */
   readonly redisUrl: pulumi.Output<string>;
+  /** `rediss://app:…@entry:6381/0` — the same over TLS, the one Redis port `clientCidrs` reach (secret). */
+  readonly redisTlsUrl: pulumi.Output<string>;
   readonly haproxyStatsPassword: pulumi.Output<string>;
   /** The cluster CA's certificate (public): clients verify the servers with it (sslmode=verify-full). */
   readonly caCertificate: pulumi.Output<string>;
@@ -204,6 +206,7 @@ export class StatePillar extends pulumi.ComponentResource {
     this.databaseDirectUrl = pulumi.secret(urls.databaseDirectUrl);
     this.databaseReadUrl = pulumi.secret(urls.databaseReadUrl);
     this.redisUrl = pulumi.secret(urls.redisUrl);
+    this.redisTlsUrl = pulumi.secret(urls.redisTlsUrl);
     this.haproxyStatsPassword = pulumi.secret(pw.haproxyStats.result);
     this.caCertificate = this.certificates.caCertPem;
 
@@ -212,6 +215,7 @@ export class StatePillar extends pulumi.ComponentResource {
       databaseDirectUrl: this.databaseDirectUrl,
       databaseReadUrl: this.databaseReadUrl,
       redisUrl: this.redisUrl,
+      redisTlsUrl: this.redisTlsUrl,
       patroniScope: topology.clusterName,
     });
   }

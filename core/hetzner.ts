@@ -55,6 +55,7 @@ const PORT_PURPOSE: Record<keyof typeof PORTS, string> = {
   etcdMetrics: "etcd metrics",
   redis: "Redis",
   redisMaster: "HAProxy to the Redis master",
+  redisMasterTls: "HAProxy to the Redis master over TLS",
   sentinel: "Redis Sentinel",
   haproxyStats: "HAProxy stats",
   nodeExporter: "node exporter",
@@ -63,12 +64,25 @@ const PORT_PURPOSE: Record<keyof typeof PORTS, string> = {
   pgbouncerExporter: "PgBouncer exporter",
 };
 
-/** The ports applications connect to; the only ones `clientCidrs` may reach. */
+/** The ports applications connect to: each node's HAProxy, and the load balancer in front of them. */
 export const ENTRY_PORTS = [
   PORTS.postgresPrimary,
   PORTS.postgresReplicas,
   PORTS.postgresDirect,
   PORTS.redisMaster,
+  PORTS.redisMasterTls,
+] as const;
+
+/**
+ * The entry ports `clientCidrs` may reach: only those whose traffic is always encrypted. The
+ * PostgreSQL ones take TLS logins only (PgBouncer and pg_hba refuse plain text from the network);
+ * Redis speaks plain text on 6379, so outside clients get its TLS port instead.
+ */
+export const CLIENT_PORTS = [
+  PORTS.postgresPrimary,
+  PORTS.postgresReplicas,
+  PORTS.postgresDirect,
+  PORTS.redisMasterTls,
 ] as const;
 
 /** Every port a daemon of the cluster listens on. */
@@ -134,8 +148,8 @@ export function planStack(settings: StackSettings): StackPlan {
 }
 
 /**
- * The node firewall: SSH from `adminCidrs`; every service port from the private subnet; the entry
- * ports also from `clientCidrs`. Anything not listed is dropped (Hetzner firewalls deny inbound
+ * The node firewall: SSH from `adminCidrs`; every service port from the private subnet; the
+ * encrypted entry ports (CLIENT_PORTS) also from `clientCidrs`. Anything not listed is dropped (Hetzner firewalls deny inbound
  * traffic no rule allows), so there is no rule for "everything else".
  */
 export function nodeFirewallRules(settings: StackSettings, warnings: string[] = []): FirewallRuleSpec[] {
@@ -184,7 +198,7 @@ export function nodeFirewallRules(settings: StackSettings, warnings: string[] = 
     }
   });
   if (clients.length > 0) {
-    for (const port of ENTRY_PORTS) {
+    for (const port of CLIENT_PORTS) {
       rules.push({
         description: `${purposeOf(port)} from client networks`,
         direction: "in",

@@ -28,6 +28,11 @@ export const PORTS = {
   etcdMetrics: 2381,
   redis: 6380,
   redisMaster: 6379,
+  /**
+   * HAProxy → the same Redis master, with TLS ended at HAProxy (the node certificate): the only Redis
+   * port `clientCidrs` may reach, so Redis traffic that leaves the private network is encrypted.
+   */
+  redisMasterTls: 6381,
   sentinel: 26379,
   haproxyStats: 7000,
   nodeExporter: 9100,

@@ -16,14 +16,20 @@ export interface ClientUrls {
   databaseReadUrl: string;
   /** The Redis master (6379) as the `app` user. */
   redisUrl: string;
+  /**
+   * The same master and user over TLS (6381, `rediss://`), verified with the CA output: the port
+   * for clients outside the private network (`clientCidrs`), which never reach 6379.
+   */
+  redisTlsUrl: string;
 }
 
 /**
  * The application's Redis URL. It names its user: a URL with an empty one (`redis://:pw@…`)
  * makes Debian's `redis-cli -u` send `AUTH "" pw`, which Redis refuses.
  */
-export function redisUrl(password: string, host: string): string {
-  return `redis://${REDIS_USERS.app}:${encodeURIComponent(password)}@${host}:${PORTS.redisMaster}/0`;
+export function redisUrl(password: string, host: string, opts: { tls?: boolean } = {}): string {
+  const [scheme, port] = opts.tls ? ["rediss", PORTS.redisMasterTls] : ["redis", PORTS.redisMaster];
+  return `${scheme}://${REDIS_USERS.app}:${encodeURIComponent(password)}@${host}:${port}/0`;
 }
 
 /** Every database URL asks for TLS (DATABASE_URL_SSLMODE): PostgreSQL and PgBouncer refuse plain-text remote logins. */
@@ -39,5 +45,6 @@ export function clientUrls(passwords: { app: string; redis: string }, host: stri
     databaseDirectUrl: databaseUrl(passwords.app, host, PORTS.postgresDirect),
     databaseReadUrl: databaseUrl(passwords.app, host, PORTS.postgresReplicas),
     redisUrl: redisUrl(passwords.redis, host),
+    redisTlsUrl: redisUrl(passwords.redis, host, { tls: true }),
   };
 }

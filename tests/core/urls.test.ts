@@ -13,10 +13,12 @@ test("each URL names its user, database and entry port, and a password that need
     databaseUrl: ["postgresql:", USERS.app, "10.0.1.5", PORTS.postgresPrimary],
     databaseDirectUrl: ["postgresql:", USERS.app, "10.0.1.5", PORTS.postgresDirect],
     databaseReadUrl: ["postgresql:", USERS.app, "10.0.1.5", PORTS.postgresReplicas],
-    redisUrl: ["redis:", REDIS_USERS.app, "10.0.1.5", PORTS.redisMaster],
+    redisUrl: ["redis:", REDIS_USERS.app, "10.0.1.5", 6379],
+    redisTlsUrl: ["rediss:", REDIS_USERS.app, "10.0.1.5", 6381],
   });
   expect(decodeURIComponent(parsed.databaseUrl.password)).toBe(passwords.app);
   expect(decodeURIComponent(parsed.redisUrl.password)).toBe(passwords.redis);
+  expect(decodeURIComponent(parsed.redisTlsUrl.password)).toBe(passwords.redis);
   expect(parsed.databaseReadUrl.pathname).toBe(`/${APP_DATABASE}`);
   expect(parsed.redisUrl.pathname).toBe("/0");
   // Remote logins are TLS only (hostssl on PostgreSQL, client_tls_sslmode on PgBouncer).

@@ -250,11 +250,19 @@ async function runPgbouncer(
 /** One check per file: each passes on a good file and fails on a broken one (see the controls below). */
 const CHECKS: Record<(typeof NODE_FILES)[number], Check> = {
   // HAProxy loads the CA file its Patroni checks verify with: the fixture CA, in scratch space.
+  // The CA (Patroni checks) and the node's pair (the Redis TLS port): the fixture's, in scratch space.
   "haproxy.cfg": async (ns, file, scratch) => {
-    const ca = path.join(scratch, "ca.crt");
-    fs.writeFileSync(ca, fixtureTls().caCert);
+    let text = fs.readFileSync(file, "utf8");
+    const node = /^# HAProxy for (\S+)/m.exec(text)?.[1] ?? "";
+    const pair = fixtureTls().nodes[node];
+    const pem = { caCert: fixtureTls().caCert, cert: pair?.cert ?? "", key: pair?.key ?? "" };
+    for (const k of ["caCert", "cert", "key"] as const) {
+      const copy = path.join(scratch, `haproxy-${k}.pem`);
+      fs.writeFileSync(copy, pem[k]);
+      text = text.split(serverPaths().tls[k]).join(inside(copy));
+    }
     const copy = path.join(scratch, "haproxy.cfg");
-    fs.writeFileSync(copy, fs.readFileSync(file, "utf8").split(serverPaths().tls.caCert).join(inside(ca)));
+    fs.writeFileSync(copy, text);
     const r = await run(inImage(ns, ["haproxy", "-c", "-f", inside(copy)]), { timeoutMs: 20_000 });
     // HAProxy 3.0 says nothing about a valid file; a bad one exits non-zero with an ALERT.
     return {

@@ -1,10 +1,10 @@
 /**
  * The node firewall: SSH only from adminCidrs, every service port only from the private subnet,
- * the entry ports also from clientCidrs, nothing else; never a service port open to the world.
+ * the encrypted entry ports also from clientCidrs (never Redis's plain-text 6379), nothing else;
+ * never a service port open to the world.
  */
 import { parseSettings } from "../../core";
 import {
-  ENTRY_PORTS,
   SERVICE_PORTS,
   isWholeInternet,
   nodeFirewallRules,
@@ -15,9 +15,12 @@ import { ProgramRun, T, ofType, runProgram, stackFileConfig } from "./harness";
 
 /** Every port a daemon of the cluster listens on (the issue's list). */
 // 2381: etcd's metrics and /health in plain HTTP, since 2379 takes only the cluster's certificates (issue 12).
+// 6381: the Redis master through HAProxy with TLS (issue 12: traffic from clientCidrs is TLS only).
 const ISSUE_SERVICE_PORTS = [
-  5432, 5433, 5434, 5435, 6432, 6379, 6380, 2379, 2380, 2381, 8008, 26379, 7000, 9100, 9187, 9121, 9127,
+  5432, 5433, 5434, 5435, 6432, 6379, 6380, 6381, 2379, 2380, 2381, 8008, 26379, 7000, 9100, 9187, 9121, 9127,
 ];
+/** What clients outside the private network may reach: the PostgreSQL entry ports (TLS logins only) and Redis over TLS. */
+const CLIENT_REACHABLE = [5433, 5434, 5435, 6381];
 const WORLD = ["0.0.0.0/0", "::/0"];
 
 interface Rule {
@@ -76,11 +79,11 @@ describe("declared firewall", () => {
     expect(ssh[0].sourceIps).toEqual(["198.51.100.7/32", "2001:db8:1::/48"]);
   });
 
-  test("each service port is open from the private subnet; only entry ports also from client networks", () => {
+  test("each service port is open from the private subnet; only the encrypted entry ports also from client networks", () => {
     const rules = rulesOf(run);
     for (const port of ISSUE_SERVICE_PORTS) {
       const sources = rules.filter((r) => r.port === String(port)).flatMap((r) => r.sourceIps ?? []);
-      const expected = (ENTRY_PORTS as readonly number[]).includes(port)
+      const expected = CLIENT_REACHABLE.includes(port)
         ? ["10.42.1.0/24", "203.0.113.0/24", "2001:db8:2::/56"]
         : ["10.42.1.0/24"];
       expect(sources.sort()).toEqual(expected.sort());
@@ -161,7 +164,7 @@ describe("firewall rules (pure)", () => {
     });
     expect(rules.slice(1, 1 + SERVICE_PORTS.length).map((r) => Number(r.port))).toEqual([...SERVICE_PORTS]);
     expect(rules.slice(1 + SERVICE_PORTS.length).map((r) => [r.port, r.sourceIps])).toEqual(
-      ENTRY_PORTS.map((p) => [String(p), ["203.0.113.0/28"]]),
+      CLIENT_REACHABLE.map((p) => [String(p), ["203.0.113.0/28"]]),
     );
   });
 });

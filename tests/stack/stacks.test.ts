@@ -72,6 +72,7 @@ describe("committed stacks", () => {
       /^postgresql:\/\/madbase:[A-Za-z0-9]{32}@10\.42\.1\.5:5433\/madbase\?sslmode=require$/,
     );
     expect(prod.outputs.redisUrl.value).toMatch(/^redis:\/\/app:[A-Za-z0-9]{32}@10\.42\.1\.5:6379\/0$/);
+    expect(prod.outputs.redisTlsUrl.value).toMatch(/^rediss:\/\/app:[A-Za-z0-9]{32}@10\.42\.1\.5:6381\/0$/);
     expect(dev.outputs.databaseUrl.value).toMatch(/@10\.42\.1\.10:5433\/madbase\?sslmode=require$/);
     // Pooled (5433, the leader's PgBouncer), direct (5435) and pooled reads (5434): one password, secret.
     expect(prod.outputs.databaseDirectUrl.value).toBe(
@@ -79,6 +80,7 @@ describe("committed stacks", () => {
     );
     expect(prod.outputs.databaseReadUrl.value).toBe(String(prod.outputs.databaseUrl.value).replace(":5433/", ":5434/"));
     expect(prod.outputs.databaseDirectUrl.secret).toBe(true);
+    expect(prod.outputs.redisTlsUrl.secret).toBe(true);
   });
 });
 
@@ -181,9 +183,9 @@ describe("nodeCount 5", () => {
     expect(target.options.dependencies.some((urn) => urn.endsWith(`::${lbNetwork.name}`))).toBe(true);
   });
 
-  test("the load balancer serves 5433, 5434, 5435 and 6379 over TCP with TCP health checks", () => {
+  test("the load balancer serves 5433, 5434, 5435, 6379 and 6381 over TCP with TCP health checks", () => {
     const services = ofType(run, T.loadBalancerService);
-    expect(services.map((s) => s.inputs.listenPort).sort()).toEqual([5433, 5434, 5435, 6379]);
+    expect(services.map((s) => s.inputs.listenPort).sort()).toEqual([5433, 5434, 5435, 6379, 6381]);
     for (const s of services) {
       expect(s.inputs).toMatchObject({ protocol: "tcp", destinationPort: s.inputs.listenPort });
       expect(s.inputs.healthCheck).toMatchObject({ protocol: "tcp", port: s.inputs.listenPort });
