@@ -5,17 +5,23 @@
  * PostgreSQL, with TLS and without, on a booted 3-node cluster. Plain text is only allowed over
  * loopback (pg_hba refuses it from the network), so both sides run inside the leader's node, to
  * 127.0.0.1:5432, alternating three times so drift hits both alike; for reference, this machine's
- * round trip over the private network (TLS, the only way in). Prints the figures.
+ * round trip over the private network (TLS, the only way in). And what TLS costs one Redis client:
+ * `PING` round trips from this machine through a node's HAProxy to the master, on 6379 (plain) and
+ * on 6381 (TLS ended at HAProxy), alternating three times. Prints the figures.
  */
 import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
+import Redis from "ioredis";
 import { Client } from "pg";
 import { APP_DATABASE, PORTS, USERS } from "../core";
 import { down, up } from "../local/cluster";
 import { clusterHealth } from "../local/health";
-import { findNode } from "../local/state";
+import { LocalClusterState, findNode } from "../local/state";
+import { operatorTls } from "../local/tls";
+import { clusterUrls } from "../local/cluster";
 import { PROBE_SSL } from "../local/writer";
 
 const LOC = { root: path.join(os.tmpdir(), "madbase-bench-tls"), networkId: "btls", subnetCidr: "10.42.201.0/24" };
@@ -57,6 +63,49 @@ export async function selectRoundTrips(opts: {
   } finally {
     await client.end();
   }
+}
+
+/** Median and 90th percentile of `rounds` sequential PINGs on one connection to `url`, in µs. */
+export async function pingRoundTrips(url: string, rounds: number, ca?: string): Promise<RoundTrips> {
+  const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, ...(ca ? { tls: { ca } } : {}) });
+  await client.connect();
+  try {
+    for (let i = 0; i < 50; i++) await client.ping();
+    const us: number[] = [];
+    for (let i = 0; i < rounds; i++) {
+      const t = process.hrtime.bigint();
+      await client.ping();
+      us.push(Number(process.hrtime.bigint() - t) / 1000);
+    }
+    us.sort((a, b) => a - b);
+    return { medianUs: us[Math.floor(us.length / 2)], p90Us: us[Math.floor(us.length * 0.9)] };
+  } finally {
+    client.disconnect();
+  }
+}
+
+/** Redis PING through a node's HAProxy: plain (6379) against TLS (6381), alternating three times. */
+async function redisFigures(
+  state: LocalClusterState,
+  urls: { redisUrl: string; redisTlsUrl: string },
+  ca: string,
+  rounds: number,
+) {
+  const plain: RoundTrips[] = [];
+  const tls: RoundTrips[] = [];
+  for (let i = 0; i < 3; i++) {
+    plain.push(await pingRoundTrips(urls.redisUrl, rounds));
+    tls.push(await pingRoundTrips(urls.redisTlsUrl, rounds, ca));
+  }
+  const m = (xs: RoundTrips[], k: keyof RoundTrips) => median(xs.map((x) => x[k]));
+  console.log(
+    `Redis PING round trip at one client through ${state.nodes[0].name}'s HAProxy (${rounds} per run, median of 3 runs):`,
+  );
+  console.log(
+    `  6379, plain text: median ${m(plain, "medianUs").toFixed(0)} µs, p90 ${m(plain, "p90Us").toFixed(0)} µs`,
+  );
+  console.log(`  6381, TLS:        median ${m(tls, "medianUs").toFixed(0)} µs, p90 ${m(tls, "p90Us").toFixed(0)} µs`);
+  console.log(`  TLS costs ${(m(tls, "medianUs") - m(plain, "medianUs")).toFixed(0)} µs a round trip (median)`);
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -131,6 +180,12 @@ async function main(): Promise<void> {
     console.log(`  TLS costs ${(m(tls, "medianUs") - m(plain, "medianUs")).toFixed(0)} µs a round trip (median)`);
     console.log(
       `  this machine -> ${leader.address}:${PORTS.postgres} over TLS: median ${network.medianUs.toFixed(0)} µs, p90 ${network.p90Us.toFixed(0)} µs`,
+    );
+    await redisFigures(
+      state,
+      clusterUrls(state, secrets),
+      fs.readFileSync(operatorTls(state.root).caFile, "utf8"),
+      rounds,
     );
   } finally {
     if (!values.keep) await down(LOC);

@@ -149,8 +149,8 @@ export function planStack(settings: StackSettings): StackPlan {
 
 /**
  * The node firewall: SSH from `adminCidrs`; every service port from the private subnet; the
- * encrypted entry ports (CLIENT_PORTS) also from `clientCidrs`. Anything not listed is dropped (Hetzner firewalls deny inbound
- * traffic no rule allows), so there is no rule for "everything else".
+ * encrypted entry ports (CLIENT_PORTS) also from `clientCidrs`. Anything not listed is dropped
+ * (Hetzner firewalls deny inbound traffic no rule allows), so there is no rule for "everything else".
  */
 export function nodeFirewallRules(settings: StackSettings, warnings: string[] = []): FirewallRuleSpec[] {
   const rules: FirewallRuleSpec[] = [];

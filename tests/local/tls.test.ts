@@ -9,9 +9,12 @@
  *  - Patroni: HTTPS only; an unsafe call from this machine (not a member) is refused even with
  *    the password, one from a member without it too; HAProxy checks it over TLS and follows the
  *    leader through a power cut within the profile's time, and the old leader rejoins;
+ *  - Redis over TLS (6381, ended at HAProxy): the printed rediss URL works verified with the CA;
+ *    plain text there, or a client without the CA, gets nothing;
  *  - rotation: a node's new pair reaches it through config-refresh, and its daemons present it.
  */
 import { spawnSync } from "node:child_process";
+import Redis from "ioredis";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -26,7 +29,7 @@ import {
   serverPaths,
 } from "../../core";
 import { apply } from "../../local/apply";
-import { UpResult, killNode, startNode, waitHealthy } from "../../local/cluster";
+import { UpResult, clusterUrls, killNode, startNode, waitHealthy } from "../../local/cluster";
 import { machinePath } from "../../local/machine";
 import { haproxyServers } from "../../local/probes";
 import { certPaths, issueCertificate, operatorTls } from "../../local/tls";
@@ -37,6 +40,7 @@ import {
   health,
   patroniCall,
   patroniGet,
+  redisClient,
   startCluster,
   testLocation,
   waitFor,
@@ -194,6 +198,50 @@ test("PostgreSQL: plain-text logins to a node and to the entry port are refused;
   expect(
     psql(`postgresql://${USERS.app}@${entry.address}:${PORTS.postgresPrimary}/${APP_DATABASE}?sslmode=require`),
   ).toEqual({ code: 0, out: "t" });
+});
+
+/** Connects a client and runs `commands`; each answer, or the connection's or command's error message. */
+async function redisAnswers(client: Redis, commands: string[][]): Promise<string[]> {
+  let failure = "";
+  client.on("error", (e: Error) => (failure ||= e.message));
+  try {
+    await client.connect();
+    const out: string[] = [];
+    for (const c of commands) out.push(String(await client.call(c[0], ...c.slice(1))));
+    return out;
+  } catch (e) {
+    return [failure || (e as Error).message];
+  } finally {
+    client.disconnect();
+  }
+}
+
+test("Redis over TLS: the printed rediss URL works through a node's 6381, verified with the CA; plain text there gets nothing, a client without the CA refuses the certificate", async () => {
+  const { state, secrets } = cluster;
+  const url = clusterUrls(state, secrets).redisTlsUrl;
+  expect(url).toMatch(new RegExp(`^rediss://app:[^@]+@${state.nodes[0].address}:${PORTS.redisMasterTls}/0$`));
+  const ca = fs.readFileSync(operatorTls(state.root).caFile, "utf8");
+  const quick = { lazyConnect: true, connectTimeout: 3000, maxRetriesPerRequest: 0, retryStrategy: () => null };
+  const key = `tls-test-${Date.now()}`;
+  expect(
+    await redisAnswers(new Redis(url, { ...quick, tls: { ca } }), [
+      ["SET", key, "over-tls"],
+      ["GET", key],
+      ["PUBLISH", key, "hello"],
+    ]),
+  ).toEqual(["OK", "over-tls", "0"]);
+  // The same master as 6379 (HAProxy's one redis_master section): the key is there in plain text too.
+  const plainEntry = redisClient(state, secrets.redis, state.nodes[1].address);
+  expect(await redisAnswers(plainEntry, [["GET", key]])).toEqual(["over-tls"]);
+  // Without the cluster CA, Node's default trust refuses the node's certificate.
+  const [untrusted] = await redisAnswers(new Redis(url, { ...quick, tls: {} }), [["PING"]]);
+  expect(untrusted).toMatch(/self[- ]signed|unable to (verify|get)|certificate/i);
+  // Plain text to the TLS port: HAProxy waits for a TLS hello and never answers a Redis command.
+  const [plain] = await redisAnswers(redisClient(state, secrets.redis, state.nodes[0].address, PORTS.redisMasterTls), [
+    ["PING"],
+  ]);
+  expect(plain).not.toBe("PONG");
+  expect(plain).toMatch(/timeout|closed|ECONNRESET|Connection is closed/i);
 });
 
 test("Patroni: HTTPS only; unsafe calls need the password and a member's address; safe reads verify against the CA", async () => {
