@@ -337,7 +337,9 @@ test("rotation: a node's new pair reaches it through config-refresh (apply), and
   for (const f of Object.values(certPaths(state.root, node.name))) fs.rmSync(f);
   const result = await apply({ ...loc });
   const lines = (name: string) => result.changes.find((c) => c.node === name)!.lines;
-  expect(lines(node.name)).toContain("tls: Patroni, HAProxy, PgBouncer and PostgreSQL reloaded with the new certificate files");
+  expect(lines(node.name)).toContain(
+    "tls: Patroni, HAProxy, PgBouncer and PostgreSQL reloaded with the new certificate files",
+  );
   for (const other of state.nodes.filter((n) => n.name !== node.name))
     expect(lines(other.name).join("\n")).not.toContain("tls:");
   const after = ports.map(([port, starttls]) => presentedSerial(node.address, port, starttls));
