@@ -216,6 +216,7 @@ async function runPgbouncer(
       inside(iniCopy),
     ]),
   );
+  const closed = new Promise<void>((resolve) => proc.once("close", () => resolve()));
   try {
     const console = await waitFor(
       `pgbouncer on ${address}:${port}`,
@@ -278,6 +279,10 @@ async function runPgbouncer(
       : { code: 0, stdout: "", stderr: "" };
     const plainRefused = plain.code !== 0 && /SSL required/.test(plain.stderr);
     const also = during && served ? await during() : { ok: true, detail: "" };
+    // Its whole log, up to its exit: what it logs as a client goes (the exporter, just stopped) may
+    // not have been written yet.
+    await stop(proc);
+    await closed;
     const log = proc.output();
     // Warnings PgBouncer logs for what this check does to it, not for its configuration: the plain
     // client it refused ("pooler error: SSL required"), and the exporter, stopped above, closing its
@@ -286,12 +291,25 @@ async function runPgbouncer(
     const unexpected = log.split("\n").filter((l) => /WARNING|ERROR|FATAL/.test(l) && !expected.test(l));
     return {
       ok: served && plainRefused && unexpected.length === 0 && also.ok,
-      detail: `${console.slice(0, 300)}\nplain client: ${plainRefused ? "refused" : `NOT refused: exit ${plain.code} ${plain.stdout}${plain.stderr}`}\n${log}\n${also.detail}`,
+      // PgBouncer's own log last: a failure report keeps the end of this.
+      detail: [
+        console.slice(0, 300),
+        also.detail.slice(-400),
+        `plain client: ${plainRefused ? "refused" : `NOT refused: exit ${plain.code} ${plain.stdout}${plain.stderr}`}`,
+        unexpected.length ? `unexpected in the log:\n${unexpected.join("\n")}` : log.slice(-300),
+      ].join("\n"),
     };
   } finally {
     await stop(proc);
   }
 }
+
+/**
+ * Where the passwords-file check's Redis exporter listens: not the exporter's own port, because the
+ * redis-exporter.env check may run at the same time in the same namespace and asserts that nothing
+ * answers on 127.0.0.1:PORTS.redisExporter.
+ */
+const PASSWORDS_CHECK_PORT = PORTS.redisExporter + 1000;
 
 /** One check per file: each passes on a good file and fails on a broken one (see the controls below). */
 const CHECKS: Record<(typeof NODE_FILES)[number], Check> = {
@@ -447,7 +465,7 @@ const CHECKS: Record<(typeof NODE_FILES)[number], Check> = {
     const env = path.join(scratch, "redis-exporter.env");
     fs.writeFileSync(
       env,
-      `REDIS_ADDR='redis://127.0.0.1:${PORTS.redis}'\nREDIS_PASSWORD_FILE='${inside(file)}'\nREDIS_EXPORTER_WEB_LISTEN_ADDRESS='127.0.0.1:${PORTS.redisExporter}'\n`,
+      `REDIS_ADDR='redis://127.0.0.1:${PORTS.redis}'\nREDIS_PASSWORD_FILE='${inside(file)}'\nREDIS_EXPORTER_WEB_LISTEN_ADDRESS='127.0.0.1:${PASSWORDS_CHECK_PORT}'\n`,
     );
     return exporterCheck("prometheus-redis-exporter", (e) => e.REDIS_EXPORTER_WEB_LISTEN_ADDRESS, /^redis_up 0$/m)(
       ns,
