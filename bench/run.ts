@@ -268,7 +268,15 @@ async function pooling(seconds = 15): Promise<PoolingResult> {
   };
   const persistent = { ...side(["-S", "-c", "64", "-j", "2", "-T", String(seconds)]), clients: 64 };
   const measure = async (port: number) => {
-    const client = new Client({ host: entry, port, user: USERS.app, password: secrets.app, database: APP_DATABASE });
+    // TLS: neither PgBouncer nor PostgreSQL takes a plain-text login from the network.
+    const client = new Client({
+      host: entry,
+      port,
+      user: USERS.app,
+      password: secrets.app,
+      database: APP_DATABASE,
+      ssl: PROBE_SSL,
+    });
     await client.connect();
     try {
       return (await roundTrips(2000, () => client.query("SELECT 1"))).medianUs;

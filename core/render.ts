@@ -99,13 +99,13 @@ export function tlsFiles(input: NodeRenderInput): { path: string; owner: string;
 const TLS_RELOAD_FLAG = "tls_changed";
 
 /**
- * What rereads new certificate files: etcd does at every handshake; Patroni (REST API) and HAProxy
- * (the CA) on a reload; PostgreSQL on its own reload (a Patroni reload skips it when patroni.yml
- * did not change).
+ * What rereads new certificate files: etcd does at every handshake; Patroni (REST API), HAProxy
+ * (the CA) and PgBouncer (client and server TLS, for new connections; open ones keep theirs) on a
+ * reload; PostgreSQL on its own reload (a Patroni reload skips it when patroni.yml did not change).
  */
 export function tlsReloadCommand(paths: NodePaths): string {
   const psql = `runuser -u postgres -- psql -h ${paths.pgSocketDir} -p ${PORTS.postgres} -d postgres -Atqc 'SELECT pg_reload_conf()' >/dev/null`;
-  return `svc reload patroni && svc reload haproxy && ${psql}`;
+  return `svc reload patroni && svc reload haproxy && svc reload pgbouncer && ${psql}`;
 }
 
 /** The lag a replica may have and still serve reads through 5434. */

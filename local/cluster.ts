@@ -121,6 +121,7 @@ export interface UpOptions extends Location {
   plan?: string;
   /** Another subnet than the stack's (tests use their own). */
   subnetCidr?: string;
+  /** How long the whole of `up` may take, boot and the wait for health included (default 240 s). */
   timeoutMs?: number;
   onProgress?: (line: string) => void;
   /** The backup repository: an S3 store instead of the local directory (the backup tests' own store). */
@@ -360,8 +361,10 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
   if (opts.waitHealthy === false) {
     return { state, secrets, health: await clusterHealth(state, secrets), seconds: (Date.now() - startedAt) / 1000 };
   }
+  // The deadline counts from the start, so a caller's own timeout can be set above it and the
+  // failure that surfaces is ours (which names each problem), not the caller's bare timeout.
   let health = await waitHealthy(state, secrets, {
-    timeoutMs: opts.timeoutMs ?? 240_000,
+    timeoutMs: (opts.timeoutMs ?? 240_000) - (Date.now() - startedAt),
     onProgress: progress,
     since: startedAt,
   });

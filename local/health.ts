@@ -160,10 +160,15 @@ export function summarize(h: ClusterHealth, state: LocalClusterState): string {
   const haproxySettled = h.nodes.filter(
     (n) => !h.problems.some((p) => p.startsWith(`haproxy on ${n.name}:`)) && n.haproxy,
   ).length;
+  // Ready to fail over: it names the master, knows every replica and hears every other Sentinel.
+  const sentinelsArmed = h.nodes.filter(
+    (n) => n.sentinelMaster && !h.problems.some((p) => p.startsWith(`sentinel on ${n.name} `)),
+  ).length;
   return [
     `etcd ${etcd}/${total}`,
     `postgres ${h.leader ? `leader ${h.leader}` : "electing"}, ${streaming}/${total - 1} streaming`,
     `redis ${h.redisMaster ? `master ${h.redisMaster}` : "no master"}, ${redisReplicas}/${total - 1} replicas`,
+    `sentinel ${sentinelsArmed}/${total} armed`,
     `haproxy ${haproxySettled}/${total} settled`,
   ].join(" · ");
 }

@@ -86,7 +86,8 @@ export function probeAuth(secrets: ClusterSecrets): { redis: RedisAuth; sentinel
   };
 }
 
-async function redisCommand(ip: string, port: number, auth: RedisAuth, args: string[]): Promise<unknown> {
+/** Sends `commands` over one connection; each answer, or undefined where it failed (or no connection). */
+async function redisCommands(ip: string, port: number, auth: RedisAuth, commands: string[][]): Promise<unknown[]> {
   const client = new Redis({
     host: ip,
     port,
@@ -102,12 +103,16 @@ async function redisCommand(ip: string, port: number, auth: RedisAuth, args: str
   client.on("error", () => undefined);
   try {
     await client.connect();
-    return await client.call(args[0], ...args.slice(1));
+    return await Promise.all(commands.map((c) => client.call(c[0], ...c.slice(1)).catch(() => undefined)));
   } catch {
-    return undefined;
+    return commands.map(() => undefined);
   } finally {
     client.disconnect();
   }
+}
+
+async function redisCommand(ip: string, port: number, auth: RedisAuth, args: string[]): Promise<unknown> {
+  return (await redisCommands(ip, port, auth, [args]))[0];
 }
 
 export interface RedisReplication {
@@ -168,10 +173,10 @@ export function reachableEntries(reply: unknown): string[] {
 }
 
 export async function sentinelView(ip: string, masterName: string, auth: RedisAuth): Promise<SentinelView | undefined> {
-  const [master, replicas, sentinels] = await Promise.all([
-    redisCommand(ip, PORTS.sentinel, auth, ["SENTINEL", "get-master-addr-by-name", masterName]),
-    redisCommand(ip, PORTS.sentinel, auth, ["SENTINEL", "REPLICAS", masterName]),
-    redisCommand(ip, PORTS.sentinel, auth, ["SENTINEL", "SENTINELS", masterName]),
+  const [master, replicas, sentinels] = await redisCommands(ip, PORTS.sentinel, auth, [
+    ["SENTINEL", "get-master-addr-by-name", masterName],
+    ["SENTINEL", "REPLICAS", masterName],
+    ["SENTINEL", "SENTINELS", masterName],
   ]);
   if (!Array.isArray(master) || typeof master[0] !== "string") return undefined;
   return { master: master[0], replicas: reachableEntries(replicas), sentinels: reachableEntries(sentinels) };

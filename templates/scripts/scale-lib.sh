@@ -310,7 +310,15 @@ settle_node() {
     wait_until 300 "a synchronous standby" has_sync_standby
   fi
   wait_until 120 "every Sentinel to name one master" sentinels_settled "${ips[@]}"
+  # On a timeout, what each Sentinel does know, for whoever reads the log.
+  explain_wait() {
+    local ip
+    for ip in "${ips[@]}"; do
+      echo "sentinel on $ip knows replicas: $(sentinel_reachable "$ip" REPLICAS | paste -sd' '); hears: $(sentinel_reachable "$ip" SENTINELS | paste -sd' ')"
+    done
+  }
   wait_until 120 "every Sentinel to know every replica and hear every other Sentinel" sentinels_armed "${ips[@]}"
+  unset -f explain_wait
   master=$(master_by_majority "${ips[@]}")
   [ -n "$master" ] || die "the Sentinels do not agree on a Redis master"
   wait_until 300 "Redis on $NODE to be in sync with $master" redis_synced_to "$master"

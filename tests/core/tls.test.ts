@@ -185,7 +185,7 @@ test("config-refresh keeps a node's certificate files and reloads the daemons on
   const reload = text.indexOf('if [ "${tls_changed:-}" = 1 ]; then');
   expect(reload).toBeGreaterThan(text.lastIndexOf("MADBASE_FILE"));
   expect(text.slice(reload)).toMatch(
-    /svc reload patroni && svc reload haproxy && runuser -u postgres -- psql .*pg_reload_conf/,
+    /svc reload patroni && svc reload haproxy && svc reload pgbouncer && runuser -u postgres -- psql .*pg_reload_conf/,
   );
 });
 

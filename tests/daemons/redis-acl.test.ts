@@ -297,3 +297,43 @@ test("Sentinel asks for its password, lets monitor only look, and fails over as 
     await sentinel(["SENTINEL", "MASTERS"], { user: REDIS_USERS.monitoring, password: secrets.redisMonitoring }),
   ).toContain(replica.privateIp);
 });
+
+test("the node scripts' reading of SENTINEL REPLICAS (sentinel_reachable) on this Sentinel's own answers: a replica counts until it is down", async () => {
+  const name = topology.clusterName;
+  const lib = path.join(__dirname, "..", "..", "templates", "scripts", "scale-lib.sh");
+  // The library's function, fed the answer redis-cli printed (raw, as it prints to a pipe) instead of asking.
+  const reachable = async (): Promise<string[]> => {
+    const answer = path.join(work, "sentinel-replicas.txt");
+    fs.writeFileSync(answer, await sentinel(["SENTINEL", "REPLICAS", name]));
+    const r = await run(
+      [
+        "bash",
+        "-c",
+        `source "$1"; answer=$2; sentinel_at() { cat "$answer"; }; sentinel_reachable ${master.privateIp} REPLICAS`,
+        "-",
+        lib,
+        answer,
+      ],
+      { timeoutMs: 10_000 },
+    );
+    expect(r.code).toBe(0);
+    return r.stdout.split("\n").filter(Boolean);
+  };
+  // After the failover above, the old master is the replica this Sentinel knows.
+  await waitFor(
+    "Sentinel to list the old master as a replica",
+    async () => (await reachable()).includes(master.privateIp),
+    30_000,
+    500,
+  );
+  expect(await reachable()).toEqual([master.privateIp]);
+  // Its Redis stops: once Sentinel flags it down, the scripts no longer count it.
+  await stop(daemons[0]);
+  await waitFor(
+    "Sentinel to flag the stopped replica down",
+    async () => /s_down/.test(await sentinel(["SENTINEL", "REPLICAS", name])),
+    30_000,
+    500,
+  );
+  expect(await reachable()).toEqual([]);
+});

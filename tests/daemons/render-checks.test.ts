@@ -151,8 +151,11 @@ function exporterCheck(
  * pointed at the copy), run as postgres with the unit's descriptor limit, in the node's namespace.
  * It passes when PgBouncer starts without a warning, listens on the node's private address, and
  * lets the exporter's role read the admin console with the exporter's password: proof of the
- * userlist and of stats_users; `during` (the exporter's check) runs while it listens. PostgreSQL
- * does not run here; nothing below needs it. One PgBouncer at a time per namespace (one port).
+ * userlist and of stats_users; over TLS verified against the cluster CA (the node's certificate,
+ * naming that address), while the same login without TLS is refused; `during` (the exporter's
+ * check) runs while it listens. PostgreSQL does not run here, so the server side's TLS
+ * (verify-full towards the node's PostgreSQL) is the end-to-end tests' (tests/local/tls.test.ts).
+ * One PgBouncer at a time per namespace (one port).
  */
 const pgbouncerTurns = new Map<string, Promise<unknown>>();
 function pgbouncerCheck(
@@ -184,11 +187,22 @@ async function runPgbouncer(
   const iniCopy = path.join(scratch, "pgbouncer.ini");
   const listCopy = path.join(scratch, "userlist.txt");
   fs.copyFileSync(userlist, listCopy);
-  fs.writeFileSync(
-    iniCopy,
-    fs.readFileSync(ini, "utf8").replace(/^auth_file = .*$/m, `auth_file = ${inside(listCopy)}`),
-  );
-  for (const f of [iniCopy, listCopy]) fs.chmodSync(f, 0o644);
+  // The node's certificate files (its TLS to clients and to PostgreSQL): the fixture's pair of the
+  // node the ini was rendered for, copied into scratch space, the ini's paths pointed at the copies.
+  const original = fs.readFileSync(ini, "utf8");
+  const nodeName = /^; PgBouncer for (\S+)/m.exec(original)?.[1] ?? "";
+  const pair = fixtureTls().nodes[nodeName];
+  if (!pair) throw new Error(`no fixture certificate for the node of ${ini} ("${nodeName}")`);
+  const pem = { caCert: fixtureTls().caCert, cert: pair.cert, key: pair.key };
+  const tlsCopy = { caCert: "", cert: "", key: "" };
+  let iniText = original.replace(/^auth_file = .*$/m, `auth_file = ${inside(listCopy)}`);
+  for (const k of ["caCert", "cert", "key"] as const) {
+    tlsCopy[k] = path.join(scratch, `pgbouncer-${k}.pem`);
+    fs.writeFileSync(tlsCopy[k], pem[k]);
+    iniText = iniText.split(serverPaths().tls[k]).join(inside(tlsCopy[k]));
+  }
+  fs.writeFileSync(iniCopy, iniText);
+  for (const f of [iniCopy, listCopy, ...Object.values(tlsCopy)]) fs.chmodSync(f, 0o644);
   const text = fs.readFileSync(iniCopy, "utf8");
   const address = /^listen_addr = ([^,\s]+)/m.exec(text)?.[1] ?? "";
   const port = /^listen_port = (\d+)/m.exec(text)?.[1] ?? "";
@@ -202,6 +216,7 @@ async function runPgbouncer(
       inside(iniCopy),
     ]),
   );
+  const closed = new Promise<void>((resolve) => proc.once("close", () => resolve()));
   try {
     const console = await waitFor(
       `pgbouncer on ${address}:${port}`,
@@ -211,6 +226,9 @@ async function runPgbouncer(
           inImage(ns, [
             "env",
             `PGPASSWORD=${password}`,
+            // TLS, checking that the certificate PgBouncer presents is the CA's and names the address.
+            "PGSSLMODE=verify-full",
+            `PGSSLROOTCERT=${inside(tlsCopy.caCert)}`,
             "psql",
             "-h",
             address,
@@ -236,16 +254,62 @@ async function runPgbouncer(
       10_000,
       250,
     ).catch((e: Error) => `FAILED: ${e.message}`);
-    const also = during && /^pool_mode\|/m.test(console) ? await during() : { ok: true, detail: "" };
+    const served = /^pool_mode\|/m.test(console);
+    // The same login without TLS: PgBouncer must turn it away before any password is asked for.
+    const plain = served
+      ? await run(
+          inImage(ns, [
+            "env",
+            `PGPASSWORD=${password}`,
+            "PGSSLMODE=disable",
+            "psql",
+            "-h",
+            address,
+            "-p",
+            port,
+            "-U",
+            USERS.monitoring,
+            "-d",
+            "pgbouncer",
+            "-Atc",
+            "SHOW VERSION",
+          ]),
+          { timeoutMs: 5000 },
+        )
+      : { code: 0, stdout: "", stderr: "" };
+    const plainRefused = plain.code !== 0 && /SSL required/.test(plain.stderr);
+    const also = during && served ? await during() : { ok: true, detail: "" };
+    // Its whole log, up to its exit: what it logs as a client goes (the exporter, just stopped) may
+    // not have been written yet.
+    await stop(proc);
+    await closed;
     const log = proc.output();
+    // Warnings PgBouncer logs for what this check does to it, not for its configuration: the plain
+    // client it refused ("pooler error: SSL required"), and the exporter, stopped above, closing its
+    // TLS connection without a close_notify ("unexpected eof while reading").
+    const expected = /pooler error: SSL required$|tls_sbufio_recv: read failed: .*unexpected eof while reading$/;
+    const unexpected = log.split("\n").filter((l) => /WARNING|ERROR|FATAL/.test(l) && !expected.test(l));
     return {
-      ok: /^pool_mode\|/m.test(console) && !/WARNING|ERROR|FATAL/.test(log) && also.ok,
-      detail: `${console.slice(0, 300)}\n${log}\n${also.detail}`,
+      ok: served && plainRefused && unexpected.length === 0 && also.ok,
+      // PgBouncer's own log last: a failure report keeps the end of this.
+      detail: [
+        console.slice(0, 300),
+        also.detail.slice(-400),
+        `plain client: ${plainRefused ? "refused" : `NOT refused: exit ${plain.code} ${plain.stdout}${plain.stderr}`}`,
+        unexpected.length ? `unexpected in the log:\n${unexpected.join("\n")}` : log.slice(-300),
+      ].join("\n"),
     };
   } finally {
     await stop(proc);
   }
 }
+
+/**
+ * Where the passwords-file check's Redis exporter listens: not the exporter's own port, because the
+ * redis-exporter.env check may run at the same time in the same namespace and asserts that nothing
+ * answers on 127.0.0.1:PORTS.redisExporter.
+ */
+const PASSWORDS_CHECK_PORT = PORTS.redisExporter + 1000;
 
 /** One check per file: each passes on a good file and fails on a broken one (see the controls below). */
 const CHECKS: Record<(typeof NODE_FILES)[number], Check> = {
@@ -409,7 +473,7 @@ const CHECKS: Record<(typeof NODE_FILES)[number], Check> = {
     const env = path.join(scratch, "redis-exporter.env");
     fs.writeFileSync(
       env,
-      `REDIS_ADDR='redis://127.0.0.1:${PORTS.redis}'\nREDIS_PASSWORD_FILE='${inside(file)}'\nREDIS_EXPORTER_WEB_LISTEN_ADDRESS='127.0.0.1:${PORTS.redisExporter}'\n`,
+      `REDIS_ADDR='redis://127.0.0.1:${PORTS.redis}'\nREDIS_PASSWORD_FILE='${inside(file)}'\nREDIS_EXPORTER_WEB_LISTEN_ADDRESS='127.0.0.1:${PASSWORDS_CHECK_PORT}'\n`,
     );
     return exporterCheck("prometheus-redis-exporter", (e) => e.REDIS_EXPORTER_WEB_LISTEN_ADDRESS, /^redis_up 0$/m)(
       ns,
@@ -669,6 +733,8 @@ describe.each([1, 3, 5])("rendered files for %i node(s)", (nodeCount) => {
       ],
       ["redis-exporter-passwords.json", (t) => t.replace(/ }\s*$/, "\n")],
       ["pgbouncer.ini", (t) => t.replace(/^pool_mode = .*$/m, "pool_mode = statement-ish")],
+      // A PgBouncer that still serves plain-text clients fails the check too.
+      ["pgbouncer.ini", (t) => t.replace(/^client_tls_sslmode = .*$/m, "client_tls_sslmode = prefer")],
       ["pgbouncer-userlist.txt", (t) => t.replace(/^"monitor" "/m, '"monitor" "x')],
       ["pgbouncer-exporter.env", (t) => t.replace("--web.listen-address=", "--web.listen-adress=")],
     ])("the %s check catches a broken file", async (file, breakIt) => {

@@ -193,7 +193,10 @@ test("while config-refresh runs on each node (apply), no process on any node has
     // The scanner looked many times, and saw the refresh script run on its node.
     expect([name, Number(scans) > 50, Number(refreshes) > 0]).toEqual([name, true, true]);
     const leaks = report.split("\n").filter((l) => l.startsWith("leak "));
-    expect([name, leaks]).toEqual([name, name === canary ? ["leak bash -c sleep 2; : canary <secret> "] : []]);
+    // The canary is seen on its node (and, at times, the nsenter that starts it, before it execs
+    // bash); nothing else, on any node, holds a password.
+    expect([name, leaks.filter((l) => !l.endsWith("bash -c sleep 2; : canary <secret> "))]).toEqual([name, []]);
+    expect([name, leaks.includes("leak bash -c sleep 2; : canary <secret> ")]).toEqual([name, name === canary]);
   }
 }, 600_000);
 

@@ -44,10 +44,27 @@ export async function finish(loc: TestCluster): Promise<void> {
   await down(loc);
 }
 
-/** Starts a fresh fast-profile prod cluster (removing leftovers of an earlier crashed run first). */
+/**
+ * Starts a fresh fast-profile prod cluster (removing leftovers of an earlier crashed run first).
+ * `up` gives up within 200 s, before the 240 s of a beforeAll that calls this, so a failure names
+ * what was unhealthy; it then also carries up's progress lines, to show what got stuck and when.
+ */
 export async function startCluster(loc: TestCluster, opts: { stack?: string; nodes?: number } = {}): Promise<UpResult> {
   await down(loc);
-  return up({ ...loc, stack: opts.stack ?? "prod", nodes: opts.nodes, profile: "fast", timeoutMs: 180_000 });
+  const progress: string[] = [];
+  try {
+    return await up({
+      ...loc,
+      stack: opts.stack ?? "prod",
+      nodes: opts.nodes,
+      profile: "fast",
+      timeoutMs: 200_000,
+      onProgress: (line) => progress.push(line),
+    });
+  } catch (e) {
+    if (e instanceof Error) e.message += `\nup's progress:\n  ${progress.join("\n  ")}`;
+    throw e;
+  }
 }
 
 /**

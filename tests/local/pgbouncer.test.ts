@@ -17,7 +17,7 @@ import {
   poolSize,
 } from "../../core";
 import { UpResult, down, killNode, startNode, up, waitHealthy } from "../../local/cluster";
-import { AckWriter, missingIds } from "../../local/writer";
+import { AckWriter, PROBE_SSL, missingIds } from "../../local/writer";
 import { address, finish, health, sleep, testLocation, waitFor } from "./harness";
 
 const loc = testLocation(14);
@@ -37,7 +37,11 @@ afterAll(async () => {
   await finish(loc);
 }, 120_000);
 
-/** A client of the application user at `host:port`, its errors swallowed (a cut session is expected here). */
+/**
+ * A client of the application user at `host:port`, its errors swallowed (a cut session is expected
+ * here). Over TLS: PgBouncer (5433, 5434, 6432) and PostgreSQL (5435) take no plain-text login from
+ * the network.
+ */
 function client(host: string, port: number, extra: Partial<ClientConfig> = {}): Client {
   const c = new Client({
     host,
@@ -46,6 +50,7 @@ function client(host: string, port: number, extra: Partial<ClientConfig> = {}): 
     password: cluster.secrets.app,
     database: APP_DATABASE,
     connectionTimeoutMillis: 60_000,
+    ssl: PROBE_SSL,
     ...extra,
   });
   c.on("error", () => undefined);
@@ -159,6 +164,7 @@ test("named prepared statements (the pg driver's) work through 5433 in transacti
     user: USERS.monitoring,
     password: cluster.secrets.monitoring,
     database: "pgbouncer",
+    ssl: PROBE_SSL,
   });
   await admin.connect();
   try {

@@ -9,6 +9,7 @@
  *  - Patroni: HTTPS only; an unsafe call from this machine (not a member) is refused even with
  *    the password, one from a member without it too; HAProxy checks it over TLS and follows the
  *    leader through a power cut within the profile's time, and the old leader rejoins;
+ *  - PgBouncer (5433, 5434, 6432): TLS only, and TLS on to PostgreSQL;
  *  - Redis over TLS (6381, ended at HAProxy): the printed rediss URL works verified with the CA;
  *    plain text there, or a client without the CA, gets nothing;
  *  - rotation: a node's new pair reaches it through config-refresh, and its daemons present it.
@@ -170,18 +171,26 @@ test("PostgreSQL: plain-text logins to a node and to the entry port are refused;
   const leaderNode = state.nodes.find((n) => n.name === cluster.health.leader)!;
   const entry = state.nodes.find((n) => n.name !== cluster.health.leader)!;
   const base = `user=${USERS.app} dbname=${APP_DATABASE}`;
-  for (const [host, port] of [
-    [leaderNode.address, PORTS.postgres],
-    [entry.address, PORTS.postgres],
-    [entry.address, PORTS.postgresPrimary],
-    [entry.address, PORTS.postgresReplicas],
+  // PostgreSQL refuses by its pg_hba (5432, and 5435 straight to the leader's); PgBouncer (5433,
+  // 5434 and its own 6432) by client_tls_sslmode, before it asks for a password.
+  const byHba = /no pg_hba.conf entry|rejects connection|pg_hba\.conf rejects/;
+  const byPgbouncer = /SSL required/;
+  for (const [host, port, refusal] of [
+    [leaderNode.address, PORTS.postgres, byHba],
+    [entry.address, PORTS.postgres, byHba],
+    [entry.address, PORTS.postgresDirect, byHba],
+    [entry.address, PORTS.postgresPrimary, byPgbouncer],
+    [entry.address, PORTS.postgresReplicas, byPgbouncer],
+    [leaderNode.address, PORTS.pgbouncer, byPgbouncer],
   ] as const) {
     const plain = psql(`host=${host} port=${port} ${base} sslmode=disable`);
-    expect(plain.code).not.toBe(0);
-    expect(plain.out).toMatch(/no pg_hba.conf entry|rejects connection|pg_hba\.conf rejects/);
+    expect({ port, code: plain.code }).toEqual({ port, code: 2 });
+    expect([port, plain.out]).toEqual([port, expect.stringMatching(refusal)]);
   }
   // verify-full through another node's HAProxy: the leader's certificate names the entry point,
   // which this client asks for by name (host=) while connecting to the node's address (hostaddr=).
+  // That is PgBouncer's TLS; the "t" is pg_stat_ssl of PgBouncer's own connection to PostgreSQL
+  // (server_tls_sslmode verify-full towards the node's private address), TLS too.
   const verified = psql(
     `host=${entryPointName(state)} hostaddr=${entry.address} port=${PORTS.postgresPrimary} ${base} sslmode=verify-full sslrootcert=${op.caFile}`,
   );
@@ -360,10 +369,15 @@ function presentedSerial(ip: string, port: number, starttls?: string): string {
   return spawnSync("openssl", ["x509", "-noout", "-serial"], { input: pem, encoding: "utf8" }).stdout.trim();
 }
 
-test("rotation: a node's new pair reaches it through config-refresh (apply), and etcd, Patroni and PostgreSQL present it", async () => {
+test("rotation: a node's new pair reaches it through config-refresh (apply), and etcd, Patroni, PgBouncer and PostgreSQL present it", async () => {
   const { state } = cluster;
   const node = state.nodes[2];
-  const ports: [number, string?][] = [[PORTS.etcdClient], [PORTS.patroni], [PORTS.postgres, "postgres"]];
+  const ports: [number, string?][] = [
+    [PORTS.etcdClient],
+    [PORTS.patroni],
+    [PORTS.postgres, "postgres"],
+    [PORTS.pgbouncer, "postgres"],
+  ];
   const before = ports.map(([port, starttls]) => presentedSerial(node.address, port, starttls));
   expect(new Set(before).size).toBe(1);
   expect(before[0]).toMatch(/^serial=/);
@@ -371,7 +385,9 @@ test("rotation: a node's new pair reaches it through config-refresh (apply), and
   for (const f of Object.values(certPaths(state.root, node.name))) fs.rmSync(f);
   const result = await apply({ ...loc });
   const lines = (name: string) => result.changes.find((c) => c.node === name)!.lines;
-  expect(lines(node.name)).toContain("tls: Patroni, HAProxy and PostgreSQL reloaded with the new certificate files");
+  expect(lines(node.name)).toContain(
+    "tls: Patroni, HAProxy, PgBouncer and PostgreSQL reloaded with the new certificate files",
+  );
   for (const other of state.nodes.filter((n) => n.name !== node.name))
     expect(lines(other.name).join("\n")).not.toContain("tls:");
   const after = ports.map(([port, starttls]) => presentedSerial(node.address, port, starttls));

@@ -6,7 +6,8 @@
 import { HaproxyServer } from "../../local/probes";
 import { BACKENDS, ClusterObservation, NodeObservation, PROCESS_NAMES, judgeHealth } from "../../local/judge";
 import { EXPORTERS } from "../../local/exporters";
-import { SERVICES } from "../../local/state";
+import { LocalClusterState, SERVICES } from "../../local/state";
+import { summarize } from "../../local/health";
 
 const NAMES = ["n-1", "n-2", "n-3"];
 const ip = (name: string) => `10.9.0.${NAMES.indexOf(name) + 11}`;
@@ -184,6 +185,15 @@ test("Sentinel is armed for a failover only when it knows every replica and hear
     "sentinel on n-2 does not know n-3 as replicas",
     "sentinel on n-3 does not hear the Sentinels of n-1, n-2",
   ]);
+});
+
+test("up's progress line counts the Sentinels armed for a failover, so a wait on them is visible", () => {
+  const state = { nodes: NAMES.map((name) => ({ name, address: ip(name) })) } as unknown as LocalClusterState;
+  const o = healthy();
+  expect(summarize(judgeHealth(o), state)).toContain("sentinel 3/3 armed");
+  at(o, "n-2").sentinel!.replicas = [];
+  at(o, "n-3").sentinel = undefined;
+  expect(summarize(judgeHealth(o), state)).toContain("sentinel 1/3 armed");
 });
 
 test("HAProxy: every backend on every node must route to exactly the right servers", () => {
