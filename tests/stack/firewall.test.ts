@@ -4,13 +4,7 @@
  * never a service port open to the world.
  */
 import { parseSettings } from "../../core";
-import {
-  SERVICE_PORTS,
-  isWholeInternet,
-  nodeFirewallRules,
-  normalizeCidr,
-  tooWideForDatabase,
-} from "../../core";
+import { SERVICE_PORTS, isWholeInternet, nodeFirewallRules, normalizeCidr, tooWideForDatabase } from "../../core";
 import { ProgramRun, T, ofType, runProgram, stackFileConfig } from "./harness";
 
 /** Every port a daemon of the cluster listens on (the list). */
