@@ -145,3 +145,17 @@ test("config-refresh on a node without PgBouncer stops before touching HAProxy, 
   expect(r.stderr).toMatch(/FAILED: this node has no PgBouncer .*Nothing was changed\./);
   expect(r.stdout).not.toMatch(/haproxy:/);
 });
+
+test("config-refresh on a node first booted before TLS (no cluster CA) stops before touching HAProxy, saying why", () => {
+  const { topology, options } = describeCluster(parseSettings("prod", { nodeCount: 3 }));
+  const script = refreshScript(topology, topology.nodes[1], ctx(options));
+  const r = spawnSync("bash", ["-s"], {
+    input: script,
+    encoding: "utf8",
+    // PgBouncer is there (any executable passes that check); the CA is not.
+    env: { PATH: process.env.PATH, PGBOUNCER_BIN: "/bin/true", TLS_CA_FILE: "/nonexistent/ca.crt" },
+  });
+  expect(r.status).toBe(1);
+  expect(r.stderr).toMatch(/FAILED: this node has no cluster CA at \/nonexistent\/ca\.crt .*Nothing was changed\./);
+  expect(r.stdout).not.toMatch(/haproxy:/);
+});
