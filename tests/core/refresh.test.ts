@@ -158,4 +158,11 @@ test("config-refresh on a node first booted before TLS (no cluster CA) stops bef
   expect(r.status).toBe(1);
   expect(r.stderr).toMatch(/FAILED: this node has no cluster CA at \/nonexistent\/ca\.crt .*Nothing was changed\./);
   expect(r.stdout).not.toMatch(/haproxy:/);
+  // On a server the check reads the node's own CA path (the script's TLS_CA), which this machine lacks.
+  const server = spawnSync("bash", ["-s"], {
+    input: script,
+    encoding: "utf8",
+    env: { PATH: process.env.PATH, PGBOUNCER_BIN: "/bin/true" },
+  });
+  expect(server.stderr).toContain(`FAILED: this node has no cluster CA at ${serverPaths().tls.caCert} `);
 });
