@@ -61,9 +61,17 @@ interface Results {
 }
 
 /** pgbench TPS pooled (5433: HAProxy, the leader's PgBouncer) and direct (5435: HAProxy, the leader's PostgreSQL). */
+interface PgbenchSide {
+  pooledTps: number;
+  directTps: number;
+  clients: number;
+  /** CPU seconds pgbench itself used in each run (of `seconds` × the cores it shares with the nodes). */
+  clientCpuSeconds: { pooled: number; direct: number };
+}
+
 interface PoolingResult {
-  connectPerTransaction: { pooledTps: number; directTps: number; clients: number };
-  persistent: { pooledTps: number; directTps: number; clients: number };
+  connectPerTransaction: PgbenchSide;
+  persistent: PgbenchSide;
   /** Median SELECT 1 round trip at one client. */
   roundTrip: { pooledUs: number; directUs: number };
   seconds: number;
@@ -226,9 +234,20 @@ async function pgLatency(): Promise<Results["pgLatency"]> {
   return { haproxyUs: median(via), directUs: median(direct) };
 }
 
-/** One pgbench run from this machine (its password in the environment, never on the command line): its TPS. */
-function pgbench(host: string, port: number, password: string, args: string[]): number {
-  const out = execFileSync("pgbench", ["-h", host, "-p", String(port), "-U", USERS.app, "-n", ...args, APP_DATABASE], {
+/**
+ * One pgbench run from this machine (its password in the environment, never on the command line):
+ * its TPS, and the CPU seconds pgbench itself used (bash's `times`), since on this machine the
+ * client shares the cores with the nodes: with `-C` every connection costs it a TLS handshake and
+ * the client's side of SCRAM (4096 PBKDF2 rounds), whichever port it connects to.
+ */
+function pgbench(
+  host: string,
+  port: number,
+  password: string,
+  args: string[],
+): { tps: number; clientCpuSeconds: number } {
+  const argv = ["-h", host, "-p", String(port), "-U", USERS.app, "-n", ...args, APP_DATABASE];
+  const out = execFileSync("bash", ["-c", 'pgbench "$@" && times', "pgbench", ...argv], {
     encoding: "utf8",
     env: { ...process.env, PGPASSWORD: password },
     stdio: ["ignore", "pipe", "pipe"],
@@ -236,7 +255,11 @@ function pgbench(host: string, port: number, password: string, args: string[]): 
   });
   const tps = /^tps = ([\d.]+)/m.exec(out);
   if (!tps) throw new Error(`pgbench printed no tps:\n${out}`);
-  return Number(tps[1]);
+  // `times`: the shell's user and system time, then its children's ("0m3.120s 0m1.050s").
+  const children = out.trim().split("\n").pop() ?? "";
+  const seconds = [...children.matchAll(/(\d+)m([\d.]+)s/g)].map((m) => Number(m[1]) * 60 + Number(m[2]));
+  if (seconds.length !== 2) throw new Error(`bash's times printed no children's line:\n${out}`);
+  return { tps: Number(tps[1]), clientCpuSeconds: seconds[0] + seconds[1] };
 }
 
 /**
@@ -257,10 +280,15 @@ async function pooling(seconds = 15): Promise<PoolingResult> {
       stdio: "ignore",
     },
   );
-  const side = (args: string[]) => ({
-    pooledTps: pgbench(entry, PORTS.postgresPrimary, secrets.app, args),
-    directTps: pgbench(entry, PORTS.postgresDirect, secrets.app, args),
-  });
+  const side = (args: string[]) => {
+    const pooled = pgbench(entry, PORTS.postgresPrimary, secrets.app, args);
+    const direct = pgbench(entry, PORTS.postgresDirect, secrets.app, args);
+    return {
+      pooledTps: pooled.tps,
+      directTps: direct.tps,
+      clientCpuSeconds: { pooled: pooled.clientCpuSeconds, direct: direct.clientCpuSeconds },
+    };
+  };
   const connectClients = 8;
   const connectPerTransaction = {
     ...side(["-C", "-S", "-c", String(connectClients), "-j", "2", "-T", String(seconds)]),
@@ -305,6 +333,7 @@ function poolingLines(p: PoolingResult): string[] {
   const s = p.persistent;
   return [
     `| pgbench -C -S, ${c.clients} clients, ${p.seconds} s (load ${p.load.toFixed(1)} on ${os.cpus().length} cores): TPS pooled 5433 / direct 5435 | ${c.pooledTps.toFixed(0)} / ${c.directTps.toFixed(0)} (${x(c.pooledTps, c.directTps)}) | pooled ≥ 3× direct | ${c.pooledTps >= 3 * c.directTps ? "yes" : "**no**"} |`,
+    `| pgbench -C -S: CPU pgbench itself used, of ${p.seconds * os.cpus().length} core-seconds shared with the nodes: pooled / direct | ${c.clientCpuSeconds.pooled.toFixed(1)} s / ${c.clientCpuSeconds.direct.toFixed(1)} s (${((1000 * c.clientCpuSeconds.pooled) / (c.pooledTps * p.seconds)).toFixed(1)} / ${((1000 * c.clientCpuSeconds.direct) / (c.directTps * p.seconds)).toFixed(1)} ms a connection) | - | - |`,
     `| pgbench -S, ${s.clients} clients, ${p.seconds} s: TPS pooled 5433 / direct 5435 | ${s.pooledTps.toFixed(0)} / ${s.directTps.toFixed(0)} (${x(s.pooledTps, s.directTps)}) | - | - |`,
     `| PostgreSQL round trip at one client (SELECT 1), median: 5433 pooled / 5435 direct | ${p.roundTrip.pooledUs.toFixed(0)} µs / ${p.roundTrip.directUs.toFixed(0)} µs: PgBouncer adds ${(p.roundTrip.pooledUs - p.roundTrip.directUs).toFixed(0)} µs | - | - |`,
   ];
