@@ -217,33 +217,21 @@ async function runPgbouncer(
     ]),
   );
   const closed = new Promise<void>((resolve) => proc.once("close", () => resolve()));
+  /** psql on PgBouncer's admin console as the exporter logs in (its password in the environment, not argv). */
+  const adminConsole = (libpq: Record<string, string>, sql: string) =>
+    run(inImage(ns, ["psql", "-h", address, "-p", port, "-U", USERS.monitoring, "-d", "pgbouncer", "-Atc", sql]), {
+      timeoutMs: 5000,
+      env: { ...process.env, PGPASSWORD: password, ...libpq },
+    });
   try {
     const console = await waitFor(
       `pgbouncer on ${address}:${port}`,
       async () => {
         if (proc.exitCode !== null || proc.signalCode !== null) return `EXITED (${proc.exitCode ?? proc.signalCode})`;
-        const r = await run(
-          inImage(ns, [
-            "env",
-            `PGPASSWORD=${password}`,
-            // TLS, checking that the certificate PgBouncer presents is the CA's and names the address.
-            "PGSSLMODE=verify-full",
-            `PGSSLROOTCERT=${inside(tlsCopy.caCert)}`,
-            "psql",
-            "-h",
-            address,
-            "-p",
-            port,
-            "-U",
-            USERS.monitoring,
-            "-d",
-            "pgbouncer",
-            "-Atc",
-            "SHOW CONFIG",
-          ]),
-          {
-            timeoutMs: 5000,
-          },
+        // TLS, checking that the certificate PgBouncer presents is the CA's and names the address.
+        const r = await adminConsole(
+          { PGSSLMODE: "verify-full", PGSSLROOTCERT: inside(tlsCopy.caCert) },
+          "SHOW CONFIG",
         );
         return r.code === 0
           ? r.stdout
@@ -257,25 +245,7 @@ async function runPgbouncer(
     const served = /^pool_mode\|/m.test(console);
     // The same login without TLS: PgBouncer must turn it away before any password is asked for.
     const plain = served
-      ? await run(
-          inImage(ns, [
-            "env",
-            `PGPASSWORD=${password}`,
-            "PGSSLMODE=disable",
-            "psql",
-            "-h",
-            address,
-            "-p",
-            port,
-            "-U",
-            USERS.monitoring,
-            "-d",
-            "pgbouncer",
-            "-Atc",
-            "SHOW VERSION",
-          ]),
-          { timeoutMs: 5000 },
-        )
+      ? await adminConsole({ PGSSLMODE: "disable" }, "SHOW VERSION")
       : { code: 0, stdout: "", stderr: "" };
     const plainRefused = plain.code !== 0 && /SSL required/.test(plain.stderr);
     const also = during && served ? await during() : { ok: true, detail: "" };
