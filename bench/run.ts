@@ -28,6 +28,7 @@ import { sleep } from "../local/machine";
 import { machineProcesses } from "../local/processes";
 import { nodeVersions } from "../local/versions";
 import { AckWriter, PROBE_SSL } from "../local/writer";
+import { median, roundTrips } from "./round-trips";
 
 const LOC: Location & { subnetCidr: string } = {
   root: path.join(os.tmpdir(), "madbase-bench"),
@@ -80,10 +81,6 @@ interface PoolingResult {
 }
 
 const log = (line: string) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${line}`);
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 const fmt = (x: number | undefined, digits = 1) => (x === undefined || Number.isNaN(x) ? "-" : x.toFixed(digits));
 
 function current(): { state: LocalClusterState; secrets: ReturnType<typeof loadCluster>["secrets"] } {
@@ -185,19 +182,6 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): string {
     maxBuffer: 64 * 1024 * 1024,
     stdio: ["ignore", "pipe", "pipe"],
   });
-}
-
-/** Median and 90th percentile of `rounds` sequential round trips, in µs. */
-async function roundTrips(rounds: number, once: () => Promise<unknown>): Promise<{ medianUs: number; p90Us: number }> {
-  for (let i = 0; i < 50; i++) await once(); // warm the connection and the caches
-  const us: number[] = [];
-  for (let i = 0; i < rounds; i++) {
-    const t = process.hrtime.bigint();
-    await once();
-    us.push(Number(process.hrtime.bigint() - t) / 1000);
-  }
-  us.sort((a, b) => a - b);
-  return { medianUs: median(us), p90Us: us[Math.floor(us.length * 0.9)] };
 }
 
 /**

@@ -23,13 +23,9 @@ import { LocalClusterState, findNode } from "../local/state";
 import { operatorTls } from "../local/tls";
 import { clusterUrls } from "../local/cluster";
 import { PROBE_SSL } from "../local/writer";
+import { RoundTrips, median, roundTrips } from "./round-trips";
 
 const LOC = { root: path.join(os.tmpdir(), "madbase-bench-tls"), networkId: "btls", subnetCidr: "10.42.201.0/24" };
-
-export interface RoundTrips {
-  medianUs: number;
-  p90Us: number;
-}
 
 /** Median and 90th percentile of `rounds` sequential `SELECT 1` round trips on one connection, in µs. */
 export async function selectRoundTrips(opts: {
@@ -51,15 +47,7 @@ export async function selectRoundTrips(opts: {
   try {
     const { rows } = await client.query<{ ssl: boolean }>("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()");
     if (rows[0]?.ssl !== opts.ssl) throw new Error(`asked for ssl=${opts.ssl}, the server says ssl=${rows[0]?.ssl}`);
-    for (let i = 0; i < 50; i++) await client.query("SELECT 1");
-    const us: number[] = [];
-    for (let i = 0; i < opts.rounds; i++) {
-      const t = process.hrtime.bigint();
-      await client.query("SELECT 1");
-      us.push(Number(process.hrtime.bigint() - t) / 1000);
-    }
-    us.sort((a, b) => a - b);
-    return { medianUs: us[Math.floor(us.length / 2)], p90Us: us[Math.floor(us.length * 0.9)] };
+    return await roundTrips(opts.rounds, () => client.query("SELECT 1"));
   } finally {
     await client.end();
   }
@@ -70,15 +58,7 @@ export async function pingRoundTrips(url: string, rounds: number, ca?: string): 
   const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, ...(ca ? { tls: { ca } } : {}) });
   await client.connect();
   try {
-    for (let i = 0; i < 50; i++) await client.ping();
-    const us: number[] = [];
-    for (let i = 0; i < rounds; i++) {
-      const t = process.hrtime.bigint();
-      await client.ping();
-      us.push(Number(process.hrtime.bigint() - t) / 1000);
-    }
-    us.sort((a, b) => a - b);
-    return { medianUs: us[Math.floor(us.length / 2)], p90Us: us[Math.floor(us.length * 0.9)] };
+    return await roundTrips(rounds, () => client.ping());
   } finally {
     client.disconnect();
   }
@@ -107,8 +87,6 @@ async function redisFigures(
   console.log(`  6381, TLS:        median ${m(tls, "medianUs").toFixed(0)} µs, p90 ${m(tls, "p90Us").toFixed(0)} µs`);
   console.log(`  TLS costs ${(m(tls, "medianUs") - m(plain, "medianUs")).toFixed(0)} µs a round trip (median)`);
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
