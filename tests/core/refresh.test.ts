@@ -133,36 +133,27 @@ describe("config-refresh", () => {
   });
 });
 
-test("config-refresh on a node without PgBouncer stops before touching HAProxy, saying why", () => {
+/** config-refresh for node 2 of a prod cluster, run here by bash with only `env` added to PATH. */
+function refreshHere(env: Record<string, string>) {
   const { topology, options } = describeCluster(parseSettings("prod", { nodeCount: 3 }));
   const script = refreshScript(topology, topology.nodes[1], ctx(options));
-  const r = spawnSync("bash", ["-s"], {
-    input: script,
-    encoding: "utf8",
-    env: { PATH: process.env.PATH, PGBOUNCER_BIN: "/nonexistent/pgbouncer" },
-  });
+  return spawnSync("bash", ["-s"], { input: script, encoding: "utf8", env: { PATH: process.env.PATH, ...env } });
+}
+
+test("config-refresh on a node without PgBouncer stops before touching HAProxy, saying why", () => {
+  const r = refreshHere({ PGBOUNCER_BIN: "/nonexistent/pgbouncer" });
   expect(r.status).toBe(1);
   expect(r.stderr).toMatch(/FAILED: this node has no PgBouncer .*Nothing was changed\./);
   expect(r.stdout).not.toMatch(/haproxy:/);
 });
 
 test("config-refresh on a node first booted before TLS (no cluster CA) stops before touching HAProxy, saying why", () => {
-  const { topology, options } = describeCluster(parseSettings("prod", { nodeCount: 3 }));
-  const script = refreshScript(topology, topology.nodes[1], ctx(options));
-  const r = spawnSync("bash", ["-s"], {
-    input: script,
-    encoding: "utf8",
-    // PgBouncer is there (any executable passes that check); the CA is not.
-    env: { PATH: process.env.PATH, PGBOUNCER_BIN: "/bin/true", TLS_CA_FILE: "/nonexistent/ca.crt" },
-  });
+  // PgBouncer is there (any executable passes that check); the CA is not.
+  const r = refreshHere({ PGBOUNCER_BIN: "/bin/true", TLS_CA_FILE: "/nonexistent/ca.crt" });
   expect(r.status).toBe(1);
   expect(r.stderr).toMatch(/FAILED: this node has no cluster CA at \/nonexistent\/ca\.crt .*Nothing was changed\./);
   expect(r.stdout).not.toMatch(/haproxy:/);
   // On a server the check reads the node's own CA path (the script's TLS_CA), which this machine lacks.
-  const server = spawnSync("bash", ["-s"], {
-    input: script,
-    encoding: "utf8",
-    env: { PATH: process.env.PATH, PGBOUNCER_BIN: "/bin/true" },
-  });
+  const server = refreshHere({ PGBOUNCER_BIN: "/bin/true" });
   expect(server.stderr).toContain(`FAILED: this node has no cluster CA at ${serverPaths().tls.caCert} `);
 });
