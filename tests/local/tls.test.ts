@@ -239,6 +239,26 @@ test("Redis over TLS: the printed rediss URL works through a node's 6381, verifi
       ["PUBLISH", key, "hello"],
     ]),
   ).toEqual(["OK", "over-tls", "0"]);
+  // Debian's redis-cli as the README shows it (--tls --cacert), the password in its environment.
+  const cli = spawnSync(
+    "redis-cli",
+    [
+      "--tls",
+      "--cacert",
+      operatorTls(state.root).caFile,
+      "-h",
+      state.nodes[2].address,
+      "-p",
+      String(PORTS.redisMasterTls),
+      "--user",
+      "app",
+      "--no-auth-warning",
+      "GET",
+      key,
+    ],
+    { encoding: "utf8", timeout: 10_000, env: { ...process.env, REDISCLI_AUTH: secrets.redis } },
+  );
+  expect([cli.status, cli.stdout.trim()]).toEqual([0, "over-tls"]);
   // The same master as 6379 (HAProxy's one redis_master section): the key is there in plain text too.
   const plainEntry = redisClient(state, secrets.redis, state.nodes[1].address);
   expect(await redisAnswers(plainEntry, [["GET", key]])).toEqual(["over-tls"]);
