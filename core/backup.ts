@@ -20,9 +20,10 @@ import { PORTS } from "./topology";
  */
 export const BACKUP_SCRIPT = "madbase-backup";
 
-/** systemd units of a server (the local runner has no systemd; tests run the scripts directly). */
+/** The backup jobs' systemd units, on every server and every local node alike. */
 export const BACKUP_UNITS = [
   "madbase-pg-backup@.service",
+  "madbase-pg-backup-first.timer",
   "madbase-pg-backup-full.timer",
   "madbase-pg-backup-diff.timer",
   "madbase-redis-snapshot.service",
@@ -31,8 +32,8 @@ export const BACKUP_UNITS = [
   "madbase-pg-metrics.timer",
 ] as const;
 /**
- * The timers to enable: weekly full and daily differential PostgreSQL backups, hourly Redis
- * snapshots, and the backup metrics every minute.
+ * The timers to enable: the first PostgreSQL backup until there is one, weekly full and daily
+ * differential ones, hourly Redis snapshots, and the backup metrics every 30 s.
  */
 export const BACKUP_TIMERS = BACKUP_UNITS.filter((u) => u.endsWith(".timer"));
 
@@ -45,6 +46,13 @@ export const BACKUP_SCHEDULE = {
   full: { onCalendar: "Sun *-*-* 01:15:00 UTC", periodHours: 7 * 24 },
   diff: { onCalendar: "Mon..Sat *-*-* 01:15:00 UTC", periodHours: 24 },
 } as const;
+/**
+ * How soon after boot, and how often after that, every node runs `madbase-backup pg first` (a full
+ * backup on the leader while the repository holds none). Soon enough that a first backup skipped at
+ * first boot (leadership moved, store down) comes within minutes; a run on a cluster that has a
+ * backup is one `pgbackrest info`, which pg-metrics runs every 30 s anyway.
+ */
+export const FIRST_BACKUP_TIMER = { bootDelaySeconds: 60, intervalSeconds: 600 } as const;
 /** How late a scheduled backup may finish (it runs, a slow store, a retry the next day for a missed full one). */
 export const BACKUP_GRACE_HOURS = 6;
 
@@ -175,6 +183,7 @@ function backupModel(input: NodeRenderInput) {
     bgsaveWaitSeconds: BGSAVE_WAIT_SECONDS,
     s3Host: backup.port ? `${backup.endpoint}:${backup.port}` : backup.endpoint,
     schedule: BACKUP_SCHEDULE,
+    firstBackup: FIRST_BACKUP_TIMER,
     metricsFile: BACKUP_METRICS_FILE,
     metricsInterval: BACKUP_METRICS_INTERVAL_SECONDS,
     metrics: BACKUP_METRICS,

@@ -291,11 +291,13 @@ export function refreshedFiles(input: NodeRenderInput, files: RenderedNode): Ref
       own(name, `svc try-restart ${EXPORTER_SERVICES[name]}`),
     ),
     ...Object.values(backup),
-    // A changed schedule counts once systemd reloaded the units and the timer restarted.
+    // A changed schedule counts once systemd reloaded the units and the timer restarted; a timer
+    // new to a running node (one its first boot did not know) is enabled and started, as first boot
+    // enables every one.
     ...renderBackupUnits(input).map((u) => ({
       ...u,
       after: u.path.endsWith(".timer")
-        ? `svc daemon-reload units && svc try-restart ${path.posix.basename(u.path)}`
+        ? `svc daemon-reload units && svc start ${path.posix.basename(u.path)} && svc try-restart ${path.posix.basename(u.path)}`
         : "svc daemon-reload units",
     })),
     ...nodeScripts(input.paths)

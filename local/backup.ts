@@ -22,7 +22,11 @@ const SERVER = serverPaths();
 /** The script on every node (/usr/local/sbin/madbase-backup). */
 export const BACKUP_SCRIPT_PATH = `${SERVER.scriptDir}/madbase-backup`;
 /** The pgBackRest jobs of a server (first boot starts `full` once; the timers start both). */
-export const PG_BACKUP_UNITS = ["madbase-pg-backup@full.service", "madbase-pg-backup@diff.service"];
+export const PG_BACKUP_UNITS = [
+  "madbase-pg-backup@first.service",
+  "madbase-pg-backup@full.service",
+  "madbase-pg-backup@diff.service",
+];
 
 export interface ScriptRun {
   code: number | null;

@@ -142,7 +142,7 @@ else
     if [ "$foreign" = 0 ]; then
       say "stanza $CLUSTER ready; starting the first full backup"
       step="starting the first full backup"
-      systemctl start --no-block madbase-pg-backup@full.service
+      systemctl start --no-block madbase-pg-backup@first.service
     fi
   fi
 fi

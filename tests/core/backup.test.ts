@@ -64,8 +64,9 @@ test("the script holds no secret; the environment file holds exactly the ones th
   expect(backupFiles["backup.env"].content).not.toContain(secrets.postgresSuperuser);
 });
 
-test("every node enables the weekly full, daily diff and hourly Redis timers", () => {
+test("every node enables the first-backup, weekly full, daily diff, hourly Redis and metrics timers", () => {
   expect(BACKUP_TIMERS).toEqual([
+    "madbase-pg-backup-first.timer",
     "madbase-pg-backup-full.timer",
     "madbase-pg-backup-diff.timer",
     "madbase-redis-snapshot.timer",

@@ -358,7 +358,7 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
     }
   }
 
-  it("on a founding node: mounts the volume, starts every daemon, waits for them, creates the stanza, starts a full backup, then writes the ready marker", () => {
+  it("on a founding node: mounts the volume, starts every daemon, waits for them, creates the stanza, starts the first backup, then writes the ready marker", () => {
     const b = boot(0);
     expect([b.code, b.failed]).toEqual([0, undefined]);
     expect(b.calls).toContain("systemctl enable etcd patroni redis-server redis-sentinel");
@@ -366,7 +366,7 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
     expect(b.calls).toContain("usermod -a -G ssl-cert etcd");
     expect(b.calls).toContain("systemctl restart --no-block etcd patroni redis-server redis-sentinel");
     expect(b.calls).toContain(
-      "systemctl enable --now madbase-pg-backup-full.timer madbase-pg-backup-diff.timer madbase-redis-snapshot.timer madbase-pg-metrics.timer",
+      "systemctl enable --now madbase-pg-backup-first.timer madbase-pg-backup-full.timer madbase-pg-backup-diff.timer madbase-redis-snapshot.timer madbase-pg-metrics.timer",
     );
     expectInOrder(b.calls.join("\n"), [
       // The metadata guard before anything else runs.
@@ -379,7 +379,7 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
       "systemctl restart --no-block etcd patroni",
       "curl",
       "runuser -u postgres -- pgbackrest --config=/etc/pgbackrest.conf --stanza=madbase-prod --log-level-console=warn stanza-create",
-      "systemctl start --no-block madbase-pg-backup@full.service",
+      "systemctl start --no-block madbase-pg-backup@first.service",
     ]);
     expect(b.ready).toMatch(/^ready_at=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\njoining=0\n$/);
   });
@@ -389,7 +389,7 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
     expect([b.code, b.failed]).toEqual([0, undefined]);
     expect(b.output).toContain("PostgreSQL runs here as the primary");
     expect(b.calls.filter((c) => /stanza-create/.test(c))).toHaveLength(1);
-    expect(b.calls).toContain("systemctl start --no-block madbase-pg-backup@full.service");
+    expect(b.calls).toContain("systemctl start --no-block madbase-pg-backup@first.service");
   });
 
   it("leaves a repository that holds another cluster's stanza alone: a warning, no first backup, and the node still comes up", () => {
@@ -398,7 +398,7 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
     });
     expect([b.code, b.failed]).toEqual([0, undefined]);
     expect(b.output).toContain("WARNING: the backup repository holds another cluster's stanza madbase-prod");
-    expect(b.calls.filter((c) => /madbase-pg-backup@full/.test(c))).toEqual([]);
+    expect(b.calls.filter((c) => /madbase-pg-backup@first/.test(c))).toEqual([]);
     expect(b.ready).toContain("joining=0");
   });
 
@@ -413,7 +413,7 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
   it("on a replica: no stanza, no backup", () => {
     const b = boot(1, { primary: false });
     expect(b.code).toBe(0);
-    expect(b.calls.filter((c) => /stanza-create|madbase-pg-backup@full/.test(c))).toEqual([]);
+    expect(b.calls.filter((c) => /stanza-create|madbase-pg-backup@first/.test(c))).toEqual([]);
     expect(b.ready).toContain("joining=0");
   });
 

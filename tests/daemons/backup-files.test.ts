@@ -10,6 +10,7 @@ import * as path from "node:path";
 import {
   BACKUP_SCRIPT,
   BACKUP_UNITS,
+  FIRST_BACKUP_TIMER,
   describeCluster,
   parseSettings,
   renderBackupFiles,
@@ -97,4 +98,20 @@ test("the timers fire weekly (full), on the other six days (diff) and hourly (Re
     new Set(["Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]),
   );
   expect(days(blocks[2]).every((d) => d.endsWith(":40"))).toBe(true);
+});
+
+test("the first-backup timer runs `madbase-backup pg first` a minute after boot and every 10 minutes", async () => {
+  const timer = fs.readFileSync(path.join(unitDir, "madbase-pg-backup-first.timer"), "utf8");
+  expect(timer).toMatch(/^Unit=madbase-pg-backup@first\.service$/m);
+  const span = async (key: string) => {
+    const value = new RegExp(`^${key}=(.*)$`, "m").exec(timer)![1];
+    const r = await run(["systemd-analyze", "timespan", value]);
+    expect([key, r.code]).toEqual([key, 0]);
+    return Number(/μs: (\d+)/.exec(r.stdout)![1]) / 1e6;
+  };
+  expect(await span("OnBootSec")).toBe(FIRST_BACKUP_TIMER.bootDelaySeconds);
+  expect(await span("OnUnitActiveSec")).toBe(FIRST_BACKUP_TIMER.intervalSeconds);
+  // The template unit hands the instance name to the script: `pg first`.
+  const service = fs.readFileSync(path.join(unitDir, "madbase-pg-backup@.service"), "utf8");
+  expect(service).toMatch(new RegExp(`^ExecStart=${work}/madbase-backup pg %i$`, "m"));
 });

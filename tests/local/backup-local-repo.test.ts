@@ -4,13 +4,14 @@
  * and takes a full backup there; `backup-pg` / `backup-redis` run every node's script over SSH
  * (only the leader and the Redis master act); with `--backup-dir` outside the cluster's directory
  * the backups outlive `down`, and `up --restore latest` (restoreCluster once the fresh cluster is
- * healthy) and `restore-redis` bring the data back. (The CLI only parses arguments around these calls.)
+ * healthy) and `restore-redis` bring the data back; `pg first` (the first-backup timer's job) backs
+ * up only a repository that holds no backup. (The CLI only parses arguments around these calls.)
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { PORTS } from "../../core";
 import { UpResult, backupHostDir, down, up } from "../../local/cluster";
-import { replicaMethod, restoreCluster, waitBackupJobs } from "../../local/backup";
+import { onNode, replicaMethod, restoreCluster, waitBackupJobs } from "../../local/backup";
 import { backupOnEveryNode, restoreRedis } from "../../local/backup-ops";
 import { address, redisClient, sql, testLocation } from "./harness";
 
@@ -55,6 +56,13 @@ test("first boot's full backup lands in the backup directory; replicas come from
   for (const n of cluster.state.nodes.filter((x) => x.name !== cluster.health.leader)) {
     expect(["pgbackrest", "basebackup"]).toContain(await replicaMethod(cluster.state, n.name));
   }
+  // What the first-backup timer runs on every node: with a backup in the repository, nothing.
+  const first = await backupOnEveryNode(loc, ["pg", "first"]);
+  expect(first.map((r) => [r.node, r.code])).toEqual(cluster.state.nodes.map((n) => [n.name, 0]));
+  expect(
+    first.filter((r) => /already has a backup in .*"label":"\d{8}-\d{6}F"/.test(r.output)).map((r) => r.node),
+  ).toEqual([cluster.health.leader]);
+  expect(fs.readdirSync(sets).filter((f) => /^\d{8}-\d{6}F$/.test(f))).toHaveLength(1);
 }, 360_000);
 
 test("every node runs the backups; the leader backs up and the Redis master ships its snapshot, into the backup directory", async () => {
@@ -111,3 +119,23 @@ test("after down, up --restore latest and restore-redis bring the data back from
   expect(await redis.get("kept")).toBe("yes");
   await redis.quit();
 }, 900_000);
+
+test("a leader that finds no backup in the repository (an emptied store) takes the first one when the timer's job runs", async () => {
+  const { state } = cluster;
+  // The test runs the timer's job itself: the timer must not start a second one beside it.
+  for (const n of state.nodes) {
+    const r = await onNode(state, n.name, "systemctl stop madbase-pg-backup-first.timer", { timeoutMs: 30_000 });
+    expect([n.name, r.code]).toEqual([n.name, 0]);
+  }
+  await waitBackupJobs(state, 300_000);
+  const repo = path.join(backupHostDir(loc.root, backupDir), "pgbackrest");
+  for (const d of fs.readdirSync(repo)) fs.rmSync(path.join(repo, d), { recursive: true, force: true });
+  const first = await backupOnEveryNode(loc, ["pg", "first"]);
+  expect(first.map((r) => [r.node, r.code])).toEqual(state.nodes.map((n) => [n.name, 0]));
+  const leader = first.filter((r) => /has no backup in .* yet: taking the first, a full one/.test(r.output));
+  expect(leader).toHaveLength(1);
+  expect(first.filter((r) => /is not the leader/.test(r.output))).toHaveLength(state.nodes.length - 1);
+  expect(leader[0].output).toMatch(/full backup of madbase-prod done: "label":"\d{8}-\d{6}F"/);
+  const sets = path.join(repo, "backup", state.clusterName);
+  expect(fs.readdirSync(sets).filter((f) => /^\d{8}-\d{6}F$/.test(f))).toHaveLength(1);
+}, 360_000);

@@ -86,7 +86,7 @@ describe("prod with S3 keys", () => {
       expect(writtenFiles(userData).map((f) => f.path)).toContain("/usr/local/sbin/madbase-backup");
       // madbase-first-boot enables and starts these timers (node.env's BACKUP_TIMERS).
       expect(expandUserData(userData)).toContain(
-        'BACKUP_TIMERS="madbase-pg-backup-full.timer madbase-pg-backup-diff.timer madbase-redis-snapshot.timer madbase-pg-metrics.timer"',
+        'BACKUP_TIMERS="madbase-pg-backup-first.timer madbase-pg-backup-full.timer madbase-pg-backup-diff.timer madbase-redis-snapshot.timer madbase-pg-metrics.timer"',
       );
     }
   });
