@@ -8,7 +8,8 @@
  * tests/local/alerts.test.ts loads it into a real Prometheus scraping booted nodes.
  *
  * Every rule names only metrics the Debian exporters, Patroni, HAProxy and etcd really export (or
- * the backup textfile, core/backup.ts BACKUP_METRICS), with the labels the rendered prometheus.yml
+ * the textfiles of the backup and certificate jobs, core/backup.ts BACKUP_METRICS and core/tls.ts
+ * TLS_METRICS), with the labels the rendered prometheus.yml
  * gives them: `cluster`, `node`, and the job `<cluster>-<job>`.
  */
 import * as yaml from "js-yaml";
@@ -26,6 +27,15 @@ import { ConfigError } from "./errors";
 import type { ClusterOptions } from "./model";
 import { CONFIG_NAMESPACE, StackSettings } from "./settings";
 import { NodePaths, serverPaths } from "./paths";
+import {
+  CA_CERT_ALERT_DAYS,
+  CERT_CRITICAL_DAYS,
+  NODE_CERT_ALERT_DAYS,
+  NODE_EARLY_RENEWAL_HOURS,
+  TLS_METRICS,
+  TLS_METRICS_FILE,
+  TLS_METRICS_INTERVAL_SECONDS,
+} from "./tls";
 import { Topology } from "./topology";
 
 export type Severity = "critical" | "warning" | "info";
@@ -33,7 +43,7 @@ export type Severity = "critical" | "warning" | "info";
 export interface AlertRule {
   alert: string;
   /** Which group of the file (one per daemon family). */
-  group: "postgres" | "pgbouncer" | "backup" | "disk" | "etcd" | "redis" | "haproxy" | "exporters";
+  group: "postgres" | "pgbouncer" | "backup" | "disk" | "etcd" | "redis" | "haproxy" | "tls" | "exporters";
   expr: string;
   forSeconds: number;
   severity: Severity;
@@ -94,6 +104,10 @@ export function alertThresholds(topology: Topology, options: ClusterOptions, opt
     fullBackupMaxAge: hours(BACKUP_SCHEDULE.full.periodHours + BACKUP_GRACE_HOURS),
     diffBackupMaxAge: hours(BACKUP_SCHEDULE.diff.periodHours + BACKUP_GRACE_HOURS),
     metricsStale: 3 * BACKUP_METRICS_INTERVAL_SECONDS,
+    nodeCertLeft: NODE_CERT_ALERT_DAYS * 86400,
+    caCertLeft: CA_CERT_ALERT_DAYS * 86400,
+    certCriticalLeft: CERT_CRITICAL_DAYS * 86400,
+    tlsMetricsStale: 3 * TLS_METRICS_INTERVAL_SECONDS,
     paused: SCALE_STEP_PAUSE_SECONDS + 60,
     exporterDown: Math.max(60, 4 * scrape),
     poolWait: POOL_WAIT_ALERT_SECONDS,
@@ -399,6 +413,49 @@ export function alertRules(topology: Topology, options: ClusterOptions, opts: Al
     forSeconds: 2 * t.failover,
     severity: "critical",
     summary: `HAProxy on {{ $labels.node }} has no server UP in {{ $labels.proxy }}: clients of that port are refused. Check the stats page (:7000) and the daemons behind it.`,
+  });
+
+  // ---- TLS certificates (madbase-tls-metrics' textfile, core/tls.ts TLS_METRICS)
+  const certEnd = (cert: string) => `${TLS_METRICS.notAfter}${sel("node", cert ? `certificate="${cert}"` : "")}`;
+  add({
+    alert: "TlsNodeCertificateExpiring",
+    group: "tls",
+    expr: `${certEnd("node")} - time() < ${t.nodeCertLeft}`,
+    forSeconds: 3600,
+    severity: "warning",
+    summary: `The TLS certificate of {{ $labels.node }} ends in less than ${NODE_CERT_ALERT_DAYS} days: a \`pulumi up\` renews a node's certificate in its last ${NODE_EARLY_RENEWAL_HOURS / 24} days, and none has run since. Run \`pulumi up\` (config-refresh installs the new one, one node at a time).`,
+  });
+  add({
+    alert: "TlsCaCertificateExpiring",
+    group: "tls",
+    expr: `min by (cluster) (${certEnd("ca")}) - time() < ${t.caCertLeft}`,
+    forSeconds: 3600,
+    severity: "warning",
+    summary: `The CA of ${C} ends in less than ${CA_CERT_ALERT_DAYS} days, and it is not renewed in place: plan a new stack and restore into it (README, Rotation).`,
+  });
+  add({
+    alert: "TlsCertificateEndsThisWeek",
+    group: "tls",
+    expr: `${certEnd("")} - time() < ${t.certCriticalLeft}`,
+    forSeconds: 600,
+    severity: "critical",
+    summary: `The {{ $labels.certificate }} certificate on {{ $labels.node }} ends within ${CERT_CRITICAL_DAYS} days: then etcd, Patroni, PostgreSQL, PgBouncer and HAProxy refuse it and ${C} stops. Renew it now (README, Rotation).`,
+  });
+  add({
+    alert: "TlsCertificateUnreadable",
+    group: "tls",
+    expr: `${TLS_METRICS.readable}${node} == 0`,
+    forSeconds: 600,
+    severity: "warning",
+    summary: `{{ $labels.node }} cannot read its {{ $labels.certificate }} certificate: its end is unknown, and the daemons may fail to start. On it: \`openssl x509 -noout -enddate -in\` the file (${paths.tls.caCert}, ${paths.tls.cert}).`,
+  });
+  add({
+    alert: "TlsMetricsMissing",
+    group: "tls",
+    expr: `(up${node} == 1 unless ${onNode} ${TLS_METRICS.collected}${node}) or time() - ${TLS_METRICS.collected}${node} > ${t.tlsMetricsStale}`,
+    forSeconds: t.tlsMetricsStale,
+    severity: "warning",
+    summary: `{{ $labels.node }} has not written ${TLS_METRICS_FILE} for ${t.tlsMetricsStale} s: its certificate ends are unknown. On it: \`systemctl status madbase-tls-metrics.timer\`, \`journalctl -u madbase-tls-metrics\`.`,
   });
 
   // ---- The exporters themselves (Patroni and etcd are members: their own rules above)

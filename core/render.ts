@@ -31,7 +31,7 @@ import {
   poolerAuthSql,
 } from "./pooler";
 import { APP_DATABASE, ClusterSecrets, REDIS_USERS, USERS, checkSecrets } from "./secrets";
-import { ClusterTls, nodeTls } from "./tls";
+import { ClusterTls, TLS_METRICS_CERTIFICATES, TLS_METRICS_FILE, TLS_METRICS_INTERVAL_SECONDS, nodeTls } from "./tls";
 import { NodeSpec, PORTS, Topology, possibleNodeAddresses } from "./topology";
 
 import type { ClusterOptions, NodeRenderInput, RenderedNode } from "./model";
@@ -40,6 +40,11 @@ import type { ClusterOptions, NodeRenderInput, RenderedNode } from "./model";
 export const FIRST_BOOT_SCRIPT = "madbase-first-boot";
 export const REDIS_FOLLOW_SCRIPT = "madbase-redis-follow";
 export const MOUNT_VOLUME_SCRIPT = "madbase-mount-volume";
+export const TLS_METRICS_SCRIPT = "madbase-tls-metrics";
+/** The job that writes TLS_METRICS_FILE, and its timer (every node). */
+export const TLS_METRICS_UNITS = ["madbase-tls-metrics.service", "madbase-tls-metrics.timer"] as const;
+/** Every timer a node's first boot enables: the backup jobs' (they act only where this node leads) and the certificate ends'. */
+export const NODE_TIMERS = [...BACKUP_TIMERS, "madbase-tls-metrics.timer"] as const;
 
 /** The units a first boot starts only on a node that creates the cluster (node-join starts them otherwise). */
 export const CLUSTER_UNITS = ["etcd", "patroni", "redis-server", "redis-sentinel"] as const;
@@ -95,6 +100,27 @@ export function tlsFiles(input: NodeRenderInput): { path: string; owner: string;
   ];
 }
 
+/** The systemd units that report the node's certificate ends (core/tls.ts TLS_METRICS). */
+export function renderTlsMetricsUnits(
+  input: NodeRenderInput,
+): { path: string; owner: string; mode: string; content: string }[] {
+  const { tls, scriptDir } = input.paths;
+  const files: Record<(typeof TLS_METRICS_CERTIFICATES)[number], string> = { ca: tls.caCert, node: tls.cert };
+  const m = {
+    nodeName: input.node.name,
+    script: path.posix.join(scriptDir, TLS_METRICS_SCRIPT),
+    metricsFile: TLS_METRICS_FILE,
+    interval: TLS_METRICS_INTERVAL_SECONDS,
+    certificates: TLS_METRICS_CERTIFICATES.map((name) => ({ name, file: files[name] })),
+  };
+  return TLS_METRICS_UNITS.map((unit) => ({
+    path: `/etc/systemd/system/${unit}`,
+    owner: "root:root",
+    mode: "0644",
+    content: template(`systemd/${unit}`)(m),
+  }));
+}
+
 /** The shell variable config-refresh (templates/scripts/config-refresh.sh.hbs) sets when a certificate file changed. */
 const TLS_RELOAD_FLAG = "tls_changed";
 
@@ -105,7 +131,8 @@ const TLS_RELOAD_FLAG = "tls_changed";
  */
 export function tlsReloadCommand(paths: NodePaths): string {
   const psql = `runuser -u postgres -- psql -h ${paths.pgSocketDir} -p ${PORTS.postgres} -d postgres -Atqc 'SELECT pg_reload_conf()' >/dev/null`;
-  return `svc reload patroni && svc reload haproxy && svc reload pgbouncer && ${psql}`;
+  // The certificate-end metrics follow at once, so an expiry alert clears with the renewal.
+  return `svc reload patroni && svc reload haproxy && svc reload pgbouncer && ${psql} && svc restart ${TLS_METRICS_UNITS[0]}`;
 }
 
 /** The lag a replica may have and still serve reads through 5434. */
@@ -232,7 +259,7 @@ export function renderNodeEnv(input: NodeRenderInput): string {
     waitSeconds: FIRST_BOOT_WAIT_SECONDS,
     clusterUnits: CLUSTER_UNITS.join(" "),
     edgeUnits: EDGE_UNITS.join(" "),
-    backupTimers: BACKUP_TIMERS.join(" "),
+    nodeTimers: NODE_TIMERS.join(" "),
   });
 }
 
@@ -242,6 +269,7 @@ function nodeScripts(paths: NodePaths): { path: string; content: string }[] {
     [MOUNT_VOLUME_SCRIPT, plainScript("mount-volume.sh")],
     [FIRST_BOOT_SCRIPT, plainScript("first-boot.sh")],
     [REDIS_FOLLOW_SCRIPT, plainScript("redis-follow.sh")],
+    [TLS_METRICS_SCRIPT, plainScript("tls-metrics.sh")],
   ].map(([name, content]) => ({ path: path.posix.join(paths.scriptDir, name), content }));
 }
 
@@ -291,18 +319,12 @@ export function refreshedFiles(input: NodeRenderInput, files: RenderedNode): Ref
       own(name, `svc try-restart ${EXPORTER_SERVICES[name]}`),
     ),
     ...Object.values(backup),
-    // A changed schedule counts once systemd reloaded the units and the timer restarted; a timer
-    // new to a running node (one its first boot did not know) is enabled and started, as first boot
-    // enables every one.
-    ...renderBackupUnits(input).map((u) => ({
-      ...u,
-      after: u.path.endsWith(".timer")
-        ? `svc daemon-reload units && svc start ${path.posix.basename(u.path)} && svc try-restart ${path.posix.basename(u.path)}`
-        : "svc daemon-reload units",
-    })),
+    ...renderBackupUnits(input).map(refreshedUnit),
     ...nodeScripts(input.paths)
       .filter((f) => !f.path.endsWith(FIRST_BOOT_SCRIPT))
       .map((f) => ({ ...f, owner: "root:root", mode: "0755" })),
+    // After the scripts: a timer started on a node booted long ago may fire at once.
+    ...renderTlsMetricsUnits(input).map(refreshedUnit),
     // A renewed certificate (README, Rotation): config-refresh reloads once all three are in place
     // (TLS_RELOAD_FLAG), so no daemon ever loads a certificate with the other key.
     ...tlsFiles(input).map((f) => ({ ...f, after: `${TLS_RELOAD_FLAG}=1` })),
@@ -315,6 +337,21 @@ export function refreshedFiles(input: NodeRenderInput, files: RenderedNode): Ref
       after: "svc start nftables && svc reload nftables",
     },
   ];
+}
+
+/**
+ * A unit file config-refresh keeps: systemd rereads it; a changed timer restarts so its schedule
+ * counts, and a timer new to a running node (one its first boot did not know) is enabled and
+ * started, as first boot enables every one.
+ */
+function refreshedUnit(u: { path: string; owner: string; mode: string; content: string }): RefreshedFile {
+  const unit = path.posix.basename(u.path);
+  return {
+    ...u,
+    after: unit.endsWith(".timer")
+      ? `svc daemon-reload units && svc start ${unit} && svc try-restart ${unit}`
+      : "svc daemon-reload units",
+  };
 }
 
 /** Redis shares the node with PostgreSQL: an eighth of memory, at least 64 MB. */
@@ -343,6 +380,7 @@ function bundledFiles(input: NodeRenderInput, files: RenderedNode): BundledFile[
     ...nodeScripts(input.paths).map((f) => ({ ...f, owner: "root:root", mode: "0755" })),
     ...Object.values(renderBackupFiles(input)),
     ...renderBackupUnits(input),
+    ...renderTlsMetricsUnits(input),
     ...Object.entries(FILE_OWNERSHIP).map(([name, own]) => ({
       path: input.paths.config[name as keyof typeof FILE_OWNERSHIP],
       ...own,

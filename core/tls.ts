@@ -19,6 +19,32 @@ export const CA_VALIDITY_HOURS = 10 * 365 * 24;
 export const NODE_VALIDITY_HOURS = 2 * 365 * 24;
 export const NODE_EARLY_RENEWAL_HOURS = 30 * 24;
 
+/**
+ * Certificate ends, for node exporter's textfile collector: `madbase-tls-metrics` (on every node, by
+ * its timer and after config-refresh installs a renewed certificate) writes each certificate's
+ * notAfter here, and the alert rules (core/alerts.ts) warn before one ends.
+ */
+export const TLS_METRICS_FILE = "/var/lib/prometheus/node-exporter/madbase-tls.prom";
+/** Often enough that an alert follows a renewal within minutes; each run is two `openssl x509`. */
+export const TLS_METRICS_INTERVAL_SECONDS = 900;
+/** The metrics that file holds (templates/scripts/tls-metrics.sh writes them; the tests hold both to these names). */
+export const TLS_METRICS = {
+  notAfter: "madbase_tls_certificate_not_after_timestamp_seconds",
+  readable: "madbase_tls_certificate_readable",
+  collected: "madbase_tls_metrics_timestamp_seconds",
+} as const;
+/** The certificates every node reports, by the `certificate` label: the CA's and its own. */
+export const TLS_METRICS_CERTIFICATES = ["ca", "node"] as const;
+/**
+ * When the node certificate's alert warns: a `pulumi up` renews it in its last
+ * NODE_EARLY_RENEWAL_HOURS (30 days), so 21 days left means nobody ran one for 9 days of that
+ * window. The CA is not renewed in place (README, Rotation): a new stack takes planning, so months.
+ */
+export const NODE_CERT_ALERT_DAYS = 21;
+export const CA_CERT_ALERT_DAYS = 180;
+/** Any certificate this close to its end is an emergency: past it etcd, Patroni, PostgreSQL and HAProxy refuse it. */
+export const CERT_CRITICAL_DAYS = 7;
+
 /** Key usages, by @pulumi/tls's names (`allowedUses`); TLS_USAGE_OPENSSL maps them for openssl. */
 export type TlsUsage =
   "cert_signing" | "crl_signing" | "digital_signature" | "key_encipherment" | "server_auth" | "client_auth";

@@ -62,15 +62,15 @@ systemctl disable --now postgresql.service >/dev/null 2>&1 || true
 # Debian's default files): this script decides what runs, restarting what it keeps.
 # They bind the private address, which may come a moment later: systemd retries them (drop-ins),
 # and this script waits for them below instead of failing on the first try.
-step="starting HAProxy, the exporters and the backup timers"
+step="starting HAProxy, the exporters and the timers"
 # shellcheck disable=SC2086 # word lists
 systemctl enable $EDGE_UNITS
 # shellcheck disable=SC2086
 systemctl restart --no-block $EDGE_UNITS
-# The timers act only where this node leads, so a joining node has them too (node-join does not
-# start them, and it may lead one day).
+# The backup timers act only where this node leads, so a joining node has them too (node-join does
+# not start them, and it may lead one day); the certificate-end metrics are every node's.
 # shellcheck disable=SC2086
-systemctl enable --now $BACKUP_TIMERS
+systemctl enable --now $NODE_TIMERS
 deadline=$((SECONDS + WAIT_SECONDS))
 
 if [ "$JOINING" = 1 ]; then

@@ -72,8 +72,8 @@ test("every node enables the first-backup, weekly full, daily diff, hourly Redis
     "madbase-redis-snapshot.timer",
     "madbase-pg-metrics.timer",
   ]);
-  // madbase-first-boot runs `systemctl enable --now $BACKUP_TIMERS` on every node.
-  expect(nodeEnv.BACKUP_TIMERS).toBe(BACKUP_TIMERS.join(" "));
+  // madbase-first-boot runs `systemctl enable --now $NODE_TIMERS` on every node: these and the certificate ends'.
+  expect(nodeEnv.NODE_TIMERS).toBe([...BACKUP_TIMERS, "madbase-tls-metrics.timer"].join(" "));
   expect(written["/etc/systemd/system/madbase-pg-backup@.service"].content).toMatch(/^User=postgres$/m);
   expect(written["/etc/systemd/system/madbase-redis-snapshot.service"].content).toMatch(/^User=redis$/m);
 });

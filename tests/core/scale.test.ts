@@ -366,7 +366,7 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
     expect(b.calls).toContain("usermod -a -G ssl-cert etcd");
     expect(b.calls).toContain("systemctl restart --no-block etcd patroni redis-server redis-sentinel");
     expect(b.calls).toContain(
-      "systemctl enable --now madbase-pg-backup-first.timer madbase-pg-backup-full.timer madbase-pg-backup-diff.timer madbase-redis-snapshot.timer madbase-pg-metrics.timer",
+      "systemctl enable --now madbase-pg-backup-first.timer madbase-pg-backup-full.timer madbase-pg-backup-diff.timer madbase-redis-snapshot.timer madbase-pg-metrics.timer madbase-tls-metrics.timer",
     );
     expectInOrder(b.calls.join("\n"), [
       // The metadata guard before anything else runs.

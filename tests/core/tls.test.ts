@@ -8,8 +8,12 @@ import * as os from "node:os";
 import * as path from "node:path";
 import * as yaml from "js-yaml";
 import {
+  CA_CERT_ALERT_DAYS,
   CA_VALIDITY_HOURS,
+  CERT_CRITICAL_DAYS,
   ConfigError,
+  NODE_CERT_ALERT_DAYS,
+  NODE_EARLY_RENEWAL_HOURS,
   NODE_VALIDITY_HOURS,
   buildTopology,
   caCertificateSpec,
@@ -200,4 +204,12 @@ test("Patroni takes unsafe calls from loopback and a stack's node addresses only
     cafile: serverPaths().tls.caCert,
   });
   expect(patroni.restapi.allowlist).not.toContain("10.42.1.0/24");
+});
+
+test("the expiry alerts come after a renewal had its chance, and before the end leaves no time to act", () => {
+  // Inside the window in which `pulumi up` renews a node's certificate, never before it opens.
+  expect(NODE_CERT_ALERT_DAYS).toBeLessThan(NODE_EARLY_RENEWAL_HOURS / 24);
+  expect(NODE_CERT_ALERT_DAYS - CERT_CRITICAL_DAYS).toBeGreaterThanOrEqual(7);
+  expect(CA_CERT_ALERT_DAYS).toBeGreaterThan(NODE_CERT_ALERT_DAYS);
+  expect(CA_CERT_ALERT_DAYS * 24).toBeLessThan(CA_VALIDITY_HOURS);
 });

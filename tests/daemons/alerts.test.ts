@@ -14,6 +14,7 @@ import {
   AlertRule,
   BACKUP_METRICS,
   SCALE_STEP_PAUSE_SECONDS,
+  TLS_METRICS,
   alertRules,
   alertThresholds,
   archivingDecision,
@@ -461,6 +462,90 @@ const CASES: Record<string, (c: Ctx) => Case> = {
     return {
       fire: { at, series: [[ser("up", labels), step(1, 0, 2, N)]], alerts: [labels] },
       healthy: { at, series: [[ser("up", labels), flat(1, N)]] },
+    };
+  },
+  TlsNodeCertificateExpiring: ({ n, L, t }) => {
+    const interval = 300;
+    const at = 3600 + 900;
+    const N = at / interval + 2;
+    const labels = L("node", n[1], { certificate: "node" });
+    // A certificate of n[1] one day inside the warning, every other node's well outside it.
+    const s = (left: number): [string, string][] => [
+      [ser(TLS_METRICS.notAfter, labels), flat(at + left, N)],
+      [ser(TLS_METRICS.notAfter, L("node", n[0], { certificate: "node" })), flat(at + t.nodeCertLeft + 86400 * 300, N)],
+    ];
+    return {
+      fire: { at, interval, series: s(t.nodeCertLeft - 86400), alerts: [labels] },
+      healthy: { at, interval, series: s(t.nodeCertLeft + 86400) },
+    };
+  },
+  TlsCaCertificateExpiring: ({ n, L, C, t }) => {
+    const interval = 300;
+    const at = 3600 + 900;
+    const N = at / interval + 2;
+    const s = (left: number): [string, string][] =>
+      n.map((x) => [ser(TLS_METRICS.notAfter, L("node", x, { certificate: "ca" })), flat(at + left, N)]);
+    return {
+      fire: { at, interval, series: s(t.caCertLeft - 86400), alerts: [{ cluster: C }] },
+      healthy: { at, interval, series: s(t.caCertLeft + 86400) },
+    };
+  },
+  TlsCertificateEndsThisWeek: ({ n, L, t }) => {
+    const interval = 60;
+    const at = 1200;
+    const N = at / interval + 2;
+    const labels = L("node", n[2], { certificate: "node" });
+    return {
+      fire: {
+        at,
+        interval,
+        series: [[ser(TLS_METRICS.notAfter, labels), flat(at + t.certCriticalLeft - 3600, N)]],
+        alerts: [labels],
+      },
+      // Inside the warning's 21 days, outside this one's 7.
+      healthy: {
+        at,
+        interval,
+        series: [[ser(TLS_METRICS.notAfter, labels), flat(at + t.certCriticalLeft + 86400, N)]],
+      },
+    };
+  },
+  TlsCertificateUnreadable: ({ n, L }) => {
+    const at = 900;
+    const N = at / 15 + 2;
+    const labels = L("node", n[0], { certificate: "ca" });
+    return {
+      fire: { at, series: [[ser(TLS_METRICS.readable, labels), flat(0, N)]], alerts: [labels] },
+      healthy: { at, series: [[ser(TLS_METRICS.readable, labels), flat(1, N)]] },
+    };
+  },
+  TlsMetricsMissing: ({ n, L, t }) => {
+    const interval = 60;
+    const at = 2 * t.tlsMetricsStale + 600;
+    const N = at / interval + 2;
+    const up = n.slice(0, 3).map((x) => [ser("up", L("node", x)), flat(1, N)] as [string, string]);
+    return {
+      // n[1] never wrote the file; n[2] wrote it once, at the start.
+      fire: {
+        at,
+        interval,
+        series: [
+          ...up,
+          [ser(TLS_METRICS.collected, L("node", n[0])), rising(0, interval, N)],
+          [ser(TLS_METRICS.collected, L("node", n[2])), flat(0, N)],
+        ],
+        alerts: [L("node", n[1]), L("node", n[2])],
+      },
+      healthy: {
+        at,
+        interval,
+        series: [
+          ...up,
+          ...n
+            .slice(0, 3)
+            .map((x) => [ser(TLS_METRICS.collected, L("node", x)), rising(0, interval, N)] as [string, string]),
+        ],
+      },
     };
   },
   PostgresArchivingOff: ({ C }) => ({

@@ -15,6 +15,7 @@
  *  - rotation: a node's new pair reaches it through config-refresh, and its daemons present it.
  */
 import { spawnSync } from "node:child_process";
+import { X509Certificate } from "node:crypto";
 import Redis from "ioredis";
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -22,6 +23,8 @@ import * as path from "node:path";
 import {
   APP_DATABASE,
   PORTS,
+  TLS_METRICS,
+  TLS_METRICS_FILE,
   USERS,
   caCertificateSpec,
   entryPointName,
@@ -32,6 +35,7 @@ import {
 import { apply } from "../../local/apply";
 import { UpResult, clusterUrls, killNode, startNode, waitHealthy } from "../../local/cluster";
 import { machinePath } from "../../local/machine";
+import { parseMetrics, sampleValue } from "../../local/metrics";
 import { haproxyServers } from "../../local/probes";
 import { certPaths, issueCertificate, operatorTls } from "../../local/tls";
 import { AckWriter, missingIds } from "../../local/writer";
@@ -417,5 +421,12 @@ test("rotation: a node's new pair reaches it through config-refresh (apply), and
       encoding: "utf8",
     }).stdout.trim(),
   );
+  // The certificate-end metrics follow the renewal at once (config-refresh runs their job), so an
+  // expiry alert clears with it rather than at the timer's next run.
+  const textfile = fs.readFileSync(machinePath(node.machine, TLS_METRICS_FILE)!, "utf8");
+  const newEnd = Math.floor(
+    new Date(new X509Certificate(fs.readFileSync(certPaths(state.root, node.name).cert)).validTo).getTime() / 1000,
+  );
+  expect(sampleValue(parseMetrics(textfile), TLS_METRICS.notAfter, { certificate: "node" })).toBe(newEnd);
   expect(result.health.healthy).toBe(true);
 }, 300_000);

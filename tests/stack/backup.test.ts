@@ -84,9 +84,9 @@ describe("prod with S3 keys", () => {
     for (const server of ofType(run, "hcloud:index/server:Server")) {
       const userData = server.inputs.userData as string;
       expect(writtenFiles(userData).map((f) => f.path)).toContain("/usr/local/sbin/madbase-backup");
-      // madbase-first-boot enables and starts these timers (node.env's BACKUP_TIMERS).
+      // madbase-first-boot enables and starts these timers (node.env's NODE_TIMERS).
       expect(expandUserData(userData)).toContain(
-        'BACKUP_TIMERS="madbase-pg-backup-first.timer madbase-pg-backup-full.timer madbase-pg-backup-diff.timer madbase-redis-snapshot.timer madbase-pg-metrics.timer"',
+        'NODE_TIMERS="madbase-pg-backup-first.timer madbase-pg-backup-full.timer madbase-pg-backup-diff.timer madbase-redis-snapshot.timer madbase-pg-metrics.timer madbase-tls-metrics.timer"',
       );
     }
   });
