@@ -9,6 +9,7 @@
  */
 import * as path from "node:path";
 import type { BackupTarget, NodeRenderInput } from "./model";
+import { NODE_EXPORTER_TEXTFILE_DIR } from "./paths";
 import { REDIS_USERS } from "./secrets";
 import { template } from "./templates";
 import { PORTS } from "./topology";
@@ -62,7 +63,7 @@ export const BACKUP_GRACE_HOURS = 6;
  * file every BACKUP_METRICS_INTERVAL_SECONDS from `pgbackrest info` and pgBackRest's archive log.
  * Debian has no pgBackRest exporter package; this is the same information on a port that is already scraped.
  */
-export const BACKUP_METRICS_FILE = "/var/lib/prometheus/node-exporter/madbase-pgbackrest.prom";
+export const BACKUP_METRICS_FILE = `${NODE_EXPORTER_TEXTFILE_DIR}/madbase-pgbackrest.prom`;
 export const BACKUP_METRICS_INTERVAL_SECONDS = 30;
 /** The metrics that file holds (names used by the alert rules and the dashboard). */
 export const BACKUP_METRICS = {

@@ -1,5 +1,11 @@
 import { POSTGRES_MAJOR } from "./packages";
 
+/**
+ * Where Debian's prometheus-node-exporter reads `*.prom` files by default (its textfile collector):
+ * the node's own jobs (backup metrics, certificate ends) write there and are served on 9100.
+ */
+export const NODE_EXPORTER_TEXTFILE_DIR = "/var/lib/prometheus/node-exporter";
+
 /** The files rendered for every node, by the name they have in a render directory. */
 export const NODE_FILES = [
   "patroni.yml",

@@ -44,7 +44,7 @@ export const TLS_METRICS_SCRIPT = "madbase-tls-metrics";
 /** The job that writes TLS_METRICS_FILE, and its timer (every node). */
 export const TLS_METRICS_UNITS = ["madbase-tls-metrics.service", "madbase-tls-metrics.timer"] as const;
 /** Every timer a node's first boot enables: the backup jobs' (they act only where this node leads) and the certificate ends'. */
-export const NODE_TIMERS = [...BACKUP_TIMERS, "madbase-tls-metrics.timer"] as const;
+export const NODE_TIMERS = [...BACKUP_TIMERS, TLS_METRICS_UNITS[1]] as const;
 
 /** The units a first boot starts only on a node that creates the cluster (node-join starts them otherwise). */
 export const CLUSTER_UNITS = ["etcd", "patroni", "redis-server", "redis-sentinel"] as const;

@@ -8,6 +8,7 @@
  * (local/tls.ts). Same algorithm, subjects, SANs, usages and lifetimes either way.
  */
 import { ConfigError } from "./errors";
+import { NODE_EXPORTER_TEXTFILE_DIR } from "./paths";
 import type { NodeSpec, Topology } from "./topology";
 
 /** ECDSA P-256: small keys and certificates (user data is capped at 32 KiB), supported by every daemon. */
@@ -24,7 +25,7 @@ export const NODE_EARLY_RENEWAL_HOURS = 30 * 24;
  * its timer and after config-refresh installs a renewed certificate) writes each certificate's
  * notAfter here, and the alert rules (core/alerts.ts) warn before one ends.
  */
-export const TLS_METRICS_FILE = "/var/lib/prometheus/node-exporter/madbase-tls.prom";
+export const TLS_METRICS_FILE = `${NODE_EXPORTER_TEXTFILE_DIR}/madbase-tls.prom`;
 /** Often enough that an alert follows a renewal within minutes; each run is two `openssl x509`. */
 export const TLS_METRICS_INTERVAL_SECONDS = 900;
 /** The metrics that file holds (templates/scripts/tls-metrics.sh writes them; the tests hold both to these names). */
