@@ -7,10 +7,8 @@ import { BackupCredentials } from "./stackConfig";
 export const PASSWORD_LENGTH = 32;
 
 export interface ClusterSecretsArgs {
-  /** S3 keys from stack config; placeholders (and a warning) when absent. */
+  /** S3 keys from stack config; placeholders when absent (WAL archiving and backups are then off). */
   backupCredentials?: BackupCredentials;
-  /** Bucket named in the warning when the keys are missing. */
-  backupBucket: string;
   /**
    * Protect the generated passwords. A replaced password would change the stack's outputs while
    * the running nodes keep the old one (their user data is never re-applied), locking clients out.
@@ -61,14 +59,11 @@ export class ClusterSecrets extends pulumi.ComponentResource {
       s3AccessKey = args.backupCredentials.accessKey;
       s3SecretKey = args.backupCredentials.secretKey;
     } else {
+      // No keys: the nodes archive nothing and their backup jobs touch no store (archivingDecision
+      // says so on every pulumi up); the placeholders only keep backup.env's shape.
       const placeholders = placeholderSecrets();
       s3AccessKey = placeholders.s3AccessKey;
       s3SecretKey = placeholders.s3SecretKey;
-      pulumi.log.warn(
-        `madbase-state:backupAccessKey and backupSecretKey are not set: the nodes get placeholder S3 keys and backups to ` +
-          `s3://${args.backupBucket} will fail. Set both with \`pulumi config set --secret\` before the first pulumi up.`,
-        this,
-      );
     }
 
     const generated = Object.fromEntries(

@@ -142,7 +142,7 @@ export class StatePillar extends pulumi.ComponentResource {
 
     this.secrets = new ClusterSecrets(
       `${name}-secrets`,
-      { backupCredentials: args.backupCredentials, backupBucket: settings.backupBucket, protect },
+      { backupCredentials: args.backupCredentials, protect },
       { parent: this },
     );
 

@@ -11,6 +11,7 @@ import * as path from "node:path";
 import type { BackupTarget, NodeRenderInput } from "./model";
 import { NODE_EXPORTER_TEXTFILE_DIR } from "./paths";
 import { REDIS_USERS } from "./secrets";
+import { CONFIG_NAMESPACE } from "./settings";
 import { template } from "./templates";
 import { PORTS } from "./topology";
 
@@ -164,6 +165,9 @@ function backupModel(input: NodeRenderInput) {
     ports: PORTS,
     redisUsers: REDIS_USERS,
     backup: { localRepoPath: "", ...backup },
+    // Off on a stack without S3 keys (archivingDecision): the backup jobs then say so and touch no store.
+    archiving: backup.archiving !== false,
+    configNamespace: CONFIG_NAMESPACE,
     scriptDir: paths.scriptDir,
     pgbackrestConf: paths.config["pgbackrest.conf"],
     patroniConf: paths.config["patroni.yml"],

@@ -37,5 +37,7 @@ export const NODE_PACKAGES = [
   // The backup scripts: s3cmd ships Redis snapshots, curl asks Patroni who leads.
   "s3cmd",
   "curl",
+  // Unpacks the user data's file bundle (core/userdata.ts) before the first boot runs.
+  "brotli",
   ...EXPORTER_PACKAGES,
 ] as const;

@@ -59,7 +59,7 @@ export interface NodePaths {
    */
   postBootstrapSql: string;
   /**
-   * The node's files as one gzipped tar in the user data (root-only), unpacked with their owners
+   * The node's files as one compressed tar in the user data (root-only), unpacked with their owners
    * and modes just before the first-boot script runs, then removed: one archive compresses the
    * files together, where one gz+b64 entry each would pass Hetzner's 32 KiB on a 7-node stack.
    */
@@ -115,7 +115,7 @@ export function serverPaths(): NodePaths {
     backupEnvFile: "/etc/madbase/backup.env",
     nodeEnvFile: "/etc/madbase/node.env",
     postBootstrapSql: "/etc/patroni/post-bootstrap.sql",
-    fileBundle: "/var/lib/madbase/first-boot-files.tar.gz",
+    fileBundle: "/var/lib/madbase/first-boot-files.tar.br",
     readyMarker: "/var/lib/madbase/ready",
     failedMarker: "/var/lib/madbase/first-boot.failed",
     firstBootLog: "/var/log/madbase-first-boot.log",

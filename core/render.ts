@@ -260,6 +260,7 @@ export function renderNodeEnv(input: NodeRenderInput): string {
     clusterUnits: CLUSTER_UNITS.join(" "),
     edgeUnits: EDGE_UNITS.join(" "),
     nodeTimers: NODE_TIMERS.join(" "),
+    archiving: input.options.backup.archiving !== false,
   });
 }
 

@@ -1,9 +1,9 @@
 /**
  * The node's files in its user data, and reading a rendered document back: the files as they land
- * on the node (gz+b64 and the file bundle unpacked). For tests and tools that check what a server
+ * on the node (gz+b64 and the Brotli file bundle unpacked). For tests and tools that check what a server
  * receives.
  */
-import { gunzipSync, gzipSync } from "node:zlib";
+import { brotliCompressSync, brotliDecompressSync, constants as zlib, gunzipSync } from "node:zlib";
 import * as yaml from "js-yaml";
 import { createTar, parseTar } from "nanotar";
 
@@ -25,13 +25,18 @@ export interface BundledFile {
   content: string;
 }
 
-/** The encoding of the bundle's write_files entry: base64 of a gzipped tar. */
+/** The encoding of the bundle's write_files entry: base64 of a Brotli-compressed tar. */
 export const BUNDLE_ENCODING = "b64";
+/** How the bundle's path ends (paths.fileBundle). */
+export const BUNDLE_SUFFIX = ".tar.br";
 
 /**
- * The files as one gzipped tar, base64-encoded (cloud-init writes it; the first boot unpacks it
- * with owners by name). Deterministic: the same files give the same bytes (mtime 0; the node
- * unpacks with --touch), so a user data that did not change does not look changed.
+ * The files as one tar, compressed with Brotli at its best (quality 11, a 16 MiB window) and
+ * base64-encoded; cloud-init writes it, the first boot unpacks it with `tar -I brotli` (the
+ * package is in NODE_PACKAGES) and owners by name. Brotli rather than gzip: the same tar comes out
+ * about an eighth smaller, 3 KiB and more of Hetzner's 32 KiB, where a 5-node stack with gzip used
+ * all but a few hundred bytes. Deterministic: the same files give the same bytes (mtime 0; the
+ * node unpacks with --touch), so a user data that did not change does not look changed.
  */
 export function bundleFiles(files: BundledFile[]): string {
   const tar = createTar(
@@ -44,12 +49,19 @@ export function bundleFiles(files: BundledFile[]): string {
       };
     }),
   );
-  return gzipSync(tar, { level: 9 }).toString("base64");
+  return brotliCompressSync(tar, {
+    params: {
+      [zlib.BROTLI_PARAM_MODE]: zlib.BROTLI_MODE_TEXT,
+      [zlib.BROTLI_PARAM_QUALITY]: zlib.BROTLI_MAX_QUALITY,
+      [zlib.BROTLI_PARAM_LGWIN]: 24,
+      [zlib.BROTLI_PARAM_SIZE_HINT]: tar.length,
+    },
+  }).toString("base64");
 }
 
 /** The files of a bundle, as they land on the node. */
 export function unbundleFiles(content: string): WrittenFile[] {
-  return parseTar(gunzipSync(Buffer.from(content, "base64"))).map((entry) => ({
+  return parseTar(brotliDecompressSync(Buffer.from(content, "base64"))).map((entry) => ({
     path: `/${entry.name}`,
     owner: `${entry.attrs?.user}:${entry.attrs?.group}`,
     permissions: `0${(entry.attrs?.mode ?? "").replace(/^0+/, "")}`,
@@ -60,7 +72,7 @@ export function unbundleFiles(content: string): WrittenFile[] {
 
 /** The bundle's own entry is the archive, not a file of the node: it is listed by what it holds. */
 function isBundle(f: WrittenFile): boolean {
-  return f.encoding === BUNDLE_ENCODING && f.path.endsWith(".tar.gz");
+  return f.encoding === BUNDLE_ENCODING && f.path.endsWith(BUNDLE_SUFFIX);
 }
 
 export function writtenFiles(userData: string): WrittenFile[] {

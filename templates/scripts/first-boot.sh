@@ -117,7 +117,9 @@ else
   done
   say "PostgreSQL runs here as the $role"
 
-  if [ "$role" = primary ]; then
+  if [ "$role" = primary ] && [ "$BACKUP_ARCHIVING" = off ]; then
+    say "WAL archiving and backups are off on this stack (no S3 keys): no stanza, no first backup"
+  elif [ "$role" = primary ]; then
     # WAL archiving works from the first minute: the stanza now, a first full backup right after
     # (in the background: its unit logs to the journal), so point-in-time restore starts today.
     step="creating the pgBackRest stanza $CLUSTER"

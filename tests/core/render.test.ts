@@ -210,9 +210,9 @@ describe("rendering", () => {
     expect(doc.runcmd).toHaveLength(1);
     const [shell, flag, script, name, ...args] = doc.runcmd[0];
     expect([shell, flag, name]).toEqual(["sh", "-ec", "unpack"]);
-    expect(script).toMatch(/tar -xzpf "\$1" --same-owner .*-C \/ && rm -f "\$1" && exec "\$2" "\$3"/);
+    expect(script).toMatch(/tar -I brotli -xpf "\$1" --same-owner .*-C \/ && rm -f "\$1" && exec "\$2" "\$3"/);
     expect(args).toEqual([
-      "/var/lib/madbase/first-boot-files.tar.gz",
+      "/var/lib/madbase/first-boot-files.tar.br",
       "/usr/local/sbin/madbase-first-boot",
       "/etc/madbase/node.env",
     ]);
@@ -233,7 +233,7 @@ describe("rendering", () => {
   it("matches the reviewed files, with every secret masked", () => {
     const { files, secrets } = renderStack({ nodeCount: 3 });
     for (const file of NODE_FILES) {
-      // user-data's gzipped files are unpacked, so that the snapshot shows (and masks) what they hold.
+      // user-data's compressed files are unpacked, so that the snapshot shows (and masks) what they hold.
       const text =
         file === "user-data.yaml" ? expandUserData(files["madbase-prod-2"][file]) : files["madbase-prod-2"][file];
       // Certificates and keys are made afresh in each test process: shown as <pem:…>.

@@ -725,10 +725,10 @@ test("the user data's file bundle unpacks with the image's tar as the first boot
     (f) => f.path === serverPaths().fileBundle,
   )!;
   const scratch = fs.mkdtempSync(path.join(work, "bundle-"));
-  fs.writeFileSync(path.join(scratch, "bundle.tar.gz"), Buffer.from(bundle.content, "base64"));
+  fs.writeFileSync(path.join(scratch, "bundle.tar.br"), Buffer.from(bundle.content, "base64"));
   fs.mkdirSync(path.join(scratch, "root"));
   // The flags of the first boot's unpack command (the render tests pin that command), into a scratch root.
-  const unpack = `tar -xzpf ${inside(path.join(scratch, "bundle.tar.gz"))} --same-owner --touch -C ${inside(path.join(scratch, "root"))}`;
+  const unpack = `tar -I brotli -xpf ${inside(path.join(scratch, "bundle.tar.br"))} --same-owner --touch -C ${inside(path.join(scratch, "root"))}`;
   const list = `find ${inside(path.join(scratch, "root"))} -type f -printf '/%P %u:%g %m\\n'`;
   const r = await run(inImage(undefined, ["sh", "-ec", `${unpack} && ${list}`]), { timeoutMs: 30_000 });
   expect(r.stderr).toBe("");

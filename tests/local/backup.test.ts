@@ -13,39 +13,27 @@
  *     replicas;
  *   - a Redis snapshot shipped to the store and restored brings back the keys it held.
  */
-import { randomBytes } from "node:crypto";
 import { BACKUP_TIMERS, BackupTarget, PORTS } from "../../core";
 import { UpResult, down, up, waitHealthy } from "../../local/cluster";
 import { pgbackrest, replicaMethod, restoreCluster, runBackupScript, waitBackupJobs } from "../../local/backup";
 import { restoreRedis } from "../../local/backup-ops";
 import { machineExec } from "../../local/machine";
 import { findNode } from "../../local/state";
-import { S3Store } from "../support/s3";
+import { testStore } from "../support/s3";
 import { address, redisClient, sql, testLocation } from "./harness";
 
 const loc = testLocation(5);
-const STORE_IP = loc.subnetCidr.replace(/\.0\/24$/, ".200");
-const BUCKET = "madbase-backup-test";
-const keys = {
-  accessKey: `MBTEST${randomBytes(6).toString("hex").toUpperCase()}`,
-  secretKey: randomBytes(24).toString("hex"),
-};
+const store = testStore(loc, "madbase-backup-test");
+const STORE_IP = store.opts.address;
+const keys = { accessKey: store.opts.accessKey, secretKey: store.opts.secretKey };
 const backup: BackupTarget = {
-  bucket: BUCKET,
+  bucket: store.opts.bucket,
   endpoint: STORE_IP,
   region: "fsn1",
   retentionFull: 2,
   redisRetentionDays: 7,
   verifyTls: false,
 };
-const store = new S3Store({
-  networkId: loc.networkId,
-  address: STORE_IP,
-  subnetPrefix: 24,
-  dir: `${loc.root}-s3`,
-  bucket: BUCKET,
-  ...keys,
-});
 
 const TABLE = "backup_rows";
 let cluster: UpResult;

@@ -77,7 +77,7 @@ describe.each([
   test("each server's user data is sent as a secret, and it does hold the secrets", () => {
     for (const s of ofType(run, T.server)) {
       expect(isSecretEnvelope(s.raw.userData)).toBe(true);
-      // Unpacked: most files travel gzipped.
+      // Unpacked: most files travel compressed.
       const userData = expandUserData(s.inputs.userData as string);
       // Not a vacuous check: the cloud-init really carries the generated passwords.
       expect(leaks(userData, run.secretValues).length).toBeGreaterThanOrEqual(GENERATED_SECRET_NAMES.length);

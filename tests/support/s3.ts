@@ -7,6 +7,7 @@
  * soon as `up` created the network: the nodes' first boot creates the stanza in the store).
  */
 import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { ChildProcess } from "node:child_process";
@@ -176,4 +177,20 @@ export class S3Store {
   private destroy(): void {
     if (namespaceExists(this.namespace)) ip(["netns", "del", this.namespace]);
   }
+}
+
+/**
+ * A test's store beside its cluster: at .200 of the test's /24 (outside the node range), with a
+ * key pair made for this run, which only this store accepts.
+ */
+export function testStore(loc: { root: string; networkId: string; subnetCidr: string }, bucket: string): S3Store {
+  return new S3Store({
+    networkId: loc.networkId,
+    address: loc.subnetCidr.replace(/\.0\/24$/, ".200"),
+    subnetPrefix: 24,
+    dir: `${loc.root}-s3`,
+    bucket,
+    accessKey: `MBTEST${randomBytes(6).toString("hex").toUpperCase()}`,
+    secretKey: randomBytes(24).toString("hex"),
+  });
 }
