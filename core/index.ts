@@ -22,7 +22,6 @@ export * from "./cluster";
 export * from "./monitoring";
 export * from "./scale";
 export * from "./patroni";
-export * from "./patroni-client-certificates";
 export * from "./ssh-keys";
 export * from "./stack-change";
 export * from "./alerts";

@@ -13,7 +13,7 @@ import {
   sentinelView,
   probeAuth,
 } from "./probes";
-import { operatorTls } from "./tls";
+import { readClusterTls } from "./tls";
 import { LocalClusterState } from "./state";
 import { machinePath } from "./machine";
 import { probeNode } from "./node-probe";
@@ -38,17 +38,16 @@ export function assertHostLink(state: LocalClusterState): void {
 export async function clusterHealth(state: LocalClusterState, secrets: ClusterSecrets): Promise<ClusterHealth> {
   assertHostLink(state);
   const net = { hub: `${state.networkId}-hub` };
-  // Patroni's REST API is HTTPS both ways: verified with the cluster CA, and it asks this machine
-  // for a certificate of that CA (the operator's pair).
-  const patroniTls = operatorTls(state.root);
+  // Patroni's REST API is HTTPS, verified with the cluster CA.
+  const ca = readClusterTls(state.root).caCert;
   const nodes = await Promise.all(
     state.nodes.map(async (node): Promise<NodeObservation> => {
       const probe = probeNode(node.machine);
       // HAProxy's admin socket, inside the node, seen through its /proc root.
       const socket = machinePath(node.machine, serverPaths().haproxySocket);
       const [members, self, redis, sentinel, etcd, haproxy, exporters] = await Promise.all([
-        patroniCluster(node.address, patroniTls),
-        patroniNode(node.address, patroniTls),
+        patroniCluster(node.address, ca),
+        patroniNode(node.address, ca),
         redisReplication(node.address, probeAuth(secrets).redis),
         sentinelView(node.address, state.clusterName, probeAuth(secrets).sentinel),
         etcdHealthy(node.address),

@@ -90,9 +90,6 @@ function scrapeConfig(scrapeIntervalSeconds = 15) {
   const text = renderPrometheusConfig(topology, {
     haproxyPasswordFile: passwordFile,
     caFile: certPaths(state.root, "ca").cert,
-    // Patroni answers only callers with a certificate of the CA: this machine's operator pair.
-    clientCertFile: certPaths(state.root, "operator").cert,
-    clientKeyFile: certPaths(state.root, "operator").key,
     scrapeIntervalSeconds,
   });
   return { text, doc: yaml.load(text) as { scrape_configs: any[] } };
