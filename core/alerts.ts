@@ -21,6 +21,7 @@ import {
   BACKUP_SCHEDULE,
   DEFAULT_VOLUME_GB,
   archivePushQueueMaxMb,
+  archivesWal,
 } from "./backup";
 import { ARCHIVE_TIMEOUT_SECONDS, MAXIMUM_LAG_ON_FAILOVER } from "./patroni";
 import { ConfigError } from "./errors";
@@ -132,7 +133,7 @@ export function alertRules(topology: Topology, options: ClusterOptions, opts: Al
   const primary = `${onNode} (patroni_primary${patroni} == 1)`;
   const patronictl = `patronictl -c ${paths.config["patroni.yml"]} list`;
   const ha = topology.nodeCount > 1;
-  const archiving = options.backup.archiving !== false;
+  const archiving = archivesWal(options.backup);
   const stanzaLog = `${paths.pgbackrestLogDir}/${C}-archive-push-async.log`;
   const rules: AlertRule[] = [];
   const add = (r: AlertRule) => rules.push(r);

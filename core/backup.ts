@@ -89,6 +89,11 @@ export const ARCHIVE_QUEUE_FRACTION = 0.2;
 export const DEFAULT_VOLUME_GB = 40;
 /** archive_command of a stack that archives nothing (no S3 keys): every segment counts as archived. */
 export const ARCHIVING_OFF_COMMAND = "/bin/true";
+
+/** Whether the nodes archive WAL and take backups: on unless the stack has no S3 keys (archivingDecision). */
+export function archivesWal(backup: Pick<BackupTarget, "archiving">): boolean {
+  return backup.archiving !== false;
+}
 export function archivePushQueueMaxMb(volumeSizeGb: number): number {
   if (!Number.isInteger(volumeSizeGb) || volumeSizeGb < 1)
     throw new RangeError(`volume size must be a whole number of GB, got ${volumeSizeGb}`);
@@ -166,7 +171,7 @@ function backupModel(input: NodeRenderInput) {
     redisUsers: REDIS_USERS,
     backup: { localRepoPath: "", ...backup },
     // Off on a stack without S3 keys (archivingDecision): the backup jobs then say so and touch no store.
-    archiving: backup.archiving !== false,
+    archiving: archivesWal(backup),
     configNamespace: CONFIG_NAMESPACE,
     scriptDir: paths.scriptDir,
     pgbackrestConf: paths.config["pgbackrest.conf"],

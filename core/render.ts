@@ -1,6 +1,7 @@
 import * as path from "node:path";
 import {
   ARCHIVING_OFF_COMMAND,
+  archivesWal,
   BACKUP_TIMERS,
   DEFAULT_VOLUME_GB,
   archivePushQueueMaxMb,
@@ -177,7 +178,7 @@ function model(input: NodeRenderInput) {
       limitNofile: PGBOUNCER_LIMIT_NOFILE,
       authPoolSize: AUTH_POOL_SIZE,
     },
-    archiveCommand: options.backup.archiving === false ? ARCHIVING_OFF_COMMAND : archiveCommand(paths.scriptDir),
+    archiveCommand: archivesWal(options.backup) ? archiveCommand(paths.scriptDir) : ARCHIVING_OFF_COMMAND,
     archivePushQueueMaxMb: archivePushQueueMaxMb(options.volumeSizeGb ?? DEFAULT_VOLUME_GB),
     restoreCommand: pgbackrestRestoreCommand(paths.config["pgbackrest.conf"], topology.clusterName),
     pgbackrestReplicaCommand: pgbackrestReplicaCommand(paths.scriptDir),
@@ -260,7 +261,7 @@ export function renderNodeEnv(input: NodeRenderInput): string {
     clusterUnits: CLUSTER_UNITS.join(" "),
     edgeUnits: EDGE_UNITS.join(" "),
     nodeTimers: NODE_TIMERS.join(" "),
-    archiving: input.options.backup.archiving !== false,
+    archiving: archivesWal(input.options.backup),
   });
 }
 
