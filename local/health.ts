@@ -40,12 +40,17 @@ export async function clusterHealth(state: LocalClusterState, secrets: ClusterSe
   const net = { hub: `${state.networkId}-hub` };
   // Patroni's REST API is HTTPS, verified with the cluster CA.
   const ca = readClusterTls(state.root).caCert;
+  // The links are read (quick, blocking `ip` calls) before any probe starts. Every probe after
+  // that is asynchronous and bounded in time: a call that blocked this process while probes were
+  // in flight (one node slow to answer) would run every one of them past its timeout.
+  const links = state.nodes.map((node) => nodeLinkUp(net, { name: node.name, privateIp: node.address }));
   const nodes = await Promise.all(
-    state.nodes.map(async (node): Promise<NodeObservation> => {
-      const probe = probeNode(node.machine);
+    state.nodes.map(async (node, i): Promise<NodeObservation> => {
+      const linkUp = links[i];
       // HAProxy's admin socket, inside the node, seen through its /proc root.
       const socket = machinePath(node.machine, serverPaths().haproxySocket);
-      const [members, self, redis, sentinel, etcd, haproxy, exporters] = await Promise.all([
+      const [probe, members, self, redis, sentinel, etcd, haproxy, exporters] = await Promise.all([
+        probeNode(node.machine),
         patroniCluster(node.address, ca),
         patroniNode(node.address, ca),
         redisReplication(node.address, probeAuth(secrets).redis),
@@ -54,7 +59,6 @@ export async function clusterHealth(state: LocalClusterState, secrets: ClusterSe
         socket ? haproxyServers(socket) : Promise.resolve(undefined),
         probeExporters(node.address),
       ]);
-      const linkUp = nodeLinkUp(net, { name: node.name, privateIp: node.address });
       return { node, linkUp, probe, members, self, redis, sentinel, etcd, haproxy, exporters };
     }),
   );

@@ -10,7 +10,7 @@
  * over SSH like Pulumi does; `exec` (nsenter) is the equivalent of Hetzner's console, for what must
  * work while the network is cut.
  */
-import { ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
+import { ChildProcess, execFile, execFileSync, spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 
@@ -327,21 +327,57 @@ export async function shutdown(m: MachineRecord, graceMs = 60_000): Promise<"cle
   return "forced";
 }
 
+export interface ExecResult {
+  /** The exit code; null when the command was killed (its timeout) or the machine is not running. */
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** The environment of a command run in a machine: the node's own PATH, not this process's. */
+const NODE_EXEC_ENV = { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C.UTF-8" };
+
 /** Runs a command inside the running machine, in all its namespaces, as root (Hetzner's console). */
 export function machineExec(
   m: MachineRecord,
   argv: string[],
   opts: { input?: string; timeoutMs?: number } = {},
-): { code: number | null; stdout: string; stderr: string } {
+): ExecResult {
   const init = initPid(m);
   if (!init) return { code: null, stdout: "", stderr: `${m.name} is not running` };
   const r = spawnSync("nsenter", ["--target", String(init), "--all", "--", ...argv], {
     encoding: "utf8",
     input: opts.input,
     timeout: opts.timeoutMs ?? 30_000,
-    env: { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C.UTF-8" },
+    env: NODE_EXEC_ENV,
   });
   return { code: r.status, stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
+}
+
+/**
+ * machineExec without blocking this process: what the health probes use, so one slow or hung node
+ * (its systemd busy, its disk stalled) holds only its own answer. A blocking call there froze the
+ * event loop, and every other probe already in flight hit its timeout and read as "down".
+ */
+export function machineExecAsync(
+  m: MachineRecord,
+  argv: string[],
+  opts: { timeoutMs?: number } = {},
+): Promise<ExecResult> {
+  const init = initPid(m);
+  if (!init) return Promise.resolve({ code: null, stdout: "", stderr: `${m.name} is not running` });
+  return new Promise((resolve) => {
+    execFile(
+      "nsenter",
+      ["--target", String(init), "--all", "--", ...argv],
+      { encoding: "utf8", timeout: opts.timeoutMs ?? 30_000, env: NODE_EXEC_ENV, maxBuffer: 16 * 1024 * 1024 },
+      (error, stdout, stderr) => {
+        // A non-zero exit is an answer; only a kill (the timeout) or a failed spawn has no code.
+        const code = error ? (typeof error.code === "number" ? error.code : null) : 0;
+        resolve({ code, stdout: stdout ?? "", stderr: stderr ?? "" });
+      },
+    );
+  });
 }
 
 /** A path inside the running machine, seen from the host (its mounts included: the volume). */

@@ -8,7 +8,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { serverPaths } from "../core";
-import { MachineRecord, initPid, machineExec } from "./machine";
+import { MachineRecord, initPid, machineExecAsync } from "./machine";
 import { SERVICES, Service, UNITS } from "./state";
 
 export type CloudInitStatus = "done" | "running" | "error" | "not running";
@@ -70,7 +70,7 @@ export function parseCloudInitResult(
   return { status: statusJson ? "running" : "not running", errors: [] };
 }
 
-export function probeNode(m: MachineRecord): NodeProbe {
+export async function probeNode(m: MachineRecord): Promise<NodeProbe> {
   const init = initPid(m);
   const units = Object.fromEntries(SERVICES.map((s) => [s, { state: "unknown", pid: null }])) as NodeProbe["units"];
   if (!init) {
@@ -85,7 +85,7 @@ export function probeNode(m: MachineRecord): NodeProbe {
     };
   }
   const inside = (file: string) => path.join(`/proc/${init}/root`, file);
-  const shown = machineExec(
+  const shown = await machineExecAsync(
     m,
     ["systemctl", "show", "--property=Id,ActiveState,MainPID", ...SERVICES.map((s) => UNITS[s])],
     { timeoutMs: 10_000 },
@@ -101,7 +101,7 @@ export function probeNode(m: MachineRecord): NodeProbe {
   let postmasterPid: number | null = null;
   if (pidLine && /^\d+$/.test(pidLine.trim())) {
     // The PID is the node's own; it is running when a process of that PID exists in the node.
-    const alive = machineExec(m, ["kill", "-0", pidLine.trim()], { timeoutMs: 5000 }).code === 0;
+    const alive = (await machineExecAsync(m, ["kill", "-0", pidLine.trim()], { timeoutMs: 5000 })).code === 0;
     postmasterPid = alive ? Number(pidLine) : null;
   }
   const result = parseCloudInitResult(

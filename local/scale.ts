@@ -286,7 +286,7 @@ async function waitFirstBoot(state: LocalClusterState, node: LocalNode): Promise
     return file && fs.existsSync(file) ? fs.readFileSync(file, "utf8").split("\n").filter(Boolean).slice(-10) : [];
   };
   for (;;) {
-    const probe = probeNode(node.machine);
+    const probe = await probeNode(node.machine);
     // Only systemd-nspawn's exit says the machine stopped: a probe that misses PID 1 for a moment
     // while nspawn still runs is asked again.
     if (!probe.running && !isRunning(node.machine.nspawnPid)) {

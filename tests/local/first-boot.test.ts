@@ -153,10 +153,10 @@ describe("a node whose volume never attached", () => {
     });
     const node = result.state.nodes[0];
     // The mount script looks for the volume for two minutes (Hetzner attaches it after boot).
-    let probe = probeNode(node.machine);
+    let probe = await probeNode(node.machine);
     for (const deadline = Date.now() + 240_000; probe.cloudInit !== "error" && Date.now() < deadline;) {
       await sleep(2000);
-      probe = probeNode(node.machine);
+      probe = await probeNode(node.machine);
     }
     expect(probe.cloudInit).toBe("error");
     expect(probe.ready).toBe(false);
@@ -168,7 +168,7 @@ describe("a node whose volume never attached", () => {
     // Patroni started by hand still refuses: its unit requires the mounted volume.
     machineExec(node.machine, ["systemctl", "start", "--no-block", "patroni.service"]);
     await sleep(8000);
-    expect(probeNode(node.machine).postmasterPid).toBeNull();
+    expect((await probeNode(node.machine)).postmasterPid).toBeNull();
     expect(
       machineExec(node.machine, ["test", "-e", path.posix.join(serverPaths().pgDataDir, "PG_VERSION")]).code,
     ).not.toBe(0);

@@ -3,9 +3,12 @@
  * a new leader, no write is acknowledged by two primaries, and after healing it rejoins as a
  * replica. One writer goes through a surviving node's HAProxy; another sits on the cut-off node
  * and writes straight to its PostgreSQL, so anything the old primary acknowledges is counted.
+ * Then a node whose systemd hangs: the health check blames that node alone.
  */
 import { PORTS } from "../../core";
 import { heal, partition, waitHealthy } from "../../local/cluster";
+import { clusterHealth } from "../../local/health";
+import { initPid } from "../../local/machine";
 import { findNode } from "../../local/state";
 import { AckWriter, missingIds } from "../../local/writer";
 import { address, clusterPerFile, namespaceWriter, nodeSql, sleep, testLocation, waitFor } from "./harness";
@@ -86,3 +89,24 @@ test("a partitioned leader demotes itself, no write is acknowledged by two prima
     `partition: ${outside.ackedIds.length} writes acknowledged through the majority, ${inside.acks.length} by the cut-off node (${insideAcksWhileCut} after the cut)`,
   );
 }, 600_000);
+
+test("a node whose systemd hangs is the only node the health check finds fault with", async () => {
+  const { state, secrets } = cluster();
+  await waitHealthy(state, secrets, { timeoutMs: 120_000 });
+  // The second node: the first node's probes are in flight while the hung node's are made. A probe
+  // that blocked this process (as a synchronous exec once did) ran them past their timeouts, and
+  // a healthy first node read as "down" everywhere.
+  const hung = state.nodes[1];
+  const init = initPid(hung.machine)!;
+  process.kill(init, "SIGSTOP");
+  let problems: string[];
+  try {
+    problems = (await clusterHealth(state, secrets)).problems;
+  } finally {
+    process.kill(init, "SIGCONT");
+  }
+  // Its daemons still run; only what asks its systemd (each unit's state) has no answer.
+  expect(problems.filter((p) => p.includes(hung.name)).length).toBeGreaterThan(0);
+  expect(problems.filter((p) => !p.includes(hung.name))).toEqual([]);
+  await waitHealthy(state, secrets, { timeoutMs: 60_000 });
+}, 300_000);

@@ -242,10 +242,10 @@ interface BeforeJoin {
 
 /** For `beforeStep`: looks at each new node right before its node-join runs. */
 function recordJoins(into: BeforeJoin[]) {
-  return (step: ScaleStep, state: LocalClusterState) => {
+  return async (step: ScaleStep, state: LocalClusterState) => {
     if (step.kind !== "run" || step.script !== "node-join") return;
     const node = findNode(state, step.node.name);
-    const probe = probeNode(node.machine);
+    const probe = await probeNode(node.machine);
     const units = CLUSTER_SERVICES.map((s) => UNITS[s]);
     const exec = (argv: string[]) => machineExec(node.machine, argv, { timeoutMs: 20_000 }).stdout.trim();
     into.push({
