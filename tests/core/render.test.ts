@@ -125,6 +125,11 @@ describe("rendering", () => {
     expect(cfg).toMatch(/http-check send meth OPTIONS uri \/primary/);
     expect(cfg).toMatch(/http-check send meth OPTIONS uri \/replica\?lag=16MB/);
     expect(cfg).toMatch(/tcp-check expect string role:master/);
+    // The direct write port asks Patroni nothing itself: each server follows the pooled port's check.
+    const direct = cfg.split("listen postgres_direct")[1].split(/\nlisten /)[0];
+    const tracked = [...direct.matchAll(/^\s+server (\S+) \S+ track (\S+) /gm)].map((m) => [m[1], m[2]]);
+    expect(tracked).toEqual([1, 2, 3, 4, 5].map((i) => [`madbase-prod-${i}`, `postgres_primary/madbase-prod-${i}`]));
+    expect(direct).not.toMatch(/\bcheck\b/);
     expect(cfg).toMatch(/inter 500ms .*fall 2 rise 2 on-marked-down shutdown-sessions/);
     expect(cfg).toMatch(/stats auth stats:\S+/);
   });
