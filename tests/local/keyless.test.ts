@@ -113,6 +113,9 @@ test("a restore cannot be done and says so at once, before any store is asked", 
   const redis = await runBackupScript(cluster.state, node, ["redis-restore", "list"]);
   expect(redis.code).toBe(1);
   expect(redis.output).toMatch(/FAILED: backups are OFF/);
+  // Backups off is no excuse for a mistyped type: a usage error, as on a stack with keys.
+  const typo = await runBackupScript(cluster.state, node, ["pg", "fulll"]);
+  expect([typo.code, typo.output]).toEqual([2, expect.stringMatching(/usage: madbase-backup pg full\|diff\|first/)]);
   // Said by the script itself, not by a store that refused: no pgBackRest log either.
   expect(pg.output).not.toMatch(/ERROR: \[\d+\]/);
   // The entry point still serves writes: backups off changes nothing else.
