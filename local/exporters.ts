@@ -53,7 +53,12 @@ export interface ExporterProbe {
   samples: Partial<Record<Exporter, Sample[]>>;
 }
 
-const TIMEOUT_MS = 1500;
+/**
+ * An exporter gathers its samples when asked (node exporter reads /proc and /sys, the postgres
+ * exporter runs its queries): under load that takes seconds, and every node's four are asked at
+ * once. Prometheus gives a scrape 10 s (core/monitoring.ts); half of that here keeps a poll short.
+ */
+const TIMEOUT_MS = 5000;
 
 async function scrape(url: string): Promise<Sample[] | undefined> {
   try {

@@ -415,23 +415,36 @@ describe("dev, 1 → 3 → 5 (scale API) → 3, on booted nodes", () => {
         c.disconnect();
       }
     };
+    const masterAddr = async () =>
+      ((await sentinelCall(n1.address, "SENTINEL", "get-master-addr-by-name", state.clusterName)) as string[])[0];
     await setPriority("0");
-    await sentinelCall(n1.address, "SENTINEL", "FAILOVER", state.clusterName);
-    for (
-      let i = 0;
-      i < 30 &&
-      ((await sentinelCall(n1.address, "SENTINEL", "get-master-addr-by-name", state.clusterName)) as string[])[0] !==
-        n4.address;
-      i++
-    ) {
+    // Sentinel picks the replica from what it last read of each one's INFO (every 10 s): a
+    // failover asked before it has seen the new priorities may promote any replica.
+    const priorities = async (): Promise<Record<string, string>> =>
+      Object.fromEntries(
+        ((await sentinelCall(n1.address, "SENTINEL", "REPLICAS", state.clusterName)) as string[][]).map((flat) => {
+          const f = Object.fromEntries(flat.flatMap((v, i) => (i % 2 === 0 ? [[v, flat[i + 1]]] : [])));
+          return [f.ip, f["slave-priority"]];
+        }),
+      );
+    // Every replica but node 4 at 0 (the master is no replica, and is not listed).
+    const settled = (seen: Record<string, string>) =>
+      Object.entries(seen).every(([ip, p]) => (ip === n4.address ? p !== "0" : p === "0"));
+    let seen = await priorities();
+    for (let i = 0; i < 30 && !settled(seen); i++) {
       await sleep(1000);
+      seen = await priorities();
+    }
+    expect(settled(seen)).toBe(true);
+    if ((await masterAddr()) !== n4.address) {
+      expect(seen).toMatchObject({ [n4.address]: "100" });
+      await sentinelCall(n1.address, "SENTINEL", "FAILOVER", state.clusterName);
+      for (let i = 0; i < 30 && (await masterAddr()) !== n4.address; i++) await sleep(1000);
     }
     await setPriority("100");
     await expectMembers(5);
     expect(await patroniLeader(n1.address)).toBe(n5.name);
-    expect(
-      ((await sentinelCall(n1.address, "SENTINEL", "get-master-addr-by-name", state.clusterName)) as string[])[0],
-    ).toBe(n4.address);
+    expect(await masterAddr()).toBe(n4.address);
 
     const t0 = Date.now();
     const handoff: string[] = [];
