@@ -40,9 +40,12 @@ export function opensslExtensions(spec: CertificateSpec): string {
   const lines = [
     `basicConstraints = critical, CA:${spec.isCa ? "TRUE" : "FALSE"}`,
     `keyUsage = critical, ${usage("keyUsage").join(", ")}`,
-    // As @pulumi/tls makes them (no key identifiers unless asked): smaller certificates for the user data.
-    "subjectKeyIdentifier = none",
-    "authorityKeyIdentifier = none",
+    // The key identifiers @pulumi/tls writes: the provider gives a CA a subject key identifier, and
+    // Go's x509 copies it into every certificate the CA signs as the authority key identifier;
+    // neither otherwise. Python 3.13's default contexts (VERIFY_X509_STRICT; Patroni's REST
+    // server builds one) refuse a chain without them: "Missing Authority Key Identifier".
+    `subjectKeyIdentifier = ${spec.isCa ? "hash" : "none"}`,
+    `authorityKeyIdentifier = ${spec.isCa ? "none" : "keyid:always"}`,
   ];
   const eku = usage("extendedKeyUsage");
   if (eku.length > 0) lines.push(`extendedKeyUsage = ${eku.join(", ")}`);

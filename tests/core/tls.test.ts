@@ -151,18 +151,36 @@ describe("the local generator (openssl)", () => {
     ).toThrow();
   });
 
-  it("writes the plan's extensions, without key identifiers (as @pulumi/tls makes them)", () => {
+  it("writes the plan's extensions, and the key identifiers @pulumi/tls writes: the CA's own, the CA's in what it signs", () => {
     expect(opensslExtensions(nodeCertificateSpec(three, three.nodes[0]))).toBe(
       [
         "basicConstraints = critical, CA:FALSE",
         "keyUsage = critical, digitalSignature, keyEncipherment",
         "subjectKeyIdentifier = none",
-        "authorityKeyIdentifier = none",
+        "authorityKeyIdentifier = keyid:always",
         "extendedKeyUsage = serverAuth, clientAuth",
         "subjectAltName = DNS:madbase-prod-1, DNS:madbase-prod, DNS:localhost, IP:10.42.1.10, IP:10.42.1.5, IP:127.0.0.1",
         "",
       ].join("\n"),
     );
+    const ids = (id: string) => {
+      const text = openssl([
+        "x509",
+        "-noout",
+        "-ext",
+        "subjectKeyIdentifier,authorityKeyIdentifier",
+        "-in",
+        certPaths(root, id).cert,
+      ]);
+      const after = (name: string) =>
+        new RegExp(`X509v3 ${name}:\\s*\\n\\s*(?:keyid:)?([0-9A-F:]+)`).exec(text)?.[1] ?? null;
+      return { subject: after("Subject Key Identifier"), authority: after("Authority Key Identifier") };
+    };
+    const ca = ids("ca");
+    expect(ca.subject).toMatch(/^([0-9A-F]{2}:){19}[0-9A-F]{2}$/);
+    expect(ca.authority).toBeNull();
+    for (const signed of ["madbase-prod-1", "operator"])
+      expect(ids(signed)).toEqual({ subject: null, authority: ca.subject });
   });
 });
 

@@ -19,6 +19,7 @@ import {
   RenderedNode,
   Topology,
   USERS,
+  buildTopology,
   caCertificateSpec,
   operatorCertificateSpec,
   readEnvFile,
@@ -747,4 +748,38 @@ test("the user data's file bundle unpacks with the image's tar as the first boot
   }
   const uid = (name: string) => fs.statSync(path.join(scratch, "root", name)).uid;
   expect(uid("/etc/patroni/config.yml")).toBe(imageUser(imageRoot, "postgres").uid);
+});
+
+test("the image's Python (Patroni's REST server with verify_client required) accepts the cluster's certificates: the operator's and a member's as clients, a node's as the server", async () => {
+  const root = fixtureTlsRoot();
+  fixtureTls();
+  const dir = path.join(work, "python-tls");
+  fs.mkdirSync(dir, { recursive: true });
+  const script = path.join(dir, "tls_handshake.py");
+  fs.copyFileSync(path.resolve(__dirname, "..", "support", "tls_handshake.py"), script);
+  const copy = (id: string) => {
+    const p = certPaths(root, id);
+    for (const f of [p.cert, p.key]) fs.copyFileSync(f, path.join(dir, path.basename(f)));
+    return { cert: inside(path.join(dir, path.basename(p.cert))), key: inside(path.join(dir, path.basename(p.key))) };
+  };
+  const ca = copy("ca").cert;
+  // fixtureTls's topology: 7 prod nodes in 10.42.1.0/24.
+  const [server, member] = buildTopology({ stack: "prod", nodeCount: 7, subnetCidr: "10.42.1.0/24" }).nodes;
+  const serverPair = copy(server.name);
+  for (const client of [copy("operator"), copy(member.name)]) {
+    const r = await run(
+      inImage(undefined, [
+        "python3",
+        inside(script),
+        ca,
+        serverPair.cert,
+        serverPair.key,
+        server.privateIp,
+        client.cert,
+        client.key,
+      ]),
+      { timeoutMs: 20_000 },
+    );
+    expect([r.code, r.stdout.trim(), r.stderr.trim()]).toEqual([0, "ok", ""]);
+  }
 });
