@@ -1,7 +1,8 @@
 /**
  * PgBouncer behind the entry point, on one booted 3-node cx21 cluster (max_connections 100):
  * thousands of clients through 5433 while PostgreSQL stays under max_connections, named prepared
- * statements in transaction mode, LISTEN/NOTIFY through 5435, a wrong password refused as
+ * statements in transaction mode, LISTEN/NOTIFY through 5435, sessions cut when HAProxy marks the
+ * leader down (on both write ports), a wrong password refused as
  * PostgreSQL refuses it, and a leader killed under pooled load: writes resume through a survivor's
  * 5433, no acknowledged write is lost, and the demoted node's PgBouncer acknowledges none.
  */
@@ -17,6 +18,7 @@ import {
   poolSize,
 } from "../../core";
 import { UpResult, down, killNode, startNode, up, waitHealthy } from "../../local/cluster";
+import { machineExec } from "../../local/machine";
 import { AckWriter, PROBE_SSL, missingIds } from "../../local/writer";
 import { address, finish, health, sleep, testLocation, waitFor } from "./harness";
 
@@ -190,6 +192,42 @@ test("LISTEN/NOTIFY works through 5435, the leader's PostgreSQL without the pool
   expect(await Promise.race([got, sleep(10_000).then(() => "no notification in 10 s")])).toBe("hello through 5435");
   await listener.end();
 }, 60_000);
+
+test("an entry point whose HAProxy marks the leader down cuts the sessions it carried there, on 5433 and on 5435 (which follows 5433's check)", async () => {
+  const { state, secrets } = cluster;
+  const healthy = await waitHealthy(state, secrets, { timeoutMs: 120_000 });
+  const leader = state.nodes.find((n) => n.name === healthy.leader)!;
+  const entry = state.nodes.find((n) => n.name !== leader.name)!;
+  const sessions = await Promise.all(
+    [PORTS.postgresPrimary, PORTS.postgresDirect].map(async (port) => {
+      const c = client(entry.address, port);
+      open.push(c);
+      const session = { port, ended: false };
+      c.on("end", () => (session.ended = true));
+      await c.connect();
+      const { rows } = await c.query<{ server: string }>("SELECT host(inet_server_addr()) AS server");
+      expect([port, rows[0].server]).toEqual([port, leader.address]);
+      return session;
+    }),
+  );
+  // Only this entry's checks fail: the leader's node drops what comes to Patroni's port from the
+  // entry node. PostgreSQL, PgBouncer and the leadership stay as they are, so a session that ends
+  // was cut by HAProxy (on-marked-down shutdown-sessions).
+  const table = "madbase_test_checks";
+  const rule = `table inet ${table} { chain input { type filter hook input priority -10; ip saddr ${entry.address} tcp dport ${PORTS.patroni} drop; }; }`;
+  expect(machineExec(leader.machine, ["nft", "-f", "-"], { input: rule }).code).toBe(0);
+  try {
+    for (let i = 0; i < 60 && sessions.some((s) => !s.ended); i++) await sleep(500);
+    expect(sessions).toEqual([
+      { port: PORTS.postgresPrimary, ended: true },
+      { port: PORTS.postgresDirect, ended: true },
+    ]);
+    expect((await health(loc)).leader).toBe(leader.name);
+  } finally {
+    machineExec(leader.machine, ["nft", "delete", "table", "inet", table]);
+  }
+  await waitHealthy(state, secrets, { timeoutMs: 60_000 });
+}, 180_000);
 
 test("a wrong password through 5433 is refused as PostgreSQL refuses it: a FATAL error at login, no session", async () => {
   const { state } = cluster;
