@@ -4,38 +4,28 @@
  * What an idle cluster costs: CPU per daemon while nothing but the cluster's own work runs
  * (Patroni's loop, HAProxy's checks, etcd's heartbeats, Sentinel's pings, and the Patroni REST
  * calls those checks make). Boots a dev cluster, waits until it is healthy, then reads the CPU time
- * of every process inside the nodes from /proc twice, `--seconds` apart, without probing the
- * cluster in between. Prints, per command, the share of one core summed over the nodes, and per
+ * of every process of each node (systemd-nspawn and below) from /proc twice, `--seconds` apart,
+ * without probing the cluster in between. Prints, per command, the share of one core summed over the nodes, and per
  * node. HAProxy's checks grow with the square of the node count (each HAProxy checks every node),
  * which is why 5 nodes is the size to look at.
  */
-import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { down, up } from "../local/cluster";
-import { initPid } from "../local/machine";
+import { machineProcesses, processStat } from "../local/processes";
 
 const LOC = { root: path.join(os.tmpdir(), "madbase-bench-idle"), networkId: "bidle", subnetCidr: "10.42.202.0/24" };
 const TICKS_PER_SECOND = 100;
 
-/** CPU ticks (user + system, all threads) of each process in the PID namespace `ns`, by command. */
-function ticksByCommand(ns: string): Map<string, Map<number, number>> {
+/** CPU ticks (user + system, all threads) of each process of a machine, by command and PID. */
+function ticksByCommand(nspawnPid: number | undefined): Map<string, Map<number, number>> {
   const out = new Map<string, Map<number, number>>();
-  for (const entry of fs.readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      if (fs.readlinkSync(`/proc/${entry}/ns/pid`) !== ns) continue;
-      const stat = fs.readFileSync(`/proc/${entry}/stat`, "utf8");
-      // comm is in parentheses and may hold spaces: the fields after it are counted from its end.
-      const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      const ticks = Number(fields[11]) + Number(fields[12]);
-      if (!out.has(comm)) out.set(comm, new Map());
-      out.get(comm)!.set(Number(entry), ticks);
-    } catch {
-      // The process ended between readdir and read.
-    }
+  for (const pid of machineProcesses(nspawnPid)) {
+    const stat = processStat(pid);
+    if (!stat) continue;
+    if (!out.has(stat.comm)) out.set(stat.comm, new Map());
+    out.get(stat.comm)!.set(pid, stat.cpuTicks);
   }
   return out;
 }
@@ -59,12 +49,12 @@ async function main(): Promise<void> {
     timeoutMs: 300_000,
   });
   try {
-    const nodes = state.nodes.map((n) => ({ name: n.name, ns: fs.readlinkSync(`/proc/${initPid(n.machine)}/ns/pid`) }));
-    const before = nodes.map((n) => ticksByCommand(n.ns));
+    const nodes = state.nodes.map((n) => ({ name: n.name, nspawnPid: n.machine.nspawnPid }));
+    const before = nodes.map((n) => ticksByCommand(n.nspawnPid));
     const startedAt = Date.now();
     await new Promise((r) => setTimeout(r, seconds * 1000));
     const elapsed = (Date.now() - startedAt) / 1000;
-    const after = nodes.map((n) => ticksByCommand(n.ns));
+    const after = nodes.map((n) => ticksByCommand(n.nspawnPid));
     // Per command and node: ticks spent by processes alive at both reads (a process born in
     // between counts from zero).
     const share = new Map<string, number[]>();

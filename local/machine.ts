@@ -337,6 +337,9 @@ export interface ExecResult {
 /** The environment of a command run in a machine: the node's own PATH, not this process's. */
 const NODE_EXEC_ENV = { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C.UTF-8" };
 
+/** nsenter's arguments for `argv` in every namespace of the machine whose PID 1 is `init`. */
+const inMachine = (init: number, argv: string[]) => ["--target", String(init), "--all", "--", ...argv];
+
 /** Runs a command inside the running machine, in all its namespaces, as root (Hetzner's console). */
 export function machineExec(
   m: MachineRecord,
@@ -345,7 +348,7 @@ export function machineExec(
 ): ExecResult {
   const init = initPid(m);
   if (!init) return { code: null, stdout: "", stderr: `${m.name} is not running` };
-  const r = spawnSync("nsenter", ["--target", String(init), "--all", "--", ...argv], {
+  const r = spawnSync("nsenter", inMachine(init, argv), {
     encoding: "utf8",
     input: opts.input,
     timeout: opts.timeoutMs ?? 30_000,
@@ -369,7 +372,7 @@ export function machineExecAsync(
   return new Promise((resolve) => {
     execFile(
       "nsenter",
-      ["--target", String(init), "--all", "--", ...argv],
+      inMachine(init, argv),
       { encoding: "utf8", timeout: opts.timeoutMs ?? 30_000, env: NODE_EXEC_ENV, maxBuffer: 16 * 1024 * 1024 },
       (error, stdout, stderr) => {
         // A non-zero exit is an answer; only a kill (the timeout) or a failed spawn has no code.

@@ -161,13 +161,18 @@ export interface SentinelView {
   sentinels: string[];
 }
 
+/** One entry of a Sentinel reply (SENTINEL MASTER, REPLICAS, SENTINELS): a flat field, value, … list. */
+export function sentinelFields(flat: string[]): Record<string, string> {
+  return Object.fromEntries(flat.flatMap((v, i) => (i % 2 === 0 ? [[v, flat[i + 1]]] : [])));
+}
+
 /** A Sentinel's entries (SENTINEL REPLICAS / SENTINELS: flat field-value lists) whose flags show no trouble. */
 export function reachableEntries(reply: unknown): string[] {
   if (!Array.isArray(reply)) return [];
   const bad = new Set(["s_down", "o_down", "disconnected"]);
   return reply
     .filter((e): e is string[] => Array.isArray(e))
-    .map((e) => Object.fromEntries(e.flatMap((v, i) => (i % 2 === 0 ? [[v, e[i + 1]]] : []))) as Record<string, string>)
+    .map(sentinelFields)
     .filter((e) => typeof e.ip === "string" && !(e.flags ?? "").split(",").some((f) => bad.has(f)))
     .map((e) => e.ip);
 }

@@ -4,19 +4,39 @@
  */
 import * as fs from "node:fs";
 
+/** What /proc/<pid>/stat says of a process: its command, state, parent and CPU time (user + system, in clock ticks). */
+export interface ProcessStat {
+  comm: string;
+  state: string;
+  ppid: number;
+  cpuTicks: number;
+}
+
+/** A process's /proc/<pid>/stat, or undefined once it is gone. */
+export function processStat(pid: number): ProcessStat | undefined {
+  let stat: string;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    return undefined;
+  }
+  // The command name may hold spaces and parentheses: fields start after the last ")".
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return {
+    comm: stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")),
+    state: fields[0],
+    ppid: Number(fields[1]),
+    cpuTicks: Number(fields[11]) + Number(fields[12]),
+  };
+}
+
 /** PID → parent PID for every process on the host. */
 function parents(): Map<number, number> {
   const out = new Map<number, number>();
   for (const entry of fs.readdirSync("/proc")) {
     if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${entry}/stat`, "utf8");
-      // The command name may hold spaces and parentheses: fields start after the last ")".
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (fields[0] !== "Z") out.set(Number(entry), Number(fields[1]));
-    } catch {
-      // gone meanwhile
-    }
+    const stat = processStat(Number(entry));
+    if (stat && stat.state !== "Z") out.set(Number(entry), stat.ppid);
   }
   return out;
 }

@@ -18,7 +18,7 @@ import { operatorTls, tlsRequest } from "../../local/tls";
 import { assertHostLink } from "../../local/health";
 import { machineExec, machinePath } from "../../local/machine";
 import { probeNode } from "../../local/node-probe";
-import { haproxyServers, parseInfo } from "../../local/probes";
+import { haproxyServers, parseInfo, sentinelFields } from "../../local/probes";
 import { ScaleInProgressError, ScaleResult, scale, scaleLogFile } from "../../local/scale";
 import { LocalClusterState, LocalNode, UNITS, findNode } from "../../local/state";
 import { AckWriter, missingIds } from "../../local/writer";
@@ -91,7 +91,7 @@ async function sentinelCall(ip: string, ...args: string[]): Promise<unknown> {
 
 async function sentinelMaster(ip: string, master: string): Promise<Record<string, string>> {
   const flat = (await sentinelCall(ip, "SENTINEL", "MASTER", master)) as string[];
-  return Object.fromEntries(flat.flatMap((v, i) => (i % 2 === 0 ? [[v, flat[i + 1]]] : [])));
+  return sentinelFields(flat);
 }
 
 async function patroniLeader(ip: string): Promise<string | undefined> {
@@ -422,10 +422,9 @@ describe("dev, 1 → 3 → 5 (scale API) → 3, on booted nodes", () => {
     // failover asked before it has seen the new priorities may promote any replica.
     const priorities = async (): Promise<Record<string, string>> =>
       Object.fromEntries(
-        ((await sentinelCall(n1.address, "SENTINEL", "REPLICAS", state.clusterName)) as string[][]).map((flat) => {
-          const f = Object.fromEntries(flat.flatMap((v, i) => (i % 2 === 0 ? [[v, flat[i + 1]]] : [])));
-          return [f.ip, f["slave-priority"]];
-        }),
+        ((await sentinelCall(n1.address, "SENTINEL", "REPLICAS", state.clusterName)) as string[][])
+          .map(sentinelFields)
+          .map((f) => [f.ip, f["slave-priority"]]),
       );
     // Every replica but node 4 at 0 (the master is no replica, and is not listed).
     const settled = (seen: Record<string, string>) =>
