@@ -74,6 +74,29 @@ etcd_healthy_here() { etcdctl_at "https://${NODE_IP}:${ETCD_CLIENT_PORT}" endpoi
 # etcd_curl URL: etcd's HTTP endpoints (/version), with this node's certificate.
 etcd_curl() { curl -sf --max-time 2 --cacert "$TLS_CA" --cert "$TLS_CERT" --key "$TLS_KEY" "$1"; }
 
+# presents_certificate HOST PORT FILE: the TLS server at HOST:PORT presents the certificate in FILE,
+# byte for byte. A daemon that takes a new certificate a while after its reload (Patroni rebuilds
+# its REST API server in its next loop) has done so once this holds; until then its old server
+# still answers, and may go away under the next request. This node's pair is offered to servers
+# that ask for a client certificate.
+presents_certificate() {
+  /usr/bin/python3 - "$1" "$2" "$3" "$TLS_CA" "$TLS_CERT" "$TLS_KEY" <<'PY'
+import socket, ssl, sys
+host, port, wanted, ca, cert, key = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
+context = ssl.create_default_context(cafile=ca)
+context.check_hostname = False  # the bytes are compared below; the chain is still verified
+context.load_cert_chain(cert, key)
+try:
+    with socket.create_connection((host, port), timeout=3) as raw:
+        with context.wrap_socket(raw) as tls:
+            served = tls.getpeercert(binary_form=True)
+except OSError:  # refused, reset or timed out: a server being rebuilt
+    sys.exit(1)
+with open(wanted) as f:
+    sys.exit(0 if served == ssl.PEM_cert_to_DER_cert(f.read()) else 1)
+PY
+}
+
 # ---------------------------------------------------------------- Patroni
 patroni_get() { curl -sf --max-time 3 --cacert "$TLS_CA" "https://$1:${PATRONI_PORT}/$2"; }
 
