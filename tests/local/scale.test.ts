@@ -440,6 +440,24 @@ describe("dev, 1 → 3 → 5 (scale API) → 3, on booted nodes", () => {
       await sentinelCall(n1.address, "SENTINEL", "FAILOVER", state.clusterName);
       for (let i = 0; i < 30 && (await masterAddr()) !== n4.address; i++) await sleep(1000);
     }
+    // Sentinel names the new master first and then turns the others to it one at a time, each
+    // with a CLIENT KILL TYPE normal that cuts a connection opened before its turn: the
+    // priorities go back once every node follows node 4.
+    const followsN4 = async (n: LocalNode): Promise<boolean> => {
+      const c = redisClient(state, secrets.redisAdmin, n.address, PORTS.redis, REDIS_USERS.admin);
+      try {
+        await c.connect();
+        const info = parseInfo(await c.info("replication"));
+        return info.role === "slave" && info.master_host === n4.address && info.master_link_status === "up";
+      } catch {
+        return false;
+      } finally {
+        c.disconnect();
+      }
+    };
+    const following = async () => (await Promise.all(others.map(followsN4))).every(Boolean);
+    for (let i = 0; i < 60 && !(await following()); i++) await sleep(1000);
+    expect(await following()).toBe(true);
     await setPriority("100");
     await expectMembers(5);
     expect(await patroniLeader(n1.address)).toBe(n5.name);
