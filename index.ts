@@ -17,6 +17,7 @@ import {
   AppliedSettings,
   appliedSettings as recordSettings,
   archivingDecision,
+  patroniClientCertificates,
   checkStackChange,
   planStack,
   PORTS,
@@ -50,11 +51,18 @@ export = async () => {
   // Without real S3 keys the nodes archive nothing (and every up says so); a protected stack refuses.
   const archiving = archivingDecision(settings, backupCredentials !== undefined);
   plan.options.backup.archiving = archiving.archiving;
-  const applied = recordSettings(settings, { sshPrivateKeySet: sshPrivateKey !== undefined });
   const previous = await previousSettings();
+  // A stack from before Patroni asked for client certificates gets them in two updates (the first prepares).
+  const clientCertificates = patroniClientCertificates(previous);
+  plan.options.patroniClientCertificates = clientCertificates.mode;
+  const applied = recordSettings(settings, {
+    sshPrivateKeySet: sshPrivateKey !== undefined,
+    patroniClientCertificates: clientCertificates.mode,
+  });
   checkStackChange(previous, applied);
 
-  for (const warning of [...plan.warnings, ...archiving.warnings]) pulumi.log.warn(warning);
+  for (const warning of [...plan.warnings, ...archiving.warnings, ...clientCertificates.warnings])
+    pulumi.log.warn(warning);
   if (!sshPrivateKey && !previous) {
     // On a running stack, a change that needs SSH is refused by checkStackChange; before the first
     // up the operator can still set the key cheaply.
@@ -94,6 +102,13 @@ export = async () => {
     haproxyStatsPassword: pillar.haproxyStatsPassword,
     /** The cluster CA's certificate (PEM, public): sslmode=verify-full against the entry point (README, TLS). */
     caCertificate: pillar.caCertificate,
+    /**
+     * The operator's client certificate (public) and key (secret): Patroni's REST API answers only
+     * callers with a certificate of the cluster CA. Prometheus reads them from the files
+     * prometheusConfig names; `curl --cert … --key …` for a look by hand (README, TLS).
+     */
+    operatorCertificate: pillar.operatorCertificate,
+    operatorPrivateKey: pillar.operatorPrivateKey,
     /**
      * prometheus.yml for a Prometheus server on the private network: every node's exporters, Patroni,
      * HAProxy, Sentinel and etcd. No secret in it (HAProxy's password is read from a file).

@@ -1,6 +1,14 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as tls from "@pulumi/tls";
-import { CertificateSpec, ClusterTls, TLS_KEY, Topology, caCertificateSpec, nodeCertificateSpec } from "../core";
+import {
+  CertificateSpec,
+  ClusterTls,
+  TLS_KEY,
+  Topology,
+  caCertificateSpec,
+  nodeCertificateSpec,
+  operatorCertificateSpec,
+} from "../core";
 
 export interface ClusterCertificatesArgs {
   topology: Topology;
@@ -16,7 +24,7 @@ function subject(spec: CertificateSpec) {
 }
 
 /**
- * The cluster's CA and one certificate per node, from the plan in core/tls.ts (the local runner
+ * The cluster's CA, one certificate per node and the operator's client certificate, from the plan in core/tls.ts (the local runner
  * makes the same with openssl). Every input of a node's certificate depends on the node and the
  * stack only, so `pulumi up` keeps each certificate until it is due for renewal
  * (earlyRenewalHours); the private keys are secrets in the state and in every output they reach.
@@ -26,6 +34,9 @@ export class ClusterCertificates extends pulumi.ComponentResource {
   readonly caCertPem: pulumi.Output<string>;
   /** The CA's certificate and every node's pair, as one secret value for the render core. */
   readonly values: pulumi.Output<ClusterTls>;
+  /** The operator's client certificate (public) and its key (secret): Prometheus's and an operator's curl's to Patroni. */
+  readonly operatorCertPem: pulumi.Output<string>;
+  readonly operatorKeyPem: pulumi.Output<string>;
 
   constructor(name: string, args: ClusterCertificatesArgs, opts?: pulumi.ComponentResourceOptions) {
     super("madbase-state:index:ClusterCertificates", name, {}, opts);
@@ -52,14 +63,14 @@ export class ClusterCertificates extends pulumi.ComponentResource {
     );
     this.caCertPem = ca.certPem;
 
-    const nodes = args.topology.nodes.map((node) => {
-      const spec = nodeCertificateSpec(args.topology, node);
-      // A node's key is as stateful as the node: replaced, it would stop matching the node's files.
-      const nodeKey = key(spec.id, args.protect);
+    // A pair signed by the CA: a key (as stateful as what uses it: replaced, it would stop matching
+    // the files made with it), its request and the certificate.
+    const signedPair = (spec: CertificateSpec) => {
+      const pairKey = key(spec.id, args.protect);
       const request = new tls.CertRequest(
         `${name}-${spec.id}-csr`,
         {
-          privateKeyPem: nodeKey.privateKeyPem,
+          privateKeyPem: pairKey.privateKeyPem,
           subject: subject(spec),
           dnsNames: spec.dnsNames,
           ipAddresses: spec.ipAddresses,
@@ -78,8 +89,18 @@ export class ClusterCertificates extends pulumi.ComponentResource {
         },
         { parent: this },
       );
-      return [node.name, pulumi.all([cert.certPem, nodeKey.privateKeyPem])] as const;
+      return { cert: cert.certPem, key: pairKey.privateKeyPem };
+    };
+
+    const nodes = args.topology.nodes.map((node) => {
+      const pair = signedPair(nodeCertificateSpec(args.topology, node));
+      return [node.name, pulumi.all([pair.cert, pair.key])] as const;
     });
+    // The operator's client pair: what Prometheus and an operator's curl present to Patroni's REST
+    // API, which answers only callers with a certificate of this CA.
+    const operator = signedPair(operatorCertificateSpec(args.topology));
+    this.operatorCertPem = operator.cert;
+    this.operatorKeyPem = pulumi.secret(operator.key);
 
     const pairs = pulumi.all(nodes.map(([, pair]) => pair));
     this.values = pulumi.secret(

@@ -81,6 +81,9 @@ export class StatePillar extends pulumi.ComponentResource {
   readonly haproxyStatsPassword: pulumi.Output<string>;
   /** The cluster CA's certificate (public): clients verify the servers with it (sslmode=verify-full). */
   readonly caCertificate: pulumi.Output<string>;
+  /** The operator's client certificate (public) and key (secret), for Prometheus and curl to Patroni's REST API. */
+  readonly operatorCertificate: pulumi.Output<string>;
+  readonly operatorPrivateKey: pulumi.Output<string>;
 
   constructor(name: string, args: StatePillarArgs, opts?: pulumi.ComponentResourceOptions) {
     super("madbase-state:index:StatePillar", name, {}, opts);
@@ -209,6 +212,8 @@ export class StatePillar extends pulumi.ComponentResource {
     this.redisTlsUrl = pulumi.secret(urls.redisTlsUrl);
     this.haproxyStatsPassword = pulumi.secret(pw.haproxyStats.result);
     this.caCertificate = this.certificates.caCertPem;
+    this.operatorCertificate = this.certificates.operatorCertPem;
+    this.operatorPrivateKey = this.certificates.operatorKeyPem;
 
     this.registerOutputs({
       databaseUrl: this.databaseUrl,

@@ -178,6 +178,8 @@ function backupModel(input: NodeRenderInput) {
     patroniConf: paths.config["patroni.yml"],
     patroniUrl: `https://${node.privateIp}:${PORTS.patroni}`,
     tlsCa: paths.tls.caCert,
+    tlsCert: paths.tls.cert,
+    tlsKey: paths.tls.key,
     etcdUrl: `https://127.0.0.1:${PORTS.etcdClient}`,
     // Patroni's key for "this cluster exists" (namespace /madbase/, scope = cluster name).
     initializeKey: `/madbase/${stanza}/initialize`,

@@ -22,6 +22,7 @@ export * from "./cluster";
 export * from "./monitoring";
 export * from "./scale";
 export * from "./patroni";
+export * from "./patroni-client-certificates";
 export * from "./ssh-keys";
 export * from "./stack-change";
 export * from "./alerts";

@@ -4,6 +4,7 @@
  * them imports the renderer for a type.
  */
 import type { NodeFile, NodePaths } from "./paths";
+import type { PatroniClientCertificates } from "./patroni-client-certificates";
 import type { Plan } from "./plans";
 import type { PoolMode } from "./pooler";
 import type { FailoverProfile } from "./profiles";
@@ -47,6 +48,8 @@ export interface ClusterOptions {
   memoryMb?: number;
   /** The data volume's size, which bounds the WAL archive queue; DEFAULT_VOLUME_GB when absent. */
   volumeSizeGb?: number;
+  /** Whether Patroni asks every caller for a certificate; `required` when absent (core/patroni-client-certificates.ts). */
+  patroniClientCertificates?: PatroniClientCertificates;
 }
 
 export interface NodeRenderInput {

@@ -77,6 +77,9 @@ export interface PrometheusConfigOptions {
   haproxyPasswordFile?: string;
   /** Where the Prometheus server keeps the cluster CA's certificate (the caCertificate output). */
   caFile?: string;
+  /** Where it keeps the operator's certificate and key (operatorCertificate, operatorPrivateKey): Patroni asks for them. */
+  clientCertFile?: string;
+  clientKeyFile?: string;
   scrapeIntervalSeconds?: number;
   /** Rule files Prometheus loads, relative to prometheus.yml: the rendered alerts.yml beside it (core/alerts.ts). */
   ruleFiles?: string[];
@@ -90,6 +93,13 @@ export function defaultCaFile(topology: Pick<Topology, "clusterName">): string {
   return `/etc/prometheus/${topology.clusterName}-ca.crt`;
 }
 
+export function defaultClientCertFiles(topology: Pick<Topology, "clusterName">): { cert: string; key: string } {
+  return {
+    cert: `/etc/prometheus/${topology.clusterName}-operator.crt`,
+    key: `/etc/prometheus/${topology.clusterName}-operator.key`,
+  };
+}
+
 /** prometheus.yml for one cluster: a job per endpoint, every node a target labelled with its name. */
 export function renderPrometheusConfig(topology: Topology, opts: PrometheusConfigOptions = {}): string {
   const interval = opts.scrapeIntervalSeconds ?? 15;
@@ -100,6 +110,8 @@ export function renderPrometheusConfig(topology: Topology, opts: PrometheusConfi
     users: USERS,
     haproxyPasswordFile: opts.haproxyPasswordFile ?? defaultHaproxyPasswordFile(topology),
     caFile: opts.caFile ?? defaultCaFile(topology),
+    clientCertFile: opts.clientCertFile ?? defaultClientCertFiles(topology).cert,
+    clientKeyFile: opts.clientKeyFile ?? defaultClientCertFiles(topology).key,
     scrapeInterval: `${interval}s`,
     // Prometheus wants the timeout no longer than the interval.
     scrapeTimeout: `${Math.min(10, interval)}s`,

@@ -188,6 +188,7 @@ function model(input: NodeRenderInput) {
     // Who may make unsafe REST calls: loopback and every address a node of the stack can have
     // (count-independent, so a joining node is in every running node's list already).
     patroniAllowlist: ["127.0.0.1", ...possibleNodeAddresses(topology.subnetCidr)],
+    requireClientCertificates: options.patroniClientCertificates !== "prepared",
     // Patroni appends the connection string; psql reads the SQL (passwords included) from a file.
     postBootstrap: `psql -v ON_ERROR_STOP=1 -f ${paths.postBootstrapSql} -d`,
     pgHba: [

@@ -11,6 +11,7 @@
  */
 import { serverTypeFor } from "./cluster";
 import { ConfigError } from "./errors";
+import type { PatroniClientCertificates } from "./patroni-client-certificates";
 import { CONFIG_NAMESPACE, StackSettings } from "./settings";
 
 /** Bumped when a field changes meaning; a record of another format is not compared. */
@@ -34,9 +35,17 @@ export interface AppliedSettings {
   backupRegion: string;
   /** Whether Pulumi had an SSH key to the nodes (so membership and resize commands exist). */
   sshPrivateKeySet: boolean;
+  /**
+   * Whether the nodes' Patroni asks callers for a certificate (core/patroni-client-certificates.ts).
+   * Absent in a record made before it; then the next update prepares first.
+   */
+  patroniClientCertificates?: PatroniClientCertificates;
 }
 
-export function appliedSettings(settings: StackSettings, opts: { sshPrivateKeySet: boolean }): AppliedSettings {
+export function appliedSettings(
+  settings: StackSettings,
+  opts: { sshPrivateKeySet: boolean; patroniClientCertificates?: PatroniClientCertificates },
+): AppliedSettings {
   return {
     format: APPLIED_SETTINGS_FORMAT,
     nodeCount: settings.nodeCount,
@@ -51,6 +60,7 @@ export function appliedSettings(settings: StackSettings, opts: { sshPrivateKeySe
     backupEndpoint: settings.backupEndpoint,
     backupRegion: settings.backupRegion,
     sshPrivateKeySet: opts.sshPrivateKeySet,
+    patroniClientCertificates: opts.patroniClientCertificates ?? "required",
   };
 }
 
@@ -87,6 +97,13 @@ export function readAppliedSettings(value: unknown): { previous?: AppliedSetting
     if (typeof v[k] !== "number") return { reason: `the previous appliedSettings output has no ${k}` };
   for (const k of BOOLEAN_FIELDS)
     if (typeof v[k] !== "boolean") return { reason: `the previous appliedSettings output has no ${k}` };
+  if (
+    v.patroniClientCertificates !== undefined &&
+    !["required", "prepared"].includes(v.patroniClientCertificates as string)
+  )
+    return {
+      reason: `the previous appliedSettings output has patroniClientCertificates ${JSON.stringify(v.patroniClientCertificates)}`,
+    };
   return { previous: v as unknown as AppliedSettings };
 }
 

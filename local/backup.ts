@@ -16,7 +16,8 @@ import { sleep } from "./machine";
 import { sshIdentity, sshScript } from "./ssh";
 import { LocalClusterState, findNode } from "./state";
 import { waitHealthy } from "./cluster";
-import { readClusterTls, tlsRequest } from "./tls";
+import { PatroniClientTls } from "./probes";
+import { operatorTls, tlsRequest } from "./tls";
 
 const SERVER = serverPaths();
 /** The script on every node (/usr/local/sbin/madbase-backup). */
@@ -160,9 +161,9 @@ async function mustRun(what: string, run: Promise<ScriptRun>, log: (line: string
   return r;
 }
 
-async function patroniPrimary(address: string, ca: string): Promise<number | undefined> {
+async function patroniPrimary(address: string, tls: PatroniClientTls): Promise<number | undefined> {
   try {
-    return (await tlsRequest(`https://${address}:${PORTS.patroni}/primary`, { ca, timeoutMs: 3000 })).status;
+    return (await tlsRequest(`https://${address}:${PORTS.patroni}/primary`, { ...tls, timeoutMs: 3000 })).status;
   } catch {
     return undefined;
   }
@@ -253,8 +254,8 @@ export async function restoreCluster(
   await startPatroni(state, restorer, say);
   const address = findNode(state, restorer).address;
   const deadline = Date.now() + 180_000;
-  const ca = readClusterTls(state.root).caCert;
-  while ((await patroniPrimary(address, ca)) !== 200) {
+  const patroniTls = operatorTls(state.root);
+  while ((await patroniPrimary(address, patroniTls)) !== 200) {
     if (Date.now() > deadline)
       throw new Error(`${restorer}: Patroni's /primary did not answer 200 within 180 s after the restore`);
     await sleep(1000);

@@ -18,6 +18,7 @@ import {
   ClusterTls,
   clientUrls,
   ClientUrls,
+  PatroniClientCertificates,
   describeCluster,
   GENERATED_SECRET_NAMES,
   hostAddress,
@@ -132,6 +133,11 @@ export interface UpOptions extends Location {
   s3Keys?: { accessKey: string; secretKey: string };
   /** Boot these nodes without their volume attached (a test of the first boot's refusal). */
   withoutVolume?: string[];
+  /**
+   * `prepared`: boot the nodes as a stack from before Patroni asked for client certificates is
+   * after its first update (a test of the next update, which requires them). `required` otherwise.
+   */
+  patroniClientCertificates?: PatroniClientCertificates;
   /** Which image the nodes boot: `baked` (default) or `base`, Hetzner's alone (cloud-init installs). */
   imageKind?: "baked" | "base";
   /** Extra cloud-config merged into each node's user data (the apt source of a Hetzner-way test). */
@@ -341,7 +347,13 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
     hostIp: state.hostIp,
   });
   for (const node of topology.nodes) {
-    const files = renderLocalNode(topology, node, { ...options, backup }, secrets, tls);
+    const files = renderLocalNode(
+      topology,
+      node,
+      { ...options, backup, patroniClientCertificates: opts.patroniClientCertificates },
+      secrets,
+      tls,
+    );
     const userData = opts.extraUserData
       ? mergeUserData(files["user-data.yaml"], opts.extraUserData(node))
       : files["user-data.yaml"];

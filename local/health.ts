@@ -13,7 +13,7 @@ import {
   sentinelView,
   probeAuth,
 } from "./probes";
-import { readClusterTls } from "./tls";
+import { operatorTls } from "./tls";
 import { LocalClusterState } from "./state";
 import { machinePath } from "./machine";
 import { probeNode } from "./node-probe";
@@ -38,8 +38,9 @@ export function assertHostLink(state: LocalClusterState): void {
 export async function clusterHealth(state: LocalClusterState, secrets: ClusterSecrets): Promise<ClusterHealth> {
   assertHostLink(state);
   const net = { hub: `${state.networkId}-hub` };
-  // Patroni's REST API is HTTPS, verified with the cluster CA.
-  const ca = readClusterTls(state.root).caCert;
+  // Patroni's REST API is HTTPS both ways: verified with the cluster CA, and it asks this machine
+  // for a certificate of that CA (the operator's pair).
+  const patroniTls = operatorTls(state.root);
   // The links are read (quick, blocking `ip` calls) before any probe starts. Every probe after
   // that is asynchronous and bounded in time: a call that blocked this process while probes were
   // in flight (one node slow to answer) would run every one of them past its timeout.
@@ -51,8 +52,8 @@ export async function clusterHealth(state: LocalClusterState, secrets: ClusterSe
       const socket = machinePath(node.machine, serverPaths().haproxySocket);
       const [probe, members, self, redis, sentinel, etcd, haproxy, exporters] = await Promise.all([
         probeNode(node.machine),
-        patroniCluster(node.address, ca),
-        patroniNode(node.address, ca),
+        patroniCluster(node.address, patroniTls),
+        patroniNode(node.address, patroniTls),
         redisReplication(node.address, probeAuth(secrets).redis),
         sentinelView(node.address, state.clusterName, probeAuth(secrets).sentinel),
         etcdHealthy(node.address),

@@ -6,7 +6,10 @@
 import * as net from "node:net";
 import Redis from "ioredis";
 import { ClusterSecrets, PORTS, REDIS_USERS } from "../core";
-import { tlsRequest } from "./tls";
+import { OperatorTls, tlsRequest } from "./tls";
+
+/** What a call to Patroni's REST API needs: the CA to verify it with and a pair of the CA to present (PEM). */
+export type PatroniClientTls = Pick<OperatorTls, "ca" | "cert" | "key">;
 
 const PROBE_TIMEOUT_MS = 1500;
 
@@ -30,19 +33,19 @@ export interface PatroniMember {
   lag?: number | string;
 }
 
-/** A GET to Patroni's REST API, over HTTPS verified with the cluster CA (`ca`, PEM). */
-async function patroniJson(ip: string, what: string, ca: string): Promise<unknown | undefined> {
+/** A GET to Patroni's REST API, over HTTPS verified with the cluster CA, presenting `tls`'s pair. */
+async function patroniJson(ip: string, what: string, tls: PatroniClientTls): Promise<unknown | undefined> {
   try {
     return JSON.parse(
-      (await tlsRequest(`https://${ip}:${PORTS.patroni}/${what}`, { ca, timeoutMs: PROBE_TIMEOUT_MS })).body,
+      (await tlsRequest(`https://${ip}:${PORTS.patroni}/${what}`, { ...tls, timeoutMs: PROBE_TIMEOUT_MS })).body,
     );
   } catch {
     return undefined;
   }
 }
 
-export async function patroniCluster(ip: string, ca: string): Promise<PatroniMember[] | undefined> {
-  const body = (await patroniJson(ip, "cluster", ca)) as { members?: PatroniMember[] } | undefined;
+export async function patroniCluster(ip: string, tls: PatroniClientTls): Promise<PatroniMember[] | undefined> {
+  const body = (await patroniJson(ip, "cluster", tls)) as { members?: PatroniMember[] } | undefined;
   return body?.members;
 }
 
@@ -54,8 +57,8 @@ export interface PatroniNode {
   replication?: { application_name: string; state: string; sync_state: string }[];
 }
 
-export async function patroniNode(ip: string, ca: string): Promise<PatroniNode | undefined> {
-  return (await patroniJson(ip, "patroni", ca)) as PatroniNode | undefined;
+export async function patroniNode(ip: string, tls: PatroniClientTls): Promise<PatroniNode | undefined> {
+  return (await patroniJson(ip, "patroni", tls)) as PatroniNode | undefined;
 }
 
 /**

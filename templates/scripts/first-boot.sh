@@ -87,7 +87,7 @@ else
   # shellcheck disable=SC2086
   systemctl restart --no-block $CLUSTER_UNITS
 
-  http_code() { curl -s -o /dev/null --max-time 3 --cacert "$TLS_CA" -w '%{http_code}' "https://$NODE_IP:$PATRONI_PORT/$1" || true; }
+  http_code() { curl -s -o /dev/null --max-time 3 --cacert "$TLS_CA" --cert "$TLS_CERT" --key "$TLS_KEY" -w '%{http_code}' "https://$NODE_IP:$PATRONI_PORT/$1" || true; }
   # shellcheck source=/dev/null
   redis_pong() { (set -a && . "$BACKUP_ENV_FILE" && redis-cli --user "$REDIS_ADMIN_USER" --no-auth-warning -h 127.0.0.1 -p "$REDIS_PORT" PING 2>/dev/null) | grep -qx PONG; }
   step="waiting up to ${WAIT_SECONDS}s for PostgreSQL (Patroni /health) and Redis (PING)"

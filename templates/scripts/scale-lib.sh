@@ -98,14 +98,15 @@ PY
 }
 
 # ---------------------------------------------------------------- Patroni
-patroni_get() { curl -sf --max-time 3 --cacert "$TLS_CA" "https://$1:${PATRONI_PORT}/$2"; }
+# patroni_get IP PATH: a read, with this node's certificate (Patroni asks every caller for one).
+patroni_get() { curl -sf --max-time 3 --cacert "$TLS_CA" --cert "$TLS_CERT" --key "$TLS_KEY" "https://$1:${PATRONI_PORT}/$2"; }
 
 # patroni_call_at IP METHOD PATH BODY [MAX_SECONDS]: an authenticated call (switchover, config,
 # restart) to the Patroni at IP; prints the answer, then its HTTP status on a line of its own. The
 # password reaches curl as a config file on a pipe, never on its command line (/proc/*/cmdline).
 patroni_call_at() {
   curl -sS --max-time "${5:-90}" -K <(printf 'user = "%s"\n' "$PATRONI_AUTH") -H 'Content-Type: application/json' \
-    --cacert "$TLS_CA" -X "$2" -d "$4" -w '\n%{http_code}' "https://$1:${PATRONI_PORT}/$3"
+    --cacert "$TLS_CA" --cert "$TLS_CERT" --key "$TLS_KEY" -X "$2" -d "$4" -w '\n%{http_code}' "https://$1:${PATRONI_PORT}/$3"
 }
 # patroni_call METHOD PATH BODY: the same, to this node's Patroni.
 patroni_call() { patroni_call_at "$NODE_IP" "$@"; }

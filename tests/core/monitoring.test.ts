@@ -133,6 +133,15 @@ describe("prometheus.yml", () => {
     expect(byJob.postgres.static_configs[0].targets).toEqual(["10.42.1.10:9187"]);
     expect(byJob.redis.static_configs[0].targets).toEqual(["10.42.1.10:9121"]);
     expect(byJob.patroni.static_configs[0].targets).toEqual(["10.42.1.10:8008"]);
+    // Patroni asks every caller for a certificate of the CA: Prometheus presents the operator's, from files.
+    expect(byJob.patroni).toMatchObject({
+      scheme: "https",
+      tls_config: {
+        ca_file: "/etc/prometheus/madbase-prod-ca.crt",
+        cert_file: "/etc/prometheus/madbase-prod-operator.crt",
+        key_file: "/etc/prometheus/madbase-prod-operator.key",
+      },
+    });
     expect(byJob.haproxy.basic_auth).toEqual({
       username: "stats",
       password_file: "/etc/prometheus/madbase-prod-haproxy-stats.password",

@@ -41,6 +41,7 @@ test("appliedSettings records the resolved server type and nothing secret", () =
     backupEndpoint: "fsn1.your-objectstorage.com",
     backupRegion: "fsn1",
     sshPrivateKeySet: true,
+    patroniClientCertificates: "required",
   });
   expect(applied({ serverType: "ccx23" })).toMatchObject({ serverType: "ccx23", serverTypeOverride: true });
 });
@@ -154,8 +155,23 @@ describe("reading the previous deployment's record", () => {
     expect(readAppliedSettings(JSON.parse(JSON.stringify(previous)))).toEqual({ previous });
   });
 
+  test("a record from before patroniClientCertificates is still compared (the field is optional)", () => {
+    const { patroniClientCertificates, ...older } = previous;
+    expect(patroniClientCertificates).toBe("required");
+    expect(readAppliedSettings(older)).toEqual({ previous: older });
+  });
+
   test("no record (first up, or an older version) or another format is not compared, with a reason", () => {
-    for (const value of [undefined, null, "x", [], {}, { ...previous, format: 2 }, { ...previous, location: 3 }]) {
+    for (const value of [
+      undefined,
+      null,
+      "x",
+      [],
+      {},
+      { ...previous, format: 2 },
+      { ...previous, location: 3 },
+      { ...previous, patroniClientCertificates: "sometimes" },
+    ]) {
       const read = readAppliedSettings(value);
       expect(read.previous).toBeUndefined();
       expect(read.reason).toEqual(expect.any(String));

@@ -104,6 +104,9 @@ beforeAll(async () => {
     renderPrometheusConfig(topology, {
       haproxyPasswordFile: passwordFile,
       caFile: certPaths(state.root, "ca").cert,
+      // Patroni answers only callers with a certificate of the CA: this machine's operator pair.
+      clientCertFile: certPaths(state.root, "operator").cert,
+      clientKeyFile: certPaths(state.root, "operator").key,
       scrapeIntervalSeconds: SCRAPE,
     }),
   );

@@ -11,11 +11,11 @@ import { Client } from "pg";
 import Redis from "ioredis";
 import { APP_DATABASE, PORTS, REDIS_USERS, USERS, serverPaths } from "../../core";
 import { machineExec } from "../../local/machine";
-import { Location, UpResult, down, status, up } from "../../local/cluster";
+import { Location, UpOptions, UpResult, down, status, up } from "../../local/cluster";
 import { assertHostLink } from "../../local/health";
 import { ClusterHealth } from "../../local/judge";
 import { LocalClusterState, LocalNode, findNode } from "../../local/state";
-import { certPaths, tlsRequest } from "../../local/tls";
+import { certPaths, operatorTls, tlsRequest } from "../../local/tls";
 import { Ack, PROBE_SSL } from "../../local/writer";
 
 export const REPO = path.resolve(__dirname, "..", "..");
@@ -49,7 +49,10 @@ export async function finish(loc: TestCluster): Promise<void> {
  * `up` gives up within 200 s, before the 240 s of a beforeAll that calls this, so a failure names
  * what was unhealthy; it then also carries up's progress lines, to show what got stuck and when.
  */
-export async function startCluster(loc: TestCluster, opts: { stack?: string; nodes?: number } = {}): Promise<UpResult> {
+export async function startCluster(
+  loc: TestCluster,
+  opts: { stack?: string; nodes?: number } & Pick<UpOptions, "patroniClientCertificates"> = {},
+): Promise<UpResult> {
   await down(loc);
   const progress: string[] = [];
   try {
@@ -57,6 +60,7 @@ export async function startCluster(loc: TestCluster, opts: { stack?: string; nod
       ...loc,
       stack: opts.stack ?? "prod",
       nodes: opts.nodes,
+      patroniClientCertificates: opts.patroniClientCertificates,
       profile: "fast",
       timeoutMs: 200_000,
       onProgress: (line) => progress.push(line),
@@ -285,9 +289,10 @@ export function namespaceWriter(ns: string, opts: { host: string; port: number; 
 }
 
 /**
- * Patroni's REST API over HTTPS (verified with the cluster CA), from inside `from`'s network
- * namespace: unsafe calls (PATCH /config, POST /switchover) are taken only from the cluster's
- * members, and this machine is not one. The password reaches curl on its standard input.
+ * Patroni's REST API over HTTPS (verified with the cluster CA, presenting the operator's pair),
+ * from inside `from`'s network namespace: unsafe calls (PATCH /config, POST /switchover) are taken
+ * only from the cluster's members, and this machine is not one. The password reaches curl on its
+ * standard input.
  */
 export function patroniCall(
   state: LocalClusterState,
@@ -306,6 +311,10 @@ export function patroniCall(
     "-",
     "--cacert",
     certPaths(state.root, "ca").cert,
+    "--cert",
+    certPaths(state.root, "operator").cert,
+    "--key",
+    certPaths(state.root, "operator").key,
     "-X",
     method,
     "-H",
@@ -324,12 +333,9 @@ export function patroniCall(
   return { status: Number(out.slice(cut + 1)) || 0, body: out.slice(0, cut) };
 }
 
-/** Patroni's GET endpoints from this machine, over HTTPS verified with the cluster CA. */
+/** Patroni's GET endpoints from this machine, over HTTPS verified with the cluster CA, with the operator's pair. */
 export async function patroniGet(state: LocalClusterState, ip: string, what: string): Promise<any> {
-  const r = await tlsRequest(`https://${ip}:${PORTS.patroni}/${what}`, {
-    ca: fs.readFileSync(certPaths(state.root, "ca").cert, "utf8"),
-    timeoutMs: 3000,
-  });
+  const r = await tlsRequest(`https://${ip}:${PORTS.patroni}/${what}`, { ...operatorTls(state.root), timeoutMs: 3000 });
   return JSON.parse(r.body);
 }
 

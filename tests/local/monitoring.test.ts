@@ -63,7 +63,12 @@ afterAll(async () => {
 }, 120_000);
 
 /** An HTTP GET from inside a node's namespace (as a Prometheus on the private network would). */
-async function get(ns: string, url: string, auth?: string, caFile?: string): Promise<{ status: number; body: string }> {
+async function get(
+  ns: string,
+  url: string,
+  auth?: string,
+  tls?: { ca_file?: string; cert_file?: string; key_file?: string },
+): Promise<{ status: number; body: string }> {
   const out = path.join(work, `body-${Math.random().toString(36).slice(2)}`);
   const argv = [
     "curl",
@@ -75,7 +80,9 @@ async function get(ns: string, url: string, auth?: string, caFile?: string): Pro
     "-w",
     "%{http_code}",
     ...(auth ? ["-u", auth] : []),
-    ...(caFile ? ["--cacert", caFile] : []),
+    ...(tls?.ca_file ? ["--cacert", tls.ca_file] : []),
+    // The client pair of the job's tls_config, as Prometheus presents it.
+    ...(tls?.cert_file && tls.key_file ? ["--cert", tls.cert_file, "--key", tls.key_file] : []),
     url,
   ];
   const r = await run(inNamespace(ns, argv), { timeoutMs: 10_000 });
@@ -90,6 +97,9 @@ function scrapeConfig(scrapeIntervalSeconds = 15) {
   const text = renderPrometheusConfig(topology, {
     haproxyPasswordFile: passwordFile,
     caFile: certPaths(state.root, "ca").cert,
+    // Patroni answers only callers with a certificate of the CA: this machine's operator pair.
+    clientCertFile: certPaths(state.root, "operator").cert,
+    clientKeyFile: certPaths(state.root, "operator").key,
     scrapeIntervalSeconds,
   });
   return { text, doc: yaml.load(text) as { scrape_configs: any[] } };
@@ -140,7 +150,7 @@ test("every target of the rendered prometheus.yml answers as Prometheus scrapes 
     scrapes[name] = [];
     for (const sc of job.static_configs) {
       const url = `${job.scheme ?? "http"}://${sc.targets[0]}${job.metrics_path}${query}`;
-      const r = await get(from, url, auth, job.tls_config?.ca_file);
+      const r = await get(from, url, auth, job.tls_config);
       expect({ url, status: r.status }).toEqual({ url, status: 200 });
       const samples = parseMetrics(r.body);
       expect(samples.length).toBeGreaterThan(10);

@@ -6,8 +6,9 @@
  *  - PostgreSQL: plain-text logins to a node's 5432 and to the entry port 5433 are refused;
  *    sslmode=verify-full against the CA works through the entry point;
  *  - the certificates the nodes present are the cluster CA's, with the node's SANs;
- *  - Patroni: HTTPS only; an unsafe call from this machine (not a member) is refused even with
- *    the password, one from a member without it too; HAProxy checks it over TLS and follows the
+ *  - Patroni: HTTPS only; no answer without a client certificate of the CA (one of another CA
+ *    neither), not even to a read; an unsafe call from this machine (not a member) is refused even
+ *    with the operator's pair and the password, one from a member without the password too; HAProxy checks it over TLS and follows the
  *    leader through a power cut within the profile's time, and the old leader rejoins;
  *  - PgBouncer (5433, 5434, 6432): TLS only, and TLS on to PostgreSQL;
  *  - Redis over TLS (6381, ended at HAProxy): the printed rediss URL works verified with the CA;
@@ -59,13 +60,87 @@ let cluster: UpResult;
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), "madbase-tls-test-"));
 
 beforeAll(async () => {
-  cluster = await startCluster(loc);
+  // Booted as a stack from before Patroni asked for client certificates is after the update that
+  // prepared it: the first test is the next update, and every later one runs on its result.
+  cluster = await startCluster(loc, { patroniClientCertificates: "prepared" });
 }, 240_000);
 
 afterAll(async () => {
   await finish(loc);
   fs.rmSync(scratch, { recursive: true, force: true });
 }, 120_000);
+
+/** The HTTP status of a GET to a node's Patroni from this machine without a client certificate ("000": no answer). */
+function patroniWithoutCertificate(ip: string, what: string): string {
+  const op = operatorTls(cluster.state.root);
+  return spawnSync(
+    "curl",
+    [
+      "-s",
+      "-m",
+      "10",
+      "-o",
+      "/dev/null",
+      "-w",
+      "%{http_code}",
+      "--cacert",
+      op.caFile,
+      `https://${ip}:${PORTS.patroni}/${what}`,
+    ],
+    { encoding: "utf8" },
+  ).stdout;
+}
+
+/** How often each HAProxy's check marked `server` DOWN on the write port (show stat's chkdown). */
+async function leaderChecksDown(nodes: typeof cluster.state.nodes, server: string): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const node of nodes) {
+    const csv = (await haproxyCommand(machinePath(node.machine, serverPaths().haproxySocket)!, "show stat")) ?? "";
+    const [head, ...rows] = csv.split("\n").filter((l) => l.trim() !== "");
+    const cols = head.slice(2).split(",");
+    const row = rows.map((r) => r.split(",")).find((f) => f[0] === "postgres_primary" && f[1] === server);
+    out[node.name] = Number(row?.[cols.indexOf("chkdown")] ?? NaN);
+  }
+  return out;
+}
+
+test("the update after the prepared one requires Patroni client certificates, node by node, while writes go on and every HAProxy keeps the leader", async () => {
+  const { state, secrets } = cluster;
+  const leader = state.nodes.find((n) => n.name === cluster.health.leader)!;
+  // Prepared: every HAProxy and script presents the node's pair, Patroni does not ask yet.
+  for (const n of state.nodes)
+    expect([n.name, patroniWithoutCertificate(n.address, "cluster")]).toEqual([n.name, "200"]);
+  const downBefore = await leaderChecksDown(state.nodes, leader.name);
+  expect(Object.values(downBefore).every(Number.isFinite)).toBe(true);
+  const writer = new AckWriter({
+    host: state.nodes.find((n) => n.name !== leader.name)!.address,
+    port: PORTS.postgresPrimary,
+    password: secrets.app,
+    firstId: 15_000_000,
+    intervalMs: 20,
+  }).start();
+  try {
+    await writer.waitForAcks(20, 30_000);
+    const result = await apply({ ...loc });
+    for (const c of result.changes)
+      expect([c.node, c.lines]).toEqual([
+        c.node,
+        expect.arrayContaining(["patroni: reloaded with the new patroni.yml"]),
+      ]);
+    await writer.waitForAcks(20, 30_000);
+  } finally {
+    await writer.stop();
+  }
+  for (const n of state.nodes)
+    expect([n.name, patroniWithoutCertificate(n.address, "cluster")]).toEqual([n.name, "000"]);
+  // No HAProxy lost the leader on its way (no check without a certificate met a Patroni that asks), no failover.
+  expect(await leaderChecksDown(state.nodes, leader.name)).toEqual(downBefore);
+  const after = await waitHealthy(state, secrets, { timeoutMs: 60_000 });
+  expect(after.leader).toBe(leader.name);
+  expect(
+    await missingIds({ host: leader.address, port: PORTS.postgresPrimary, password: secrets.app }, writer.ackedIds),
+  ).toEqual([]);
+}, 300_000);
 
 /** The image's etcdctl (etcd-client 3.5, the nodes' own), run on this machine. */
 function etcdctl(flags: string[], args: string[]): { code: number | null; out: string } {
@@ -281,42 +356,45 @@ test("Redis over TLS: the printed rediss URL works through a node's 6381, verifi
   expect(plain).toMatch(/timeout|closed|ECONNRESET|EPIPE/i);
 });
 
-test("Patroni: HTTPS only; unsafe calls need the password and a member's address; safe reads verify against the CA", async () => {
+test("Patroni: HTTPS only, and no answer, not even a read, without a certificate of the CA; unsafe calls need the password and a member's address", async () => {
   const { state, secrets } = cluster;
   const [n1, n2] = state.nodes;
+  const op = operatorTls(state.root);
+  /** curl from this machine to n1's REST API: its HTTP status ("000": no answer) and exit code. */
+  const curl = (url: string, flags: string[], input = "") => {
+    const r = spawnSync("curl", ["-s", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}", ...flags, url], {
+      input,
+      encoding: "utf8",
+    });
+    return { http: r.stdout, code: r.status };
+  };
   // Plain HTTP gets no answer from the REST API.
-  const plain = spawnSync(
-    "curl",
-    ["-s", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}", `http://${n1.address}:${PORTS.patroni}/cluster`],
-    { encoding: "utf8" },
+  expect(curl(`http://${n1.address}:${PORTS.patroni}/cluster`, []).http).not.toBe("200");
+  // Without a client certificate, or with one of another CA, the TLS handshake fails: no read at all.
+  const other = path.join(scratch, "other-patroni");
+  issueCertificate(caCertificateSpec({ clusterName: "someone-else" }), certPaths(other, "ca"));
+  issueCertificate(
+    operatorCertificateSpec({ clusterName: "someone-else" }),
+    certPaths(other, "operator"),
+    certPaths(other, "ca"),
   );
-  expect(plain.stdout).not.toBe("200");
-  // Reads verify the server with the cluster CA.
+  const foreign = ["--cert", certPaths(other, "operator").cert, "--key", certPaths(other, "operator").key];
+  for (const flags of [[], foreign]) {
+    for (const what of ["cluster", "config", "patroni", "primary"]) {
+      const r = curl(`https://${n1.address}:${PORTS.patroni}/${what}`, ["--cacert", op.caFile, ...flags]);
+      expect([what, r.http]).toEqual([what, "000"]);
+      expect(r.code).not.toBe(0);
+    }
+  }
+  // With the operator's pair, reads work, verified with the cluster CA.
   expect((await patroniGet(state, n1.address, "cluster")).members).toHaveLength(3);
-  // This machine is not a member: even with the password, an unsafe call is refused.
-  const fromHost = spawnSync(
-    "curl",
-    [
-      "-s",
-      "-m",
-      "10",
-      "-K",
-      "-",
-      "--cacert",
-      operatorTls(state.root).caFile,
-      "-X",
-      "PATCH",
-      "-d",
-      "{}",
-      "-o",
-      "/dev/null",
-      "-w",
-      "%{http_code}",
-      `https://${n1.address}:${PORTS.patroni}/config`,
-    ],
-    { input: `user = "${USERS.patroniRest}:${secrets.patroniRest}"\n`, encoding: "utf8" },
+  // This machine is not a member: even with a certificate and the password, an unsafe call is refused.
+  const fromHost = curl(
+    `https://${n1.address}:${PORTS.patroni}/config`,
+    ["-K", "-", "--cacert", op.caFile, "--cert", op.certFile, "--key", op.keyFile, "-X", "PATCH", "-d", "{}"],
+    `user = "${USERS.patroniRest}:${secrets.patroniRest}"\n`,
   );
-  expect(fromHost.stdout).toBe("403");
+  expect(fromHost.http).toBe("403");
   // From a member: without the password, or with a wrong one, refused; with it, done.
   expect(patroniCall(state, n2, n1.address, "PATCH", "config", { body: {} }).status).toBe(401);
   expect(patroniCall(state, n2, n1.address, "PATCH", "config", { body: {}, password: "not-the-password" }).status).toBe(
@@ -391,7 +469,8 @@ test("HAProxy checks Patroni over TLS and follows the leader through a power cut
 function presentedSerial(ip: string, port: number, starttls?: string): string {
   const args = ["s_client", "-connect", `${ip}:${port}`, ...(starttls ? ["-starttls", starttls] : [])];
   const op = operatorTls(cluster.state.root);
-  if (port === PORTS.etcdClient) args.push("-cert", op.certFile, "-key", op.keyFile);
+  // etcd and Patroni ask for a client certificate of the CA.
+  if (port === PORTS.etcdClient || port === PORTS.patroni) args.push("-cert", op.certFile, "-key", op.keyFile);
   const chain = spawnSync("openssl", args, { input: "", encoding: "utf8", timeout: 15_000 });
   const pem = chain.stdout.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/)?.[0] ?? "";
   return spawnSync("openssl", ["x509", "-noout", "-serial"], { input: pem, encoding: "utf8" }).stdout.trim();
@@ -436,19 +515,6 @@ test("rotation: a node's new pair reaches it through config-refresh (apply), and
   expect(sampleValue(parseMetrics(textfile), TLS_METRICS.notAfter, { certificate: "node" })).toBe(newEnd);
   expect(result.health.healthy).toBe(true);
 }, 300_000);
-
-/** How often each HAProxy's check marked `server` DOWN on the write port (show stat's chkdown). */
-async function leaderChecksDown(nodes: UpResult["state"]["nodes"], server: string): Promise<Record<string, number>> {
-  const out: Record<string, number> = {};
-  for (const node of nodes) {
-    const csv = (await haproxyCommand(machinePath(node.machine, serverPaths().haproxySocket)!, "show stat")) ?? "";
-    const [head, ...rows] = csv.split("\n").filter((l) => l.trim() !== "");
-    const cols = head.slice(2).split(",");
-    const row = rows.map((r) => r.split(",")).find((f) => f[0] === "postgres_primary" && f[1] === server);
-    out[node.name] = Number(row?.[cols.indexOf("chkdown")] ?? NaN);
-  }
-  return out;
-}
 
 test("rotation on the leader under writes: no failover, no other HAProxy loses the leader, no acknowledged write lost", async () => {
   // The state as it is now: the power cut above restarted a node (its machine has a new init).

@@ -11,6 +11,7 @@ import {
   buildTopology,
   caCertificateSpec,
   nodeCertificateSpec,
+  operatorCertificateSpec,
   writtenFiles,
 } from "../../core";
 import { ProgramRun, T, isSecretEnvelope, ofType, plainStrings, runProgram, stackFileConfig } from "./harness";
@@ -25,9 +26,9 @@ beforeAll(async () => {
   expect(three.error).toBeUndefined();
 });
 
-test("a CA (ECDSA P-256, self-signed, 10 years) and a key, request and certificate per node with the plan's SANs and usages", () => {
+test("a CA (ECDSA P-256, self-signed, 10 years) and a key, request and certificate per node with the plan's SANs and usages, and the operator's client pair", () => {
   const keys = ofType(three, T.privateKey);
-  expect(keys).toHaveLength(1 + 3);
+  expect(keys).toHaveLength(1 + 3 + 1);
   for (const k of keys) expect(k.inputs).toMatchObject({ algorithm: "ECDSA", ecdsaCurve: "P256" });
   const [ca] = ofType(three, T.selfSignedCert);
   const caSpec = caCertificateSpec(topology);
@@ -39,7 +40,20 @@ test("a CA (ECDSA P-256, self-signed, 10 years) and a key, request and certifica
   });
   const requests = ofType(three, T.certRequest);
   const certs = ofType(three, T.locallySignedCert);
-  expect([requests.length, certs.length]).toEqual([3, 3]);
+  expect([requests.length, certs.length]).toEqual([3 + 1, 3 + 1]);
+  // The operator's: client only, no name or address, published as outputs (its key secret).
+  const operatorSpec = operatorCertificateSpec(topology);
+  expect(requests.find((r) => r.name.endsWith("-operator-csr"))!.inputs).toMatchObject({
+    subject: { commonName: "madbase-prod operator" },
+  });
+  const operatorCert = certs.find((c) => c.name.endsWith("-operator-cert"))!;
+  expect(operatorCert.inputs).toMatchObject({
+    allowedUses: operatorSpec.usages,
+    caCertPem: three.outputs.caCertificate.value,
+  });
+  expect(operatorSpec.usages).toEqual(["digital_signature", "client_auth"]);
+  expect(three.outputs.operatorCertificate).toMatchObject({ known: true, secret: false });
+  expect(three.outputs.operatorPrivateKey).toMatchObject({ known: true, secret: true });
   for (const node of topology.nodes) {
     const spec = nodeCertificateSpec(topology, node);
     const req = requests.find((r) => r.name.endsWith(`-${node.name}-csr`))!;

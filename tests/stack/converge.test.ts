@@ -15,11 +15,12 @@ const BASE = {
   adminCidrs: '["198.51.100.7/32"]',
 };
 
-function up(config: Record<string, string> = {}): Promise<ProgramRun> {
+function up(config: Record<string, string> = {}, previousOutputs?: Record<string, unknown>): Promise<ProgramRun> {
   return runProgram({
     stack: "prod",
     config: { ...stackFileConfig("prod"), ...BASE, ...config },
     secretConfig: { sshPrivateKey: SSH_KEY },
+    previousOutputs,
   });
 }
 
@@ -83,4 +84,30 @@ test("adminCidrs changes the firewall only", async () => {
   const run = await up({ adminCidrs: '["198.51.100.8/32"]' });
   expect(run.error).toBeUndefined();
   expect(changed(base, run)).toEqual([`${T.firewall} madbase-prod-firewall`]);
+});
+
+test("a stack from before Patroni asked for client certificates: the next up prepares and says so, the one after requires, both through the refreshes only", async () => {
+  const refreshes = (run: ProgramRun) =>
+    run.resources.filter((r) => r.type === COMMAND && r.name.endsWith("-config")).map((r) => String(r.inputs.stdin));
+  // A new stack requires them from the first boot, and its refreshes keep it so.
+  expect(base.outputs.appliedSettings.value).toMatchObject({ patroniClientCertificates: "required" });
+  for (const script of refreshes(base)) expect(script).toMatch(/^ {2}verify_client: required$/m);
+
+  const { patroniClientCertificates: _mode, ...older } = base.outputs.appliedSettings.value as Record<string, unknown>;
+  const prepared = await up({}, { appliedSettings: older });
+  expect(prepared.error).toBeUndefined();
+  expect(prepared.outputs.appliedSettings.value).toMatchObject({ patroniClientCertificates: "prepared" });
+  expect(prepared.logs.join("\n")).toMatch(/warn: .*Run `pulumi up` again after this one/);
+  for (const script of refreshes(prepared)) {
+    expect(script).not.toMatch(/verify_client/);
+    expect(script).toMatch(/crt "@node\/node"/);
+  }
+  expect(changed(base, prepared)).toEqual(configs);
+
+  const required = await up({}, { appliedSettings: prepared.outputs.appliedSettings.value });
+  expect(required.error).toBeUndefined();
+  expect(required.outputs.appliedSettings.value).toMatchObject({ patroniClientCertificates: "required" });
+  expect(required.logs.join("\n")).not.toMatch(/Run `pulumi up` again/);
+  for (const script of refreshes(required)) expect(script).toMatch(/^ {2}verify_client: required$/m);
+  expect(changed(prepared, required)).toEqual(configs);
 });

@@ -15,7 +15,7 @@ import {
   stackFileConfig,
 } from "./harness";
 
-const SECRET_OUTPUTS = ["databaseUrl", "databaseReadUrl", "redisUrl", "haproxyStatsPassword"];
+const SECRET_OUTPUTS = ["databaseUrl", "databaseReadUrl", "redisUrl", "haproxyStatsPassword", "operatorPrivateKey"];
 const S3 = { backupAccessKey: "HZ1ACCESSKEYEXAMPLE0", backupSecretKey: "hZ2secretKeyExampleValue0123456789abcdef" };
 
 function leaks(text: string, secrets: string[]): string[] {
@@ -43,11 +43,11 @@ describe.each([
     for (const p of passwords) expect(p.inputs).toMatchObject({ special: false, length: PASSWORD_LENGTH });
     expect(PASSWORD_LENGTH).toBeGreaterThanOrEqual(32);
     // The harness saw every generated value (and the S3 keys, when set), and a private key per
-    // node and the CA's.
-    expect(run.secretValues.length).toBe(GENERATED_SECRET_NAMES.length + Object.keys(secretConfig).length + 3 + 1);
+    // node, the CA's and the operator's.
+    expect(run.secretValues.length).toBe(GENERATED_SECRET_NAMES.length + Object.keys(secretConfig).length + 3 + 1 + 1);
   });
 
-  test("connection strings and the stats password are secret outputs", () => {
+  test("connection strings, the stats password and the operator's key are secret outputs", () => {
     for (const key of SECRET_OUTPUTS) {
       expect([key, run.outputs[key].secret]).toEqual([key, true]);
       expect(run.outputs[key].known).toBe(true);
@@ -65,6 +65,7 @@ describe.each([
       "haproxyStatsUrl",
       "haproxyStatsUser",
       "nodes",
+      "operatorCertificate",
       "patroniScope",
       "prometheusConfig",
     ]);
