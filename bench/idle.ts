@@ -13,10 +13,9 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { down, up } from "../local/cluster";
-import { machineProcesses, processStat } from "../local/processes";
+import { CLOCK_TICKS_PER_SECOND, machineProcesses, processStat } from "../local/processes";
 
 const LOC = { root: path.join(os.tmpdir(), "madbase-bench-idle"), networkId: "bidle", subnetCidr: "10.42.202.0/24" };
-const TICKS_PER_SECOND = 100;
 
 /** CPU ticks (user + system, all threads) of each process of a machine, by command and PID. */
 function ticksByCommand(nspawnPid: number | undefined): Map<string, Map<number, number>> {
@@ -67,7 +66,7 @@ async function main(): Promise<void> {
             comm,
             nodes.map(() => 0),
           );
-        share.get(comm)![i] = (100 * spent) / TICKS_PER_SECOND / elapsed;
+        share.get(comm)![i] = (100 * spent) / CLOCK_TICKS_PER_SECOND / elapsed;
       }
     });
     const rows = [...share.entries()]

@@ -25,7 +25,7 @@ import { Location, down, killNode, loadCluster, startNode, stopService, up, wait
 import { assertHostLink, clusterHealth } from "../local/health";
 import { LocalClusterState, findNode } from "../local/state";
 import { sleep } from "../local/machine";
-import { machineProcesses } from "../local/processes";
+import { CLOCK_TICKS_PER_SECOND, machineCpuTicks, machineProcesses } from "../local/processes";
 import { nodeVersions } from "../local/versions";
 import { AckWriter, PROBE_SSL } from "../local/writer";
 import { median, roundTrips } from "./round-trips";
@@ -68,6 +68,10 @@ interface PgbenchSide {
   clients: number;
   /** CPU seconds pgbench itself used in each run (of `seconds` × the cores it shares with the nodes). */
   clientCpuSeconds: { pooled: number; direct: number };
+  /** CPU seconds the nodes spent on each run, their idle work (measured before) taken off. */
+  nodeCpuSeconds: { pooled: number; direct: number };
+  /** Transactions each run completed (with -C, one connection each). */
+  transactions: { pooled: number; direct: number };
 }
 
 interface PoolingResult {
@@ -229,7 +233,7 @@ function pgbench(
   port: number,
   password: string,
   args: string[],
-): { tps: number; clientCpuSeconds: number } {
+): { tps: number; transactions: number; clientCpuSeconds: number } {
   const argv = ["-h", host, "-p", String(port), "-U", USERS.app, "-n", ...args, APP_DATABASE];
   const out = execFileSync("bash", ["-c", 'pgbench "$@" && times', "pgbench", ...argv], {
     encoding: "utf8",
@@ -243,7 +247,9 @@ function pgbench(
   const children = out.trim().split("\n").pop() ?? "";
   const seconds = [...children.matchAll(/(\d+)m([\d.]+)s/g)].map((m) => Number(m[1]) * 60 + Number(m[2]));
   if (seconds.length !== 2) throw new Error(`bash's times printed no children's line:\n${out}`);
-  return { tps: Number(tps[1]), clientCpuSeconds: seconds[0] + seconds[1] };
+  const transactions = /^number of transactions actually processed: (\d+)/m.exec(out);
+  if (!transactions) throw new Error(`pgbench printed no transaction count:\n${out}`);
+  return { tps: Number(tps[1]), transactions: Number(transactions[1]), clientCpuSeconds: seconds[0] + seconds[1] };
 }
 
 /**
@@ -264,13 +270,30 @@ async function pooling(seconds = 15): Promise<PoolingResult> {
       stdio: "ignore",
     },
   );
+  // pgbench shares this machine's cores with the nodes, so its TPS says as much about the client
+  // as about the pool. What the nodes themselves spend per run (every process of every node,
+  // ended backends included) says what a client on a machine of its own would find.
+  const nodeTicks = () => state.nodes.reduce((sum, n) => sum + machineCpuTicks(n.machine.nspawnPid), 0);
+  // The cluster's own work (Patroni's loops, HAProxy's checks, ...) goes on during the runs: its
+  // rate, taken first, comes off each run.
+  const idleFrom = { ticks: nodeTicks(), at: Date.now() };
+  await sleep(10_000);
+  const idleTicksPerSecond = (nodeTicks() - idleFrom.ticks) / ((Date.now() - idleFrom.at) / 1000);
+  const run = (port: number, args: string[]) => {
+    const before = { ticks: nodeTicks(), at: Date.now() };
+    const result = pgbench(entry, port, secrets.app, args);
+    const busy = nodeTicks() - before.ticks - idleTicksPerSecond * ((Date.now() - before.at) / 1000);
+    return { ...result, nodeCpuSeconds: Math.max(0, busy) / CLOCK_TICKS_PER_SECOND };
+  };
   const side = (args: string[]) => {
-    const pooled = pgbench(entry, PORTS.postgresPrimary, secrets.app, args);
-    const direct = pgbench(entry, PORTS.postgresDirect, secrets.app, args);
+    const pooled = run(PORTS.postgresPrimary, args);
+    const direct = run(PORTS.postgresDirect, args);
     return {
       pooledTps: pooled.tps,
       directTps: direct.tps,
       clientCpuSeconds: { pooled: pooled.clientCpuSeconds, direct: direct.clientCpuSeconds },
+      nodeCpuSeconds: { pooled: pooled.nodeCpuSeconds, direct: direct.nodeCpuSeconds },
+      transactions: { pooled: pooled.transactions, direct: direct.transactions },
     };
   };
   const connectClients = 8;
@@ -315,9 +338,15 @@ function poolingLines(p: PoolingResult): string[] {
   const x = (a: number, b: number) => `${(a / b).toFixed(1)}×`;
   const c = p.connectPerTransaction;
   const s = p.persistent;
+  const perConnection = {
+    pooled: (1000 * c.nodeCpuSeconds.pooled) / c.transactions.pooled,
+    direct: (1000 * c.nodeCpuSeconds.direct) / c.transactions.direct,
+  };
+  const capacity = (ms: number) => ((1000 * os.cpus().length) / ms).toFixed(0);
   return [
     `| pgbench -C -S, ${c.clients} clients, ${p.seconds} s (load ${p.load.toFixed(1)} on ${os.cpus().length} cores): TPS pooled 5433 / direct 5435 | ${c.pooledTps.toFixed(0)} / ${c.directTps.toFixed(0)} (${x(c.pooledTps, c.directTps)}) | pooled ≥ 3× direct | ${c.pooledTps >= 3 * c.directTps ? "yes" : "**no**"} |`,
     `| pgbench -C -S: CPU pgbench itself used, of ${p.seconds * os.cpus().length} core-seconds shared with the nodes: pooled / direct | ${c.clientCpuSeconds.pooled.toFixed(1)} s / ${c.clientCpuSeconds.direct.toFixed(1)} s (${((1000 * c.clientCpuSeconds.pooled) / (c.pooledTps * p.seconds)).toFixed(1)} / ${((1000 * c.clientCpuSeconds.direct) / (c.directTps * p.seconds)).toFixed(1)} ms a connection) | - | - |`,
+    `| pgbench -C -S: the nodes' CPU per new connection (their idle work taken off), pooled / direct | ${perConnection.pooled.toFixed(1)} ms / ${perConnection.direct.toFixed(1)} ms (${x(perConnection.direct, perConnection.pooled)} less), so ${os.cpus().length} cores of nodes alone would take ${capacity(perConnection.pooled)} / ${capacity(perConnection.direct)} connections a second | pooled ≥ 3× direct, counted on the nodes | ${perConnection.direct >= 3 * perConnection.pooled ? "yes" : "**no**"} |`,
     `| pgbench -S, ${s.clients} clients, ${p.seconds} s: TPS pooled 5433 / direct 5435 | ${s.pooledTps.toFixed(0)} / ${s.directTps.toFixed(0)} (${x(s.pooledTps, s.directTps)}) | - | - |`,
     `| PostgreSQL round trip at one client (SELECT 1), median: 5433 pooled / 5435 direct | ${p.roundTrip.pooledUs.toFixed(0)} µs / ${p.roundTrip.directUs.toFixed(0)} µs: PgBouncer adds ${(p.roundTrip.pooledUs - p.roundTrip.directUs).toFixed(0)} µs | - | - |`,
   ];

@@ -4,12 +4,17 @@
  */
 import * as fs from "node:fs";
 
+/** Clock ticks a second in /proc's CPU times (USER_HZ, 100 on Linux wherever this runs). */
+export const CLOCK_TICKS_PER_SECOND = 100;
+
 /** What /proc/<pid>/stat says of a process: its command, state, parent and CPU time (user + system, in clock ticks). */
 export interface ProcessStat {
   comm: string;
   state: string;
   ppid: number;
   cpuTicks: number;
+  /** The CPU time of its children that ended and were reaped by it (with theirs), in clock ticks. */
+  reapedTicks: number;
 }
 
 /** A process's /proc/<pid>/stat, or undefined once it is gone. */
@@ -27,6 +32,7 @@ export function processStat(pid: number): ProcessStat | undefined {
     state: fields[0],
     ppid: Number(fields[1]),
     cpuTicks: Number(fields[11]) + Number(fields[12]),
+    reapedTicks: Number(fields[13]) + Number(fields[14]),
   };
 }
 
@@ -56,4 +62,20 @@ export function machineProcesses(root: number | undefined): number[] {
     todo.push(...(children.get(pid) ?? []));
   }
   return out;
+}
+
+/**
+ * The CPU time a machine has spent so far, in clock ticks: every live process's own time plus what
+ * it reaped of children that ended (systemd, a postmaster and their like reap theirs), so a
+ * short-lived process, a PostgreSQL backend of one connection, still counts once it is gone.
+ * Only differences between two reads mean anything: processes that ended before the first read
+ * are in it too.
+ */
+export function machineCpuTicks(root: number | undefined): number {
+  let ticks = 0;
+  for (const pid of machineProcesses(root)) {
+    const stat = processStat(pid);
+    if (stat) ticks += stat.cpuTicks + stat.reapedTicks;
+  }
+  return ticks;
 }
