@@ -337,8 +337,27 @@ export interface ExecResult {
 /** The environment of a command run in a machine: the node's own PATH, not this process's. */
 const NODE_EXEC_ENV = { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C.UTF-8" };
 
-/** nsenter's arguments for `argv` in every namespace of the machine whose PID 1 is `init`. */
-const inMachine = (init: number, argv: string[]) => ["--target", String(init), "--all", "--", ...argv];
+/**
+ * nsenter's arguments for `argv` in every namespace of the machine whose PID 1 is `init`, bounded
+ * in time inside the machine: nsenter forks into the machine's PID namespace and does not pass a
+ * signal on, so killing it at a timeout left the command running there (a hung `systemctl`, a
+ * probe stuck on a stopped daemon). coreutils' `timeout` ends the command itself, SIGTERM first,
+ * SIGKILL a second later; the caller's own timeout, a little longer, is only the backstop.
+ */
+const inMachine = (init: number, argv: string[], timeoutMs: number) => [
+  "--target",
+  String(init),
+  "--all",
+  "--",
+  "timeout",
+  "--kill-after=1",
+  `${timeoutMs / 1000}s`,
+  ...argv,
+];
+/** How much longer the caller waits than `timeout` inside the machine. */
+const BACKSTOP_MS = 3_000;
+/** timeout's exit codes when it ended the command: SIGTERM sufficed (124), SIGKILL was needed (137). */
+const TIMED_OUT = new Set([124, 137]);
 
 /** Runs a command inside the running machine, in all its namespaces, as root (Hetzner's console). */
 export function machineExec(
@@ -348,13 +367,15 @@ export function machineExec(
 ): ExecResult {
   const init = initPid(m);
   if (!init) return { code: null, stdout: "", stderr: `${m.name} is not running` };
-  const r = spawnSync("nsenter", inMachine(init, argv), {
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+  const r = spawnSync("nsenter", inMachine(init, argv, timeoutMs), {
     encoding: "utf8",
     input: opts.input,
-    timeout: opts.timeoutMs ?? 30_000,
+    timeout: timeoutMs + BACKSTOP_MS,
     env: NODE_EXEC_ENV,
   });
-  return { code: r.status, stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
+  const code = r.status !== null && TIMED_OUT.has(r.status) ? null : r.status;
+  return { code, stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
 }
 
 /**
@@ -369,14 +390,16 @@ export function machineExecAsync(
 ): Promise<ExecResult> {
   const init = initPid(m);
   if (!init) return Promise.resolve({ code: null, stdout: "", stderr: `${m.name} is not running` });
+  const timeoutMs = opts.timeoutMs ?? 30_000;
   return new Promise((resolve) => {
     execFile(
       "nsenter",
-      inMachine(init, argv),
-      { encoding: "utf8", timeout: opts.timeoutMs ?? 30_000, env: NODE_EXEC_ENV, maxBuffer: 16 * 1024 * 1024 },
+      inMachine(init, argv, timeoutMs),
+      { encoding: "utf8", timeout: timeoutMs + BACKSTOP_MS, env: NODE_EXEC_ENV, maxBuffer: 16 * 1024 * 1024 },
       (error, stdout, stderr) => {
         // A non-zero exit is an answer; only a kill (the timeout) or a failed spawn has no code.
-        const code = error ? (typeof error.code === "number" ? error.code : null) : 0;
+        const exit = error ? (typeof error.code === "number" ? error.code : null) : 0;
+        const code = exit !== null && TIMED_OUT.has(exit) ? null : exit;
         resolve({ code, stdout: stdout ?? "", stderr: stderr ?? "" });
       },
     );

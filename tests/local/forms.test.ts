@@ -4,7 +4,8 @@
  * the leader/master and reach every replica. Also: `status --json` and a second `up`.
  */
 import { PORTS, serverPaths } from "../../core";
-import { machineExec } from "../../local/machine";
+import * as fs from "node:fs";
+import { machineExec, machineExecAsync } from "../../local/machine";
 import { AckWriter } from "../../local/writer";
 import { address, cli, clusterPerFile, redisClient, sleep, sql, testLocation } from "./harness";
 
@@ -171,3 +172,27 @@ test("a second up says the cluster is already running and starts nothing", () =>
     JSON.parse(before.stdout).nodes.map((n: { pids: unknown }) => n.pids),
   );
 }, 60_000);
+
+test("a command run in a node past its timeout is ended inside the node, even one that ignores SIGTERM; one that ends answers with its exit code", async () => {
+  const m = cluster().state.nodes[0].machine;
+  // Processes anywhere on this machine with exactly this command line: a command that outlives
+  // nsenter is reparented outside the node's tree.
+  const running = (argv: string[]) =>
+    fs.readdirSync("/proc").filter((pid) => {
+      try {
+        return (
+          /^\d+$/.test(pid) && fs.readFileSync(`/proc/${pid}/cmdline`, "utf8") === argv.map((a) => `${a}\0`).join("")
+        );
+      } catch {
+        return false; // ended meanwhile
+      }
+    });
+  // A hung command that does not stop at SIGTERM (this shell ignores it), as a stuck client can be.
+  const hung = (seconds: number) => ["sh", "-c", `trap '' TERM; sleep ${seconds}`];
+  expect((await machineExecAsync(m, hung(987), { timeoutMs: 1000 })).code).toBeNull();
+  expect(running(hung(987))).toEqual([]);
+  expect(machineExec(m, hung(986), { timeoutMs: 1000 }).code).toBeNull();
+  expect(running(hung(986))).toEqual([]);
+  expect((await machineExecAsync(m, ["sh", "-c", "exit 3"], { timeoutMs: 5000 })).code).toBe(3);
+  expect(machineExec(m, ["true"], { timeoutMs: 5000 }).code).toBe(0);
+});
