@@ -339,9 +339,9 @@ const NODE_EXEC_ENV = { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin
 
 /**
  * nsenter's arguments for `argv` in every namespace of the machine whose PID 1 is `init`, bounded
- * in time inside the machine: nsenter forks into the machine's PID namespace and does not pass a
- * signal on, so killing it at a timeout left the command running there (a hung `systemctl`, a
- * probe stuck on a stopped daemon). coreutils' `timeout` ends the command itself, SIGTERM first,
+ * in time inside the machine: nsenter forks the command into the machine's PID namespace, and
+ * killing nsenter at a timeout left a command that does not stop at SIGTERM running there,
+ * reparented to the host's init. coreutils' `timeout` ends the command itself, SIGTERM first,
  * SIGKILL a second later; the caller's own timeout, a little longer, is only the backstop.
  */
 const inMachine = (init: number, argv: string[], timeoutMs: number) => [
@@ -356,8 +356,15 @@ const inMachine = (init: number, argv: string[], timeoutMs: number) => [
 ];
 /** How much longer the caller waits than `timeout` inside the machine. */
 const BACKSTOP_MS = 3_000;
-/** timeout's exit codes when it ended the command: SIGTERM sufficed (124), SIGKILL was needed (137). */
-const TIMED_OUT = new Set([124, 137]);
+/**
+ * The exit code to report: null when our `timeout` ended the command (it exits 124, or 137 after
+ * its SIGKILL, once the deadline has passed). Before the deadline a 124 is the command's own
+ * answer (a command that runs `timeout` itself), and stays.
+ */
+function exitCode(status: number | null, startedAt: number, timeoutMs: number): number | null {
+  const ours = status !== null && [124, 137].includes(status) && Date.now() - startedAt >= timeoutMs;
+  return ours ? null : status;
+}
 
 /** Runs a command inside the running machine, in all its namespaces, as root (Hetzner's console). */
 export function machineExec(
@@ -368,14 +375,14 @@ export function machineExec(
   const init = initPid(m);
   if (!init) return { code: null, stdout: "", stderr: `${m.name} is not running` };
   const timeoutMs = opts.timeoutMs ?? 30_000;
+  const startedAt = Date.now();
   const r = spawnSync("nsenter", inMachine(init, argv, timeoutMs), {
     encoding: "utf8",
     input: opts.input,
     timeout: timeoutMs + BACKSTOP_MS,
     env: NODE_EXEC_ENV,
   });
-  const code = r.status !== null && TIMED_OUT.has(r.status) ? null : r.status;
-  return { code, stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
+  return { code: exitCode(r.status, startedAt, timeoutMs), stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
 }
 
 /**
@@ -391,6 +398,7 @@ export function machineExecAsync(
   const init = initPid(m);
   if (!init) return Promise.resolve({ code: null, stdout: "", stderr: `${m.name} is not running` });
   const timeoutMs = opts.timeoutMs ?? 30_000;
+  const startedAt = Date.now();
   return new Promise((resolve) => {
     execFile(
       "nsenter",
@@ -399,8 +407,7 @@ export function machineExecAsync(
       (error, stdout, stderr) => {
         // A non-zero exit is an answer; only a kill (the timeout) or a failed spawn has no code.
         const exit = error ? (typeof error.code === "number" ? error.code : null) : 0;
-        const code = exit !== null && TIMED_OUT.has(exit) ? null : exit;
-        resolve({ code, stdout: stdout ?? "", stderr: stderr ?? "" });
+        resolve({ code: exitCode(exit, startedAt, timeoutMs), stdout: stdout ?? "", stderr: stderr ?? "" });
       },
     );
   });

@@ -195,4 +195,7 @@ test("a command run in a node past its timeout is ended inside the node, even on
   expect(running(hung(986))).toEqual([]);
   expect((await machineExecAsync(m, ["sh", "-c", "exit 3"], { timeoutMs: 5000 })).code).toBe(3);
   expect(machineExec(m, ["true"], { timeoutMs: 5000 }).code).toBe(0);
+  // A command's own timeout, before ours, is its answer (124), not a kill.
+  expect(machineExec(m, ["timeout", "0.2", "sleep", "5"], { timeoutMs: 5000 }).code).toBe(124);
+  expect((await machineExecAsync(m, ["timeout", "0.2", "sleep", "5"], { timeoutMs: 5000 })).code).toBe(124);
 });
