@@ -11,8 +11,6 @@
  * that in appliedSettings, and says so; the next one requires, safely, because the update that
  * recorded "prepared" reached every node.
  */
-import type { AppliedSettings } from "./stack-change";
-
 export type PatroniClientCertificates = "required" | "prepared";
 
 export interface PatroniClientCertificatesDecision {
@@ -26,7 +24,8 @@ export interface PatroniClientCertificatesDecision {
  * a stack whose last update was made before this setting existed (its record has no such field).
  */
 export function patroniClientCertificates(
-  previous: Pick<AppliedSettings, "patroniClientCertificates"> | undefined,
+  // The field of the last update's appliedSettings (core/stack-change.ts), which imports this file.
+  previous: { patroniClientCertificates?: PatroniClientCertificates } | undefined,
 ): PatroniClientCertificatesDecision {
   if (previous === undefined || previous.patroniClientCertificates !== undefined)
     return { mode: "required", warnings: [] };
