@@ -6,5 +6,6 @@ module.exports = {
   transform: { "^.+\\.ts$": "ts-jest" },
   testTimeout: 60000,
   globalSetup: "<rootDir>/tests/support/global-setup.ts",
+  globalTeardown: "<rootDir>/tests/support/global-teardown.ts",
   reporters: ["default", "<rootDir>/tests/support/summary-reporter.js"],
 };

@@ -17,6 +17,7 @@ import {
   serverPaths,
 } from "../../core";
 import { ensureClusterTls } from "../../local/tls";
+import { TEST_RUN_DIR_ENV } from "./run-dir";
 
 /** Fresh random secrets for each test run, so a snapshot can only pass if every value is masked. */
 export function randomSecrets(): ClusterSecrets {
@@ -39,9 +40,12 @@ export function fixtureTlsRoot(stack = "prod", subnetCidr = "10.42.1.0/24"): str
   const id = `${stack}-${subnetCidr}`;
   let root = tlsRoots.get(id);
   if (!root) {
-    root = fs.mkdtempSync(path.join(os.tmpdir(), "madbase-tls-fixture-"));
+    // In the run's directory, which global-teardown.ts removes (outside jest's global setup, a
+    // directory of its own, removed at exit).
+    const runDir = process.env[TEST_RUN_DIR_ENV];
+    root = fs.mkdtempSync(path.join(runDir ?? os.tmpdir(), "madbase-tls-fixture-"));
     tlsRoots.set(id, root);
-    process.on("exit", () => fs.rmSync(root!, { recursive: true, force: true }));
+    if (!runDir) process.on("exit", () => fs.rmSync(root!, { recursive: true, force: true }));
   }
   return root;
 }
