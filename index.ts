@@ -116,7 +116,12 @@ export = async () => {
     prometheusConfig: renderPrometheusConfig(plan.topology),
     /** alerts.yml, which prometheusConfig loads from beside it (rule_files): thresholds from this stack's plan, profile and backups. */
     alertRules: renderAlertRules(plan.topology, plan.options),
-    /** The settings this deployment was made with (plain, no secret): the next `up` is checked against them. */
-    [APPLIED_SETTINGS_OUTPUT]: applied,
+    /**
+     * The settings this deployment was made with (plain, no secret): the next `up` is checked
+     * against them. Recorded only once every node's config refresh has run: Pulumi keeps a failed
+     * update's outputs that did resolve, so a plain record would say "prepared" (and the next `up`
+     * require Patroni client certificates) while a node's HAProxy still checks without one.
+     */
+    [APPLIED_SETTINGS_OUTPUT]: pulumi.all(pillar.refreshes.map((r) => r.command.id)).apply(() => applied),
   };
 };

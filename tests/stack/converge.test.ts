@@ -111,3 +111,19 @@ test("a stack from before Patroni asked for client certificates: the next up pre
   for (const script of refreshes(required)) expect(script).toMatch(/^ {2}verify_client: required$/m);
   expect(changed(prepared, required)).toEqual(configs);
 });
+
+test("appliedSettings waits for every node's config refresh: unknown while they are (a preview), so a failed refresh leaves the last record", async () => {
+  // Pulumi keeps the outputs of a failed update that resolved: a record made before the refreshes
+  // ran would say "prepared" for a node whose HAProxy never got the node's pair.
+  const preview = await runProgram({
+    stack: "prod",
+    config: { ...stackFileConfig("prod"), ...BASE },
+    secretConfig: { sshPrivateKey: SSH_KEY },
+    preview: true,
+  });
+  expect(preview.error).toBeUndefined();
+  expect(preview.resources.filter((r) => r.type === COMMAND && r.name.endsWith("-config"))).toHaveLength(3);
+  expect(preview.outputs.appliedSettings.known).toBe(false);
+  // Once they have run, it is the plain record.
+  expect(base.outputs.appliedSettings).toMatchObject({ known: true, secret: false });
+});
