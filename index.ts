@@ -18,7 +18,8 @@ import {
   appliedSettings as recordSettings,
   archivingDecision,
   patroniClientCertificates,
-  checkStackChange,
+  changeSequence,
+  describeStep,
   planStack,
   PORTS,
   readAppliedSettings,
@@ -59,7 +60,12 @@ export = async () => {
     sshPrivateKeySet: sshPrivateKey !== undefined,
     patroniClientCertificates: clientCertificates.mode,
   });
-  checkStackChange(previous, applied);
+  // Refuses what the running stack cannot take (checkStackChange), before anything is declared,
+  // and says which node commands this update runs, in order (when the rendered configuration
+  // changed; the engine skips a refresh whose script is as before).
+  const steps = changeSequence({ stack: settings.stack, running: previous, wanted: applied, refresh: true });
+  if (previous && sshPrivateKey)
+    pulumi.log.info(`Node steps of this update, one at a time: ${steps.map(describeStep).join("; ") || "none"}`);
 
   for (const warning of [...plan.warnings, ...archiving.warnings, ...clientCertificates.warnings])
     pulumi.log.warn(warning);
@@ -74,7 +80,13 @@ export = async () => {
 
   // The resize script talks to the Hetzner API itself; without hcloud:token it uses HCLOUD_TOKEN.
   const hcloudToken = new pulumi.Config("hcloud").getSecret("token");
-  const pillar = new StatePillar(plan.topology.clusterName, { plan, backupCredentials, sshPrivateKey, hcloudToken });
+  const pillar = new StatePillar(plan.topology.clusterName, {
+    plan,
+    applied,
+    backupCredentials,
+    sshPrivateKey,
+    hcloudToken,
+  });
 
   return {
     /**

@@ -39,10 +39,12 @@ const USAGE = `usage: npm run local -- <command> [options]
                       state at TIME ('2025-01-31 14:05:00+00'), then replicas from the repository
   status [--json]     roles, lag, Redis, etcd, HAProxy backends, exporters, connections and PIDs;
                       exits 1 when degraded
-  apply [--stack S] [--profile P] [--plan P] [--synchronous-mode true|false] [--volume-gb N]
-                      converge the running cluster to changed settings as pulumi up does: the
-                      config-refresh of every node, one node at a time, over SSH; prints what
-                      changed on each node. Starts from the cluster's settings (or stack S's file)
+  apply [--stack S] [--profile P] [--plan P] [--synchronous-mode true|false] [--set KEY=VALUE]... [--volume-gb N]
+                      converge the running cluster to changed settings as pulumi up does, by the
+                      same steps in the same order over SSH: a new plan resizes every machine, one
+                      at a time (drain, clean power-off, new type, boot, settle), then every node's
+                      config refresh; prints what changed on each node. Starts from the cluster's
+                      applied settings (or stack S's file); refuses what pulumi up refuses
   scale --nodes N     grow or shrink the running cluster to N nodes (1, 3, 5, 7), one node at a time,
                       with the membership scripts a Hetzner node runs; waits until healthy
   down                stop every process, remove the namespaces and all local data
@@ -56,7 +58,10 @@ const USAGE = `usage: npm run local -- <command> [options]
   restore-redis [--name NAME]
                       put a Redis snapshot (default: the newest) back on the master; replicas resync`;
 
-const COMMANDS: Record<string, { options: Record<string, { type: "string" | "boolean" }>; positionals: number }> = {
+const COMMANDS: Record<
+  string,
+  { options: Record<string, { type: "string" | "boolean"; multiple?: boolean }>; positionals: number }
+> = {
   up: {
     options: {
       stack: { type: "string" },
@@ -75,6 +80,7 @@ const COMMANDS: Record<string, { options: Record<string, { type: "string" | "boo
       profile: { type: "string" },
       plan: { type: "string" },
       "synchronous-mode": { type: "string" },
+      set: { type: "string", multiple: true },
       "volume-gb": { type: "string" },
     },
     positionals: 0,
@@ -99,6 +105,17 @@ function restoreTarget(value: string | undefined): RestoreTarget | undefined {
     );
   }
   return { type: "time", target: value };
+}
+
+/** `--set KEY=VALUE` options as stack keys (values as `pulumi config set` takes them: text). */
+function stackKeys(pairs: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const pair of pairs) {
+    const at = pair.indexOf("=");
+    if (at < 1) throw new UsageError(`--set takes KEY=VALUE (a madbase-state key), not ${JSON.stringify(pair)}`);
+    out[pair.slice(0, at).replace(/^madbase-state:/, "")] = pair.slice(at + 1);
+  }
+  return out;
 }
 
 /** Prints each node's lines of a madbase-backup run; 0 when no node failed. */
@@ -195,7 +212,7 @@ async function run(argv: string[], loc: Location): Promise<number> {
       if (values.nodes === undefined) throw new UsageError("scale needs --nodes N, such as --nodes 5");
       const result = await scale({ ...loc, nodes: values.nodes as string, onProgress: log });
       console.log(
-        `\nScaled from ${result.from} to ${result.to} node(s) in ${result.seconds.toFixed(1)} s; healthy.\n\n${formatHealth(result.health)}`,
+        `\nScaled from ${result.from.nodeCount} to ${result.to.nodeCount} node(s) in ${result.seconds.toFixed(1)} s; healthy.\n\n${formatHealth(result.health)}`,
       );
       return 0;
     }
@@ -207,6 +224,7 @@ async function run(argv: string[], loc: Location): Promise<number> {
         profile: values.profile as string | undefined,
         plan: values.plan as string | undefined,
         synchronousMode: values["synchronous-mode"] as string | undefined,
+        set: stackKeys((values.set as string[] | undefined) ?? []),
         volumeGb,
         onProgress: log,
       });

@@ -1,25 +1,23 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as hcloud from "@pulumi/hcloud";
 import {
+  AppliedSettings,
   checkUserDataSize,
-  databaseNodeSelector,
-  drainScript,
   clientUrls,
-  handoffScript,
-  joinScript,
-  leaveScript,
+  databaseNodeSelector,
+  declaredSequence,
+  describeStep,
   nodeLabels,
-  refreshOrder,
-  refreshScript,
   remoteCommand,
   renderNode,
   ScriptContext,
   scriptDigest,
   serverPaths,
-  settleScript,
   stackLabels,
   StackPlan,
-  systemdControl,
+  Step,
+  stepResource,
+  stepScripts,
 } from "../core";
 import { BackupBucket } from "./backupBucket";
 import { ClusterCertificates } from "./clusterCertificates";
@@ -37,6 +35,8 @@ import { BackupCredentials } from "./stackConfig";
 export interface StatePillarArgs {
   /** From `planStack`: validated settings, topology and everything derived from them. */
   plan: StackPlan;
+  /** The settings this deployment records (`appliedSettings`): the sequence of node commands follows them. */
+  applied: AppliedSettings;
   backupCredentials?: BackupCredentials;
   /** Pulumi's SSH key to the nodes (secret): without it, no membership or resize commands are declared. */
   sshPrivateKey?: pulumi.Input<string>;
@@ -66,6 +66,7 @@ export class StatePillar extends pulumi.ComponentResource {
   readonly memberships: NodeMembership[] = [];
   /** In index order (they run in the reverse order). */
   readonly resizes: ServerResize[] = [];
+  /** In the order they run (the last node first). */
   readonly refreshes: ConfigRefresh[] = [];
 
   /** `postgresql://madbase:…@entry:5433/madbase` — the leader's PgBouncer, through HAProxy (secret). */
@@ -186,7 +187,8 @@ export class StatePillar extends pulumi.ComponentResource {
       );
     });
 
-    if (args.sshPrivateKey) this.declareMembership(args.plan, args.sshPrivateKey, protect, args.hcloudToken);
+    if (args.sshPrivateKey)
+      this.declareMembership(args.plan, args.applied, args.sshPrivateKey, protect, args.hcloudToken);
 
     this.entryPoint = new EntryPoint(
       `${name}-entry`,
@@ -226,107 +228,93 @@ export class StatePillar extends pulumi.ComponentResource {
   }
 
   /**
-   * Membership over SSH (NodeMembership, ServerResize, ConfigRefresh; the scripts are
-   * core/scale.ts's, with systemd behind `svc`): node-join on each node, one at a time in index
-   * order, and node-leave before a removed node's server goes; then the resize chain, one node at
-   * a time from the last node to node 0 (usually the founding leader, so leadership moves once,
-   * onto a node that already has the new type); then config-refresh on every node, one at a time,
-   * led by the leadership hand-off, so a shrink moves leadership off the leaving nodes before
-   * anything else, and a refresh renders the per-node parameters of the new plan onto a server
-   * that already has it. Refreshes, too, run from the last node to node 0 (refreshOrder). Pulumi deletes last, so removed nodes leave after the nodes that stay
-   * are refreshed.
+   * The chain of node commands over SSH, declared exactly as core's sequence orders it
+   * (`declaredSequence`, core/sequence.ts): each step is its resource (NodeMembership for join and
+   * leave, ServerResize, ConfigRefresh), depending on the step before it, and nothing else orders
+   * them. The engine runs the steps whose inputs changed (`changeSequence`), and runs a leaving
+   * node's leave as the delete of its membership, after every create and update.
    */
   private declareMembership(
     plan: StackPlan,
+    applied: AppliedSettings,
     privateKey: pulumi.Input<string>,
     protect: boolean,
     hcloudToken?: pulumi.Input<string>,
   ): void {
     const { topology, options } = plan;
-    const command = (scripts: (ctx: ScriptContext) => { name: string; text: string }[]) =>
+    const command = (step: Step, extra: Partial<ScriptContext> = {}) =>
       pulumi.secret(
         pulumi
           .all([this.secrets.values, this.certificates.values])
-          .apply(([secrets, tls]) =>
-            remoteCommand(
-              scripts({ options, secrets, tls, paths: () => serverPaths(), control: () => systemdControl() }),
-            ),
-          ),
+          .apply(([secrets, tls]) => stepScripts(step, topology, { options, secrets, tls, ...extra })),
       );
     let previous: pulumi.Resource | undefined;
-    topology.nodes.forEach((node, i) => {
-      const membership = new NodeMembership(
-        `${node.name}-membership`,
-        {
-          node,
-          server: this.nodes[i].server,
-          host: this.nodes[i].publicIpv4,
-          privateKey,
-          join: command((ctx) => [{ name: "node-join", text: joinScript(topology, node, ctx) }]),
-          leave: command((ctx) => [{ name: "node-leave", text: leaveScript(topology, node, ctx) }]),
-          after: previous,
-          protect,
-        },
-        { parent: this },
-      );
-      previous = membership.command;
-      this.memberships.push(membership);
-    });
-    const memberships: pulumi.Resource[] = this.memberships.map((m) => m.command);
-    // The resize chain, from the last node down: node i drains towards the nodes already resized.
-    let chain: pulumi.Resource[] = memberships;
-    const resizes: ServerResize[] = [];
-    for (let i = topology.nodes.length - 1; i >= 0; i--) {
-      const node = topology.nodes[i];
-      const resize = new ServerResize(
-        `${node.name}-resize`,
-        {
-          node,
-          serverType: plan.serverType,
-          serverId: this.nodes[i].server.id,
-          host: this.nodes[i].publicIpv4,
-          privateKey,
-          hcloudToken,
-          drain: command((ctx) => [
-            { name: "node-drain", text: drainScript(topology, node, ctx, { prefer: topology.nodes.slice(i + 1) }) },
-          ]),
-          settle: command((ctx) => [{ name: "node-settle", text: settleScript(topology, node, ctx) }]),
-          after: [this.nodes[i].server, ...chain],
-        },
-        { parent: this },
-      );
-      chain = [resize.command];
-      resizes.unshift(resize);
-    }
-    this.resizes.push(...resizes);
-    let after: pulumi.Resource[] = [...memberships, ...chain];
-    // One node at a time, last node first (refreshOrder): a refresh that restarts PostgreSQL
-    // restarts the replicas before the founding node, which usually leads.
-    refreshOrder(topology).forEach((node, k) => {
+    for (const step of declaredSequence(plan.settings.stack, applied)) {
+      const { node } = step;
       const i = node.index;
-      const script = command((ctx) => [
-        ...(k === 0 ? [{ name: "leadership-handoff", text: handoffScript(topology, node, ctx) }] : []),
-        {
-          name: "config-refresh",
-          text: refreshScript(topology, node, { ...ctx, authorizedKeys: authorizedKeys(plan) }),
-        },
-      ]);
-      const refresh = new ConfigRefresh(
-        `${node.name}-config`,
-        {
-          node,
-          server: this.nodes[i].server,
-          host: this.nodes[i].publicIpv4,
-          privateKey,
-          script,
-          digest: script.apply(scriptDigest),
-          after,
-        },
-        { parent: this },
-      );
-      after = [refresh.command];
-      this.refreshes.push(refresh);
-    });
+      const target = { node, server: this.nodes[i].server, host: this.nodes[i].publicIpv4, privateKey };
+      const after = previous ? [previous] : [];
+      const name = stepResource(step);
+      switch (step.kind) {
+        case "provision":
+          // The servers themselves (DatabaseNode), created together before the chain.
+          continue;
+        case "join": {
+          const scripts = command(step);
+          const membership = new NodeMembership(
+            name,
+            {
+              ...target,
+              join: scripts.apply(remoteCommand),
+              // node-leave depends only on the node: the delete runs the one stored at join time.
+              leave: command({ kind: "leave", node }).apply(remoteCommand),
+              after: previous,
+              protect,
+            },
+            { parent: this },
+          );
+          previous = membership.command;
+          this.memberships.push(membership);
+          break;
+        }
+        case "resize": {
+          const [drain, settle] = [0, 1].map((k) => command(step).apply((s) => remoteCommand([s[k]])));
+          const resize = new ServerResize(
+            name,
+            {
+              node,
+              serverType: step.serverType,
+              serverId: this.nodes[i].server.id,
+              host: this.nodes[i].publicIpv4,
+              privateKey,
+              hcloudToken,
+              drain,
+              settle,
+              after: [this.nodes[i].server, ...after],
+            },
+            { parent: this },
+          );
+          previous = resize.command;
+          this.resizes.unshift(resize);
+          break;
+        }
+        case "refresh": {
+          const script = command(step, { authorizedKeys: authorizedKeys(plan) }).apply(remoteCommand);
+          const refresh = new ConfigRefresh(
+            name,
+            { ...target, script, digest: script.apply(scriptDigest), after },
+            { parent: this },
+          );
+          previous = refresh.command;
+          this.refreshes.push(refresh);
+          break;
+        }
+        case "leave":
+        case "decommission":
+          // Never declared: the engine runs them as deletes (ENGINE_DELETE_RULE).
+          throw new Error(`${describeStep(step)}: a declared sequence has no ${step.kind}`);
+      }
+    }
   }
 
   /** Name, private address and public IPv4 of each node, in index order. */

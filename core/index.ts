@@ -21,6 +21,7 @@ export * from "./backup";
 export * from "./cluster";
 export * from "./monitoring";
 export * from "./scale";
+export * from "./sequence";
 export * from "./patroni";
 export * from "./patroni-client-certificates";
 export * from "./ssh-keys";

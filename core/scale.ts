@@ -1,10 +1,10 @@
 /**
- * Scaling by node count: the membership scripts every node runs, and the order they run in.
+ * The scripts the steps of a change run on a node (core/sequence.ts says which, where and when).
  *
- * One set of shell scripts (templates/scripts/), two drivers: on Hetzner, Pulumi runs them over SSH
- * (`@pulumi/command`), on this machine the local runner runs them inside each node's namespace.
- * The scripts never start or stop a daemon themselves: they call `svc ACTION SERVICE`, a shell
- * function each driver supplies (systemd units on a server, the runner's supervisor locally).
+ * One set of shell scripts (templates/scripts/), sent over SSH as one remote command each: by
+ * Pulumi (`@pulumi/command`) to a Hetzner server, by the local runner to a local node, which boots
+ * the same image and user data. The scripts start and stop daemons only through `svc ACTION
+ * SERVICE` (control-systemd.sh: the node's systemd units), never directly.
  *
  *  - node-join (on a new node): etcd learner → promoted, Patroni clones a replica, Redis replicates
  *    from the master the Sentinels name, its Sentinel joins, HAProxy starts.
@@ -21,7 +21,7 @@
  */
 import { createHash } from "node:crypto";
 import { ConfigError } from "./errors";
-import { NodePaths, serverPaths } from "./paths";
+import { serverPaths } from "./paths";
 import { dynamicConfig, STANDBY_MINIMUM_PARAMETERS } from "./patroni";
 import { AUTH_DATABASE, AUTH_FUNCTION } from "./pooler";
 import type { ClusterOptions } from "./model";
@@ -37,6 +37,8 @@ import {
 import { plainScript, renderScript, template } from "./templates";
 import { ClusterSecrets, REDIS_USERS, USERS } from "./secrets";
 import type { ClusterTls } from "./tls";
+import { refreshedBefore } from "./sequence";
+import type { Step } from "./sequence";
 import { NodeSpec, PORTS, Topology, possibleNodeAddresses } from "./topology";
 
 export const SCALE_SCRIPTS = [
@@ -53,21 +55,12 @@ export type ScaleScript = (typeof SCALE_SCRIPTS)[number];
 export const SCALE_SERVICES = ["etcd", "patroni", "redis", "sentinel", "haproxy"] as const;
 export type ScaleService = (typeof SCALE_SERVICES)[number];
 
-/** Everything a membership script is rendered from, besides the topology and the node. */
+/** Everything a node script is rendered from, besides the topology and the node. */
 export interface ScriptContext {
   options: ClusterOptions;
   secrets: ClusterSecrets;
   /** The cluster's certificates: config-refresh keeps each node's files at them (a renewal). */
   tls: ClusterTls;
-  /** Where a node keeps its files: `serverPaths()`, on Hetzner and on a local (booted) node alike. */
-  paths: (node: NodeSpec) => NodePaths;
-  /**
-   * The files Redis and Sentinel run from, when not the installed ones (the local runner gives each
-   * its own writable copy). On a server they are the installed files.
-   */
-  runtimeFiles?: (node: NodeSpec) => { redisConf: string; sentinelConf: string };
-  /** Shell that defines `svc ACTION SERVICE` and `node_ready` for the driver (see `systemdControl`). */
-  control: (node: NodeSpec) => string;
   /**
    * root's authorized SSH keys, which config-refresh makes exactly these (the new file replaces the
    * old one at once, so every key in it works from that instant). Absent: the file is left alone.
@@ -84,7 +77,7 @@ export function systemdControl(): string {
 // Values go into the scripts inside double quotes: refuse anything the shell would expand there.
 const SHELL_SAFE = /^[A-Za-z0-9 ._~/:,=@+-]*$/;
 
-function shellSafe(field: string, value: string): string {
+export function shellSafe(field: string, value: string): string {
   if (!SHELL_SAFE.test(value))
     throw new ConfigError(
       field,
@@ -95,16 +88,12 @@ function shellSafe(field: string, value: string): string {
 }
 
 function libModel(script: ScaleScript, purpose: string, topology: Topology, node: NodeSpec, ctx: ScriptContext) {
-  const paths = ctx.paths(node);
-  const runtime = ctx.runtimeFiles?.(node) ?? {
-    redisConf: paths.config["redis.conf"],
-    sentinelConf: paths.config["sentinel.conf"],
-  };
+  const paths = serverPaths();
   const files = {
     etcdEnv: paths.config["etcd.conf"],
     etcdData: paths.etcdDataDir,
-    redisConf: runtime.redisConf,
-    sentinelConf: runtime.sentinelConf,
+    redisConf: paths.config["redis.conf"],
+    sentinelConf: paths.config["sentinel.conf"],
     haproxyCfg: paths.config["haproxy.cfg"],
     patroniYml: paths.config["patroni.yml"],
     tlsCa: paths.tls.caCert,
@@ -125,7 +114,7 @@ function libModel(script: ScaleScript, purpose: string, topology: Topology, node
     redisUsers: REDIS_USERS,
     profile: ctx.options.profile,
     files,
-    control: ctx.control(node),
+    control: systemdControl(),
   };
 }
 
@@ -155,7 +144,7 @@ function renderFor(topology: Topology, node: NodeSpec, ctx: ScriptContext) {
     options: ctx.options,
     secrets: ctx.secrets,
     tls: ctx.tls,
-    paths: ctx.paths(node),
+    paths: serverPaths(),
   });
 }
 
@@ -193,26 +182,17 @@ function singleQuotable(what: string, text: string): string {
 }
 
 /**
- * The order config-refresh visits the nodes in, one at a time: from the last node to the first.
- * Node 0 founded the cluster and usually leads, so a refresh that must restart PostgreSQL restarts
- * the replicas first and the leader last, handing its leadership to a node already refreshed.
- */
-export function refreshOrder(topology: Topology): NodeSpec[] {
-  return [...topology.nodes].reverse();
-}
-
-/**
  * Runs on a node before it goes down as a whole (a resize): the PostgreSQL leader and the Redis
- * master move off it, to one of `prefer` (nodes already done) when one can take them.
+ * master move off it, to one of `prefer` (names of nodes already done) when one can take them.
  */
 export function drainScript(
   topology: Topology,
   node: NodeSpec,
   ctx: ScriptContext,
-  opts: { prefer?: NodeSpec[] } = {},
+  opts: { prefer?: string[] } = {},
 ): string {
   return render("node-drain", "moves leadership off this node before it goes down", topology, node, ctx, {
-    preferred: opts.prefer ?? [],
+    preferred: (opts.prefer ?? []).map((name) => ({ name })),
   });
 }
 
@@ -240,10 +220,9 @@ export function refreshScript(to: Topology, node: NodeSpec, ctx: ScriptContext):
     options: ctx.options,
     secrets: ctx.secrets,
     tls: ctx.tls,
-    paths: ctx.paths(node),
+    paths: serverPaths(),
   };
   const etcdHosts = to.nodes.map((n) => `${n.privateIp}:${PORTS.etcdClient}`);
-  const order = refreshOrder(to);
   const b64 = (text: string) => Buffer.from(text, "utf8").toString("base64");
   return render("config-refresh", `brings this node's daemons to the ${to.nodeCount}-node cluster`, to, node, ctx, {
     nodeCount: to.nodeCount,
@@ -255,10 +234,7 @@ export function refreshScript(to: Topology, node: NodeSpec, ctx: ScriptContext):
     dynamicConfig: singleQuotable("Patroni's dynamic configuration", JSON.stringify(dynamicConfig(ctx.options))),
     standbyMinimum: STANDBY_MINIMUM_PARAMETERS.join(" "),
     // The nodes refreshed before this one: where its leadership goes when it must restart.
-    preferred: order.slice(
-      0,
-      order.findIndex((n) => n.name === node.name),
-    ),
+    preferred: refreshedBefore(to, node),
     minReplicasToWrite: redisMinReplicasToWrite(to),
     redisMaxMemoryBytes: redisMaxMemoryMb(nodeMemoryMb(ctx.options)) * 1024 * 1024,
     quorum: to.quorum,
@@ -275,20 +251,37 @@ export function refreshScript(to: Topology, node: NodeSpec, ctx: ScriptContext):
   });
 }
 
+/** Where a node records each step script's start and end (its own clock), whoever sent it. */
+export const STEP_LOG = "/var/log/madbase-steps.log";
+
 /**
- * One shell command that runs scripts in turn, each from its own file, as the local runner does
- * (`bash FILE`): what a remote command executes over SSH. The files live in a private directory
- * under /run (they carry secrets) and are gone when the command ends.
+ * One shell command that runs scripts in turn, each from its own file: what every driver sends
+ * over SSH (Pulumi's remote commands, the local runner). The files live in a private directory
+ * under /run (they carry secrets) and are gone when the command ends. Each script's start and end
+ * (with its exit status) go to the node's STEP_LOG, so the order the steps really ran in can be
+ * read off the nodes themselves.
  */
 export function remoteCommand(scripts: { name: string; text: string }[]): string {
-  const lines = ["set -eu", "dir=$(mktemp -d /run/madbase-scale.XXXXXX)", "trap 'rm -rf \"$dir\"' EXIT"];
+  const lines = [
+    "set -eu",
+    'dir=$(mktemp -d /run/madbase-scale.XXXXXX)',
+    "trap 'rm -rf \"$dir\"' EXIT",
+    `step_log() { printf '%s %s\\n' "$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)" "$*" >>${STEP_LOG} || true; }`,
+  ];
   scripts.forEach(({ name, text }, i) => {
     const delimiter = "MADBASE_SCRIPT_END";
     if (text.split("\n").includes(delimiter)) throw new Error(`${name} contains the line ${delimiter}`);
     const file = `"$dir/${i + 1}-${name}.sh"`;
     lines.push(`cat >${file} <<'${delimiter}'`, text.endsWith("\n") ? text.slice(0, -1) : text, delimiter);
   });
-  scripts.forEach(({ name }, i) => lines.push(`bash "$dir/${i + 1}-${name}.sh"`));
+  scripts.forEach(({ name }, i) =>
+    lines.push(
+      `step_log start ${name}`,
+      `rc=0; bash "$dir/${i + 1}-${name}.sh" || rc=$?`,
+      `step_log end ${name} "$rc"`,
+      '[ "$rc" -eq 0 ] || exit "$rc"',
+    ),
+  );
   return lines.join("\n") + "\n";
 }
 
@@ -329,82 +322,43 @@ export function scriptDigest(text: string): string {
   return createHash("sha256").update(text).digest("hex");
 }
 
-export type ScaleStep =
-  /** The node's machine comes to exist with its rendered files (a server; a namespace locally). */
-  | { kind: "provision"; node: NodeSpec }
-  /** A script runs on the node. */
-  | { kind: "run"; node: NodeSpec; script: ScaleScript; text: string }
-  /** The node's machine and its data go (after it left). */
-  | { kind: "decommission"; node: NodeSpec };
-
-export interface ScalePlan {
-  from: number;
-  to: number;
-  steps: ScaleStep[];
+/** A script of a step, named as the node logs it (`[node-join madbase-prod-4]`). */
+export interface NodeScript {
+  name: ScaleScript;
+  text: string;
 }
 
-export function describeStep(step: ScaleStep): string {
-  return step.kind === "run" ? `${step.node.name}: ${step.script}` : `${step.node.name}: ${step.kind}`;
-}
-
-export interface ScaleRules {
-  /** The stack's `requireHa`: never fewer than 3 nodes. */
-  requireHa?: boolean;
-}
-
-/** Refuses a count the stack must not go to; see `planScale`. */
-export function checkScale(from: Topology, to: Topology, rules: ScaleRules = {}): void {
-  if (from.clusterName !== to.clusterName || from.subnetCidr !== to.subnetCidr) {
-    throw new ConfigError(
-      "topology",
-      `${to.clusterName} ${to.subnetCidr}`,
-      `scale the same cluster: ${from.clusterName} in ${from.subnetCidr}`,
-    );
-  }
-  if (rules.requireHa && to.nodeCount < 3) {
-    throw new ConfigError(
-      "nodeCount",
-      to.nodeCount,
-      `this stack requires HA (requireHa: true), so it cannot shrink from ${from.nodeCount} to ${to.nodeCount} node(s): use 3, 5 or 7, or set requireHa to false first`,
-    );
+/** The scripts a step runs on its node, in order, by name (none for a machine's provision or decommission). */
+export function stepScriptNames(step: Step): ScaleScript[] {
+  switch (step.kind) {
+    case "join":
+      return ["node-join"];
+    case "refresh":
+      return step.handoff ? ["leadership-handoff", "config-refresh"] : ["config-refresh"];
+    case "leave":
+      return ["node-leave"];
+    case "resize":
+      return ["node-drain", "node-settle"];
+    case "provision":
+    case "decommission":
+      return [];
   }
 }
 
 /**
- * The ordered steps that take a running cluster from `from` to `to` nodes, keeping every node that
- * stays (node i keeps its name, address and data; nodes are added and removed at the end).
- *
- *  grow:   for each new node in turn: provision, node-join; then config-refresh on every node
- *          (in refreshOrder, as everywhere below).
- *  shrink: leadership-handoff, config-refresh on every node that stays (their HAProxy drops the
- *          leaving nodes, which no longer lead); then, from the last node down: node-leave,
- *          decommission.
+ * The scripts a step runs on its node, in order, as one remote command: `to` is the cluster the
+ * change leads to (for a leave, any topology that holds the node: node-leave depends only on the
+ * node and the stack). A resize's are its drain and settle, which run around the power-off.
  */
-export function planScale(from: Topology, to: Topology, ctx: ScriptContext, rules: ScaleRules = {}): ScalePlan {
-  checkScale(from, to, rules);
-  const steps: ScaleStep[] = [];
-  const refreshAll = () =>
-    refreshOrder(to).forEach((node) =>
-      steps.push({ kind: "run", node, script: "config-refresh", text: refreshScript(to, node, ctx) }),
-    );
-  if (to.nodeCount > from.nodeCount) {
-    for (const node of to.nodes.slice(from.nodeCount)) {
-      steps.push({ kind: "provision", node });
-      steps.push({ kind: "run", node, script: "node-join", text: joinScript(to, node, ctx) });
-    }
-    refreshAll();
-  } else if (to.nodeCount < from.nodeCount) {
-    steps.push({
-      kind: "run",
-      node: to.nodes[0],
-      script: "leadership-handoff",
-      text: handoffScript(to, to.nodes[0], ctx),
-    });
-    refreshAll();
-    for (const node of from.nodes.slice(to.nodeCount).reverse()) {
-      steps.push({ kind: "run", node, script: "node-leave", text: leaveScript(from, node, ctx) });
-      steps.push({ kind: "decommission", node });
-    }
-  }
-  return { from: from.nodeCount, to: to.nodeCount, steps };
+export function stepScripts(step: Step, to: Topology, ctx: ScriptContext): NodeScript[] {
+  const { node } = step;
+  const text: Record<ScaleScript, () => string> = {
+    "node-join": () => joinScript(to, node, ctx),
+    "leadership-handoff": () => handoffScript(to, node, ctx),
+    "config-refresh": () => refreshScript(to, node, ctx),
+    "node-leave": () => leaveScript(to, node, ctx),
+    "node-drain": () => drainScript(to, node, ctx, { prefer: step.kind === "resize" ? step.prefer : [] }),
+    "node-settle": () => settleScript(to, node, ctx),
+  };
+  return stepScriptNames(step).map((name) => ({ name, text: text[name]() }));
 }

@@ -35,6 +35,9 @@ export interface AppliedSettings {
   backupRegion: string;
   /** Whether Pulumi had an SSH key to the nodes (so membership and resize commands exist). */
   sshPrivateKeySet: boolean;
+  /** The failover profile and synchronous mode the nodes run (absent in a record from before they were kept). */
+  failoverProfile?: string;
+  synchronousMode?: boolean;
   /**
    * Whether the nodes' Patroni asks callers for a certificate (core/patroni-client-certificates.ts).
    * Absent in a record made before it; then the next update prepares first.
@@ -45,7 +48,7 @@ export interface AppliedSettings {
 export function appliedSettings(
   settings: StackSettings,
   opts: { sshPrivateKeySet: boolean; patroniClientCertificates?: PatroniClientCertificates },
-): AppliedSettings {
+): AppliedSettings & Required<Pick<AppliedSettings, "failoverProfile" | "synchronousMode">> {
   return {
     format: APPLIED_SETTINGS_FORMAT,
     nodeCount: settings.nodeCount,
@@ -60,6 +63,8 @@ export function appliedSettings(
     backupEndpoint: settings.backupEndpoint,
     backupRegion: settings.backupRegion,
     sshPrivateKeySet: opts.sshPrivateKeySet,
+    failoverProfile: settings.failoverProfile,
+    synchronousMode: settings.synchronousMode,
     patroniClientCertificates: opts.patroniClientCertificates ?? "required",
   };
 }
@@ -97,6 +102,10 @@ export function readAppliedSettings(value: unknown): { previous?: AppliedSetting
     if (typeof v[k] !== "number") return { reason: `the previous appliedSettings output has no ${k}` };
   for (const k of BOOLEAN_FIELDS)
     if (typeof v[k] !== "boolean") return { reason: `the previous appliedSettings output has no ${k}` };
+  if (v.failoverProfile !== undefined && typeof v.failoverProfile !== "string")
+    return { reason: "the previous appliedSettings output has a failoverProfile that is not a string" };
+  if (v.synchronousMode !== undefined && typeof v.synchronousMode !== "boolean")
+    return { reason: "the previous appliedSettings output has a synchronousMode that is not a boolean" };
   if (
     v.patroniClientCertificates !== undefined &&
     !["required", "prepared"].includes(v.patroniClientCertificates as string)

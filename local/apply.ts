@@ -1,31 +1,31 @@
 /**
- * `npm run local -- apply`: converges a running local cluster to changed settings the way
- * `pulumi up` converges a Hetzner stack: config-refresh (core/scale.ts) on every node, one node at a
- * time in the same order, sent as the same remote command over SSH. What the runner does around
- * it is only what Hetzner would do: a grown volume is grown here (the sparse file and its loop
- * device) before the scripts grow the file system.
+ * `npm run local -- apply`: converges a running local cluster to changed settings as `pulumi up`
+ * converges a Hetzner stack: core's sequence of steps (a new plan: every machine resized one at a
+ * time, drain → clean power-off → new type → boot → settle; then config-refresh on every node, one
+ * at a time, the first led by the leadership hand-off), run over SSH by local/sequence-runner.ts.
+ * What the runner does around the scripts is only what Hetzner would do: a grown volume is grown
+ * here (the sparse file and its loop device) before the scripts grow the file system.
  *
- * The settings start from the cluster as it runs (what `up` and earlier applies recorded), or from
- * a stack file with `--stack`, and the options override them. What Pulumi refuses is refused here
- * before any node is touched: another node count (that is `scale`), a smaller volume.
+ * The settings start from the cluster's applied record (what `up` and every change recorded), or
+ * from its stack file with `--stack`, and the options override them. What Pulumi refuses is
+ * refused here, by the same checkStackChange, before any node is touched.
  */
 import * as fs from "node:fs";
 import { spawnSync } from "node:child_process";
-import { ClusterSecrets, ConfigError, describeCluster, loadStackSettings, refreshOrder, refreshScript } from "../core";
-import { Location, UnhealthyError, loadCluster, waitHealthy } from "./cluster";
-import { assertHostLink } from "./health";
-import { ClusterHealth } from "./judge";
-import { runScript, scriptContext, withClusterLock } from "./scale";
-import { SshIdentity, ensureSshKey, sshIdentity } from "./ssh";
-import { LocalClusterState, writeState } from "./state";
-import { ensureClusterTls } from "./tls";
+import { ConfigError, UsageError } from "../core";
+import { Location } from "./cluster";
+import { ChangeResult, changeCluster } from "./sequence-runner";
+import { SshIdentity, ensureSshKey } from "./ssh";
+import { LocalClusterState } from "./state";
 
 export interface ApplyOptions extends Location {
-  /** Start from this stack file's settings instead of the cluster's recorded ones (must be the cluster's stack). */
+  /** Start from this stack file's settings instead of the cluster's applied ones (must be the cluster's stack). */
   stack?: string;
   profile?: string;
   plan?: string;
   synchronousMode?: boolean | string;
+  /** Any other stack key, as `pulumi config set KEY VALUE` would set it (`--set KEY=VALUE`). */
+  set?: Record<string, string>;
   /**
    * root's authorized keys on every node. The runner's own key is added unless `identity` says
    * the runner logs in with another key from now on.
@@ -39,95 +39,56 @@ export interface ApplyOptions extends Location {
   timeoutMs?: number;
 }
 
-export interface ApplyResult {
-  state: LocalClusterState;
-  secrets: ClusterSecrets;
-  health: ClusterHealth;
-  seconds: number;
-  /** What changed on each node, in the order the nodes were visited ("already up to date" lines left out). */
+export interface ApplyResult extends ChangeResult {
+  /** What changed on each node's refresh, in the order the nodes were visited ("already up to date" lines left out). */
   changes: { node: string; lines: string[] }[];
 }
 
 /** The lines of a refresh's output that report a change (every section says either). */
 export function changeLines(output: string[]): string[] {
   return output
+    .filter((line) => /^\d\d:\d\d:\d\d \[config-refresh [^\]]+\] /.test(line))
     .map((line) => line.replace(/^\d\d:\d\d:\d\d \[config-refresh [^\]]+\] /, ""))
     .filter((line) => !/already up to date|no restart needed|nothing to move|fills the volume/.test(line));
 }
 
+/**
+ * Converges the running cluster to the changed settings by core's sequence (a new plan resizes
+ * every machine, one at a time, before the refreshes), over SSH; refuses what checkStackChange
+ * refuses, and another node count (that is `scale`), before any node is touched.
+ */
 export async function apply(opts: ApplyOptions = {}): Promise<ApplyResult> {
-  return withClusterLock(opts, () => applyLocked(opts));
-}
-
-async function applyLocked(opts: ApplyOptions): Promise<ApplyResult> {
-  const startedAt = Date.now();
-  const progress = opts.onProgress ?? (() => undefined);
-  const { state, secrets } = loadCluster(opts);
-  assertHostLink(state);
-  if (opts.stack !== undefined && opts.stack !== state.stack) {
-    throw new ConfigError(
-      "--stack",
-      opts.stack,
-      `this cluster is stack ${state.stack}: a running cluster keeps its stack (its name is every node's identity)`,
-    );
-  }
-  const recorded =
-    opts.stack === undefined
-      ? {
-          failoverProfile: state.profile,
-          synchronousMode: state.synchronousMode,
-          ...(state.plan ? { plan: state.plan } : {}),
-        }
-      : {};
-  const overrides: Record<string, unknown> = {
-    ...recorded,
-    nodeCount: state.nodes.length,
-    subnetCidr: state.subnetCidr,
-  };
-  if (opts.profile !== undefined) overrides.failoverProfile = opts.profile;
-  if (opts.plan !== undefined) overrides.plan = opts.plan;
-  if (opts.synchronousMode !== undefined) overrides.synchronousMode = opts.synchronousMode;
-  const settings = loadStackSettings(state.stack, overrides);
-  const { topology, options } = describeCluster(settings);
-  const volumes = checkVolumes(state, opts.volumeGb);
-
-  try {
-    await waitHealthy(state, secrets, { timeoutMs: 60_000 });
-  } catch (e) {
-    if (e instanceof UnhealthyError) throw UnhealthyError.refusing("apply", e.health);
-    throw e;
-  }
-  progress(
-    `Applying to ${state.clusterName}: plan ${options.plan.name}, profile ${options.profile.name}, synchronous_mode ${options.synchronousMode}` +
-      (volumes ? `, volumes ${volumes.gb} GB` : ""),
-  );
-  if (volumes) growVolumes(state, volumes.gb, progress);
-
-  const identity = opts.identity ?? sshIdentity(state.root);
-  // A node whose certificate files were removed gets a new pair here (README, Rotation).
-  ensureClusterTls(state.root, topology);
-  const ctx = { ...scriptContext(state, secrets, options), authorizedKeys: authorizedKeys(state, opts) };
-  const changes: ApplyResult["changes"] = [];
-  for (const node of refreshOrder(topology)) {
-    progress(`${node.name}: config-refresh`);
-    const output = await runScript(
-      state,
-      { kind: "run", node, script: "config-refresh", text: refreshScript(topology, node, ctx) },
-      progress,
-      identity,
-    );
-    changes.push({ node: node.name, lines: changeLines(output) });
-  }
-  state.profile = options.profile.name;
-  state.synchronousMode = options.synchronousMode;
-  state.plan = options.plan.name;
-  writeState(state);
-  const health = await waitHealthy(state, secrets, {
+  const set: Record<string, unknown> = { ...opts.set };
+  if (opts.profile !== undefined) set.failoverProfile = opts.profile;
+  if (opts.plan !== undefined) set.plan = opts.plan;
+  if (opts.synchronousMode !== undefined) set.synchronousMode = opts.synchronousMode;
+  if ("nodeCount" in set) throw new UsageError("apply keeps the node count: use `scale --nodes N` for nodeCount");
+  const result = await changeCluster({
+    root: opts.root,
+    networkId: opts.networkId,
+    set,
+    fromStackFile: opts.stack !== undefined,
+    identity: opts.identity,
+    authorizedKeys: (state) => authorizedKeys(state, opts),
+    beforeSteps: (state) => {
+      if (opts.stack !== undefined && opts.stack !== state.stack) {
+        throw new ConfigError(
+          "--stack",
+          opts.stack,
+          `this cluster is stack ${state.stack}: a running cluster keeps its stack (its name is every node's identity)`,
+        );
+      }
+      const volumes = checkVolumes(state, opts.volumeGb);
+      if (volumes) growVolumes(state, volumes.gb, opts.onProgress ?? (() => undefined));
+    },
+    onProgress: opts.onProgress,
     timeoutMs: opts.timeoutMs ?? 180_000,
-    onProgress: progress,
-    since: startedAt,
+    verb: "apply",
   });
-  return { state, secrets, health, seconds: (Date.now() - startedAt) / 1000, changes };
+  const changes = result.steps
+    .filter((s) => s.step.kind === "refresh")
+    .map((s) => ({ node: s.step.node.name, lines: changeLines(s.output) }));
+  return { ...result, changes };
 }
 
 function authorizedKeys(state: LocalClusterState, opts: ApplyOptions): string[] | undefined {

@@ -12,6 +12,7 @@ import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import {
+  appliedSettings,
   BackupTarget,
   ClusterOptions,
   ClusterSecrets,
@@ -57,6 +58,7 @@ import {
   LocalNode,
   SECRETS_FILE,
   SERVICES,
+  STATE_VERSION,
   Service,
   UNITS,
   findNode,
@@ -227,7 +229,7 @@ export function createNodeMachine(
   state: LocalClusterState,
   node: NodeSpec,
   userData: string,
-  opts: { publicKey: string; attachVolume?: boolean },
+  opts: { publicKey: string; serverType: string; attachVolume?: boolean },
 ): LocalNode {
   const namespace = nodeNamespace({ id: state.networkId }, { name: node.name, privateIp: node.privateIp });
   const dir = path.join(state.root, node.name, "machine");
@@ -248,7 +250,7 @@ export function createNodeMachine(
     },
     binds,
   });
-  return { name: node.name, address: node.privateIp, namespace, machine };
+  return { name: node.name, address: node.privateIp, namespace, serverType: opts.serverType, machine };
 }
 
 /**
@@ -308,12 +310,11 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
   if (opts.s3Keys) Object.assign(secrets, { s3AccessKey: opts.s3Keys.accessKey, s3SecretKey: opts.s3Keys.secretKey });
   const backup = opts.backup ?? localBackup();
   const subnetSize = 2 ** (32 - topology.subnetPrefix);
+  const applied = appliedSettings(settings, { sshPrivateKeySet: true });
   const state: LocalClusterState = {
-    version: 2,
+    version: STATE_VERSION,
     stack: topology.stack,
-    profile: options.profile.name,
-    synchronousMode: options.synchronousMode,
-    plan: options.plan.name,
+    applied,
     clusterName: topology.clusterName,
     subnetCidr: topology.subnetCidr,
     quorum: topology.quorum,
@@ -359,6 +360,7 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
       : files["user-data.yaml"];
     const local = createNodeMachine(state, node, userData, {
       publicKey,
+      serverType: applied.serverType,
       attachVolume: !(opts.withoutVolume ?? []).includes(node.name),
     });
     // Recorded before it boots, so that `down` finds it whatever happens next.

@@ -63,7 +63,7 @@ export async function clusterHealth(state: LocalClusterState, secrets: ClusterSe
       return { node, linkUp, probe, members, self, redis, sentinel, etcd, haproxy, exporters };
     }),
   );
-  return judgeHealth({ nodes, synchronousMode: state.synchronousMode });
+  return judgeHealth({ nodes, synchronousMode: state.applied.synchronousMode ?? false });
 }
 
 /** Which servers a backend routes to (the UP ones), as node numbers: "1", "2,3", "-". */

@@ -5,7 +5,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { BackupTarget, ClusterSecrets } from "../core";
+import type { AppliedSettings, BackupTarget, ClusterSecrets } from "../core";
 import type { MachineRecord } from "./machine";
 
 /** The daemons of a node, by the name the runner and the tests use. */
@@ -41,16 +41,20 @@ export interface LocalNode {
   name: string;
   address: string;
   namespace: string;
+  /** The Hetzner server type this machine stands for (a resize changes it; see local/sequence-runner.ts). */
+  serverType: string;
   machine: MachineRecord;
 }
 
 export interface LocalClusterState {
-  version: 2;
+  version: typeof STATE_VERSION;
   stack: string;
-  profile: string;
-  synchronousMode: boolean;
-  /** The plan the nodes are sized for (absent in a state from before apply existed: the stack's). */
-  plan?: string;
+  /**
+   * The settings the cluster runs with, the record a Pulumi deployment outputs as appliedSettings:
+   * `scale` and `apply` compare the wanted settings with it (checkStackChange) and take the steps
+   * of core's sequence from it; they rewrite it once every step has run.
+   */
+  applied: RecordedSettings;
   clusterName: string;
   subnetCidr: string;
   quorum: number;
@@ -68,7 +72,12 @@ export interface LocalClusterState {
   nodes: LocalNode[];
 }
 
+/** The applied record with what a local cluster always records (a Pulumi record from before them may lack them). */
+export type RecordedSettings = AppliedSettings & Required<Pick<AppliedSettings, "failoverProfile" | "synchronousMode">>;
+
 export const STATE_FILE = "state.json";
+/** 3: the settings are the appliedSettings record, and each node has a server type. */
+export const STATE_VERSION = 3;
 export const SECRETS_FILE = "secrets.json";
 
 export function statePath(root: string): string {
@@ -79,7 +88,7 @@ export function readState(root: string): LocalClusterState | undefined {
   const file = statePath(root);
   if (!fs.existsSync(file)) return undefined;
   const state = JSON.parse(fs.readFileSync(file, "utf8")) as LocalClusterState;
-  if (state.version !== 2) {
+  if (state.version !== STATE_VERSION) {
     throw new Error(
       `${file} is from an older runner (version ${state.version}): stop its processes and remove ${root} by hand`,
     );

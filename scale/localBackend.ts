@@ -20,7 +20,7 @@ export class LocalBackend implements ScaleBackend {
   async scale(target: number, log: (line: string) => void): Promise<void> {
     const result = await scale({ ...this.location, nodes: target, onProgress: log });
     log(
-      `${result.to} node(s), healthy: leader ${result.health.leader}, Redis master ${result.health.redisMaster} (${result.seconds.toFixed(1)} s)`,
+      `${result.to.nodeCount} node(s), healthy: leader ${result.health.leader}, Redis master ${result.health.redisMaster} (${result.seconds.toFixed(1)} s)`,
     );
   }
 }

@@ -17,7 +17,6 @@ import {
   renderNode,
   serverPaths,
   settleScript,
-  systemdControl,
 } from "../../core";
 import { fixtureTls, randomSecrets } from "../support/fixtures";
 
@@ -31,8 +30,6 @@ const ctx = (options: ClusterOptions, extra: Partial<ScriptContext> = {}): Scrip
   options,
   tls: fixtureTls(),
   secrets,
-  paths: () => serverPaths(),
-  control: () => systemdControl(),
   ...extra,
 });
 const refresh = (options: ClusterOptions, extra: Partial<ScriptContext> = {}) =>
@@ -126,7 +123,7 @@ describe("config-refresh", () => {
   });
 
   it("drain and settle are the library's, for the node they run on", () => {
-    expect(drainScript(topology, node, ctx(base), { prefer: [topology.nodes[2]] })).toMatch(
+    expect(drainScript(topology, node, ctx(base), { prefer: [topology.nodes[2].name] })).toMatch(
       /\ndrain_postgres "madbase-prod-3"\ndrain_redis\n/,
     );
     expect(settleScript(topology, node, ctx(base))).toMatch(/readonly NODE="madbase-prod-2"[\s\S]*\nsettle_node\n/);

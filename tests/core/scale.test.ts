@@ -1,27 +1,26 @@
 /**
- * The scaling plan and its scripts, without daemons: the order of the steps, what each script does
- * in which order, the rules (requireHa), that a node's join and leave scripts never depend on the
- * node count, and the cloud-init guard that keeps a joining node's daemons stopped (run against a
- * stand-in etcdctl and systemctl).
+ * The node scripts, without daemons: what each script does in which order, that a node's join and
+ * leave scripts never depend on the node count, and the cloud-init guard that keeps a joining
+ * node's daemons stopped (run against a stand-in etcdctl and systemctl). The order of the steps
+ * is tests/core/sequence.test.ts's.
  */
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import {
-  ConfigError,
-  ScaleStep,
   ScriptContext,
+  Step,
   Topology,
   buildTopology,
   describeCluster,
-  describeStep,
   handoffScript,
   joinScript,
   leaveScript,
   parseSettings,
-  planScale,
   refreshScript,
+  shellSafe,
+  stepScripts,
   renderNode,
   serverPaths,
   writtenFiles,
@@ -32,9 +31,8 @@ import { fixtureTls, randomSecrets } from "../support/fixtures";
 const secrets = randomSecrets();
 const { options } = describeCluster(parseSettings("prod", { nodeCount: 3, plan: "cx31", synchronousMode: true }));
 const tls = fixtureTls();
-const ctx: ScriptContext = { options, secrets, tls, paths: () => serverPaths(), control: () => systemdControl() };
+const ctx: ScriptContext = { options, secrets, tls };
 const topo = (nodeCount: number): Topology => buildTopology({ stack: "prod", nodeCount, subnetCidr: "10.42.1.0/24" });
-const labels = (steps: ScaleStep[]) => steps.map(describeStep);
 /** A script's commands: no comments, and none of the configuration files it carries. */
 const commands = (text: string) =>
   text
@@ -52,79 +50,6 @@ function expectInOrder(text: string, snippets: string[]): void {
     from = at + snippet.length;
   }
 }
-
-describe("planScale", () => {
-  it("grows one node at a time, each joined before the next is created, and refreshes every node last", () => {
-    expect(labels(planScale(topo(3), topo(5), ctx).steps)).toEqual([
-      "madbase-prod-4: provision",
-      "madbase-prod-4: node-join",
-      "madbase-prod-5: provision",
-      "madbase-prod-5: node-join",
-      // Last node first: the founding node, usually the leader, restarts last when it must.
-      "madbase-prod-5: config-refresh",
-      "madbase-prod-4: config-refresh",
-      "madbase-prod-3: config-refresh",
-      "madbase-prod-2: config-refresh",
-      "madbase-prod-1: config-refresh",
-    ]);
-  });
-
-  it("shrinks with the leadership hand-off first and each server's deletion after its node left, last node first", () => {
-    expect(labels(planScale(topo(5), topo(3), ctx).steps)).toEqual([
-      "madbase-prod-1: leadership-handoff",
-      "madbase-prod-3: config-refresh",
-      "madbase-prod-2: config-refresh",
-      "madbase-prod-1: config-refresh",
-      "madbase-prod-5: node-leave",
-      "madbase-prod-5: decommission",
-      "madbase-prod-4: node-leave",
-      "madbase-prod-4: decommission",
-    ]);
-  });
-
-  it("turns a dev node into an HA cluster (1 → 3), with requireHa too", () => {
-    expect(labels(planScale(topo(1), topo(3), ctx, { requireHa: true }).steps)).toEqual([
-      "madbase-prod-2: provision",
-      "madbase-prod-2: node-join",
-      "madbase-prod-3: provision",
-      "madbase-prod-3: node-join",
-      "madbase-prod-3: config-refresh",
-      "madbase-prod-2: config-refresh",
-      "madbase-prod-1: config-refresh",
-    ]);
-  });
-
-  it("refuses to go below 3 nodes when HA is required, saying why and what to do", () => {
-    let error: unknown;
-    try {
-      planScale(topo(3), topo(1), ctx, { requireHa: true });
-    } catch (e) {
-      error = e;
-    }
-    expect(error).toBeInstanceOf(ConfigError);
-    expect((error as ConfigError).field).toBe("nodeCount");
-    expect((error as Error).message).toMatch(
-      /requires HA \(requireHa: true\), so it cannot shrink from 3 to 1 node\(s\): use 3, 5 or 7, or set requireHa to false first/,
-    );
-  });
-
-  it("shrinks to one node when HA is not required", () => {
-    expect(labels(planScale(topo(3), topo(1), ctx).steps)).toEqual([
-      "madbase-prod-1: leadership-handoff",
-      "madbase-prod-1: config-refresh",
-      "madbase-prod-3: node-leave",
-      "madbase-prod-3: decommission",
-      "madbase-prod-2: node-leave",
-      "madbase-prod-2: decommission",
-    ]);
-  });
-
-  it("has nothing to do when the count does not change, and refuses another cluster", () => {
-    expect(planScale(topo(3), topo(3), ctx).steps).toEqual([]);
-    const other = buildTopology({ stack: "dev", nodeCount: 3, subnetCidr: "10.42.1.0/24" });
-    expect(() => planScale(topo(3), other, ctx)).toThrow(ConfigError);
-  });
-});
 
 describe("node-join and node-leave", () => {
   it("do not depend on the node count: Pulumi runs a node's leave script long after it was rendered", () => {
@@ -211,9 +136,18 @@ describe("leadership-handoff and config-refresh", () => {
 describe("the scripts as shell", () => {
   const scripts = () => {
     const out: Record<string, string> = {};
-    for (const step of [...planScale(topo(3), topo(5), ctx).steps, ...planScale(topo(5), topo(3), ctx).steps]) {
-      if (step.kind === "run") out[`${step.script}-${step.node.name}`] = step.text;
-    }
+    const [five, three] = [topo(5), topo(3)];
+    const steps: [Step, typeof five][] = [
+      ...five.nodes.map((node): [Step, typeof five] => [{ kind: "join", node }, five]),
+      ...five.nodes.map((node): [Step, typeof five] => [{ kind: "leave", node }, five]),
+      ...five.nodes.map((node): [Step, typeof five] => [
+        { kind: "resize", node, serverType: "cx33", prefer: five.nodes.slice(node.index + 1).map((n) => n.name) },
+        five,
+      ]),
+      ...three.nodes.map((node): [Step, typeof five] => [{ kind: "refresh", node, handoff: node.index === 2 }, three]),
+    ];
+    for (const [step, topology] of steps)
+      for (const script of stepScripts(step, topology, ctx)) out[`${script.name}-${step.node.name}`] = script.text;
     return out;
   };
 
@@ -247,25 +181,24 @@ describe("the scripts as shell", () => {
     ]) {
       expect(control).toContain(`${service}) unit=${unit} ;;`);
     }
-    // With a driver whose svc does nothing, nothing in the scripts starts, stops or signals a daemon.
-    const inert: ScriptContext = { ...ctx, control: () => "svc() { :; }\nnode_ready() { :; }" };
+    // Outside the driver's svc (systemd's units), nothing in the scripts starts, stops or signals a daemon.
     const texts = [
-      joinScript(topo(5), topo(5).nodes[3], inert),
-      leaveScript(topo(5), topo(5).nodes[3], inert),
-      handoffScript(topo(3), topo(3).nodes[0], inert),
-      refreshScript(topo(3), topo(3).nodes[0], inert),
+      joinScript(topo(5), topo(5).nodes[3], ctx),
+      leaveScript(topo(5), topo(5).nodes[3], ctx),
+      handoffScript(topo(3), topo(3).nodes[0], ctx),
+      refreshScript(topo(3), topo(3).nodes[0], ctx),
     ];
-    for (const text of texts)
-      expect(commands(text)).not.toMatch(/systemctl|\bkill\b|pg_ctl|\betcd --|redis-server|redis-sentinel /);
+    for (const text of texts) {
+      expect(text).toContain(control);
+      expect(commands(text.replace(control, ""))).not.toMatch(
+        /systemctl|\bkill\b|pg_ctl|\betcd --|redis-server|redis-sentinel /,
+      );
+    }
   });
 
-  it("refuse a path the shell would expand", () => {
-    const server = serverPaths();
-    const bad: ScriptContext = {
-      ...ctx,
-      paths: () => ({ ...server, config: { ...server.config, "etcd.conf": "/tmp/$HOME/etcd.conf" } }),
-    };
-    expect(() => joinScript(topo(3), topo(3).nodes[1], bad)).toThrow(/written into shell scripts/);
+  it("refuse a path the shell would expand (every file path a script names is checked)", () => {
+    expect(() => shellSafe("paths.etcdEnv", "/tmp/$HOME/etcd.conf")).toThrow(/written into shell scripts/);
+    expect(shellSafe("paths.etcdEnv", serverPaths().config["etcd.conf"])).toBe(serverPaths().config["etcd.conf"]);
   });
 });
 

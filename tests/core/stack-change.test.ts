@@ -36,6 +36,8 @@ test("appliedSettings records the resolved server type and nothing secret", () =
     location: "fsn1",
     networkCidr: "10.42.0.0/16",
     subnetCidr: "10.42.1.0/24",
+    failoverProfile: "norm",
+    synchronousMode: false,
     volumeSizeGb: 40,
     backupBucket: "madbase-state-prod",
     backupEndpoint: "fsn1.your-objectstorage.com",

@@ -27,7 +27,6 @@ import {
   possibleNodeAddresses,
   refreshScript,
   serverPaths,
-  systemdControl,
 } from "../../core";
 import { certPaths, ensureClusterTls, issueCertificate, opensslExtensions } from "../../local/tls";
 import { fixtureTls, randomSecrets, renderStack } from "../support/fixtures";
@@ -191,8 +190,6 @@ test("config-refresh keeps a node's certificate files and reloads the daemons on
     options,
     secrets: randomSecrets(),
     tls,
-    paths: () => serverPaths(),
-    control: () => systemdControl(),
   });
   const paths = serverPaths().tls;
   for (const [file, owner, mode] of [

@@ -91,7 +91,7 @@ beforeAll(async () => {
   ns = state.nodes[state.nodes.length - 1].namespace;
   archiveDir = path.join(state.backupHostDir!, "pgbackrest", "archive");
   const settings = loadStackSettings(state.stack, {
-    failoverProfile: state.profile,
+    failoverProfile: state.applied.failoverProfile,
     subnetCidr: state.subnetCidr,
     nodeCount: state.nodes.length,
   });

@@ -10,38 +10,20 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import {
-  PLANS,
-  Plan,
-  PORTS,
-  PROFILES,
-  buildTopology,
-  describeCluster,
-  drainScript,
-  loadStackSettings,
-  serverPaths,
-  settleScript,
-} from "../../core";
+import { PLANS, Plan, PORTS, PROFILES, changeSequence, serverPaths } from "../../core";
 import { ApplyOptions, apply } from "../../local/apply";
-import {
-  UpResult,
-  bootNode,
-  down,
-  killNode,
-  loadCluster,
-  localMemoryMb,
-  startNode,
-  up,
-  waitHealthy,
-} from "../../local/cluster";
-import { runScript, scriptContext } from "../../local/scale";
-import { machineExec, shutdown } from "../../local/machine";
+import { UpResult, down, killNode, loadCluster, localMemoryMb, startNode, up, waitHealthy } from "../../local/cluster";
+import { machineExec } from "../../local/machine";
 import { SshIdentity, sshIdentity, sshScript } from "../../local/ssh";
 import { LocalClusterState } from "../../local/state";
 import { AckWriter, missingIds } from "../../local/writer";
 import {
+  downWatcher,
+  expectLoggedInOrder,
+  expectedScripts,
   finish,
   nodeRedisCli,
+  nodeStepLog,
   nodeSql,
   patroniGet as harnessPatroniGet,
   sleep,
@@ -101,41 +83,6 @@ function postmasterStart(state: LocalClusterState, name: string): string | undef
   return nodeSql(state, name, "SELECT pg_postmaster_start_time()");
 }
 
-/**
- * Watches the cluster while a change runs: how many nodes at once had no running PostgreSQL under
- * Patroni (Patroni's own state, asked on each node every 300 ms).
- */
-function downWatcher(state: LocalClusterState) {
-  let running = true;
-  let maxDown = 0;
-  const seenDown = new Set<string>();
-  const loop = (async () => {
-    while (running) {
-      const states = await Promise.all(
-        state.nodes.map(async (n) => {
-          try {
-            return { name: n.name, up: (await patroniGet(n.address, "patroni")).state === "running" };
-          } catch {
-            return { name: n.name, up: false };
-          }
-        }),
-      );
-      const downNow = states.filter((s) => !s.up);
-      downNow.forEach((s) => seenDown.add(s.name));
-      maxDown = Math.max(maxDown, downNow.length);
-      await sleep(300);
-    }
-  })();
-  return {
-    /** Stops watching (again: a no-op) and says what was seen. */
-    async stop() {
-      running = false;
-      await loop;
-      return { maxDown, seenDown: [...seenDown].sort() };
-    },
-  };
-}
-
 function startWriter(firstId: number): AckWriter {
   const { state, secrets } = cluster;
   const writer = new AckWriter({
@@ -154,10 +101,9 @@ function startWriter(firstId: number): AckWriter {
  * watcher counts nodes down; prints what changed on each node.
  */
 async function applyUnderLoad(change: Partial<ApplyOptions>, firstId: number) {
-  const { state } = cluster;
   const writer = startWriter(firstId);
   await writer.waitForAcks(20, 30_000);
-  const watch = downWatcher(state);
+  const watch = downWatcher(cluster.state);
   const result = await apply({ ...loc, ...change }).finally(() => watch.stop());
   const watched = await watch.stop();
   console.log(
@@ -216,9 +162,9 @@ test("apply --profile fast on a norm cluster: Patroni, every Sentinel and every 
   const before = Object.fromEntries(state.nodes.map((n) => [n.name, postmasterStart(state, n.name)]));
   const writer = startWriter(1_000_000);
   await writer.waitForAcks(20, 30_000);
-  const watch = downWatcher(state);
+  const watch = downWatcher(cluster.state);
   const result = await apply({ ...loc, profile: "fast" }).finally(() => watch.stop());
-  expect(await watch.stop()).toEqual({ maxDown: 0, seenDown: [] });
+  expect(await watch.stop()).toMatchObject({ maxDown: 0, seenDown: [] });
   const config = await patroniGet(state.nodes[0].address, "config");
   expect({ ttl: config.ttl, loop_wait: config.loop_wait, retry_timeout: config.retry_timeout }).toEqual({
     ttl: fast.patroni.ttl,
@@ -251,7 +197,7 @@ test("apply --profile fast on a norm cluster: Patroni, every Sentinel and every 
       ),
     ).toBe(true);
   }
-  expect(result.state.profile).toBe("fast");
+  expect(result.state.applied.failoverProfile).toBe("fast");
   await expectNoLostWrite(writer);
 
   // Applied again, nothing changes.
@@ -295,90 +241,70 @@ test("after it, a power cut of the leader fails over within the fast profile's t
   await expectNoLostWrite(writer);
 }, 300_000);
 
-test("apply --plan cx31 on a cx21 cluster: every node's shared_buffers, max_connections and Redis maxmemory follow, one node restarting at a time", async () => {
-  const { state } = cluster;
+/**
+ * A plan change as Hetzner makes it: every machine resized (drain, clean power-off, new type, boot,
+ * settle) from the last node to the first, then every node's refresh; the order read off what each
+ * node logged of its own scripts must be core's sequence, one script at a time.
+ */
+async function expectResizedBySequence(
+  result: Awaited<ReturnType<typeof apply>>,
+  since: number,
+  bootsBefore: Record<string, number | undefined>,
+) {
+  const { state } = loadCluster(loc);
+  const steps = changeSequence({ stack: state.stack, running: result.from, wanted: result.to, refresh: true });
+  expect(steps.filter((s) => s.kind === "resize").map((s) => s.node.name)).toEqual(
+    [...state.nodes].reverse().map((n) => n.name),
+  );
+  expectLoggedInOrder(
+    state.nodes.flatMap((n) => nodeStepLog(n, since)),
+    expectedScripts(steps, () => true),
+  );
+  for (const node of state.nodes) {
+    // A new machine process: the node was powered off and booted again, at its new type.
+    expect({
+      node: node.name,
+      type: node.serverType,
+      rebooted: node.machine.nspawnPid !== bootsBefore[node.name],
+    }).toEqual({
+      node: node.name,
+      type: result.to.serverType,
+      rebooted: true,
+    });
+  }
+  cluster = { ...cluster, state };
+}
+
+const machinePids = () => Object.fromEntries(loadCluster(loc).state.nodes.map((n) => [n.name, n.machine.nspawnPid]));
+
+test("apply --plan cx31 on a cx21 cluster: every machine resized, one at a time, then every node's shared_buffers, max_connections and Redis maxmemory follow", async () => {
+  const since = Date.now();
+  const pids = machinePids();
   const { writer, result, watched } = await applyUnderLoad({ plan: "cx31" }, 3_000_000);
   expect(watched.maxDown).toBeLessThanOrEqual(1);
+  await expectResizedBySequence(result, since, pids);
   // Every node's PostgreSQL restarted (each was seen down, never two at once).
   expect(watched.seenDown.length).toBeGreaterThanOrEqual(2);
-  await expectSizedFor(state, PLANS.cx31);
+  await expectSizedFor(cluster.state, PLANS.cx31);
   expect(
     result.changes.filter((c) => c.lines.includes("postgres: restarted with the new parameters")).length,
   ).toBeGreaterThanOrEqual(2);
   await expectNoLostWrite(writer);
 }, 600_000);
 
-test("apply --plan cx21 back: a lowered max_connections restarts the leader first, in place, then the replicas", async () => {
-  const { state } = cluster;
+test("apply --plan cx21 back: resized one at a time again, then a lowered max_connections restarts the leader first, in place, then the replicas", async () => {
+  const since = Date.now();
+  const pids = machinePids();
   const { writer, result, watched } = await applyUnderLoad({ plan: "cx21" }, 3_500_000);
   expect(watched.maxDown).toBeLessThanOrEqual(1);
+  await expectResizedBySequence(result, since, pids);
   // The first node visited saw the leader's lowered value and restarted it before anything else.
   expect(
     result.changes[0].lines.some((l) =>
       /^postgres: the leader \(.*\) lowers max_connections: restarting it in place first$/.test(l),
     ),
   ).toBe(true);
-  await expectSizedFor(state, PLANS.cx21);
-  await expectNoLostWrite(writer);
-}, 600_000);
-
-test("a resize's node side: the leader drained, shut down cleanly, booted again and settled; no write lost, never two nodes down", async () => {
-  const { state, secrets } = loadCluster(loc);
-  const ctx = scriptContext(
-    state,
-    secrets,
-    describeCluster(
-      loadStackSettings(state.stack, {
-        nodeCount: 3,
-        subnetCidr: state.subnetCidr,
-        failoverProfile: state.profile,
-        plan: state.plan,
-        synchronousMode: state.synchronousMode,
-      }),
-    ).options,
-  );
-  const topology = buildTopology({ stack: state.stack, nodeCount: 3, subnetCidr: state.subnetCidr });
-  const leaderName = (await waitHealthy(state, secrets)).leader!;
-  const node = topology.nodes.find((n) => n.name === leaderName)!;
-  const writer = new AckWriter({
-    host: state.nodes.find((n) => n.name !== leaderName)!.address,
-    port: PORTS.postgresPrimary,
-    password: secrets.app,
-    firstId: 3_800_000,
-    intervalMs: 20,
-  }).start();
-  writers.push(writer);
-  await writer.waitForAcks(20, 30_000);
-  const watch = downWatcher(state);
-  try {
-    const drained = await runScript(
-      state,
-      { kind: "run", node, script: "node-drain", text: drainScript(topology, node, ctx) },
-      () => undefined,
-    );
-    expect(drained.some((l) => /patroni: .* leads now/.test(l))).toBe(true);
-    expect((await waitHealthy(state, secrets)).leader).not.toBe(leaderName);
-    const local = state.nodes.find((n) => n.name === leaderName)!;
-    expect(await shutdown(local.machine, 120_000)).toBe("clean");
-    await bootNode(state, local);
-    // As resize-server.sh does: settle once SSH answers again.
-    const deadline = Date.now() + 180_000;
-    while ((await sshScript(sshIdentity(state.root), local.address, "true\n", { timeoutMs: 10_000 })).code !== 0) {
-      if (Date.now() > deadline) throw new Error(`${leaderName}: SSH does not answer after its boot`);
-      await sleep(1000);
-    }
-    const settled = await runScript(
-      state,
-      { kind: "run", node, script: "node-settle", text: settleScript(topology, node, ctx) },
-      () => undefined,
-      sshIdentity(state.root),
-    );
-    expect(settled.some((l) => l.includes("settled: etcd healthy, PostgreSQL streaming"))).toBe(true);
-  } finally {
-    await watch.stop();
-  }
-  expect((await watch.stop()).maxDown).toBeLessThanOrEqual(1);
-  cluster = { ...cluster, state: loadCluster(loc).state };
+  await expectSizedFor(cluster.state, PLANS.cx21);
   await expectNoLostWrite(writer);
 }, 600_000);
 
@@ -438,10 +364,19 @@ test("a rotated SSH key set: the new key logs in, the old one no longer does, an
   }
 }, 300_000);
 
-test("what Pulumi refuses is refused before any node is touched", async () => {
+test("what Pulumi refuses is refused, by the same checkStackChange, before any node is touched", async () => {
+  const since = Date.now();
   await expect(apply({ ...loc, stack: "dev" })).rejects.toThrow(/keeps its stack/);
   await expect(apply({ ...loc, plan: "cx99" })).rejects.toThrow(/plan/);
-}, 60_000);
+  // Keys Hetzner cannot change in place: refused naming the key, the value and what to do.
+  await expect(apply({ ...loc, set: { location: "hel1" } })).rejects.toThrow(
+    /madbase-state:location.*"hel1".*Hetzner cannot move a server/s,
+  );
+  await expect(apply({ ...loc, set: { subnetCidr: "10.42.99.0/24" } })).rejects.toThrow(/madbase-state:subnetCidr/);
+  await expect(apply({ ...loc, set: { nodeCount: "5" } })).rejects.toThrow(/scale --nodes N/);
+  const { state } = loadCluster(loc);
+  expect(state.nodes.flatMap((n) => nodeStepLog(n, since))).toEqual([]);
+}, 120_000);
 
 /** Whether root here may resize a mounted ext4 file system (EXT4_IOC_RESIZE_FS needs CAP_SYS_RESOURCE). */
 function hostMayResize(): boolean {

@@ -16,7 +16,7 @@ const cluster = clusterPerFile(loc, { cleanup: () => writer?.stop() ?? Promise.r
 test("with a majority of etcd stopped, the primary keeps accepting writes (failsafe_mode)", async () => {
   const { state, secrets } = cluster();
   const leader = cluster().health.leader!;
-  const ttlMs = getProfile(state.profile).patroni.ttl * 1000;
+  const ttlMs = getProfile(state.applied.failoverProfile).patroni.ttl * 1000;
   // The leader's own member and one other: the one left cannot form a quorum.
   const stopped = [leader, state.nodes.find((n) => n.name !== leader)!.name];
   const entry = state.nodes.find((n) => n.name !== leader)!;

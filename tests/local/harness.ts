@@ -9,8 +9,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { Client } from "pg";
 import Redis from "ioredis";
-import { APP_DATABASE, PORTS, REDIS_USERS, USERS, serverPaths } from "../../core";
-import { machineExec } from "../../local/machine";
+import { APP_DATABASE, PORTS, REDIS_USERS, STEP_LOG, Step, USERS, serverPaths, stepScriptNames } from "../../core";
+import { machineExec, machinePath } from "../../local/machine";
 import { Location, UpOptions, UpResult, down, status, up } from "../../local/cluster";
 import { assertHostLink } from "../../local/health";
 import { ClusterHealth } from "../../local/judge";
@@ -348,4 +348,108 @@ export function nodeRedisCli(target: "redis" | "sentinel", args: string[]): stri
     target === "sentinel" ? 'export REDISCLI_AUTH="$SENTINEL_AUTH"' : `set -- --user ${REDIS_USERS.admin} "$@"`;
   const script = `set -a; . ${serverPaths().backupEnvFile}; set +a; ${auth}; exec redis-cli --no-auth-warning "$@"`;
   return ["bash", "-c", script, "redis-cli", ...args];
+}
+
+/**
+ * Watches the cluster while a change runs: every 500 ms, each node's Patroni is asked for its own
+ * state; a node whose PostgreSQL is not running under Patroni (or that does not answer) is down.
+ * Reports the most nodes down at one sample, and which nodes were ever seen down.
+ */
+export function downWatcher(state: LocalClusterState) {
+  let running = true;
+  let maxDown = 0;
+  let samples = 0;
+  const seenDown = new Set<string>();
+  const loop = (async () => {
+    while (running) {
+      const states = await Promise.all(
+        state.nodes.map(async (n) => {
+          try {
+            return { name: n.name, up: (await patroniGet(state, n.address, "patroni")).state === "running" };
+          } catch {
+            return { name: n.name, up: false };
+          }
+        }),
+      );
+      const downNow = states.filter((s) => !s.up);
+      downNow.forEach((s) => seenDown.add(s.name));
+      maxDown = Math.max(maxDown, downNow.length);
+      samples++;
+      await sleep(500);
+    }
+  })();
+  return {
+    /** Stops watching (again: a no-op) and says what was seen. */
+    async stop() {
+      running = false;
+      await loop;
+      return { maxDown, seenDown: [...seenDown].sort(), samples };
+    },
+  };
+}
+
+export interface NodeStepEvent {
+  /** The node's clock (ms since epoch). */
+  at: number;
+  node: string;
+  event: "start" | "end";
+  script: string;
+  rc?: number;
+}
+
+/** The step scripts a node logged in its own STEP_LOG (core's remoteCommand writes it), since `since`. */
+export function nodeStepLog(node: LocalNode, since = 0): NodeStepEvent[] {
+  const file = machinePath(node.machine, STEP_LOG);
+  if (!file || !fs.existsSync(file)) return [];
+  return fs
+    .readFileSync(file, "utf8")
+    .split("\n")
+    .filter(Boolean)
+    .map((line) => {
+      const [time, event, script, rc] = line.split(" ");
+      // The log's nanoseconds, to the millisecond.
+      return {
+        at: Date.parse(time.replace(/(\.\d{3})\d*Z$/, "$1Z")),
+        node: node.name,
+        event: event as "start" | "end",
+        script,
+        ...(rc === undefined ? {} : { rc: Number(rc) }),
+      };
+    })
+    .filter((e) => e.at >= since);
+}
+
+/**
+ * The node scripts core's steps run, in order (a resize's drain and settle only where the machine
+ * changes type, as resize-server.sh skips a server that has it): what the nodes must have logged.
+ */
+export function expectedScripts(steps: Step[], resized: (node: string) => boolean): string[] {
+  return steps.flatMap((s) => {
+    if (s.kind === "resize" && !resized(s.node.name)) return [];
+    return stepScriptNames(s).map((name) => `${s.node.name} ${name}`);
+  });
+}
+
+/**
+ * What the nodes logged, merged by their clocks, is exactly the scripts in `expected` order, each
+ * ended with status 0 before the next one started: no two node scripts ran at once.
+ */
+export function expectLoggedInOrder(events: NodeStepEvent[], expected: string[]): void {
+  const sorted = [...events].sort((a, b) => a.at - b.at);
+  const starts = sorted.filter((e) => e.event === "start").map((e) => `${e.node} ${e.script}`);
+  expect(starts).toEqual(expected);
+  for (let i = 0; i < sorted.length; i++) {
+    const e = sorted[i];
+    // start, end, start, end...: each script ended (status 0) before the next started.
+    expect({ i, node: e.node, script: e.script, event: e.event }).toEqual({
+      i,
+      node: e.node,
+      script: e.script,
+      event: i % 2 === 0 ? "start" : "end",
+    });
+    if (e.event === "end") {
+      expect({ script: `${e.node} ${e.script}`, rc: e.rc }).toEqual({ script: `${e.node} ${e.script}`, rc: 0 });
+      expect(`${sorted[i - 1].node} ${sorted[i - 1].script}`).toBe(`${e.node} ${e.script}`);
+    }
+  }
 }

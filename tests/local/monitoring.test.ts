@@ -242,7 +242,7 @@ test("a real Prometheus with the rendered prometheus.yml scrapes every target an
   // prometheus.yml loads the alert rules from beside it, as on a Prometheus server of the stack.
   const { topology, options } = describeCluster(
     loadStackSettings(state.stack, {
-      failoverProfile: state.profile,
+      failoverProfile: state.applied.failoverProfile,
       subnetCidr: state.subnetCidr,
       nodeCount: state.nodes.length,
     }),

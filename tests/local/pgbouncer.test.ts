@@ -265,7 +265,7 @@ test("a wrong password through 5433 is refused as PostgreSQL refuses it: a FATAL
 
 test("a leader killed under pooled load: writes resume through a survivor's 5433, none acknowledged is lost, none by the demoted node", async () => {
   const { state, secrets } = cluster;
-  const profile = getProfile(state.profile);
+  const profile = getProfile(state.applied.failoverProfile);
   const { options, topology } = describeCluster(
     loadStackSettings("prod", { plan: PLAN, failoverProfile: profile.name }),
   );

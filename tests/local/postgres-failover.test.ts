@@ -16,7 +16,7 @@ const cluster = clusterPerFile(loc, { cleanup: () => Promise.all(writers.map((w)
 
 test(`kill -9 of the leader node, ${KILLS} times: writes resume on a new leader, the old one rejoins, no acknowledged write is lost`, async () => {
   const { state, secrets } = cluster();
-  expect(state.synchronousMode).toBe(true);
+  expect(state.applied.synchronousMode).toBe(true);
   let leader = cluster().health.leader!;
   for (let round = 0; round < KILLS; round++) {
     // A writer through a node that survives this round; each round has its own id range.

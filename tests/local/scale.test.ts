@@ -12,7 +12,7 @@ import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import Redis from "ioredis";
-import { BACKUP_SCRIPT, PORTS, REDIS_USERS, ScaleStep, serverPaths } from "../../core";
+import { BACKUP_SCRIPT, PORTS, REDIS_USERS, Step, changeSequence, serverPaths } from "../../core";
 import { loadCluster } from "../../local/cluster";
 import { operatorTls, tlsRequest } from "../../local/tls";
 import { assertHostLink } from "../../local/health";
@@ -24,7 +24,21 @@ import { LocalClusterState, LocalNode, UNITS, findNode } from "../../local/state
 import { AckWriter, missingIds } from "../../local/writer";
 import { SCALE_PATH, buildScaleApi } from "../../scale/api";
 import { LocalBackend } from "../../scale/localBackend";
-import { REPO, finish, patroniCall, patroniGet, redisClient, sleep, startCluster, testLocation } from "./harness";
+import {
+  NodeStepEvent,
+  REPO,
+  downWatcher,
+  expectLoggedInOrder,
+  expectedScripts,
+  finish,
+  nodeStepLog,
+  patroniCall,
+  patroniGet,
+  redisClient,
+  sleep,
+  startCluster,
+  testLocation,
+} from "./harness";
 
 const loc = testLocation(7);
 const TOKEN = "scale-test-token-0123456789abcdef";
@@ -195,15 +209,26 @@ async function expectNoLostWrite(w: AckWriter): Promise<void> {
   }
 }
 
-function report(
-  label: string,
-  result: { seconds: number; steps: { step: string; seconds: number }[] },
-  gap: number,
-  w: AckWriter,
-) {
+function report(label: string, result: ScaleResult, gap: number, w: AckWriter) {
   console.log(
     `${label}: ${result.seconds.toFixed(1)} s, longest write gap ${gap} ms, ${w.acks.length} acknowledged writes so far, ${w.failures} failed attempts\n  ` +
-      result.steps.map((s) => `${s.step} ${s.seconds.toFixed(1)} s`).join("\n  "),
+      result.steps.map((s) => `${s.label} ${s.seconds.toFixed(1)} s`).join("\n  "),
+  );
+}
+
+/**
+ * The order core's sequence gives for the change the cluster just made (its applied record before
+ * and after), checked against what every node logged of its own scripts since `since`; `left`
+ * holds the logs of nodes read before their machines went.
+ */
+function expectNodesRanTheSequence(before: ScaleResult["from"], since: number, left: NodeStepEvent[] = []): void {
+  const { state } = loadCluster(loc);
+  const steps = changeSequence({ stack: state.stack, running: before, wanted: state.applied, refresh: true });
+  const logged = [...left, ...state.nodes.flatMap((n) => nodeStepLog(n, since))];
+  // A scale keeps the server type: every resize is the no-op of a new server, which runs nothing.
+  expectLoggedInOrder(
+    logged,
+    expectedScripts(steps, () => false),
   );
 }
 
@@ -220,12 +245,11 @@ function sshLogins(state: LocalClusterState, node: LocalNode): number {
   return r.stdout.split("\n").filter((l) => l.startsWith(`Accepted publickey for root from ${state.hostIp} `)).length;
 }
 
-/** The membership scripts a scale ran on each node (from its steps: "NODE: SCRIPT"). */
+/** The remote commands a scale ran on each node (its join, refresh and leave steps; a scale's resizes are no-ops). */
 function scriptsRun(result: ScaleResult): Map<string, number> {
   const runs = new Map<string, number>();
   for (const { step } of result.steps) {
-    const [name, what] = step.split(": ");
-    if (!["provision", "decommission"].includes(what)) runs.set(name, (runs.get(name) ?? 0) + 1);
+    if (["join", "refresh", "leave"].includes(step.kind)) runs.set(step.node.name, (runs.get(step.node.name) ?? 0) + 1);
   }
   return runs;
 }
@@ -242,8 +266,8 @@ interface BeforeJoin {
 
 /** For `beforeStep`: looks at each new node right before its node-join runs. */
 function recordJoins(into: BeforeJoin[]) {
-  return async (step: ScaleStep, state: LocalClusterState) => {
-    if (step.kind !== "run" || step.script !== "node-join") return;
+  return async (step: Step, state: LocalClusterState) => {
+    if (step.kind !== "join") return;
     const node = findNode(state, step.node.name);
     const probe = await probeNode(node.machine);
     const units = CLUSTER_SERVICES.map((s) => UNITS[s]);
@@ -350,6 +374,8 @@ describe("dev, 1 → 3 → 5 (scale API) → 3, on booted nodes", () => {
     });
 
     const t0 = Date.now();
+    const before = loadCluster(loc).state.applied;
+    const watch = downWatcher(loadCluster(loc).state);
     const accepted = await call("POST", SCALE_PATH, { target_db_count: 5, min_ha_nodes: true });
     expect(accepted.status).toBe(202);
     const { job_id: id } = (await accepted.json()) as { job_id: string };
@@ -358,6 +384,7 @@ describe("dev, 1 → 3 → 5 (scale API) → 3, on booted nodes", () => {
     await sleep(1000);
     await expect(scale({ ...loc, nodes: 5 })).rejects.toThrow(ScaleInProgressError);
     await jobs.idle();
+    const watched = await watch.stop();
     const job = (await (await call("GET", `${SCALE_PATH}/${id}`)).json()) as {
       state: string;
       from: number;
@@ -369,8 +396,13 @@ describe("dev, 1 → 3 → 5 (scale API) → 3, on booted nodes", () => {
       `scale API job ${id} (3 → 5): ${job.state} in ${((Date.now() - t0) / 1000).toFixed(1)} s, longest write gap ${longestGap(w, t0, Date.now())} ms\n  ${job.log.filter((l) => /^\[\d+\/\d+\]|ready after/.test(l.trim())).join("\n  ")}`,
     );
     expect(job).toMatchObject({ state: "succeeded", from: 3, target: 5, error: null });
-    expect(job.log.join("\n")).toMatch(/madbase-dev-4: node-join[\s\S]*madbase-dev-5: node-join[\s\S]*healthy/);
+    expect(job.log.join("\n")).toMatch(/madbase-dev-4: join[\s\S]*madbase-dev-5: join[\s\S]*healthy/);
     await expectMembers(5);
+    // Polled every 0.5 s: never two nodes down; the order the nodes logged is core's.
+    console.log(`3 → 5: ${watched.samples} samples, at most ${watched.maxDown} node(s) down`);
+    expect(watched.samples).toBeGreaterThan(20);
+    expect(watched.maxDown).toBeLessThanOrEqual(1);
+    expectNodesRanTheSequence(before, t0);
     // The new nodes are rendered like the first one: the same backup repository, and its script.
     const { state } = loadCluster(loc);
     const onNode = (name: string, file: string) => machinePath(findNode(state, name).machine, file)!;
@@ -389,7 +421,7 @@ describe("dev, 1 → 3 → 5 (scale API) → 3, on booted nodes", () => {
     // Unsafe calls come from a member (n1 itself): Patroni's allowlist refuses this machine.
     const patroni = async (p: string, method: string, body: unknown) =>
       patroniCall(state, n1, n1.address, method, p, { body, password: secrets.patroniRest });
-    const synchronous = state.synchronousMode;
+    const synchronous = state.applied.synchronousMode;
     // synchronous_mode only switches over to the sync standby: lift it for the move, then restore it.
     if (synchronous) {
       await patroni("config", "PATCH", { synchronous_mode: false });
@@ -465,12 +497,22 @@ describe("dev, 1 → 3 → 5 (scale API) → 3, on booted nodes", () => {
 
     const t0 = Date.now();
     const handoff: string[] = [];
+    const leftLogs: NodeStepEvent[] = [];
+    const watch = downWatcher(state);
     const result = await scale({
       ...loc,
       nodes: 3,
       onProgress: (line) => line.includes("[leadership-handoff") && handoff.push(line.trim()),
-    });
+      // What a leaving node logged goes with its machine: read it just before.
+      beforeStep: (step, now) => {
+        if (step.kind === "decommission") leftLogs.push(...nodeStepLog(findNode(now, step.node.name), t0));
+      },
+    }).finally(() => watch.stop());
+    const watched = await watch.stop();
     const gap = longestGap(w, t0, Date.now());
+    console.log(`5 → 3: ${watched.samples} samples, at most ${watched.maxDown} node(s) down`);
+    expect(watched.maxDown).toBeLessThanOrEqual(1);
+    expectNodesRanTheSequence(result.from, t0, leftLogs);
     report("5 → 3 (leader and Redis master leaving)", result, gap, w);
     console.log(`leadership-handoff:\n  ${handoff.join("\n  ")}`);
     expect(result.health.healthy).toBe(true);

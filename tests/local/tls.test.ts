@@ -405,11 +405,11 @@ test("Patroni: HTTPS only, and no answer, not even a read, without a certificate
   );
   // A change to the value it has: accepted, and nothing changes.
   const ok = patroniCall(state, n2, n1.address, "PATCH", "config", {
-    body: { ttl: getProfile(state.profile).patroni.ttl },
+    body: { ttl: getProfile(state.applied.failoverProfile).patroni.ttl },
     password: secrets.patroniRest,
   });
   expect(ok.status).toBe(200);
-  expect(JSON.parse(ok.body)).toMatchObject({ ttl: getProfile(state.profile).patroni.ttl });
+  expect(JSON.parse(ok.body)).toMatchObject({ ttl: getProfile(state.applied.failoverProfile).patroni.ttl });
 });
 
 test("HAProxy checks Patroni over TLS and follows the leader through a power cut within the profile's time; the old leader rejoins (pg_rewind over TLS)", async () => {
@@ -438,7 +438,7 @@ test("HAProxy checks Patroni over TLS and follows the leader through a power cut
     await writer.waitForAcks(20, 120_000);
     const resumedAt = writer.firstAckAfter(cutAt)!.at;
     // A power cut holds the leader key for the ttl; then a loop, the checks' fall, and room for a slow machine.
-    const p = getProfile(state.profile);
+    const p = getProfile(state.applied.failoverProfile);
     const boundMs =
       (p.patroni.ttl + p.patroni.loopWait + p.patroni.retryTimeout) * 1000 +
       (p.haproxy.fall + p.haproxy.rise) * p.haproxy.interMs +

@@ -43,6 +43,7 @@ const find = (run: ProgramRun, type: string, name: string): Declared => {
 };
 const membership = (run: ProgramRun, n: number) => find(run, COMMAND, `madbase-prod-${n}-membership`);
 const refresh = (run: ProgramRun, n: number) => find(run, COMMAND, `madbase-prod-${n}-config`);
+const resize = (run: ProgramRun, n: number) => find(run, "command:local:Command", `madbase-prod-${n}-resize`);
 /** The resources' dependencies, by name. */
 const dependsOn = (r: Declared) => r.options.dependencies.map((urn) => urn.split("::").pop());
 
@@ -116,9 +117,10 @@ describe("3 → 5 → 3 with membership commands", () => {
     }
   });
 
-  test("every node's config refresh runs after all memberships, one node at a time from the last node, the first led by the hand-off", () => {
-    const first = dependsOn(refresh(five, 5));
-    for (const n of [1, 2, 3, 4, 5]) expect(first).toContain(`madbase-prod-${n}-membership`);
+  test("every node's config refresh runs after all memberships (through the resize chain), one node at a time from the last node, the first led by the hand-off", () => {
+    // The chain: membership 5 (the last join) → resizes 5..1 → refreshes 5..1 (tests/stack/sequence.test.ts has it whole).
+    expect(dependsOn(resize(five, 5))).toContain("madbase-prod-5-membership");
+    expect(dependsOn(refresh(five, 5))).toContain("madbase-prod-1-resize");
     for (const n of [1, 2, 3, 4]) {
       expect(dependsOn(refresh(five, n))).toContain(`madbase-prod-${n + 1}-config`);
       expect(dependsOn(refresh(five, n)).filter((d) => d!.endsWith("-config") || d!.endsWith("-membership"))).toEqual([
