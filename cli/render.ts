@@ -1,5 +1,5 @@
 /**
- * npm run render -- --stack <dev|prod> [--nodes N] [--profile P] --out DIR
+ * npm run render -- --stack <dev|prod> [--nodes N] [--profile P] [--stack-dir DIR] --out DIR
  *
  * Renders every node's files from Pulumi.<stack>.yaml with clearly marked placeholder secrets,
  * so the configuration can be read and checked without a Pulumi backend, and the Prometheus scrape
@@ -20,7 +20,8 @@ import {
   renderAlertRules,
   renderPrometheusConfig,
   serverPaths,
-  loadStackSettings,
+  SECRET_CONFIG_KEYS,
+  loadStackConfig,
 } from "../core";
 
 /**
@@ -31,7 +32,9 @@ function renderDirOf(file: NodeFile): "." | "exporters" {
   return file.includes("exporter") ? "exporters" : ".";
 }
 
-const USAGE = "usage: npm run render -- --stack <dev|prod> [--nodes N] [--profile fast|norm|safe] --out DIR";
+const USAGE =
+  "usage: npm run render -- --stack <dev|prod> [--nodes N] [--profile fast|norm|safe] [--stack-dir DIR] --out DIR\n" +
+  "  --stack-dir: the directory holding Pulumi.<stack>.yaml (default: the project's)";
 
 function main(argv: string[]): number {
   let values;
@@ -42,6 +45,7 @@ function main(argv: string[]): number {
         stack: { type: "string" },
         nodes: { type: "string" },
         profile: { type: "string" },
+        "stack-dir": { type: "string" },
         out: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -64,7 +68,10 @@ function main(argv: string[]): number {
     const overrides: Record<string, unknown> = {};
     if (values.nodes !== undefined) overrides.nodeCount = values.nodes;
     if (values.profile !== undefined) overrides.failoverProfile = values.profile;
-    const settings = loadStackSettings(values.stack, overrides);
+    const stackDir = values["stack-dir"] === undefined ? undefined : path.resolve(values["stack-dir"]);
+    if (stackDir !== undefined && !fs.statSync(stackDir, { throwIfNoEntry: false })?.isDirectory())
+      throw new ConfigError("--stack-dir", values["stack-dir"], "use a directory holding Pulumi.<stack>.yaml");
+    const { settings, secretsSet } = loadStackConfig(values.stack, overrides, stackDir);
     const { topology, options } = describeCluster(settings);
     const rendered = renderCluster(
       topology,
@@ -78,6 +85,10 @@ function main(argv: string[]): number {
       `Rendering stack ${settings.stack}: ${topology.nodeCount} node(s), plan ${options.plan.name}, profile ${options.profile.name}, subnet ${topology.subnetCidr}`,
     );
     console.log("Secrets and certificates are placeholders (PLACEHOLDER-...): a real stack gets them from Pulumi.");
+    const set = SECRET_CONFIG_KEYS.filter((k) => secretsSet[k]);
+    console.log(
+      `Secret keys the stack file sets (encrypted, not read here): ${set.length > 0 ? set.join(", ") : "none"}`,
+    );
     for (const node of topology.nodes) {
       const dir = path.join(out, node.name);
       for (const file of NODE_FILES) {

@@ -2,8 +2,9 @@
  * Reads the stack's `madbase-state:*` config and validates it with the core's schema.
  *
  * Every key under the namespace is passed to the schema, so a misspelt key is refused rather than
- * silently ignored. The S3 keys are the exception: they are secrets, read with getSecret and never
- * handed to code that might echo them in an error message.
+ * silently ignored. The secret keys (SECRET_CONFIG_KEYS: the S3 keys and sshPrivateKey) are the
+ * exception: core's splitStackConfig keeps them apart, and they are read here with getSecret and
+ * never handed to code that might echo them in an error message.
  */
 import * as pulumi from "@pulumi/pulumi";
 import {
@@ -15,10 +16,8 @@ import {
   openSshPublicKey,
   parseSettings,
   placeholderSecrets,
+  splitStackConfig,
 } from "../core";
-
-/** Secret config keys, kept apart from the settings the schema validates. */
-export const SECRET_CONFIG_KEYS = ["backupAccessKey", "backupSecretKey", "sshPrivateKey"] as const;
 
 /** An OpenSSH or PEM private key, as `pulumi config set --secret sshPrivateKey < key` stores it. */
 const PRIVATE_KEY_RE = /^-----BEGIN ([A-Z]+ )?PRIVATE KEY-----\r?\n[\s\S]+\r?\n-----END ([A-Z]+ )?PRIVATE KEY-----\s*$/;
@@ -40,32 +39,9 @@ export interface StackConfig {
   sshPrivateKey?: pulumi.Output<string>;
 }
 
-/** The raw `madbase-state:*` values (strings, as Pulumi passes them), without the secret keys. */
+/** The raw `madbase-state:*` values (as Pulumi passes them, lists parsed), without the secret keys. */
 export function rawSettings(all: Record<string, string> = pulumi.runtime.allConfig()): Record<string, unknown> {
-  const prefix = `${CONFIG_NAMESPACE}:`;
-  const raw: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(all)) {
-    if (!key.startsWith(prefix)) continue;
-    const name = key.slice(prefix.length);
-    if ((SECRET_CONFIG_KEYS as readonly string[]).includes(name)) continue;
-    raw[name] = structured(value);
-  }
-  return raw;
-}
-
-/**
- * Pulumi hands list values (`sshPublicKeys`, `adminCidrs`, `clientCidrs`) to the program as JSON
- * text. Parse them here, so that a bad element is reported as that element rather than as the
- * text it came in; anything that is not JSON stays as it was for the schema to reject.
- */
-function structured(value: string): unknown {
-  const text = value.trim();
-  if (!text.startsWith("[") && !text.startsWith("{")) return value;
-  try {
-    return JSON.parse(text);
-  } catch {
-    return value;
-  }
+  return splitStackConfig({ pulumiConfig: all }).settings;
 }
 
 /**

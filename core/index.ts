@@ -7,6 +7,7 @@ export * from "./plans";
 export * from "./profiles";
 export * from "./topology";
 export * from "./settings";
+export * from "./stack-config";
 export * from "./stack-file";
 export * from "./secrets";
 export * from "./tls";

@@ -39,7 +39,14 @@ const cidrList = (what: string) => {
 };
 
 /**
- * Every key the stack reads under `madbase-state:`, with its default. The README's table of keys
+ * The `madbase-state:` keys that hold secrets, set with `pulumi config set --secret`: never passed
+ * to the schema below (core/stack-config.ts keeps them apart and says only whether each is set).
+ */
+export const SECRET_CONFIG_KEYS = ["backupAccessKey", "backupSecretKey", "sshPrivateKey"] as const;
+export type SecretConfigKey = (typeof SECRET_CONFIG_KEYS)[number];
+
+/**
+ * Every other key the stack reads under `madbase-state:`, with its default. The README's table of keys
  * is the same list.
  */
 export const settingsSchema = z
@@ -164,7 +171,7 @@ export function parseSettings(stack: string, raw: Record<string, unknown>): Stac
             );
     const allowed =
       issue.code === "unrecognized_keys"
-        ? `known keys are ${Object.keys(settingsSchema.shape).join(", ")}`
+        ? `known keys are ${Object.keys(settingsSchema.shape).join(", ")}, and the secrets ${SECRET_CONFIG_KEYS.join(", ")} (pulumi config set --secret)`
         : issue.message;
     const field =
       issue.code === "unrecognized_keys"
@@ -196,14 +203,4 @@ export function parseSettings(stack: string, raw: Record<string, unknown>): Stac
     backupEndpoint: s.backupEndpoint ?? `${s.location}.your-objectstorage.com`,
     backupRegion: s.backupRegion ?? s.location,
   };
-}
-
-/** The `madbase-state:*` keys of a Pulumi.<stack>.yaml document, without the namespace. */
-export function settingsFromStackFile(doc: unknown): Record<string, unknown> {
-  const config = (doc as { config?: Record<string, unknown> } | null)?.config ?? {};
-  const out: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(config)) {
-    if (key.startsWith(`${CONFIG_NAMESPACE}:`)) out[key.slice(CONFIG_NAMESPACE.length + 1)] = value;
-  }
-  return out;
 }

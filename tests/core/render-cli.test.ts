@@ -72,7 +72,57 @@ describe("npm run render", () => {
     expect(fs.statSync(path.join(out, "madbase-dev-1", "redis.conf")).mode & 0o077).toBe(0);
   });
 
+  it("renders a stack file holding secure values (pulumi config set --secret), says which are set and never shows them", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "madbase-render-stack-"));
+    try {
+      const prod = fs.readFileSync(path.join(root, "Pulumi.prod.yaml"), "utf8").replace(/\n?$/, "\n");
+      const secure = ["backupAccessKey", "backupSecretKey", "sshPrivateKey"]
+        .map((k) => `  madbase-state:${k}:\n    secure: v1:AAAA${k}CipherText==\n`)
+        .join("");
+      fs.writeFileSync(path.join(dir, "Pulumi.prod.yaml"), prod + secure);
+      const r = render(["--stack", "prod", "--stack-dir", dir, "--out", path.join(dir, "out")]);
+      expect(r.err).toBe("");
+      expect(r.code).toBe(0);
+      expect(r.out).toMatch(/^Rendering stack prod: 3 node\(s\), plan cx31/m);
+      expect(r.out).toMatch(
+        /^Secret keys the stack file sets \(encrypted, not read here\): backupAccessKey, backupSecretKey, sshPrivateKey$/m,
+      );
+      expect(fs.readdirSync(path.join(dir, "out", "madbase-prod-1")).sort()).toEqual(
+        [...DAEMON_FILES, "exporters"].sort(),
+      );
+      const written = fs
+        .readdirSync(path.join(dir, "out"), { recursive: true, encoding: "utf8" })
+        .map((f) => path.join(dir, "out", f))
+        .filter((f) => fs.statSync(f).isFile());
+      expect(written.length).toBeGreaterThan(DAEMON_FILES.length * 3);
+      expect(written.filter((f) => fs.readFileSync(f, "utf8").includes("CipherText"))).toEqual([]);
+      expect(r.out).not.toMatch(/CipherText/);
+
+      // The same key in plain text is refused, naming it and the fix, without its value.
+      fs.writeFileSync(path.join(dir, "Pulumi.prod.yaml"), prod + "  madbase-state:backupSecretKey: hunter2-plain\n");
+      const refused = render(["--stack", "prod", "--stack-dir", dir, "--out", path.join(dir, "out2")]);
+      expect(refused.code).toBe(2);
+      expect(refused.err).toMatch(
+        /^render: madbase-state:backupSecretKey: "\(hidden\)" is not allowed; .*pulumi config set --secret madbase-state:backupSecretKey/m,
+      );
+      expect(refused.out + refused.err).not.toMatch(/hunter2/);
+      expect(fs.existsSync(path.join(dir, "out2"))).toBe(false);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("says no secret key is set for the committed prod file", () => {
+    const r = render(["--stack", "prod", "--out", out]);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^Secret keys the stack file sets \(encrypted, not read here\): none$/m);
+  });
+
   it.each<[string[], RegExp]>([
+    [
+      ["--stack", "prod", "--stack-dir", "/nonexistent-madbase", "--out", "x"],
+      /^render: --stack-dir: "\/nonexistent-madbase" is not allowed; use a directory/m,
+    ],
     [
       ["--stack", "prod", "--nodes", "2", "--out", "x"],
       /^render: madbase-state:nodeCount: "2" is not allowed; use one of 1, 3, 5, 7/m,

@@ -3,7 +3,9 @@
  * message naming the key, the value given and what is allowed. Values arrive as Pulumi passes
  * them: strings, with lists as JSON text.
  */
-import { runProgram, stackFileConfig } from "./harness";
+import { rawSettings } from "../../components/stackConfig";
+import { FIXTURE_SSH_PRIVATE_KEY, FIXTURE_SSH_PUBLIC_KEY } from "../support/fixtures";
+import { T, isSecretEnvelope, ofType, runProgram, stackFileConfig } from "./harness";
 
 const NODE_COUNT_RULE = "use one of 1, 3, 5, 7";
 const CIDR_RULE = 'in CIDR form, such as ["203.0.113.4/32"]';
@@ -141,4 +143,57 @@ test("a stack name the topology cannot use is refused too", async () => {
   const run = await runProgram({ stack: "Prod_EU", config: stackFileConfig("prod") });
   expect(run.error?.message).toMatch(/^stack: "Prod_EU" is not allowed; use lower-case letters, digits and dashes/);
   expect(run.resources).toHaveLength(0);
+});
+
+describe("secret keys", () => {
+  const SECRETS = {
+    backupAccessKey: "HZ1ACCESSKEYEXAMPLE0",
+    backupSecretKey: "hZ2secretKeyExampleValue0123456789abcdef",
+    sshPrivateKey: FIXTURE_SSH_PRIVATE_KEY,
+  };
+
+  test("all three set as Pulumi secrets: read as before, none taken for a setting", async () => {
+    const run = await runProgram({
+      stack: "prod",
+      config: { ...stackFileConfig("prod"), sshPublicKeys: JSON.stringify([FIXTURE_SSH_PUBLIC_KEY]) },
+      secretConfig: SECRETS,
+    });
+    expect(run.error).toBeUndefined();
+    // sshPrivateKey: the membership commands; the S3 keys: the bucket's provider, as secrets.
+    expect(ofType(run, "command:remote:Command").map((c) => c.name)).toContain("madbase-prod-1-membership");
+    const [provider] = ofType(run, "pulumi:providers:aws");
+    expect(isSecretEnvelope(provider.raw.accessKey)).toBe(true);
+    expect(isSecretEnvelope(provider.raw.secretKey)).toBe(true);
+    expect(ofType(run, T.server)).toHaveLength(3);
+  });
+
+  test("a misspelt secret key is refused as unknown, naming the key and the secret keys, never the value", async () => {
+    const run = await runProgram({
+      stack: "prod",
+      config: stackFileConfig("prod"),
+      secretConfig: {
+        backupAccessKey: SECRETS.backupAccessKey,
+        backupSecretKey: SECRETS.backupSecretKey,
+        sshPrivatekey: SECRETS.sshPrivateKey,
+      },
+    });
+    expect(run.error?.message).toMatch(
+      /^madbase-state \(unknown key\): "sshPrivatekey" is not allowed; known keys are nodeCount, .*and the secrets backupAccessKey, backupSecretKey, sshPrivateKey/,
+    );
+    expect(run.error?.message).not.toContain("PRIVATE KEY");
+    expect(run.resources).toHaveLength(0);
+  });
+
+  test("rawSettings leaves the secret keys out and parses lists, as Pulumi passes them", () => {
+    expect(
+      rawSettings({
+        "madbase-state:nodeCount": "5",
+        "madbase-state:adminCidrs": '["203.0.113.4/32"]',
+        "madbase-state:backupAccessKey": SECRETS.backupAccessKey,
+        "madbase-state:backupSecretKey": SECRETS.backupSecretKey,
+        "madbase-state:sshPrivateKey": SECRETS.sshPrivateKey,
+        "hcloud:token": "not-ours",
+      }),
+    ).toEqual({ nodeCount: "5", adminCidrs: ["203.0.113.4/32"] });
+  });
 });
