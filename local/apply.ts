@@ -68,6 +68,7 @@ export async function apply(opts: ApplyOptions = {}): Promise<ApplyResult> {
     networkId: opts.networkId,
     set,
     fromStackFile: opts.stack !== undefined,
+    keepNodeCount: true,
     identity: opts.identity,
     authorizedKeys: (state) => authorizedKeys(state, opts),
     beforeSteps: (state) => {

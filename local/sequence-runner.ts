@@ -91,6 +91,8 @@ export interface ChangeOptions extends Location {
   set?: Record<string, unknown>;
   /** Start from the stack file's settings (the cluster's stack) instead of the applied record. */
   fromStackFile?: boolean;
+  /** Keep the running node count whatever the stack file says (apply: a count change is `scale`). */
+  keepNodeCount?: boolean;
   /** Extra context for the scripts (root's authorized keys). */
   authorizedKeys?: (state: LocalClusterState) => string[] | undefined;
   /** The key the runner logs in with for this change and after it (a rotated key). */
@@ -149,6 +151,7 @@ async function changeLocked(opts: ChangeOptions): Promise<ChangeResult> {
   const settings = loadStackSettings(state.stack, {
     ...(opts.fromStackFile ? { subnetCidr: state.subnetCidr } : recordedSettings(state.applied)),
     ...opts.set,
+    ...(opts.keepNodeCount ? { nodeCount: state.applied.nodeCount } : {}),
   });
   const { topology: to, options } = describeCluster(settings);
   const wanted = appliedSettings(settings, { sshPrivateKeySet: true });

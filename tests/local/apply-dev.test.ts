@@ -33,12 +33,19 @@ afterAll(async () => {
   await finish(loc);
 }, 120_000);
 
-test("apply --plan cx31 --profile fast on one node: PostgreSQL restarts in place with the new memory, Patroni takes the new timings", async () => {
-  const { state } = cluster;
-  const node = state.nodes[0];
-  expect(nodeSql(state, node.name, "SHOW shared_buffers")).toBe(`${localMemoryMb(PLANS.cx21) / 4}MB`);
+test("apply --plan cx31 --profile fast on one node: the machine is resized, then PostgreSQL restarts in place with the new memory, Patroni takes the new timings", async () => {
+  const node = cluster.state.nodes[0];
+  expect(nodeSql(cluster.state, node.name, "SHOW shared_buffers")).toBe(`${localMemoryMb(PLANS.cx21) / 4}MB`);
 
   const result = await apply({ ...loc, plan: "cx31", profile: "fast" });
+  // The resize powered the machine off and on: the state now names its new process.
+  cluster = { ...cluster, state: result.state };
+  const { state } = cluster;
+  expect(state.nodes[0].serverType).toBe(PLANS.cx31.serverType);
+  const drain = result.steps.find((s) => s.step.kind === "resize")!.output;
+  expect(drain.some((l) => /\[node-drain madbase-dev-1\] patroni: a single node; PostgreSQL is down/.test(l))).toBe(
+    true,
+  );
 
   const lines = result.changes.flatMap((c) => c.lines);
   expect(lines).toContain("patroni: a single node; PostgreSQL is down until this node is back");

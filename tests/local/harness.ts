@@ -352,26 +352,44 @@ export function nodeRedisCli(target: "redis" | "sentinel", args: string[]): stri
 
 /**
  * Watches the cluster while a change runs: every 500 ms, each node's Patroni is asked for its own
- * state; a node whose PostgreSQL is not running under Patroni (or that does not answer) is down.
- * Reports the most nodes down at one sample, and which nodes were ever seen down.
+ * state; a member (of etcd, as node 1's etcd lists them: a node that left is none) whose
+ * PostgreSQL is not running under Patroni, or that does not answer, is down. Reports the most
+ * members down at one sample, and which nodes were ever seen down.
  */
 export function downWatcher(state: LocalClusterState) {
   let running = true;
   let maxDown = 0;
   let samples = 0;
   const seenDown = new Set<string>();
+  const members = async (): Promise<Set<string> | undefined> => {
+    try {
+      const answer = await tlsRequest(`https://${state.nodes[0].address}:${PORTS.etcdClient}/v3/cluster/member/list`, {
+        ...operatorTls(state.root),
+        method: "POST",
+        body: "{}",
+        timeoutMs: 2000,
+      });
+      return new Set((JSON.parse(answer.body) as { members: { name: string }[] }).members.map((m) => m.name));
+    } catch {
+      return undefined;
+    }
+  };
   const loop = (async () => {
     while (running) {
-      const states = await Promise.all(
-        state.nodes.map(async (n) => {
-          try {
-            return { name: n.name, up: (await patroniGet(state, n.address, "patroni")).state === "running" };
-          } catch {
-            return { name: n.name, up: false };
-          }
-        }),
-      );
-      const downNow = states.filter((s) => !s.up);
+      const [listed, states] = await Promise.all([
+        members(),
+        Promise.all(
+          state.nodes.map(async (n) => {
+            try {
+              return { name: n.name, up: (await patroniGet(state, n.address, "patroni")).state === "running" };
+            } catch {
+              return { name: n.name, up: false };
+            }
+          }),
+        ),
+      ]);
+      // Without an answer from etcd, every node counts.
+      const downNow = states.filter((s) => !s.up && (listed === undefined || listed.has(s.name)));
       downNow.forEach((s) => seenDown.add(s.name));
       maxDown = Math.max(maxDown, downNow.length);
       samples++;
