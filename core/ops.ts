@@ -419,7 +419,8 @@ export function riskOf(request: OpsRequest, facts: RiskFacts): string {
       return (
         `everything written to ${facts.clusterName} after ${point} is gone from the running cluster; ` +
         `PostgreSQL takes no reads or writes until the restored leader is up. On every node the old data directory is kept beside the new one as ` +
-        `${paths.pgDataDir}.before-restore-<time> (copy out what you need, then delete it: it takes the volume's space).`
+        `${paths.pgDataDir}.before-restore-<time> (copy out what you need, then delete it: it takes the volume's space). ` +
+        "The full backup it takes counts against backupRetentionFull: the oldest full backup and its WAL may expire, so the earliest point a later restore can reach moves forward."
       );
     }
     case "restore-redis":

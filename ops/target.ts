@@ -17,12 +17,13 @@ import { OpsSession } from "./session";
 
 /** A local cluster as a target: its nodes are reached at their private addresses from this machine. */
 export function localTarget(state: LocalClusterState): OpsTarget {
+  const relative = path.relative(process.cwd(), state.root);
   return {
     kind: "local",
     stack: state.stack,
     clusterName: state.clusterName,
     nodes: state.nodes.map((n) => ({ name: n.name, privateIp: n.address, sshHost: n.address })),
-    description: `the local cluster of stack ${state.stack} (${path.relative(process.cwd(), state.root) || state.root})`,
+    description: `the local cluster of stack ${state.stack} (${relative && !relative.startsWith("..") ? relative : state.root})`,
   };
 }
 

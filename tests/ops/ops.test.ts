@@ -147,7 +147,8 @@ describe("argument rules", () => {
     ]) as OpsRequest;
     expect(riskOf(restore, { clusterName: "madbase-prod" })).toBe(
       "everything written to madbase-prod after 2026-01-31 14:05:00+00 is gone from the running cluster; PostgreSQL takes no reads or writes until the restored leader is up. " +
-        "On every node the old data directory is kept beside the new one as /var/lib/postgresql/17/madbase.before-restore-<time> (copy out what you need, then delete it: it takes the volume's space).",
+        "On every node the old data directory is kept beside the new one as /var/lib/postgresql/17/madbase.before-restore-<time> (copy out what you need, then delete it: it takes the volume's space). " +
+        "The full backup it takes counts against backupRetentionFull: the oldest full backup and its WAL may expire, so the earliest point a later restore can reach moves forward.",
     );
     const sw = parseOpsArgs(["switchover", "--stack", "prod"]) as OpsRequest;
     expect(riskOf(sw, { clusterName: "madbase-prod", synchronousMode: true })).toContain(
