@@ -419,3 +419,18 @@ test("ops switchover --to the synchronous standby under a writer: no acknowledge
   expect(status.stdout).toMatch(new RegExp(`${to}\\s+\\S+\\s+leader\\s+running`));
   expect(status.stdout).toMatch(/\nhealthy$/m);
 }, 400_000);
+
+test("ops backup pg diff and ops backup redis run on the leader and on the Redis master, and say so", async () => {
+  const status = await collectStatus(session());
+  const pg = await timed("pg diff backup (ops CLI)", () => ops(["backup", "pg", "diff", "--local", "--stack", "prod"]));
+  expect([pg.code, pg.stderr]).toEqual([0, expect.any(String)]);
+  expect(pg.stdout).toContain(
+    "What it risks: no data: the leader reads the whole database (full) or what changed (diff)",
+  );
+  expect(pg.stdout).toMatch(/diff backup of madbase-prod done: "label":"\d{8}-\d{6}F_\d{8}-\d{6}D"/);
+  expect(pg.stdout).toContain(`backup done on ${status.leader}.`);
+  const redis = await timed("redis snapshot (ops CLI)", () => ops(["backup", "redis", "--local", "--stack", "prod"]));
+  expect([redis.code, redis.stderr]).toEqual([0, expect.any(String)]);
+  expect(redis.stdout).toMatch(/shipped \d{8}T\d{6}Z-madbase-prod-\d\.rdb to /);
+  expect(redis.stdout).toContain(`backup done on ${status.redisMaster}.`);
+}, 300_000);
