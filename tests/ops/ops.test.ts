@@ -164,6 +164,42 @@ describe("argument rules", () => {
   });
 });
 
+/** What the status script prints on node i of a healthy 3-node prod cluster (node 1 leads both). */
+const members = [
+  { name: "madbase-prod-1", role: "leader", state: "running", host: "10.42.1.10", timeline: 3 },
+  { name: "madbase-prod-2", role: "sync_standby", state: "streaming", host: "10.42.1.11", timeline: 3, lag: 0 },
+  { name: "madbase-prod-3", role: "replica", state: "streaming", host: "10.42.1.12", timeline: 3, lag: 0 },
+];
+const M = "@@madbase-ops";
+const said = (i: number, over: { members?: unknown[]; redis?: string; sentinel?: string } = {}) =>
+  [
+    `${M} node madbase-prod-${i} 10.42.1.${9 + i} madbase-prod`,
+    `${M} patroni`,
+    JSON.stringify({ state: "running", role: i === 1 ? "primary" : "replica", timeline: 3 }),
+    "200",
+    `${M} patroni exit 0`,
+    `${M} cluster`,
+    JSON.stringify({ members: over.members ?? members }),
+    "200",
+    `${M} cluster exit 0`,
+    `${M} config`,
+    JSON.stringify({ synchronous_mode: true }),
+    "200",
+    `${M} config exit 0`,
+    `${M} redis`,
+    ...(
+      over.redis ??
+      (i === 1
+        ? "# Replication\r\nrole:master\r\nconnected_slaves:2\r"
+        : `# Replication\r\nrole:slave\r\nmaster_host:10.42.1.10\r\nmaster_link_status:up\r`)
+    ).split("\n"),
+    `${M} redis exit 0`,
+    `${M} sentinel`,
+    over.sentinel ?? "10.42.1.10\n6380",
+    `${M} sentinel exit 0`,
+    `${M} end`,
+  ].join("\n");
+
 /** The outputs as `pulumi stack output --json --show-secrets` prints them: output name → value. */
 function cliOutputs(run: ProgramRun): string {
   return JSON.stringify(Object.fromEntries(Object.entries(run.outputs).map(([k, o]) => [k, o.value])), null, 2);
@@ -221,17 +257,30 @@ describe("the Hetzner target, from the outputs the Pulumi program produces", () 
         `#!/bin/sh\necho "$*" >> ${dir}/pulumi.calls\ncase "$1 $2" in\n  "stack output") cat ${dir}/outputs.json ;;\n  "config get") printf -- '-----BEGIN OPENSSH PRIVATE KEY-----\\nstand-in\\n-----END OPENSSH PRIVATE KEY-----\\n' ;;\n  *) exit 1 ;;\nesac\n`,
         { mode: 0o755 },
       );
-      // ssh: logs its arguments and the key file's mode, then fails as an unreachable host does.
+      // ssh: logs its arguments and the key file's mode; answers the status script with the report
+      // in reports/<host> when there is one, and fails as an unreachable host does otherwise. Any
+      // other script (a change) is logged as such and fails.
+      fs.mkdirSync(path.join(dir, "reports"));
       fs.writeFileSync(
         path.join(dir, "ssh"),
-        `#!/bin/sh\nkey=""; prev=""; for a in "$@"; do [ "$prev" = -i ] && key=$a; prev=$a; done\necho "$* mode=$(stat -c %a "$key")" >> ${dir}/ssh.calls\ncat >/dev/null\necho "ssh: connect to host: No route to host" >&2\nexit 255\n`,
+        `#!/bin/sh\nkey=""; prev=""; host=""; for a in "$@"; do [ "$prev" = -i ] && key=$a; case "$a" in root@*) host=\${a#root@};; esac; prev=$a; done\n` +
+          `echo "$* mode=$(stat -c %a "$key")" >> ${dir}/ssh.calls\nscript=$(cat)\n` +
+          `case "$script" in *"@@madbase-ops end"*) ;; *) echo "CHANGE on $host" >> ${dir}/ssh.calls; exit 1;; esac\n` +
+          `[ -f ${dir}/reports/$host ] && exec cat ${dir}/reports/$host\necho "ssh: connect to host: No route to host" >&2\nexit 255\n`,
         { mode: 0o755 },
       );
     });
     afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
     beforeEach(() => {
       for (const f of ["pulumi.calls", "ssh.calls"]) fs.rmSync(path.join(dir, f), { force: true });
+      for (const f of fs.readdirSync(path.join(dir, "reports"))) fs.rmSync(path.join(dir, "reports", f));
     });
+    /** Nodes 1..3 of the stack answer the status script as a healthy cluster would (none: all). */
+    const answering = (which = [1, 2, 3], over: Parameters<typeof said>[1] = {}) => {
+      const target = targetFromStackOutputs("prod", JSON.parse(cliOutputs(prod)));
+      for (const i of which) fs.writeFileSync(path.join(dir, "reports", target.nodes[i - 1].sshHost), said(i, over));
+      return target;
+    };
 
     test("restore without --confirm is refused before the stack is read", () => {
       const r = ops(["restore", "latest", "--stack", "prod"]);
@@ -279,6 +328,47 @@ describe("the Hetzner target, from the outputs the Pulumi program produces", () 
       expect(r.code).toBe(2);
       expect(r.stderr).toContain("the Pulumi CLI is not installed here (no pulumi on PATH)");
     }, 60_000);
+
+    test("status of a healthy stack, asked on its servers: the leader and the Redis master, exit 0", () => {
+      answering();
+      const r = ops(["status", "--stack", "prod"]);
+      expect([r.code, r.stderr]).toEqual([0, ""]);
+      expect(r.stdout).toContain(
+        "PostgreSQL leader: madbase-prod-1 (synchronous_mode on); Redis master: madbase-prod-1",
+      );
+      expect(r.stdout).toMatch(
+        /madbase-prod-2\s+10\.42\.1\.11\s+sync_standby\s+streaming\s+3\s+0\s+replica \(link up\)/,
+      );
+      expect(r.stdout).toMatch(/\nhealthy$/m);
+      expect(calls("ssh")).not.toContain("CHANGE");
+    });
+
+    test("switchover --to a replica that is not the synchronous standby is refused before any change", () => {
+      answering();
+      const r = ops(["switchover", "--stack", "prod", "--to", "madbase-prod-3"]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(
+        "--to madbase-prod-3: synchronous_mode is on, and Patroni hands over only to the synchronous standby, madbase-prod-2: say --to madbase-prod-2 or leave --to out; nothing was touched",
+      );
+      expect(calls("ssh")).not.toContain("CHANGE");
+      const unknown = ops(["switchover", "--stack", "prod", "--to", "madbase-prod-9"]);
+      expect([unknown.code, unknown.stderr]).toEqual([
+        2,
+        expect.stringContaining(
+          `--to: "madbase-prod-9" is not allowed; one of the nodes of the Pulumi stack prod: madbase-prod-1, madbase-prod-2, madbase-prod-3`,
+        ),
+      ]);
+    });
+
+    test("a restore with a node that does not answer over SSH is refused before any change", () => {
+      answering([1, 2]);
+      const r = ops(["restore", "latest", "--stack", "prod", "--confirm", "madbase-prod"]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(
+        "a restore needs every node, and madbase-prod-3 did not answer over SSH; nothing was touched",
+      );
+      expect(calls("ssh")).not.toContain("CHANGE");
+    });
 
     test("--local refuses a local cluster of another stack", () => {
       const root = fs.mkdtempSync(path.join(dir, "local-"));
@@ -351,41 +441,6 @@ describe("status, from what each node says", () => {
     })),
     description: "the local cluster of stack prod",
   };
-  const members = [
-    { name: "madbase-prod-1", role: "leader", state: "running", host: "10.42.1.10", timeline: 3 },
-    { name: "madbase-prod-2", role: "sync_standby", state: "streaming", host: "10.42.1.11", timeline: 3, lag: 0 },
-    { name: "madbase-prod-3", role: "replica", state: "streaming", host: "10.42.1.12", timeline: 3, lag: 0 },
-  ];
-  const M = "@@madbase-ops";
-  const said = (i: number, over: { members?: unknown[]; redis?: string; sentinel?: string } = {}) =>
-    [
-      `${M} node madbase-prod-${i} 10.42.1.${9 + i} madbase-prod`,
-      `${M} patroni`,
-      JSON.stringify({ state: "running", role: i === 1 ? "primary" : "replica", timeline: 3 }),
-      "200",
-      `${M} patroni exit 0`,
-      `${M} cluster`,
-      JSON.stringify({ members: over.members ?? members }),
-      "200",
-      `${M} cluster exit 0`,
-      `${M} config`,
-      JSON.stringify({ synchronous_mode: true }),
-      "200",
-      `${M} config exit 0`,
-      `${M} redis`,
-      ...(
-        over.redis ??
-        (i === 1
-          ? "# Replication\r\nrole:master\r\nconnected_slaves:2\r"
-          : `# Replication\r\nrole:slave\r\nmaster_host:10.42.1.10\r\nmaster_link_status:up\r`)
-      ).split("\n"),
-      `${M} redis exit 0`,
-      `${M} sentinel`,
-      over.sentinel ?? "10.42.1.10\n6380",
-      `${M} sentinel exit 0`,
-      `${M} end`,
-    ].join("\n");
-
   test("the script asks the node's own Patroni, Redis and Sentinel, with the node's credentials", () => {
     const s = nodeStatusScript();
     expect(s).toContain(". /etc/madbase/node.env; . /etc/madbase/backup.env;");
