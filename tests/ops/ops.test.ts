@@ -22,6 +22,7 @@ import {
   targetFromStackOutputs,
 } from "../../core/ops";
 import { NodeReport, judgeStatus, nodeStatusScript, parseNodeReport } from "../../core/ops-status";
+import { STATE_VERSION } from "../../local/state";
 import { ProgramRun, T, ofType, runProgram, stackFileConfig } from "../stack/harness";
 
 const REPO = path.resolve(__dirname, "..", "..");
@@ -372,7 +373,10 @@ describe("the Hetzner target, from the outputs the Pulumi program produces", () 
 
     test("--local refuses a local cluster of another stack", () => {
       const root = fs.mkdtempSync(path.join(dir, "local-"));
-      fs.writeFileSync(path.join(root, "state.json"), JSON.stringify({ version: 2, stack: "prod", nodes: [] }));
+      fs.writeFileSync(
+        path.join(root, "state.json"),
+        JSON.stringify({ version: STATE_VERSION, stack: "prod", nodes: [] }),
+      );
       fs.writeFileSync(path.join(root, "secrets.json"), "{}");
       const r = spawnSync(
         process.execPath,
