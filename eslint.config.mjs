@@ -4,7 +4,10 @@ import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 import prettier from "eslint-config-prettier";
 
-/** Imports a folder must not make: `core` imports nothing of ours and no Pulumi; `components` and `local` only `core`. */
+/**
+ * Imports a folder must not make: `core` imports nothing of ours and no Pulumi; `components` and
+ * `local` only `core`; `ops` (the operations over SSH) `core` and `local`, no Pulumi engine.
+ */
 const forbid = (folders, message) => ({
   "no-restricted-imports": ["error", { patterns: folders.map((f) => ({ group: [`../${f}`, `../${f}/**`], message })) }],
 });
@@ -35,7 +38,7 @@ export default tseslint.config(
         "error",
         {
           patterns: [
-            ...["components", "local", "cli", "scale", "bench", "tests"].map((f) => ({
+            ...["components", "local", "ops", "cli", "scale", "bench", "tests"].map((f) => ({
               group: [`../${f}`, `../${f}/**`],
               message: "core is the pure core: it imports nothing of ours outside core.",
             })),
@@ -51,7 +54,7 @@ export default tseslint.config(
   {
     files: ["components/**/*.ts"],
     rules: forbid(
-      ["local", "cli", "scale", "bench"],
+      ["local", "ops", "cli", "scale", "bench"],
       "components import core only (and each other), never the runners or commands.",
     ),
   },
@@ -62,11 +65,31 @@ export default tseslint.config(
         "error",
         {
           patterns: [
-            ...["components", "cli", "scale", "bench"].map((f) => ({
+            ...["components", "ops", "cli", "scale", "bench"].map((f) => ({
               group: [`../${f}`, `../${f}/**`],
               message: "local imports core only: it provides machines and drives them, as Hetzner and Pulumi would.",
             })),
             { group: ["@pulumi/*"], message: "local runs without the Pulumi engine." },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    files: ["ops/**/*.ts"],
+    rules: {
+      "no-restricted-imports": [
+        "error",
+        {
+          patterns: [
+            ...["components", "cli", "scale", "bench"].map((f) => ({
+              group: [`../${f}`, `../${f}/**`],
+              message: "ops imports core and local only: it acts on the nodes over SSH, whichever runner made them.",
+            })),
+            {
+              group: ["@pulumi/*"],
+              message: "ops runs without the Pulumi engine (it reads a stack through the Pulumi CLI).",
+            },
           ],
         },
       ],

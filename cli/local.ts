@@ -12,6 +12,7 @@ import {
   Location,
   loadCluster,
   clusterUrls,
+  waitHealthy,
   down,
   heal,
   killNode,
@@ -20,8 +21,9 @@ import {
   status,
   up,
 } from "../local/cluster";
-import { RestoreTarget, restoreCluster } from "../local/backup";
-import { backupOnEveryNode, restoreRedis } from "../local/backup-ops";
+import { parseRestoreTarget, riskOf } from "../core/ops";
+import { restorePostgres } from "../ops/restore";
+import { localSession } from "../ops/target";
 import { formatHealth, formatOverview } from "../local/health";
 import { findNode } from "../local/state";
 import { isRunning } from "../local/machine";
@@ -35,8 +37,9 @@ const USAGE = `usage: npm run local -- <command> [options]
   up [--stack dev|prod] [--nodes N] [--profile fast|norm|safe] [--backup-dir DIR] [--restore latest|TIME]
                       render and start a cluster (default: prod, 3 nodes); waits until healthy.
                       --backup-dir keeps the backups outside the cluster's directory (down leaves
-                      them); --restore recreates PostgreSQL from them: the newest state, or the
-                      state at TIME ('2025-01-31 14:05:00+00'), then replicas from the repository
+                      them); --restore recreates PostgreSQL from them once the fresh cluster is
+                      healthy (npm run ops -- restore's steps): the newest state, or the state at
+                      TIME ('2025-01-31 14:05:00+00'), then replicas from the repository
   status [--json]     roles, lag, Redis, etcd, HAProxy backends, exporters, connections and PIDs;
                       exits 1 when degraded
   apply [--stack S] [--profile P] [--plan P] [--synchronous-mode true|false] [--set KEY=VALUE]... [--volume-gb N]
@@ -53,10 +56,10 @@ const USAGE = `usage: npm run local -- <command> [options]
   ssh NAME [-- CMD]   a root shell on a node, or one command, over SSH as Pulumi reaches it
   partition NAME      cut a node's network; its processes keep running
   heal NAME           restore it
-  backup-pg full|diff run every node's madbase-backup (only the leader backs up, as the timers do)
-  backup-redis        likewise for the Redis snapshot (only the master ships it)
-  restore-redis [--name NAME]
-                      put a Redis snapshot (default: the newest) back on the master; replicas resync`;
+
+  Backups, restores and switchovers are operations, the same on a local cluster and on a Pulumi
+  stack: npm run ops -- backup pg full|diff --stack S --local, backup redis, restore-redis,
+  restore, switchover, status (npm run ops -- help). up --restore runs ops' restore.`;
 
 const COMMANDS: Record<
   string,
@@ -91,21 +94,7 @@ const COMMANDS: Record<
   "start-node": { options: {}, positionals: 1 },
   partition: { options: {}, positionals: 1 },
   heal: { options: {}, positionals: 1 },
-  "backup-pg": { options: {}, positionals: 1 },
-  "backup-redis": { options: {}, positionals: 0 },
-  "restore-redis": { options: { name: { type: "string" } }, positionals: 0 },
 };
-
-function restoreTarget(value: string | undefined): RestoreTarget | undefined {
-  if (value === undefined) return undefined;
-  if (value === "latest") return { type: "latest" };
-  if (!/^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([+-]\d{2}(:?\d{2})?|Z)$/.test(value)) {
-    throw new UsageError(
-      `--restore takes latest or a time with its zone, such as '2025-01-31 14:05:00+00', not ${JSON.stringify(value)}`,
-    );
-  }
-  return { type: "time", target: value };
-}
 
 /** `--set KEY=VALUE` options as stack keys (values as `pulumi config set` takes them: text). */
 function stackKeys(pairs: string[]): Record<string, string> {
@@ -118,16 +107,22 @@ function stackKeys(pairs: string[]): Record<string, string> {
   return out;
 }
 
-/** Prints each node's lines of a madbase-backup run; 0 when no node failed. */
-function report(runs: { node: string; code: number | null; output: string }[]): number {
-  for (const r of runs) console.log(`${r.node} (exit ${r.code}):\n  ${r.output.trim().split("\n").join("\n  ")}`);
-  return runs.every((r) => r.code === 0) ? 0 : 1;
-}
+/** The operation verbs the runner had, and the `npm run ops` line that does each now. */
+const MOVED_TO_OPS: Record<string, (args: string[]) => string> = {
+  "backup-pg": (args) => `backup pg ${args[0] ?? "full|diff"}`,
+  "backup-redis": () => "backup redis",
+  "restore-redis": (args) => `restore-redis${args.length ? ` ${args.join(" ")}` : ""} --confirm <cluster name>`,
+};
 
 function parse(argv: string[]) {
   const [command, ...rest] = argv;
   if (!command || command === "--help" || command === "-h" || command === "help")
     return { command: "help", values: {}, positionals: [] };
+  const moved = MOVED_TO_OPS[command];
+  if (moved)
+    throw new UsageError(
+      `${command} is an operation now, the same for a local cluster and a Pulumi stack: npm run ops -- ${moved(rest)} --stack <its stack> --local`,
+    );
   const spec = COMMANDS[command];
   if (!spec) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
   let parsed;
@@ -140,11 +135,7 @@ function parse(argv: string[]) {
     throw new UsageError(`${command} needs a node name, such as madbase-prod-1`);
   if (spec.positionals !== -1 && parsed.positionals.length !== spec.positionals) {
     throw new UsageError(
-      spec.positionals === 0
-        ? `${command} takes no arguments`
-        : command === "backup-pg"
-          ? "backup-pg takes full or diff"
-          : `${command} needs a node name, such as madbase-prod-1`,
+      spec.positionals === 0 ? `${command} takes no arguments` : `${command} needs a node name, such as madbase-prod-1`,
     );
   }
   return {
@@ -170,15 +161,26 @@ async function run(argv: string[], loc: Location): Promise<number> {
       console.log(USAGE);
       return 0;
     case "up": {
-      const restore = restoreTarget(values.restore as string | undefined);
+      const restore =
+        values.restore === undefined ? undefined : parseRestoreTarget("--restore", values.restore as string);
       const result = await up({
         ...loc,
         stack: values.stack as string | undefined,
         nodes: values.nodes as string | undefined,
         profile: values.profile as string | undefined,
         backupDir: values["backup-dir"] as string | undefined,
-        // The backups' cluster replaces the fresh one, by the operator's restore procedure.
-        afterHealthy: restore ? (state, secrets) => restoreCluster(state, secrets, restore, log) : undefined,
+        // The backups' cluster replaces the fresh one, by the operator's restore (npm run ops -- restore).
+        afterHealthy: restore
+          ? async (state, secrets) => {
+              await restorePostgres(localSession(state, log), restore, {
+                announce: (facts) =>
+                  log(
+                    `What the restore risks: ${riskOf({ verb: "restore", stack: state.stack, local: true, target: restore, confirm: state.clusterName }, facts)}`,
+                  ),
+              });
+              return waitHealthy(state, secrets, { timeoutMs: 180_000, onProgress: log });
+            }
+          : undefined,
         onProgress: log,
       });
       const urls = clusterUrls(result.state, result.secrets);
@@ -239,15 +241,6 @@ async function run(argv: string[], loc: Location): Promise<number> {
       console.log(`removed ${machines} machine(s), their volumes, the namespaces and all local data`);
       return 0;
     }
-    case "backup-pg":
-      if (!["full", "diff"].includes(positionals[0])) throw new UsageError("backup-pg takes full or diff");
-      return report(await backupOnEveryNode(loc, ["pg", positionals[0]]));
-    case "backup-redis":
-      return report(await backupOnEveryNode(loc, ["redis"]));
-    case "restore-redis":
-      await restoreRedis(loc, (values.name as string | undefined) ?? "latest", log);
-      console.log("Redis restored; the replicas resynced from the master.");
-      return 0;
     case "kill-node": {
       const pids = await killNode(positionals[0], loc);
       console.log(`power cut on ${positionals[0]}: ${pids.length} process(es) ended at once`);

@@ -1,6 +1,7 @@
 /**
  * The lint rule that keeps imports pointing one way (eslint.config.mjs): `core` imports nothing of
- * ours and no Pulumi; `components` and `local` import `core`; `cli` and `scale` import anything.
+ * ours and no Pulumi; `components` and `local` import `core`; `ops` imports `core` and `local`;
+ * `cli` and `scale` import anything.
  * Checked on snippets linted as if they lived in each folder, with the project's own config.
  */
 import { spawnSync } from "node:child_process";
@@ -18,12 +19,21 @@ const FORBIDDEN: [string, string][] = [
   ["local/x.ts", 'import { StatePillar } from "../components/statePillar";'],
   ["local/x.ts", 'import { jobs } from "../scale/jobs";'],
   ["local/x.ts", 'import * as hcloud from "@pulumi/hcloud";'],
+  ["local/x.ts", 'import { restorePostgres } from "../ops/restore";'],
+  ["core/x.ts", 'import { switchover } from "../ops/switchover";'],
+  ["components/x.ts", 'import { collectStatus } from "../ops/session";'],
+  ["ops/x.ts", 'import { StatePillar } from "../components/statePillar";'],
+  ["ops/x.ts", 'import { main } from "../cli/ops";'],
+  ["ops/x.ts", 'import { jobs } from "../scale/jobs";'],
+  ["ops/x.ts", 'import * as pulumi from "@pulumi/pulumi";'],
 ];
 const ALLOWED: [string, string][] = [
   ["core/x.ts", 'import { PLANS } from "./plans";'],
   ["components/x.ts", 'import { PLANS } from "../core";\nimport * as pulumi from "@pulumi/pulumi";'],
   ["local/x.ts", 'import { PLANS } from "../core";'],
   ["cli/x.ts", 'import { up } from "../local/cluster";\nimport { PLANS } from "../core";'],
+  ["ops/x.ts", 'import { PLANS } from "../core";\nimport { sshScript } from "../local/ssh";'],
+  ["cli/x.ts", 'import { switchover } from "../ops/switchover";'],
   ["scale/x.ts", 'import { up } from "../local/cluster";\nimport { StatePillar } from "../components/statePillar";'],
 ];
 

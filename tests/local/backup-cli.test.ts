@@ -1,6 +1,7 @@
 /**
- * The local runner's backup commands refuse bad usage before anything is created (the commands
- * themselves run the script tests/local/backup*.test.ts prove).
+ * The local runner's backup options refuse bad usage before anything is created, and its former
+ * operation verbs name the `npm run ops` line that does them now (the operations themselves are
+ * proved in tests/local/backup*.test.ts and tests/ops).
  */
 import * as fs from "node:fs";
 import { cli, testLocation } from "./harness";
@@ -18,16 +19,21 @@ test("up --restore takes latest or a time with its zone", () => {
   expect(fs.existsSync(loc.root)).toBe(false);
 });
 
-test("backup-pg takes full or diff", () => {
-  for (const args of [["backup-pg"], ["backup-pg", "weekly"]]) {
-    const r = cli(args, { loc });
+test("backup-pg, backup-redis and restore-redis moved to npm run ops, and say the line to use", () => {
+  for (const [args, line] of [
+    [["backup-pg", "full"], "npm run ops -- backup pg full --stack <its stack> --local"],
+    [["backup-pg"], "npm run ops -- backup pg full|diff --stack <its stack> --local"],
+    [["backup-redis"], "npm run ops -- backup redis --stack <its stack> --local"],
+    [
+      ["restore-redis", "--name", "x.rdb"],
+      "npm run ops -- restore-redis --name x.rdb --confirm <cluster name> --stack <its stack> --local",
+    ],
+  ] as const) {
+    const r = cli([...args], { loc });
     expect([args, r.code]).toEqual([args, 2]);
-    expect(r.stderr).toContain("backup-pg takes full or diff");
+    expect(r.stderr).toContain(
+      `${args[0]} is an operation now, the same for a local cluster and a Pulumi stack: ${line}`,
+    );
   }
-});
-
-test("the backup commands need a running cluster", () => {
-  const r = cli(["backup-redis"], { loc });
-  expect(r.code).toBe(2);
-  expect(r.stderr).toContain("no local cluster is running");
+  expect(fs.existsSync(loc.root)).toBe(false);
 });

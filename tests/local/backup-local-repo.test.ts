@@ -1,18 +1,22 @@
 /**
  * The local runner's own repository (a host directory bind-mounted into every node at
  * /srv/madbase-backup, no S3 store), as `npm run local --` uses it: first boot creates the stanza
- * and takes a full backup there; `backup-pg` / `backup-redis` run every node's script over SSH
+ * and takes a full backup there; every node's script runs over SSH as the timers run it
  * (only the leader and the Redis master act); with `--backup-dir` outside the cluster's directory
- * the backups outlive `down`, and `up --restore latest` (restoreCluster once the fresh cluster is
- * healthy) and `restore-redis` bring the data back; `pg first` (the first-backup timer's job) backs
- * up only a repository that holds no backup. (The CLI only parses arguments around these calls.)
+ * the backups outlive `down`, and `up --restore latest` (ops' restorePostgres once the fresh
+ * cluster is healthy, as the CLI runs it) and ops' restore-redis bring the data back; `pg first`
+ * (the first-backup timer's job) backs up only a repository that holds no backup. (The CLIs only
+ * parse arguments around these calls.)
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { PORTS } from "../../core";
-import { UpResult, backupHostDir, down, up } from "../../local/cluster";
-import { onNode, replicaMethod, restoreCluster, waitBackupJobs } from "../../local/backup";
-import { backupOnEveryNode, restoreRedis } from "../../local/backup-ops";
+import { UpResult, backupHostDir, down, up, waitHealthy } from "../../local/cluster";
+import { onNode, replicaMethod, waitBackupJobs } from "../../local/backup";
+import { backupOnEveryNode } from "../../ops/backup";
+import { restoreRedis } from "../../ops/redis";
+import { restorePostgres } from "../../ops/restore";
+import { localSession } from "../../ops/target";
 import { address, redisClient, sql, testLocation } from "./harness";
 
 const loc = testLocation(6);
@@ -30,8 +34,15 @@ const start = (restore = false) =>
     timeoutMs: 300_000,
     backupDir,
     onProgress: log,
-    afterHealthy: restore ? (state, secrets) => restoreCluster(state, secrets, { type: "latest" }, log) : undefined,
+    afterHealthy: restore
+      ? async (state, secrets) => {
+          await restorePostgres(localSession(state, log), { type: "latest" });
+          return waitHealthy(state, secrets, { timeoutMs: 180_000 });
+        }
+      : undefined,
   });
+/** The running cluster as `npm run ops -- … --local` reaches it. */
+const session = () => localSession(cluster.state, log);
 
 beforeAll(async () => {
   await down(loc);
@@ -57,7 +68,7 @@ test("first boot's full backup lands in the backup directory; replicas come from
     expect(["pgbackrest", "basebackup"]).toContain(await replicaMethod(cluster.state, n.name));
   }
   // What the first-backup timer runs on every node: with a backup in the repository, nothing.
-  const first = await backupOnEveryNode(loc, ["pg", "first"]);
+  const first = await backupOnEveryNode(session(), ["pg", "first"]);
   expect(first.map((r) => [r.node, r.code])).toEqual(cluster.state.nodes.map((n) => [n.name, 0]));
   expect(
     first.filter((r) => /already has a backup in .*"label":"\d{8}-\d{6}F"/.test(r.output)).map((r) => r.node),
@@ -79,7 +90,7 @@ test("every node runs the backups; the leader backs up and the Redis master ship
   await redis.set("kept", "yes");
   await redis.quit();
 
-  const pg = await backupOnEveryNode(loc, ["pg", "diff"]);
+  const pg = await backupOnEveryNode(session(), ["pg", "diff"]);
   expect(pg.map((r) => [r.node, r.code])).toEqual(state.nodes.map((n) => [n.name, 0]));
   // First boot's full backup is there: the diff builds on it, on the leader only.
   expect(
@@ -88,7 +99,7 @@ test("every node runs the backups; the leader backs up and the Redis master ship
       .map((r) => r.node),
   ).toEqual([health.leader]);
   expect(pg.filter((r) => /is not the leader/.test(r.output))).toHaveLength(2);
-  const snap = await backupOnEveryNode(loc, ["redis"]);
+  const snap = await backupOnEveryNode(session(), ["redis"]);
   expect(snap.map((r) => r.code)).toEqual([0, 0, 0]);
   expect(snap.filter((r) => /shipped \d{8}T\d{6}Z-madbase-prod-\d\.rdb to /.test(r.output)).map((r) => r.node)).toEqual(
     [health.redisMaster],
@@ -113,7 +124,7 @@ test("after down, up --restore latest and restore-redis bring the data back from
     "SELECT count(*) AS n FROM kept",
   );
   expect(Number(row.n)).toBe(100);
-  await restoreRedis(loc);
+  await restoreRedis(session());
   const redis = redisClient(state, secrets.redis, address(state, health.redisMaster!));
   await redis.connect();
   expect(await redis.get("kept")).toBe("yes");
@@ -130,7 +141,7 @@ test("a leader that finds no backup in the repository (an emptied store) takes t
   await waitBackupJobs(state, 300_000);
   const repo = path.join(backupHostDir(loc.root, backupDir), "pgbackrest");
   for (const d of fs.readdirSync(repo)) fs.rmSync(path.join(repo, d), { recursive: true, force: true });
-  const first = await backupOnEveryNode(loc, ["pg", "first"]);
+  const first = await backupOnEveryNode(session(), ["pg", "first"]);
   expect(first.map((r) => [r.node, r.code])).toEqual(state.nodes.map((n) => [n.name, 0]));
   const leader = first.filter((r) => /has no backup in .* yet: taking the first, a full one/.test(r.output));
   expect(leader).toHaveLength(1);

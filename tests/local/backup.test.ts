@@ -8,19 +8,30 @@
  *     `up` (before any other backup) brings back exactly the rows written before it;
  *   - on a replica the script does nothing and says why; with the store down it fails loudly and
  *     the next run succeeds;
- *   - PostgreSQL is recreated from the store with the operator's procedure (restoreCluster): to the
- *     latest point (every row back), later to the noted moment; each time the cluster forms with
- *     replicas;
- *   - a Redis snapshot shipped to the store and restored brings back the keys it held.
+ *   - PostgreSQL is recreated from the store with the operator's procedure (ops' restorePostgres,
+ *     what `npm run ops -- restore` runs): to the latest point (every row back), later, through the
+ *     CLI itself (`ops restore --time T --confirm … --local`), to the noted moment; each time the
+ *     cluster forms with replicas; a wrong --confirm touches nothing;
+ *   - a Redis snapshot shipped to the store and restored (ops' restoreRedis) brings back the keys
+ *     it held;
+ *   - afterwards a replica rebuilt from the repository (`madbase-backup pg-restore replica`)
+ *     streams again; `ops switchover --to <the synchronous standby>` under a writer loses no
+ *     acknowledged write and the named node leads; `ops status` shows it.
  */
+import { spawn } from "node:child_process";
+import * as path from "node:path";
 import { BACKUP_TIMERS, BackupTarget, PORTS } from "../../core";
 import { UpResult, down, up, waitHealthy } from "../../local/cluster";
-import { pgbackrest, replicaMethod, restoreCluster, runBackupScript, waitBackupJobs } from "../../local/backup";
-import { restoreRedis } from "../../local/backup-ops";
+import { onNode, pgbackrest, replicaMethod, runBackupScript, waitBackupJobs } from "../../local/backup";
 import { machineExec } from "../../local/machine";
 import { findNode } from "../../local/state";
+import { AckWriter } from "../../local/writer";
+import { restoreRedis } from "../../ops/redis";
+import { restorePostgres } from "../../ops/restore";
+import { collectStatus, waitStatus } from "../../ops/session";
+import { localSession } from "../../ops/target";
 import { testStore } from "../support/s3";
-import { address, redisClient, sql, testLocation } from "./harness";
+import { REPO, address, redisClient, sql, testLocation } from "./harness";
 
 const loc = testLocation(5);
 const store = testStore(loc, "madbase-backup-test");
@@ -30,7 +41,9 @@ const backup: BackupTarget = {
   bucket: store.opts.bucket,
   endpoint: STORE_IP,
   region: "fsn1",
-  retentionFull: 2,
+  // First boot's full backup is the only one before the noted moment, and the point-in-time restore
+  // needs it: the store-down test's backup and the restore to latest's own (step 7) are two more.
+  retentionFull: 3,
   redisRetentionDays: 7,
   verifyTls: false,
 };
@@ -51,6 +64,31 @@ async function timed<T>(what: string, fn: () => Promise<T> | T): Promise<T> {
 }
 
 const leaderOf = (c: UpResult) => c.health.leader!;
+/** The running cluster as `npm run ops -- … --local` reaches it. */
+const session = () => localSession(cluster.state, log);
+
+/** `npm run ops -- ARGS` against this file's cluster, as an operator runs it (a child process). */
+function ops(args: string[], timeoutMs = 900_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ["--import", "tsx", path.join(REPO, "cli", "ops.ts"), ...args], {
+      cwd: REPO,
+      env: { ...process.env, MADBASE_LOCAL_ROOT: loc.root, MADBASE_LOCAL_NET: loc.networkId },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (c: Buffer) => {
+      stdout += c.toString();
+      log(c.toString().trimEnd());
+    });
+    child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
 const entry = (c: UpResult) => address(c.state, leaderOf(c));
 
 async function writeRows(c: UpResult, from: number, to: number): Promise<void> {
@@ -252,7 +290,7 @@ test("PostgreSQL recreated from the store to the latest point has every row, and
   await redis.quit();
   await archiveNow(cluster);
 
-  cluster.health = await timed("restore to latest", () => restoreCluster(state, secrets, { type: "latest" }, log));
+  await timed("restore to latest", () => restorePostgres(session(), { type: "latest" }));
   const made = await expectFormedWithReplicas(cluster);
   expect(made).toEqual(["pgbackrest", "pgbackrest"]);
   expect(await rowIds(cluster, entry(cluster), PORTS.postgresPrimary)).toEqual(range(1, 600));
@@ -262,7 +300,7 @@ test("PostgreSQL recreated from the store to the latest point has every row, and
 test("a Redis snapshot shipped to the store and restored brings back the keys it held", async () => {
   const { state, secrets } = cluster;
   // All Redis servers stop, the snapshot goes on the master, the master starts, then the replicas.
-  const restored = await timed("redis restore", () => restoreRedis(loc, "latest"));
+  const restored = await timed("redis restore", async () => (await restoreRedis(session(), "latest")).run);
   expect(restored.output).toMatch(/restored \d{8}T\d{6}Z-madbase-prod-\d\.rdb into .*dump\.rdb/);
   cluster.health = await waitHealthy(state, secrets, { timeoutMs: 120_000 });
   for (const n of state.nodes) {
@@ -282,10 +320,28 @@ test("a Redis snapshot shipped to the store and restored brings back the keys it
 
 test("PostgreSQL recreated to the moment noted a minute after up (from first boot's backup) has exactly the rows written before it", async () => {
   expect(noted).not.toBe("");
-  const { state, secrets } = cluster;
-  cluster.health = await timed("restore to a point in time", () =>
-    restoreCluster(state, secrets, { type: "time", target: noted }, log),
+  const { state } = cluster;
+  // Another cluster's name is refused before anything is touched: the leader and its timeline stay.
+  const before = await collectStatus(session());
+  const wrong = await ops(["restore", "--time", noted, "--confirm", "madbase-dev", "--local", "--stack", "prod"]);
+  expect([wrong.code, wrong.stderr]).toEqual([
+    2,
+    expect.stringContaining(
+      `--confirm: "madbase-dev" is not allowed; name the cluster this restore replaces: --confirm madbase-prod`,
+    ),
+  ]);
+  const unchanged = await collectStatus(session());
+  expect([unchanged.leader, unchanged.nodes.map((n) => n.timeline)]).toEqual([
+    before.leader,
+    before.nodes.map((n) => n.timeline),
+  ]);
+
+  const r = await timed("restore to a point in time (ops CLI)", () =>
+    ops(["restore", "--time", noted, "--confirm", state.clusterName, "--local", "--stack", "prod"]),
   );
+  expect([r.code, r.stderr]).toEqual([0, expect.any(String)]);
+  expect(r.stdout).toContain(`What it risks: everything written to madbase-prod after ${noted} is gone`);
+  expect(r.stdout).toMatch(/step 5\/7 madbase-prod-\d: madbase-backup pg full/);
   const made = await expectFormedWithReplicas(cluster);
   for (const m of made) expect(["pgbackrest", "basebackup"]).toContain(m);
   expect(await rowIds(cluster, entry(cluster), PORTS.postgresPrimary)).toEqual(range(1, 200));
@@ -294,3 +350,87 @@ test("PostgreSQL recreated to the moment noted a minute after up (from first boo
   await writeRows(cluster, 1001, 1010);
   expect((await rowIds(cluster, entry(cluster), PORTS.postgresPrimary)).length).toBe(210);
 }, 900_000);
+
+test("afterwards a replica rebuilt from the repository (madbase-backup pg-restore replica) streams again", async () => {
+  const { state } = cluster;
+  const status = await collectStatus(session());
+  const replica = status.nodes.find((n) => n.name !== status.leader)!.name;
+  for (const [what, run] of [
+    ["stop patroni", () => onNode(state, replica, "systemctl stop patroni.service </dev/null", { timeoutMs: 180_000 })],
+    ["pg-restore replica", () => runBackupScript(state, replica, ["pg-restore", "replica"], { timeoutMs: 120_000 })],
+    [
+      "start patroni",
+      () => onNode(state, replica, "systemctl start patroni.service </dev/null", { timeoutMs: 120_000 }),
+    ],
+  ] as const) {
+    const r = await run();
+    expect([what, r.code, r.output]).toEqual([what, 0, expect.any(String)]);
+  }
+  await timed("replica rebuilt", () => expectFormedWithReplicas(cluster));
+  expect(await replicaMethod(state, replica)).toBe("pgbackrest");
+  await expectRowsEverywhere(cluster, [...range(1, 200), ...range(1001, 1010)]);
+}, 300_000);
+
+test("ops switchover --to the synchronous standby under a writer: no acknowledged write lost, the named node leads; ops status shows it", async () => {
+  const { state, secrets } = cluster;
+  // A replica restarted a moment ago: Patroni names a synchronous standby again within a loop or two.
+  const before = await waitStatus(session(), "a healthy cluster with a synchronous standby", (x) => x.healthy, 60_000);
+  expect(before.synchronousMode).toBe(true);
+  const to = before.nodes.find((n) => n.role === "sync_standby")!.name;
+  const from = before.leader!;
+  // Writes go through a third node's HAProxy (5433), which follows the leader across the switchover.
+  const via = state.nodes.find((n) => n.name !== to && n.name !== from)!.address;
+  const writer = new AckWriter({
+    host: via,
+    port: PORTS.postgresPrimary,
+    password: secrets.app,
+    firstId: 1,
+    intervalMs: 20,
+  });
+  writer.start();
+  try {
+    await writer.waitForAcks(20, 30_000);
+    const r = await timed("switchover (ops CLI)", () =>
+      ops(["switchover", "--to", to, "--local", "--stack", "prod"], 300_000),
+    );
+    expect([r.code, r.stderr]).toEqual([0, expect.any(String)]);
+    expect(r.stdout).toContain("What it risks: open connections to the leader are cut");
+    expect(r.stdout).toContain("synchronous_mode is on: no acknowledged commit is lost.");
+    expect(r.stdout).toContain(`${to} leads madbase-prod (was ${from}), every replica streams`);
+    await writer.waitForAcks(20, 60_000);
+  } finally {
+    await writer.stop();
+  }
+  const acked = writer.ackedIds;
+  const rows = await sql<{ id: string }>(
+    state,
+    secrets.app,
+    address(state, to),
+    PORTS.postgres,
+    `SELECT id FROM ${writer.table} WHERE id = ANY($1::bigint[])`,
+    [acked],
+  );
+  timings["acknowledged writes across the switchover"] = acked.length;
+  expect(rows.map((x) => Number(x.id)).sort((a, b) => a - b)).toEqual([...acked].sort((a, b) => a - b));
+
+  const status = await ops(["status", "--local", "--stack", "prod"], 60_000);
+  expect([status.code, status.stderr]).toEqual([0, expect.any(String)]);
+  expect(status.stdout).toContain(`PostgreSQL leader: ${to} (synchronous_mode on)`);
+  expect(status.stdout).toMatch(new RegExp(`${to}\\s+\\S+\\s+leader\\s+running`));
+  expect(status.stdout).toMatch(/\nhealthy$/m);
+}, 400_000);
+
+test("ops backup pg diff and ops backup redis run on the leader and on the Redis master, and say so", async () => {
+  const status = await collectStatus(session());
+  const pg = await timed("pg diff backup (ops CLI)", () => ops(["backup", "pg", "diff", "--local", "--stack", "prod"]));
+  expect([pg.code, pg.stderr]).toEqual([0, expect.any(String)]);
+  expect(pg.stdout).toContain(
+    "What it risks: no data: the leader reads the whole database (full) or what changed (diff)",
+  );
+  expect(pg.stdout).toMatch(/diff backup of madbase-prod done: "label":"\d{8}-\d{6}F_\d{8}-\d{6}D"/);
+  expect(pg.stdout).toContain(`backup done on ${status.leader}.`);
+  const redis = await timed("redis snapshot (ops CLI)", () => ops(["backup", "redis", "--local", "--stack", "prod"]));
+  expect([redis.code, redis.stderr]).toEqual([0, expect.any(String)]);
+  expect(redis.stdout).toMatch(/shipped \d{8}T\d{6}Z-madbase-prod-\d\.rdb to /);
+  expect(redis.stdout).toContain(`backup done on ${status.redisMaster}.`);
+}, 300_000);
