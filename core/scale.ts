@@ -264,7 +264,7 @@ export const STEP_LOG = "/var/log/madbase-steps.log";
 export function remoteCommand(scripts: { name: string; text: string }[]): string {
   const lines = [
     "set -eu",
-    'dir=$(mktemp -d /run/madbase-scale.XXXXXX)',
+    "dir=$(mktemp -d /run/madbase-scale.XXXXXX)",
     "trap 'rm -rf \"$dir\"' EXIT",
     `step_log() { printf '%s %s\\n' "$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)" "$*" >>${STEP_LOG} || true; }`,
   ];

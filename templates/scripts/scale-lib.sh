@@ -57,9 +57,18 @@ other_endpoints() {
   echo "${out[*]}"
 }
 
-# etcd_members: "ID STATUS NAME PEER_URL IS_LEARNER" a line, as the cluster (not this node) lists them.
+# endpoints_of IP...: etcd client endpoints of these addresses, as etcdctl takes them.
+endpoints_of() {
+  local ip out=()
+  for ip in "$@"; do out+=("https://${ip}:${ETCD_CLIENT_PORT}"); done
+  local IFS=,
+  echo "${out[*]}"
+}
+
+# etcd_members [ENDPOINTS]: "ID STATUS NAME PEER_URL IS_LEARNER" a line, as the cluster lists them,
+# asked at ENDPOINTS (default: every candidate but this node's own member, which may be stale).
 etcd_members() {
-  etcdctl_at "$(other_endpoints)" member list -w simple | awk -F', ' '{ print $1, $2, ($3 == "" ? "-" : $3), $4, $6 }'
+  etcdctl_at "${1:-$(other_endpoints)}" member list -w simple | awk -F', ' '{ print $1, $2, ($3 == "" ? "-" : $3), $4, $6 }'
 }
 
 # member_ips: the address of every started member (the cluster's nodes), from their peer URLs.
