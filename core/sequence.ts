@@ -67,9 +67,6 @@ export type Step =
 
 export type StepKind = Step["kind"];
 
-/** The steps that run a script on a member of the cluster: never two at once. */
-export const NODE_STEPS: readonly StepKind[] = ["join", "resize", "refresh", "leave"];
-
 /** "madbase-prod-2: refresh (after leadership-handoff)", for progress lines and errors. */
 export function describeStep(step: Step): string {
   const what =

@@ -186,6 +186,20 @@ describe.each(cases)("%s", (_what, first, second) => {
     expect(engine.chain.length).toBeGreaterThan(0);
   });
 
+  test("pulumi up says which node steps it will run, in core's order (on a running stack)", () => {
+    const said = after.logs.filter((l) => l.includes("Node steps of this update"));
+    if (!before) {
+      expect(said).toEqual([]);
+      return;
+    }
+    const { chain, servers } = coreSteps(before, after);
+    expect(said).toHaveLength(1);
+    const listed = said[0].replace(/^.*one at a time: /, "").split("; ");
+    // Every step core gives, machines included, in its order.
+    expect(listed.filter((l) => !/: (provision|decommission)$/.test(l))).toEqual(chain);
+    expect(listed.filter((l) => /: (provision|decommission)$/.test(l)).sort()).toEqual(servers);
+  });
+
   test("each node command depends directly on the one before it in the sequence, and on nothing later", () => {
     const declared = after.resources.filter((r) => r.type === REMOTE || r.type === LOCAL);
     const chainOrder = changeSequence({
