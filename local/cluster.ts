@@ -317,7 +317,6 @@ export async function up(opts: UpOptions = {}): Promise<UpResult> {
     applied,
     clusterName: topology.clusterName,
     subnetCidr: topology.subnetCidr,
-    quorum: topology.quorum,
     networkId,
     // The subnet's last usable address: far from the nodes' (.10 up) and the load balancer's (.5).
     hostIp: hostAddress(topology.subnetCidr, subnetSize - 2),

@@ -195,7 +195,6 @@ async function changeLocked(opts: ChangeOptions): Promise<ChangeResult> {
     done.push({ step, label, seconds: (Date.now() - began) / 1000, output });
   }
   state.applied = wanted;
-  state.quorum = to.quorum;
   writeState(state);
   const health = await waitHealthy(state, secrets, {
     timeoutMs: opts.timeoutMs ?? 300_000,

@@ -57,7 +57,6 @@ export interface LocalClusterState {
   applied: RecordedSettings;
   clusterName: string;
   subnetCidr: string;
-  quorum: number;
   networkId: string;
   /** This machine's address on the nodes' subnet (the veth `<networkId>-host`). */
   hostIp: string;
