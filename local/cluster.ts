@@ -44,6 +44,7 @@ import {
   destroyMachine,
   isRunning,
   machineExec,
+  machineExecAsync,
   powerCut,
   shutdown,
   sleep,
@@ -512,10 +513,20 @@ export async function startNode(name: string, loc: Location = {}): Promise<{ boo
     await bootNode(state, node);
     return { booted: true, started: [...SERVICES] };
   }
-  const inactive = SERVICES.filter(
-    (s) => machineExec(node.machine, ["systemctl", "is-active", "--quiet", UNITS[s]]).code !== 0,
+  // Asynchronous: a unit's start can take seconds (Redis asks the Sentinels first), and whoever
+  // watches the cluster meanwhile (a test's sampler) must not stop watching.
+  const active = await Promise.all(
+    SERVICES.map(
+      async (s) => (await machineExecAsync(node.machine, ["systemctl", "is-active", "--quiet", UNITS[s]])).code === 0,
+    ),
   );
-  if (inactive.length > 0) systemctl(node, ["start", ...inactive.map((s) => UNITS[s])]);
+  const inactive = SERVICES.filter((_, i) => !active[i]);
+  if (inactive.length > 0) {
+    const args = ["start", ...inactive.map((s) => UNITS[s])];
+    const r = await machineExecAsync(node.machine, ["systemctl", ...args], { timeoutMs: 120_000 });
+    if (r.code !== 0)
+      throw new Error(`${node.name}: systemctl ${args.join(" ")} failed (${r.code}): ${r.stderr.trim()}`);
+  }
   return { booted: false, started: inactive };
 }
 
