@@ -8,4 +8,5 @@ module.exports = {
   globalSetup: "<rootDir>/tests/support/global-setup.ts",
   globalTeardown: "<rootDir>/tests/support/global-teardown.ts",
   reporters: ["default", "<rootDir>/tests/support/summary-reporter.js"],
+  testSequencer: "<rootDir>/tests/support/sequencer.js",
 };
