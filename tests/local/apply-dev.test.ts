@@ -17,16 +17,16 @@ import {
 } from "../../core";
 import { apply } from "../../local/apply";
 import { onNode } from "../../local/backup";
-import { UpResult, down, localMemoryMb, up } from "../../local/cluster";
+import { UpResult, down, localMemoryMb } from "../../local/cluster";
 import { waitFor } from "../support/proc";
-import { finish, nodeSql, patroniGet, testLocation } from "./harness";
+import { bootCluster, finish, nodeSql, patroniGet, testLocation } from "./harness";
 
 const loc = testLocation(13);
 let cluster: UpResult;
 
 beforeAll(async () => {
   await down(loc);
-  cluster = await up({ ...loc, stack: "dev", nodes: 1, timeoutMs: 180_000 });
+  cluster = await bootCluster({ ...loc, stack: "dev", nodes: 1, timeoutMs: 180_000 });
 }, 300_000);
 
 afterAll(async () => {

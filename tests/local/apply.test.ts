@@ -12,19 +12,20 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { PLANS, Plan, PORTS, PROFILES, changeSequence, serverPaths } from "../../core";
 import { ApplyOptions, apply } from "../../local/apply";
-import { UpResult, down, killNode, loadCluster, localMemoryMb, startNode, up, waitHealthy } from "../../local/cluster";
+import { UpResult, down, killNode, loadCluster, localMemoryMb, startNode, waitHealthy } from "../../local/cluster";
 import { machineExec } from "../../local/machine";
 import { SshIdentity, sshIdentity, sshScript } from "../../local/ssh";
 import { LocalClusterState } from "../../local/state";
 import { AckWriter, missingIds } from "../../local/writer";
 import {
+  bootCluster,
   downWatcher,
-  expectLoggedInOrder,
   expectedScripts,
+  expectLoggedInOrder,
   finish,
   nodeRedisCli,
-  nodeStepLog,
   nodeSql,
+  nodeStepLog,
   patroniGet as harnessPatroniGet,
   sleep,
   testLocation,
@@ -37,7 +38,7 @@ const writers: AckWriter[] = [];
 
 beforeAll(async () => {
   await down(loc);
-  cluster = await up({ ...loc, stack: "prod", plan: "cx21", profile: "norm", timeoutMs: 180_000 });
+  cluster = await bootCluster({ ...loc, stack: "prod", plan: "cx21", profile: "norm", timeoutMs: 180_000 });
 }, 300_000);
 
 afterAll(async () => {

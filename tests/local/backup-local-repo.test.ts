@@ -11,13 +11,13 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { PORTS } from "../../core";
-import { UpResult, backupHostDir, down, up, waitHealthy } from "../../local/cluster";
+import { UpResult, backupHostDir, down, waitHealthy } from "../../local/cluster";
 import { onNode, replicaMethod, waitBackupJobs } from "../../local/backup";
 import { backupOnEveryNode } from "../../ops/backup";
 import { restoreRedis } from "../../ops/redis";
 import { restorePostgres } from "../../ops/restore";
 import { localSession } from "../../ops/target";
-import { address, redisClient, sql, testLocation } from "./harness";
+import { address, bootCluster, redisClient, sql, testLocation } from "./harness";
 
 const loc = testLocation(6);
 const backupDir = `${loc.root}-backups`;
@@ -26,7 +26,7 @@ const timings: Record<string, number> = {};
 const log = (line: string) => (process.env.MADBASE_TEST_VERBOSE ? console.log(line) : undefined);
 
 const start = (restore = false) =>
-  up({
+  bootCluster({
     ...loc,
     stack: "prod",
     nodes: 3,

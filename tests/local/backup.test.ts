@@ -21,7 +21,7 @@
 import { spawn } from "node:child_process";
 import * as path from "node:path";
 import { BACKUP_TIMERS, BackupTarget, PORTS } from "../../core";
-import { UpResult, down, up, waitHealthy } from "../../local/cluster";
+import { UpResult, down, waitHealthy } from "../../local/cluster";
 import { onNode, pgbackrest, replicaMethod, runBackupScript, waitBackupJobs } from "../../local/backup";
 import { machineExec } from "../../local/machine";
 import { findNode } from "../../local/state";
@@ -31,7 +31,7 @@ import { restorePostgres } from "../../ops/restore";
 import { collectStatus, waitStatus } from "../../ops/session";
 import { localSession } from "../../ops/target";
 import { testStore } from "../support/s3";
-import { REPO, address, redisClient, sql, testLocation } from "./harness";
+import { address, bootCluster, redisClient, REPO, sql, testLocation } from "./harness";
 
 const loc = testLocation(5);
 const store = testStore(loc, "madbase-backup-test");
@@ -166,7 +166,7 @@ beforeAll(async () => {
   store.create();
   await store.start();
   cluster = await timed("up", () =>
-    up({
+    bootCluster({
       ...loc,
       stack: "prod",
       nodes: 3,

@@ -6,12 +6,13 @@
 import { PORTS } from "../../core";
 import { startNode, stopService, waitHealthy } from "../../local/cluster";
 import { AckWriter, missingIds } from "../../local/writer";
-import { address, clusterPerFile, health, sleep, testLocation, writeEntryServer } from "./harness";
+import { address, health, sharedCluster, sleep, writeEntryServer } from "./harness";
+import { SHARED_CLUSTER } from "../support/run-dir";
 import { getProfile } from "../../core";
 
-const loc = testLocation(8);
+const loc = SHARED_CLUSTER;
 let writer: AckWriter | undefined;
-const cluster = clusterPerFile(loc, { cleanup: () => writer?.stop() ?? Promise.resolve() });
+const cluster = sharedCluster({ breaks: true, cleanup: () => writer?.stop() ?? Promise.resolve() });
 
 test("with a majority of etcd stopped, the primary keeps accepting writes (failsafe_mode)", async () => {
   const { state, secrets } = cluster();
@@ -54,3 +55,5 @@ test("with a majority of etcd stopped, the primary keeps accepting writes (fails
     ),
   ).toEqual([]);
 }, 400_000);
+
+cluster.handBack();

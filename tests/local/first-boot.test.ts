@@ -11,12 +11,12 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { serverPaths } from "../../core";
-import { down, up, waitHealthy } from "../../local/cluster";
+import { down, waitHealthy } from "../../local/cluster";
 import { ensureImage } from "../../local/image";
 import { machineExec } from "../../local/machine";
 import { addNode } from "../../local/network";
 import { probeNode } from "../../local/node-probe";
-import { cli, finish, sleep, testLocation } from "./harness";
+import { bootCluster, cli, finish, sleep, testLocation } from "./harness";
 
 const loc = testLocation(10);
 const REPO_IP = "10.42.110.200";
@@ -53,7 +53,7 @@ describe("the Hetzner way: cloud-init installs the packages", () => {
     expect(index.status).toBe(0);
     fs.writeFileSync(path.join(repoDir, "Packages"), index.stdout);
 
-    const result = await up({
+    const result = await bootCluster({
       ...loc,
       stack: "dev",
       nodes: 1,
@@ -143,7 +143,7 @@ describe("a node whose volume never attached", () => {
 
   test("fails its first boot at the mount, never starts PostgreSQL, and status says why", async () => {
     const name = "madbase-dev-1";
-    const result = await up({
+    const result = await bootCluster({
       ...loc,
       stack: "dev",
       nodes: 1,

@@ -7,10 +7,13 @@ import { PORTS, serverPaths } from "../../core";
 import * as fs from "node:fs";
 import { machineExec, machineExecAsync } from "../../local/machine";
 import { AckWriter } from "../../local/writer";
-import { address, cli, clusterPerFile, redisClient, sleep, sql, testLocation } from "./harness";
+import { address, cli, redisClient, sharedCluster, sleep, sql } from "./harness";
+import { SHARED_CLUSTER } from "../support/run-dir";
 
-const loc = testLocation(1);
-const cluster = clusterPerFile(loc);
+const loc = SHARED_CLUSTER;
+/** The first three octets of the shared cluster's subnet: its nodes are .10, .11, .12. */
+const NET = loc.subnetCidr.replace(/\.0\/24$/, "");
+const cluster = sharedCluster({ breaks: false });
 
 test("up ends healthy: one leader, replicas streaming, one Redis master, HAProxy settled on every node", () => {
   const h = cluster().health;
@@ -139,7 +142,7 @@ test("status --json names every node's role and processes, and the URLs", () => 
   expect(r.code).toBe(0);
   expect(out.nodes.map((n: { name: string }) => n.name)).toEqual(cluster().state.nodes.map((n) => n.name));
   for (const n of out.nodes) {
-    expect(n.address).toMatch(/^10\.42\.101\.1[0-2]$/);
+    expect(n.address).toMatch(new RegExp(`^${NET.replace(/\./g, "\\.")}\\.1[0-2]$`));
     expect(["leader", "sync_standby", "replica"]).toContain(n.role);
     for (const p of ["etcd", "patroni", "postgres", "redis", "sentinel", "haproxy"])
       expect(n.pids[p]).toBeGreaterThan(1);
@@ -154,10 +157,8 @@ test("status --json names every node's role and processes, and the URLs", () => 
     haproxy: expect.stringMatching(/^3\.0\.\d+$/),
     pgbackrest: expect.stringMatching(/^2\.55\.\d+$/),
   });
-  expect(out.databaseUrl).toBe(
-    `postgresql://madbase:${cluster().secrets.app}@10.42.101.10:5433/madbase?sslmode=require`,
-  );
-  expect(out.redisUrl).toBe(`redis://app:${cluster().secrets.redis}@10.42.101.10:6379/0`);
+  expect(out.databaseUrl).toBe(`postgresql://madbase:${cluster().secrets.app}@${NET}.10:5433/madbase?sslmode=require`);
+  expect(out.redisUrl).toBe(`redis://app:${cluster().secrets.redis}@${NET}.10:6379/0`);
 });
 
 test("a second up says the cluster is already running and starts nothing", () => {
@@ -199,3 +200,5 @@ test("a command run in a node past its timeout is ended inside the node, even on
   expect(machineExec(m, ["timeout", "0.2", "sleep", "5"], { timeoutMs: 5000 }).code).toBe(124);
   expect((await machineExecAsync(m, ["timeout", "0.2", "sleep", "5"], { timeoutMs: 5000 })).code).toBe(124);
 });
+
+cluster.handBack();

@@ -11,12 +11,13 @@ import { Client } from "pg";
 import Redis from "ioredis";
 import { APP_DATABASE, PORTS, REDIS_USERS, STEP_LOG, Step, USERS, serverPaths, stepScriptNames } from "../../core";
 import { machineExec, machinePath } from "../../local/machine";
-import { Location, UpOptions, UpResult, down, status, up } from "../../local/cluster";
+import { Location, UpOptions, UpResult, down, status, up, waitHealthy } from "../../local/cluster";
 import { assertHostLink } from "../../local/health";
-import { ClusterHealth } from "../../local/judge";
-import { LocalClusterState, LocalNode, findNode } from "../../local/state";
+import { ClusterHealth, NodePids, PROCESS_NAMES } from "../../local/judge";
+import { LocalClusterState, LocalNode, findNode, readState } from "../../local/state";
 import { certPaths, operatorTls, tlsRequest } from "../../local/tls";
-import { Ack, PROBE_SSL } from "../../local/writer";
+import { Ack, DEFAULT_TABLE, PROBE_SSL } from "../../local/writer";
+import { BOOTS_FILE, SHARED_CLUSTER, TEST_RUN_DIR_ENV } from "../support/run-dir";
 
 export const REPO = path.resolve(__dirname, "..", "..");
 
@@ -45,6 +46,29 @@ export async function finish(loc: TestCluster): Promise<void> {
 }
 
 /**
+ * Every cluster boot of a test goes through here: it is `up`, and it is counted. The count, per test
+ * file, lands in the run's directory (tests/support/run-dir.ts), where the summary reporter reads it
+ * to print each file's boots beside its time.
+ */
+export async function bootCluster(opts: UpOptions): Promise<UpResult> {
+  const started = Date.now();
+  let healthy = false;
+  try {
+    const result = await up(opts);
+    healthy = true;
+    return result;
+  } finally {
+    // A boot that ended unhealthy cost its time too.
+    const dir = process.env[TEST_RUN_DIR_ENV];
+    if (dir) {
+      const file = path.relative(REPO, expect.getState().testPath ?? "unknown");
+      const line = JSON.stringify({ file, root: opts.root, healthy, seconds: (Date.now() - started) / 1000 });
+      fs.appendFileSync(path.join(dir, BOOTS_FILE), `${line}\n`);
+    }
+  }
+}
+
+/**
  * Starts a fresh fast-profile prod cluster (removing leftovers of an earlier crashed run first).
  * `up` gives up within 200 s, before the 240 s of a beforeAll that calls this, so a failure names
  * what was unhealthy; it then also carries up's progress lines, to show what got stuck and when.
@@ -56,7 +80,7 @@ export async function startCluster(
   await down(loc);
   const progress: string[] = [];
   try {
-    return await up({
+    return await bootCluster({
       ...loc,
       stack: opts.stack ?? "prod",
       nodes: opts.nodes,
@@ -74,24 +98,106 @@ export async function startCluster(
 /**
  * A test file's one cluster: booted fresh before its first test, removed after its last (kept with
  * MADBASE_TEST_KEEP=1), after `cleanup`. Returns the booted cluster's getter, for use inside tests.
+ * For a file whose cluster must be its own: one that restores, scales, or boots another topology.
+ * A file that only needs the standard 3-node prod cluster uses sharedCluster.
  */
-export function clusterPerFile(
-  loc: TestCluster,
-  opts: { stack?: string; nodes?: number; cleanup?: () => Promise<unknown> } = {},
-): () => UpResult {
+/** What a file that does not break the shared cluster must leave as it found: who runs what, where. */
+interface ClusterMark {
+  nodes: string[];
+  leader: string | null;
+  syncStandby: string | null;
+  redisMaster: string | null;
+  timeline: number | null;
+  /** Every daemon's PID on every node: a daemon restarted is a cluster changed. */
+  pids: Record<string, NodePids>;
+  applied: unknown;
+}
+
+function clusterMark(state: LocalClusterState, h: ClusterHealth): ClusterMark {
+  return {
+    nodes: h.nodes.map((n) => n.name).sort(),
+    leader: h.leader,
+    syncStandby: h.syncStandby,
+    redisMaster: h.redisMaster,
+    timeline: h.nodes.find((n) => n.name === h.leader)?.timeline ?? null,
+    pids: Object.fromEntries(
+      h.nodes.map((n) => [n.name, Object.fromEntries(PROCESS_NAMES.map((p) => [p, n.pids[p]])) as NodePids]),
+    ),
+    applied: state.applied,
+  };
+}
+
+/**
+ * The shared cluster as the previous file left it, once healthy; booted anew (saying why) when
+ * there is none, or when it does not heal within two minutes: a file that failed before this one
+ * must not fail this one too.
+ */
+async function openSharedCluster(): Promise<UpResult> {
+  if (readState(SHARED_CLUSTER.root)) {
+    const started = Date.now();
+    try {
+      const { state, secrets } = await status(SHARED_CLUSTER);
+      const h = await waitHealthy(state, secrets, { timeoutMs: 120_000 });
+      return { state, secrets, health: h, seconds: (Date.now() - started) / 1000 };
+    } catch (e) {
+      console.warn(`the shared cluster is not usable, booting it anew: ${(e as Error).message}`);
+    }
+  }
+  return startCluster(SHARED_CLUSTER);
+}
+
+/**
+ * The standard cluster (3 nodes, prod stack, fast profile), booted once per test run and shared by
+ * every file that needs no other: a boot costs more than most files' tests. Files run one at a time
+ * (`--runInBand`; tests/support/sequencer.js runs the files that leave it as they found it before
+ * those that break it); the global teardown removes it. Each file gets it healthy and without the
+ * writers' table of the file before (so every file's write ids are its own), and must end with
+ * `handBack()`, its last test:
+ *  - `breaks: false`: the same nodes, leader, synchronous standby, Redis master, timeline, daemons
+ *    (PIDs) and applied settings as at the file's start, and healthy;
+ *  - `breaks: true` (the file kills, cuts or stops something): healthy again within two minutes.
+ */
+export function sharedCluster(opts: { breaks: boolean; cleanup?: () => Promise<unknown> }) {
   let cluster: UpResult | undefined;
+  let found: ClusterMark | undefined;
   beforeAll(async () => {
-    cluster = await startCluster(loc, opts);
-  }, 240_000);
+    cluster = await openSharedCluster();
+    found = clusterMark(cluster.state, cluster.health);
+    const { state, secrets } = cluster;
+    await sql(
+      state,
+      secrets.app,
+      state.nodes[0].address,
+      PORTS.postgresPrimary,
+      `DROP TABLE IF EXISTS ${DEFAULT_TABLE}`,
+    );
+  }, 300_000);
   // What the file started against the cluster (writers, proxies) stops first.
   afterAll(async () => {
     await opts.cleanup?.();
-    await finish(loc);
   }, 120_000);
-  return () => {
-    if (!cluster) throw new Error(`the cluster of ${loc.networkId} did not start (see beforeAll)`);
+  const get = (): UpResult => {
+    if (!cluster) throw new Error("the shared cluster did not start (see beforeAll)");
     return cluster;
   };
+  return Object.assign(get, {
+    /** Declares the file's last test: the cluster handed back healthy, and as found unless the file breaks it. */
+    handBack(): void {
+      const title = opts.breaks
+        ? "the shared cluster is handed back healthy"
+        : "the shared cluster is handed back healthy and as this file found it";
+      test(
+        title,
+        async () => {
+          const { state, secrets } = get();
+          const h = await waitHealthy(readState(state.root) ?? state, secrets, { timeoutMs: 120_000 });
+          expect(h.problems).toEqual([]);
+          if (!opts.breaks) expect(clusterMark(readState(state.root) ?? state, h)).toEqual(found);
+        },
+        150_000,
+      );
+    },
+  });
 }
 
 export async function health(loc: TestCluster): Promise<ClusterHealth> {

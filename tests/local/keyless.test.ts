@@ -13,11 +13,11 @@
  */
 import { BACKUP_METRICS, BACKUP_METRICS_FILE, BackupTarget, PORTS, pgbackrestPrefix, serverPaths } from "../../core";
 import { apply } from "../../local/apply";
-import { UpResult, up } from "../../local/cluster";
+import { UpResult } from "../../local/cluster";
 import { onNode, pgbackrest, runBackupScript } from "../../local/backup";
 import { readSecrets, writeSecrets, writeState } from "../../local/state";
 import { testStore } from "../support/s3";
-import { finish, nodeSql, sql, testLocation } from "./harness";
+import { bootCluster, finish, nodeSql, sql, testLocation } from "./harness";
 
 const loc = testLocation(17);
 const store = testStore(loc, "madbase-keyless-test");
@@ -39,7 +39,7 @@ beforeAll(async () => {
   store.create();
   await store.start();
   // No s3Keys: the node gets the runner's stand-ins, as a stack without keys gets placeholders.
-  cluster = await up({
+  cluster = await bootCluster({
     ...loc,
     stack: "dev",
     nodes: 1,

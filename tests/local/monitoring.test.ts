@@ -1,5 +1,5 @@
 /**
- * Metrics on a running local cluster (3 nodes, fast profile, its own network and subnet):
+ * Metrics on a running local cluster (the run's shared one: 3 nodes, prod, fast profile):
  *  - every exporter listens on its node's private address only (not 0.0.0.0, not loopback);
  *  - every endpoint of the rendered prometheus.yml answers, as Prometheus would scrape it, from
  *    inside another node's network namespace (`ip netns exec`: the booted nodes' namespaces); HAProxy's /metrics wants the stats login;
@@ -27,7 +27,6 @@ import {
   renderPrometheusConfig,
 } from "../../core";
 import { onNode } from "../../local/backup";
-import { UpResult, down } from "../../local/cluster";
 import { EXPORTERS, EXPORTER_PORTS } from "../../local/exporters";
 import { Sample, parseMetrics } from "../../local/metrics";
 import { LocalClusterState } from "../../local/state";
@@ -35,30 +34,28 @@ import { inNamespace } from "../../local/network";
 import { certPaths } from "../../local/tls";
 import { run, start, stop, waitFor } from "../support/proc";
 import { grafanaToPromQL, parsePromQL } from "../support/promql";
-import { TestCluster, cli, startCluster, testLocation } from "./harness";
+import { cli, sharedCluster } from "./harness";
+import { SHARED_CLUSTER } from "../support/run-dir";
 
-/** This file's own place (shared with backup-local-repo.test.ts, which never runs beside it). */
-const loc: TestCluster = testLocation(6);
+const loc = SHARED_CLUSTER;
+const cluster = sharedCluster({ breaks: false });
 const DASHBOARD = JSON.parse(
   fs.readFileSync(path.resolve(__dirname, "..", "..", "dashboards", "state-pillar-performance.json"), "utf8"),
 );
 /** Labels Prometheus adds to every series from the rendered prometheus.yml (not the exporters). */
 const ADDED_LABELS = new Set(["cluster", "node", "job", "instance"]);
 
-let cluster: UpResult;
 let state: LocalClusterState;
 let secrets: ClusterSecrets;
 const work = fs.mkdtempSync(path.join(os.tmpdir(), "madbase-obs-"));
 const passwordFile = path.join(work, "haproxy-stats.password");
 
-beforeAll(async () => {
-  cluster = await startCluster(loc);
-  ({ state, secrets } = cluster);
+beforeAll(() => {
+  ({ state, secrets } = cluster());
   fs.writeFileSync(passwordFile, `${secrets.haproxyStats}\n`, { mode: 0o644 });
 }, 240_000);
 
-afterAll(async () => {
-  await down(loc);
+afterAll(() => {
   fs.rmSync(work, { recursive: true, force: true });
 }, 120_000);
 
@@ -336,3 +333,5 @@ test("status --json reports each node's exporters, the leader's connections agai
     /^postgres: leader madbase-prod-\d \(timeline \d+\), sync standby madbase-prod-\d, connections \d+\/200/m,
   );
 });
+
+cluster.handBack();

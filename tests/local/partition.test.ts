@@ -11,11 +11,12 @@ import { clusterHealth } from "../../local/health";
 import { initPid } from "../../local/machine";
 import { findNode } from "../../local/state";
 import { AckWriter, missingIds } from "../../local/writer";
-import { address, clusterPerFile, namespaceWriter, nodeSql, sleep, testLocation, waitFor } from "./harness";
+import { address, namespaceWriter, nodeSql, sharedCluster, sleep, waitFor } from "./harness";
+import { SHARED_CLUSTER } from "../support/run-dir";
 
-const loc = testLocation(3);
+const loc = SHARED_CLUSTER;
 const stops: (() => Promise<void>)[] = [];
-const cluster = clusterPerFile(loc, { cleanup: () => Promise.all(stops.map((s) => s())) });
+const cluster = sharedCluster({ breaks: true, cleanup: () => Promise.all(stops.map((s) => s())) });
 
 /**
  * Whether a node's PostgreSQL takes writes, asked over its Unix socket inside its namespace (so
@@ -110,3 +111,5 @@ test("a node whose systemd hangs is the only node the health check finds fault w
   expect(problems.filter((p) => !p.includes(hung.name))).toEqual([]);
   await waitHealthy(state, secrets, { timeoutMs: 60_000 });
 }, 300_000);
+
+cluster.handBack();

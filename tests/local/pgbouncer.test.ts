@@ -17,10 +17,10 @@ import {
   loadStackSettings,
   poolSize,
 } from "../../core";
-import { UpResult, down, killNode, startNode, up, waitHealthy } from "../../local/cluster";
+import { UpResult, down, killNode, startNode, waitHealthy } from "../../local/cluster";
 import { machineExec } from "../../local/machine";
 import { AckWriter, PROBE_SSL, missingIds } from "../../local/writer";
-import { address, finish, health, sleep, testLocation, waitFor } from "./harness";
+import { address, bootCluster, finish, health, sleep, testLocation, waitFor } from "./harness";
 
 const loc = testLocation(14);
 const PLAN = "cx21";
@@ -31,7 +31,7 @@ const open: Client[] = [];
 
 beforeAll(async () => {
   await down(loc);
-  cluster = await up({ ...loc, stack: "prod", plan: PLAN, profile: "fast", timeoutMs: 180_000 });
+  cluster = await bootCluster({ ...loc, stack: "prod", plan: PLAN, profile: "fast", timeoutMs: 180_000 });
 }, 300_000);
 
 afterAll(async () => {

@@ -7,12 +7,13 @@ import { PORTS } from "../../core";
 import { killNode, startNode, waitHealthy } from "../../local/cluster";
 import { isRunning as isAlive } from "../../local/machine";
 import { AckWriter, missingIds } from "../../local/writer";
-import { address, cli, clusterPerFile, health, testLocation, waitFor, writeEntryServer } from "./harness";
+import { address, cli, health, sharedCluster, waitFor, writeEntryServer } from "./harness";
+import { SHARED_CLUSTER } from "../support/run-dir";
 
-const loc = testLocation(2);
+const loc = SHARED_CLUSTER;
 const KILLS = 2;
 const writers: AckWriter[] = [];
-const cluster = clusterPerFile(loc, { cleanup: () => Promise.all(writers.map((w) => w.stop())) });
+const cluster = sharedCluster({ breaks: true, cleanup: () => Promise.all(writers.map((w) => w.stop())) });
 
 test(`kill -9 of the leader node, ${KILLS} times: writes resume on a new leader, the old one rejoins, no acknowledged write is lost`, async () => {
   const { state, secrets } = cluster();
@@ -76,3 +77,5 @@ test(`kill -9 of the leader node, ${KILLS} times: writes resume on a new leader,
     expect({ host, missing }).toEqual({ host, missing: [] });
   }
 }, 600_000);
+
+cluster.handBack();

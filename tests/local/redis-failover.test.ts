@@ -2,17 +2,21 @@
  * Killing the Redis master: Sentinel promotes a replica and every HAProxy follows; the old master,
  * restarted by systemd, comes back as a replica of the new one (its unit asks the other Sentinels
  * before Redis starts), and no HAProxy ever routes to two masters while it returns (sampled from
- * every node's stats socket the whole time).
+ * every node's stats socket the whole time). Then the application's REDIS_URL as `up` prints it,
+ * used with redis-cli from this machine, writes again through a surviving entry point within
+ * Sentinel's time after the next master is killed.
  */
-import { PORTS, serverPaths } from "../../core";
-import { startNode, stopService, waitHealthy } from "../../local/cluster";
+import { spawnSync } from "node:child_process";
+import { PORTS, PROFILES, serverPaths } from "../../core";
+import { clusterUrls, startNode, stopService, waitHealthy } from "../../local/cluster";
 import { BACKENDS } from "../../local/judge";
 import { haproxyServers, probeAuth, redisReplication } from "../../local/probes";
 import { machinePath } from "../../local/machine";
-import { address, clusterPerFile, redisClient, sleep, testLocation, waitFor } from "./harness";
+import { address, health, redisClient, sharedCluster, sleep, waitFor } from "./harness";
+import { SHARED_CLUSTER } from "../support/run-dir";
 
-const loc = testLocation(4);
-const cluster = clusterPerFile(loc);
+const loc = SHARED_CLUSTER;
+const cluster = sharedCluster({ breaks: true });
 
 interface Sample {
   at: number;
@@ -82,16 +86,25 @@ test("Sentinel promotes a replica, HAProxy follows, and the old master returns a
       await sleep(100);
     }
   })();
+  while (samples.length === 0) await sleep(50);
+  const returnAt = Date.now();
   const { started } = await startNode(oldMaster, loc);
   expect(started).toEqual(["redis"]);
   const healed = await waitHealthy(state, secrets, { timeoutMs: 120_000 });
+  const healedAt = Date.now();
   await sleep(5000); // and a few more check intervals after everything settled
   sampling = false;
   await sampler;
 
   expect(healed.redisMaster).toBe(newMaster);
   expect(healed.nodes.find((n) => n.name === oldMaster)!.redisRole).toBe("replica");
-  expect(samples.length).toBeGreaterThan(50);
+  // The samples cover the whole return, from before the start to after the heal, with no gap a
+  // second master could hide in: a server wrongly UP stays UP for at least `fall` failed checks.
+  const { interMs, fall } = PROFILES.fast.haproxy;
+  expect(samples[0].at).toBeLessThanOrEqual(returnAt);
+  expect(samples[samples.length - 1].at).toBeGreaterThanOrEqual(healedAt);
+  const gaps = samples.slice(1).map((s, i) => s.at - samples[i].at);
+  expect(Math.max(...gaps)).toBeLessThan(fall * interMs);
   // Never two masters behind any HAProxy (a server counts while UP or going down: "UP 1/2").
   const doubled = samples.filter((s) => Object.values(s.up).some((servers) => servers.length > 1));
   expect(doubled).toEqual([]);
@@ -100,3 +113,31 @@ test("Sentinel promotes a replica, HAProxy follows, and the old master returns a
   expect(samples.some((s) => s.returningRole === "slave")).toBe(true);
   expect(BACKENDS).toContain("redis_master");
 }, 400_000);
+
+/** Debian's redis-cli on this machine, as an application server would run it (a password in REDISCLI_AUTH). */
+function redisCli(args: string[]): string {
+  const r = spawnSync("redis-cli", ["--no-auth-warning", ...args], { encoding: "utf8", timeout: 10_000 });
+  return (r.stdout + r.stderr).trim();
+}
+
+test("a Redis master killed: the application's URL writes again through a surviving entry point within Sentinel's time", async () => {
+  const { state, secrets } = cluster();
+  const { downAfterMs, failoverTimeoutMs } = PROFILES.fast.sentinel;
+  const oldMaster = (await health(loc)).redisMaster!;
+  const survivor = state.nodes.find((n) => n.name !== oldMaster)!;
+  const url = clusterUrls(state, secrets).redisUrl.replace(state.nodes[0].address, survivor.address);
+  const killedAt = Date.now();
+  await stopService(oldMaster, "redis", { ...loc, graceMs: 0 });
+  let seconds = Infinity;
+  while (Date.now() - killedAt < 60_000) {
+    if (redisCli(["-u", url, "SET", "auth:after", "1"]) === "OK") {
+      seconds = (Date.now() - killedAt) / 1000;
+      break;
+    }
+    await sleep(200);
+  }
+  await startNode(oldMaster, loc); // handBack waits until it returns as a replica
+  expect(seconds).toBeLessThan((downAfterMs + failoverTimeoutMs) / 1000);
+}, 120_000);
+
+cluster.handBack();
