@@ -6,8 +6,16 @@
  * Environment: MADBASE_LOCAL_ROOT (default .local-cluster/) and MADBASE_LOCAL_NET (network id,
  * default "mb") keep several clusters apart.
  */
+import * as fs from "node:fs";
 import { parseArgs } from "node:util";
-import { ClientUrls, MadbaseError, UsageError } from "../core";
+import {
+  ClientUrls,
+  MadbaseError,
+  UPDATES_METRICS_FILE,
+  UsageError,
+  describeUpdates,
+  parseUpdatesMetrics,
+} from "../core";
 import {
   Location,
   loadCluster,
@@ -26,7 +34,7 @@ import { restorePostgres } from "../ops/restore";
 import { localSession } from "../ops/target";
 import { formatHealth, formatOverview } from "../local/health";
 import { findNode } from "../local/state";
-import { isRunning } from "../local/machine";
+import { isRunning, machinePath } from "../local/machine";
 import { clusterVersions, nodeVersions } from "../local/versions";
 import { sshIdentity, sshInteractive } from "../local/ssh";
 import { scale } from "../local/scale";
@@ -205,6 +213,14 @@ async function run(argv: string[], loc: Location): Promise<number> {
       } else {
         console.log(formatHealth(health));
         console.log(`\n${formatOverview(health)}`);
+        // Each node's package updates, as its timer last wrote them (config-refresh installs it).
+        const updates = state.nodes.flatMap((n) => {
+          const file = isRunning(n.machine.nspawnPid) ? machinePath(n.machine, UPDATES_METRICS_FILE) : undefined;
+          return file && fs.existsSync(file)
+            ? [`  ${n.name}: ${describeUpdates(parseUpdatesMetrics(fs.readFileSync(file, "utf8")))}`]
+            : [];
+        });
+        if (updates.length > 0) console.log(`\nupdates:\n${updates.join("\n")}`);
         console.log(health.healthy ? "\nhealthy" : `\ndegraded:\n  ${health.problems.join("\n  ")}`);
         console.log(`\n${envLines(urls)}`);
       }

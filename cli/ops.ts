@@ -10,6 +10,9 @@ import { OPS_USAGE, OpsRequest, RiskFacts, checkConfirm, parseOpsArgs, riskOf } 
 import { formatOpsStatus } from "../core/ops-status";
 import { Location } from "../local/cluster";
 import { backup } from "../ops/backup";
+import { maintenance, serverRebooter } from "../ops/maintenance";
+import { loadCluster } from "../local/cluster";
+import { rebootMachine } from "../local/sequence-runner";
 import { restoreRedis } from "../ops/redis";
 import { restorePostgres } from "../ops/restore";
 import { collectStatus } from "../ops/session";
@@ -56,6 +59,20 @@ export async function runOps(argv: string[], loc: Location, run: CommandRunner =
       case "backup": {
         const r = await backup(session, request.what, { announce });
         log(`\nbackup done on ${r.node}.`);
+        return 0;
+      }
+      case "maintenance": {
+        const reboot =
+          target.kind === "local"
+            ? (node: string) => rebootMachine(loadCluster(loc).state, node, `${node}: maintenance`, log)
+            : serverRebooter(session);
+        const r = await maintenance(session, request.options, {
+          reboot,
+          announce: () => announce({ clusterName: target.clusterName }),
+        });
+        log(
+          `\n${target.clusterName} maintained in ${r.seconds.toFixed(1)} s: ${r.nodes.map((n) => `${n.name} ${n.seconds.toFixed(0)} s${n.rebooted ? " (rebooted)" : ""}`).join(", ")}; ${r.status.leader} leads.`,
+        );
         return 0;
       }
     }

@@ -26,6 +26,7 @@ import { ConfigRefresh } from "./configRefresh";
 import { DatabaseNode } from "./databaseNode";
 import { EntryPoint } from "./entryPoint";
 import { NodeFirewall } from "./nodeFirewall";
+import { NodeMaintenance } from "./nodeMaintenance";
 import { NodeMembership } from "./nodeMembership";
 import { PrivateNetwork } from "./privateNetwork";
 import { ServerResize } from "./serverResize";
@@ -307,6 +308,24 @@ export class StatePillar extends pulumi.ComponentResource {
           );
           previous = refresh.command;
           this.refreshes.push(refresh);
+          break;
+        }
+        case "maintain": {
+          const [maintain, settle] = [0, 1].map((k) => command(step).apply((s) => remoteCommand([s[k]])));
+          const maintenance = new NodeMaintenance(
+            name,
+            {
+              node,
+              revision: step.revision,
+              host: this.nodes[i].publicIpv4,
+              privateKey,
+              maintain,
+              settle,
+              after: [this.nodes[i].server, ...after],
+            },
+            { parent: this },
+          );
+          previous = maintenance.command;
           break;
         }
         case "leave":

@@ -38,13 +38,14 @@ import {
   TLS_METRICS_INTERVAL_SECONDS,
 } from "./tls";
 import { Topology } from "./topology";
+import { UPDATE_WAIT_ALERT_DAYS, UPDATES_METRICS, UPDATES_METRICS_FILE } from "./maintenance";
 
 export type Severity = "critical" | "warning" | "info";
 
 export interface AlertRule {
   alert: string;
   /** Which group of the file (one per daemon family). */
-  group: "postgres" | "pgbouncer" | "backup" | "disk" | "etcd" | "redis" | "haproxy" | "tls" | "exporters";
+  group: "postgres" | "pgbouncer" | "backup" | "disk" | "etcd" | "redis" | "haproxy" | "tls" | "updates" | "exporters";
   expr: string;
   forSeconds: number;
   severity: Severity;
@@ -109,6 +110,8 @@ export function alertThresholds(topology: Topology, options: ClusterOptions, opt
     caCertLeft: CA_CERT_ALERT_DAYS * 86400,
     certCriticalLeft: CERT_CRITICAL_DAYS * 86400,
     tlsMetricsStale: 3 * TLS_METRICS_INTERVAL_SECONDS,
+    /** A security update, or a reboot, waiting longer than this (core/maintenance.ts). */
+    updateWait: UPDATE_WAIT_ALERT_DAYS * 86400,
     paused: SCALE_STEP_PAUSE_SECONDS + 60,
     exporterDown: Math.max(60, 4 * scrape),
     poolWait: POOL_WAIT_ALERT_SECONDS,
@@ -457,6 +460,24 @@ export function alertRules(topology: Topology, options: ClusterOptions, opts: Al
     forSeconds: t.tlsMetricsStale,
     severity: "warning",
     summary: `{{ $labels.node }} has not written ${TLS_METRICS_FILE} for ${t.tlsMetricsStale} s: its certificate ends are unknown. On it: \`systemctl status madbase-tls-metrics.timer\`, \`journalctl -u madbase-tls-metrics\`.`,
+  });
+
+  // ---- Package updates (madbase-updates' textfile, core/maintenance.ts UPDATES_METRICS)
+  add({
+    alert: "SecurityUpdateWaiting",
+    group: "updates",
+    expr: `time() - min by (cluster, node) (${UPDATES_METRICS.pendingSince}${sel("node", 'security="1"')}) > ${t.updateWait}`,
+    forSeconds: 3600,
+    severity: "warning",
+    summary: `{{ $labels.node }} has had a security update waiting more than ${UPDATE_WAIT_ALERT_DAYS} days (a held data package, or one unattended-upgrades did not install). Run a rolling maintenance: \`npm run ops -- maintenance --stack S --packages all\` (or a new maintenanceRevision); on the node, ${UPDATES_METRICS_FILE} lists the packages.`,
+  });
+  add({
+    alert: "RebootWaiting",
+    group: "updates",
+    expr: `time() - ${UPDATES_METRICS.rebootRequiredSince}${node} > ${t.updateWait}`,
+    forSeconds: 3600,
+    severity: "warning",
+    summary: `{{ $labels.node }} has required a reboot for more than ${UPDATE_WAIT_ALERT_DAYS} days (/run/reboot-required: a new kernel or core library). Roll the reboots one node at a time: \`npm run ops -- maintenance --stack S --packages none --reboot auto\`.`,
   });
 
   // ---- The exporters themselves (Patroni and etcd are members: their own rules above)

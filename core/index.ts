@@ -30,3 +30,4 @@ export * from "./stack-change";
 export * from "./alerts";
 export * from "./pooler";
 export * from "./hetzner";
+export * from "./maintenance";

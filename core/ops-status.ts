@@ -10,6 +10,7 @@ import { serverPaths } from "./paths";
 import { PORTS } from "./topology";
 import { REDIS_USERS } from "./secrets";
 import type { OpsTarget } from "./ops";
+import { NodeUpdates, UPDATES_METRICS_FILE, UPDATES_SCRIPT, describeUpdates, parseUpdatesMetrics } from "./maintenance";
 
 const MARK = "@@madbase-ops";
 
@@ -33,6 +34,7 @@ export function opsPrelude(): string {
 
 /** What status runs on each node: sections the parser below reads. */
 export function nodeStatusScript(): string {
+  const p = serverPaths();
   const section = (name: string, cmd: string) => `echo "${MARK} ${name}"\n${cmd}\necho "${MARK} ${name} exit $?"`;
   return [
     opsPrelude(),
@@ -42,6 +44,11 @@ export function nodeStatusScript(): string {
     section("config", "patroni_curl config"),
     section("redis", "redis_cli info replication"),
     section("sentinel", 'sentinel_cli --raw sentinel get-master-addr-by-name "$CLUSTER"'),
+    // The timer's textfile (pending updates, daemons on replaced code, reboot) and the versions now.
+    section(
+      "updates",
+      `cat ${UPDATES_METRICS_FILE} 2>/dev/null; ${p.scriptDir}/${UPDATES_SCRIPT} versions 2>/dev/null; true`,
+    ),
     `echo "${MARK} end"`,
   ].join("\n");
 }
@@ -72,6 +79,8 @@ export interface NodeReport {
   redis?: { role: string; masterHost?: string; linkUp?: boolean } | { error: string };
   /** The master's address this node's Sentinel names. */
   sentinelMaster?: string | { error: string };
+  /** Package updates as the node's timer last wrote them, and its data packages' versions now. */
+  updates?: NodeUpdates;
 }
 
 interface Section {
@@ -168,6 +177,8 @@ export function parseNodeReport(node: string, output: string, sshExit: number | 
     sentinel && sentinel.exit === 0 && master && /^\d+\.\d+\.\d+\.\d+$/.test(master)
       ? master
       : { error: (sentinel?.lines.join(" ").trim() || "no answer").slice(0, 160) };
+  const updates = s.get("updates");
+  if (updates) report.updates = parseUpdatesMetrics(updates.lines.join("\n"));
   return report;
 }
 
@@ -183,6 +194,7 @@ export interface OpsNodeStatus {
   redisRole?: string;
   redisLinkUp?: boolean;
   sentinelMaster?: string;
+  updates?: NodeUpdates;
 }
 
 export interface OpsStatus {
@@ -296,6 +308,7 @@ export function judgeStatus(target: OpsTarget, reports: NodeReport[]): OpsStatus
       ...(typeof r?.sentinelMaster === "string"
         ? { sentinelMaster: ipToName.get(r.sentinelMaster) ?? r.sentinelMaster }
         : {}),
+      ...(r?.updates ? { updates: r.updates } : {}),
     };
   });
   return {
@@ -341,5 +354,8 @@ export function formatOpsStatus(status: OpsStatus, target: OpsTarget): string {
     `PostgreSQL leader: ${status.leader ?? "none"}${status.synchronousMode === undefined ? "" : ` (synchronous_mode ${status.synchronousMode ? "on" : "off"})`}; Redis master: ${status.redisMaster ?? "none"}`,
     status.healthy ? "healthy" : `degraded:\n  ${status.problems.join("\n  ")}`,
   ];
+  const updates = status.nodes.filter((n) => n.updates);
+  if (updates.length > 0)
+    out.push("", "updates:", ...updates.map((n) => `  ${n.name}: ${describeUpdates(n.updates!)}`));
   return out.join("\n");
 }

@@ -7,8 +7,9 @@
 import { parseArgs } from "node:util";
 import { ConfigError, UsageError } from "./errors";
 import { serverPaths } from "./paths";
+import { MaintenanceOptions, parseMaintenanceOptions } from "./maintenance";
 
-export const OPS_VERBS = ["status", "switchover", "restore", "restore-redis", "backup"] as const;
+export const OPS_VERBS = ["status", "switchover", "restore", "restore-redis", "backup", "maintenance"] as const;
 export type OpsVerb = (typeof OPS_VERBS)[number];
 
 /** What to restore: the newest state in the repository, or the state at a moment (PITR). */
@@ -33,7 +34,8 @@ export type OpsRequest =
   | (OpsCommon & { verb: "switchover"; to?: string })
   | (OpsCommon & { verb: "restore"; target: RestoreTarget; confirm: string })
   | (OpsCommon & { verb: "restore-redis"; name: string; confirm: string })
-  | (OpsCommon & { verb: "backup"; what: "pg-full" | "pg-diff" | "redis" });
+  | (OpsCommon & { verb: "backup"; what: "pg-full" | "pg-diff" | "redis" })
+  | (OpsCommon & { verb: "maintenance"; options: MaintenanceOptions });
 
 export interface OpsCommon {
   stack: string;
@@ -62,7 +64,14 @@ export const OPS_USAGE = `usage: npm run ops -- <verb> --stack S [--local | --ss
                             put a Redis snapshot (default: the newest) back on the master; the
                             replicas resync from it
   backup pg full|diff       a pgBackRest backup, taken on the Patroni leader
-  backup redis              an RDB snapshot to the store, taken on the Redis master`;
+  backup redis              an RDB snapshot to the store, taken on the Redis master
+  maintenance [--packages data|all|none] [--reboot auto|always|never]
+                            a rolling maintenance, node by node, replicas first and the leader's
+                            node last: the held data packages (data, the default), every package
+                            (all) or none upgraded, each daemon whose code changed restarted once,
+                            a reboot where required (auto), on every node (always) or never; stops
+                            at the first node that does not settle; run it again to resume.
+                            --packages none --reboot always is a rolling reboot`;
 
 const OPTIONS = {
   stack: { type: "string" },
@@ -73,6 +82,8 @@ const OPTIONS = {
   time: { type: "string" },
   confirm: { type: "string" },
   name: { type: "string" },
+  packages: { type: "string" },
+  reboot: { type: "string" },
 } as const;
 
 /** The options each verb takes besides --stack, --local and --ssh-key. */
@@ -82,6 +93,7 @@ const VERB_OPTIONS: Record<OpsVerb, string[]> = {
   restore: ["time", "confirm"],
   "restore-redis": ["name", "confirm"],
   backup: [],
+  maintenance: ["packages", "reboot"],
 };
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
@@ -180,6 +192,13 @@ export function parseOpsArgs(argv: string[]): OpsRequest | { verb: "help" } {
         confirm: confirm("a Redis restore replaces every key with the snapshot's"),
       };
     }
+    case "maintenance":
+      none("arguments");
+      return {
+        ...common,
+        verb: v,
+        options: parseMaintenanceOptions(values.packages as string | undefined, values.reboot as string | undefined),
+      };
     case "backup": {
       const what = positionals.join(" ");
       const map: Record<string, "pg-full" | "pg-diff" | "redis"> = {
@@ -423,6 +442,12 @@ export function riskOf(request: OpsRequest, facts: RiskFacts): string {
         "The full backup it takes counts against backupRetentionFull: the oldest full backup and its WAL may expire, so the earliest point a later restore can reach moves forward."
       );
     }
+    case "maintenance":
+      return (
+        "no acknowledged write: one node at a time is restarted or rebooted, each leadership moved off it first " +
+        "(PostgreSQL by a switchover, Redis with its writes paused until a replica has them); open connections to a restarted daemon are cut " +
+        `and clients reconnect. Packages: ${request.options.packages}; reboot: ${request.options.reboot}.`
+      );
     case "restore-redis":
       return (
         `every Redis key written since the snapshot ${request.name === "latest" ? "(the newest)" : request.name} is gone, and every key deleted since comes back; ` +

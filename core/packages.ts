@@ -39,5 +39,8 @@ export const NODE_PACKAGES = [
   "curl",
   // Unpacks the user data's file bundle (core/userdata.ts) before the first boot runs.
   "brotli",
+  // Debian's security updates, daily, for everything but the held data packages (core/maintenance.ts);
+  // brings python3-apt, which madbase-updates reads the apt cache with.
+  "unattended-upgrades",
   ...EXPORTER_PACKAGES,
 ] as const;

@@ -34,6 +34,7 @@ import {
 import { APP_DATABASE, ClusterSecrets, REDIS_USERS, USERS, checkSecrets } from "./secrets";
 import { ClusterTls, TLS_METRICS_CERTIFICATES, TLS_METRICS_FILE, TLS_METRICS_INTERVAL_SECONDS, nodeTls } from "./tls";
 import { NodeSpec, PORTS, Topology, possibleNodeAddresses } from "./topology";
+import { POLICY_RC_D, UPDATES_SCRIPT, renderPolicyRcD, updatesFiles } from "./maintenance";
 
 import type { ClusterOptions, NodeRenderInput, RenderedNode } from "./model";
 
@@ -328,6 +329,18 @@ export function refreshedFiles(input: NodeRenderInput, files: RenderedNode): Ref
       .map((f) => ({ ...f, owner: "root:root", mode: "0755" })),
     // After the scripts: a timer started on a node booted long ago may fire at once.
     ...renderTlsMetricsUnits(input).map(refreshedUnit),
+    // Package updates (core/maintenance.ts), here only: the user data has no room for them (Hetzner's
+    // 32 KiB), and every node is refreshed after its join, before it serves. The install-time
+    // policy-rc.d (refusing every unit) stays until this data-units-only one replaces it; the holds
+    // are set by config-refresh itself, every run (madbase-updates hold), after these files.
+    {
+      path: `${input.paths.scriptDir}/${UPDATES_SCRIPT}`,
+      owner: "root:root",
+      mode: "0755",
+      content: plainScript("updates.sh"),
+    },
+    ...updatesFiles(input.paths).map((f) => (f.path.startsWith("/etc/systemd/") ? refreshedUnit(f) : f)),
+    { path: POLICY_RC_D, owner: "root:root", mode: "0755", content: renderPolicyRcD() },
     // A renewed certificate (README, Rotation): config-refresh reloads once all three are in place
     // (TLS_RELOAD_FLAG), so no daemon ever loads a certificate with the other key.
     ...tlsFiles(input).map((f) => ({ ...f, after: `${TLS_RELOAD_FLAG}=1` })),

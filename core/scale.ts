@@ -38,6 +38,7 @@ import { plainScript, renderScript, template } from "./templates";
 import { ClusterSecrets, REDIS_USERS, USERS } from "./secrets";
 import type { ClusterTls } from "./tls";
 import { refreshedBefore } from "./sequence";
+import { MaintenanceOptions, UPDATES_SCRIPT } from "./maintenance";
 import type { Step } from "./sequence";
 import { NodeSpec, PORTS, Topology, possibleNodeAddresses } from "./topology";
 
@@ -48,6 +49,7 @@ export const SCALE_SCRIPTS = [
   "node-leave",
   "node-drain",
   "node-settle",
+  "node-maintain",
 ] as const;
 export type ScaleScript = (typeof SCALE_SCRIPTS)[number];
 
@@ -202,6 +204,58 @@ export function settleScript(topology: Topology, node: NodeSpec, ctx: ScriptCont
 }
 
 /**
+ * One node's part of a rolling maintenance (templates/scripts/node-maintain.sh.hbs): upgrade,
+ * restart what changed once, or move the leaderships off for a reboot the driver then makes. It
+ * carries no secret and nothing of the node: its values are the node's own (node-values.sh.hbs),
+ * so `npm run ops` renders it for any stack, and Pulumi's chain sends the same text. `prefer`:
+ * the nodes already done, where a leadership it moves should go.
+ */
+export function maintainScript(opts: MaintenanceOptions & { prefer?: string[] }): string {
+  for (const name of opts.prefer ?? []) shellSafe("prefer", name);
+  return nodeValuesScript(
+    "node-maintain",
+    `one node's part of a rolling maintenance (packages ${opts.packages}, reboot ${opts.reboot})`,
+    {
+      packages: opts.packages,
+      reboot: opts.reboot,
+      preferred: opts.prefer ?? [],
+      updatesScript: `${serverPaths().scriptDir}/${UPDATES_SCRIPT}`,
+    },
+  );
+}
+
+/** node-settle with the node's own values (no secret): after a maintenance's reboot, for any driver. */
+export function nodeSettleScript(): string {
+  return nodeValuesScript("node-settle", "waits until this node is back in the cluster", {});
+}
+
+/** A node script whose values the node supplies (node-values.sh.hbs), then scale-lib, `svc` and the script. */
+function nodeValuesScript(script: ScaleScript, purpose: string, extra: Record<string, unknown>): string {
+  const paths = serverPaths();
+  const files = {
+    patroniYml: paths.config["patroni.yml"],
+    etcdEnv: paths.config["etcd.conf"],
+    haproxyCfg: paths.config["haproxy.cfg"],
+  };
+  for (const [key, value] of Object.entries(files)) shellSafe(`paths.${key}`, value);
+  const model = {
+    script,
+    purpose,
+    nodeEnv: paths.nodeEnvFile,
+    backupEnv: paths.backupEnvFile,
+    ports: PORTS,
+    files,
+    ...extra,
+  };
+  return [
+    template("scripts/node-values.sh")(model),
+    plainScript("scale-lib.sh"),
+    systemdControl(),
+    renderScript(script, model),
+  ].join("\n");
+}
+
+/**
  * Runs on every node of `to`, one at a time in `refreshOrder`, whenever what it applies changes (a
  * new node count, a new setting): the node's daemons take the cluster's files and values. What can
  * change in place does (Patroni's dynamic settings, Redis and Sentinel values, HAProxy, files);
@@ -248,6 +302,7 @@ export function refreshScript(to: Topology, node: NodeSpec, ctx: ScriptContext):
     authFunction: AUTH_FUNCTION,
     authorizedKeys: ctx.authorizedKeys ? b64(ctx.authorizedKeys.map((k) => `${k.trim()}\n`).join("")) : "",
     volumeMount: input.paths.volumeMount,
+    updatesScript: `${input.paths.scriptDir}/${UPDATES_SCRIPT}`,
   });
 }
 
@@ -339,6 +394,8 @@ export function stepScriptNames(step: Step): ScaleScript[] {
       return ["node-leave"];
     case "resize":
       return ["node-drain", "node-settle"];
+    case "maintain":
+      return ["node-maintain", "node-settle"];
     case "provision":
     case "decommission":
       return [];
@@ -359,6 +416,12 @@ export function stepScripts(step: Step, to: Topology, ctx: ScriptContext): NodeS
     "node-leave": () => leaveScript(to, node, ctx),
     "node-drain": () => drainScript(to, node, ctx, { prefer: step.kind === "resize" ? step.prefer : [] }),
     "node-settle": () => settleScript(to, node, ctx),
+    "node-maintain": () =>
+      maintainScript({
+        packages: step.kind === "maintain" ? step.packages : "none",
+        reboot: step.kind === "maintain" ? step.reboot : "never",
+        prefer: step.kind === "maintain" ? step.prefer : [],
+      }),
   };
   return stepScriptNames(step).map((name) => ({ name, text: text[name]() }));
 }

@@ -23,6 +23,11 @@
  *    otherwise). It runs when anything it renders changed (a count, a setting, a template).
  *  - leave: node-leave on a node that goes, from the last node down, each followed by its
  *    decommission (the server and its volume go).
+ *  - maintain: one node's part of a rolling maintenance (core/maintenance.ts), from the last node
+ *    to node 1 after the refreshes, when the stack's maintenanceRevision is new: packages
+ *    upgraded, each changed daemon restarted once, a reboot when required (drain, clean reboot,
+ *    settle). Which node leads is decided when each step runs: a node that leads then hands over
+ *    first, preferably to a node already done (`prefer`).
  *
  * Every step that runs a script on a node of the cluster (join, resize, refresh, leave) comes
  * after the one before it: no two of them ever run at once, so at most one node is ever down.
@@ -35,6 +40,7 @@
  * for that reason, so both drivers run the same order.
  */
 import type { AppliedSettings } from "./stack-change";
+import { MaintenancePackages, MaintenanceReboot, STACK_MAINTENANCE } from "./maintenance";
 import { checkStackChange } from "./stack-change";
 import { MAX_NODE_COUNT } from "./plans";
 import { NodeSpec, Topology, buildTopology, nodeName } from "./topology";
@@ -62,6 +68,18 @@ export type Step =
   | { kind: "refresh"; node: NodeSpec; handoff: boolean }
   /** node-leave: the node leaves the cluster. */
   | { kind: "leave"; node: NodeSpec }
+  /**
+   * node-maintain on the node (and, when it asks for one, a clean reboot and node-settle): rolling
+   * maintenance number `revision`; `prefer` as for a resize (the nodes maintained before it).
+   */
+  | {
+      kind: "maintain";
+      node: NodeSpec;
+      revision: number;
+      packages: MaintenancePackages;
+      reboot: MaintenanceReboot;
+      prefer: string[];
+    }
   /** The node's machine and volume go (after it left). */
   | { kind: "decommission"; node: NodeSpec };
 
@@ -74,7 +92,9 @@ export function describeStep(step: Step): string {
       ? "leadership-handoff, refresh"
       : step.kind === "resize"
         ? `resize to ${step.serverType}`
-        : step.kind;
+        : step.kind === "maintain"
+          ? `maintenance ${step.revision}`
+          : step.kind;
   return `${step.node.name}: ${what}`;
 }
 
@@ -94,6 +114,8 @@ export function stepResource(step: Step): string {
       return `${step.node.name}-resize`;
     case "refresh":
       return `${step.node.name}-config`;
+    case "maintain":
+      return `${step.node.name}-maintenance`;
   }
 }
 
@@ -136,6 +158,7 @@ export function declaredSequence(stack: string, wanted: AppliedSettings): Step[]
  *              node down: leave, decommission
  *   new type:  resize N..1, then refresh N..1 (the per-node parameters follow the plan)
  *   a setting: refresh N..1
+ *   a new maintenanceRevision: (refresh N..1, when anything rendered changed), then maintain N..1
  */
 export function changeSequence(input: ChangeInput): Step[] {
   const { stack, running, wanted } = input;
@@ -158,17 +181,37 @@ export function changeSequence(input: ChangeInput): Step[] {
       kind: "resize",
       node,
       serverType: wanted.serverType,
-      prefer: Array.from({ length: MAX_NODE_COUNT - node.index - 1 }, (_, k) => nodeName(stack, node.index + 1 + k)),
+      prefer: preferAfter(stack, node),
     });
   }
   if (refresh) {
     refreshOrder(to).forEach((node, k) => steps.push({ kind: "refresh", node, handoff: k === 0 }));
+  }
+  const revision = wanted.maintenanceRevision;
+  if (revision !== undefined && revision !== running?.maintenanceRevision) {
+    for (const node of refreshOrder(to))
+      steps.push({
+        kind: "maintain",
+        node,
+        revision,
+        ...STACK_MAINTENANCE,
+        prefer: preferAfter(stack, node),
+      });
   }
   for (const node of leaving) {
     steps.push({ kind: "leave", node });
     steps.push({ kind: "decommission", node });
   }
   return steps;
+}
+
+/**
+ * The nodes a roll from the last node down has done before `node`: every higher index a cluster
+ * may have (so a step's script does not change with the node count; scripts pass over names that
+ * are not members).
+ */
+function preferAfter(stack: string, node: NodeSpec): string[] {
+  return Array.from({ length: MAX_NODE_COUNT - node.index - 1 }, (_, k) => nodeName(stack, node.index + 1 + k));
 }
 
 /**

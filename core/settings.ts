@@ -129,6 +129,20 @@ export const settingsSchema = z
         }),
       )
       .default(true),
+    /**
+     * A rolling maintenance for `pulumi up` (core/maintenance.ts): a new value upgrades every
+     * node's packages and restarts what changed, one node at a time, the leader's last; rebooting
+     * where required. Any integer; change it to roll again.
+     */
+    maintenanceRevision: z
+      .preprocess(
+        toNumber,
+        z
+          .number({ error: "use an integer; a new value rolls the cluster once" })
+          .int({ error: "use an integer; a new value rolls the cluster once" })
+          .min(0, { error: "use an integer of 0 or more; a new value rolls the cluster once" }),
+      )
+      .optional(),
     backupRedisRetentionDays: z
       .preprocess(
         toNumber,

@@ -43,6 +43,11 @@ export interface AppliedSettings {
    * Absent in a record made before it; then the next update prepares first.
    */
   patroniClientCertificates?: PatroniClientCertificates;
+  /**
+   * The rolling maintenance last asked for (the stack's maintenanceRevision): a new value rolls
+   * the cluster once (core/sequence.ts). Absent: never asked.
+   */
+  maintenanceRevision?: number;
 }
 
 export function appliedSettings(
@@ -66,6 +71,7 @@ export function appliedSettings(
     failoverProfile: settings.failoverProfile,
     synchronousMode: settings.synchronousMode,
     patroniClientCertificates: opts.patroniClientCertificates ?? "required",
+    ...(settings.maintenanceRevision !== undefined ? { maintenanceRevision: settings.maintenanceRevision } : {}),
   };
 }
 
@@ -106,6 +112,8 @@ export function readAppliedSettings(value: unknown): { previous?: AppliedSetting
     return { reason: "the previous appliedSettings output has a failoverProfile that is not a string" };
   if (v.synchronousMode !== undefined && typeof v.synchronousMode !== "boolean")
     return { reason: "the previous appliedSettings output has a synchronousMode that is not a boolean" };
+  if (v.maintenanceRevision !== undefined && !Number.isInteger(v.maintenanceRevision))
+    return { reason: "the previous appliedSettings output has a maintenanceRevision that is not an integer" };
   if (
     v.patroniClientCertificates !== undefined &&
     !["required", "prepared"].includes(v.patroniClientCertificates as string)

@@ -19,6 +19,7 @@ import {
   AppliedSettings,
   ClusterSecrets,
   FailedError,
+  MAINTENANCE_REBOOT_MARK,
   NodeScript,
   RefusedError,
   ScriptContext,
@@ -234,6 +235,14 @@ async function runStep(state: LocalClusterState, step: Step, c: StepContext): Pr
       return runScripts(state, step, stepScripts(step, c.from, c.ctx), c.progress, c.identity);
     case "resize":
       return resize(state, step, c);
+    case "maintain": {
+      const [maintain, settle] = stepScripts(step, c.to, c.ctx);
+      const output = await runScripts(state, step, [maintain], c.progress, c.identity);
+      if (!output.some((l) => l.startsWith(MAINTENANCE_REBOOT_MARK))) return output;
+      await rebootMachine(state, step.node.name, describeStep(step), c.progress);
+      output.push(...(await runScripts(state, step, [settle], c.progress, c.identity)));
+      return output;
+    }
     case "decommission":
       await decommission(state, step, c.progress);
       return [];
@@ -440,6 +449,32 @@ async function resize(
   c.progress(`  ${node.name}: booted, SSH answers`);
   output.push(...(await runScripts(state, step, [settle], c.progress, c.identity)));
   return output;
+}
+
+/**
+ * A reboot as a server makes one (`systemctl reboot`: systemd stops every unit in order), which a
+ * local machine makes as a clean power-off and a boot (an nspawn container does not boot again by
+ * itself); ready once its marker exists and SSH answers. The caller drained the node first.
+ */
+export async function rebootMachine(
+  state: LocalClusterState,
+  name: string,
+  step: string,
+  progress: (line: string) => void,
+): Promise<void> {
+  const node = findNode(state, name);
+  const how = await shutdown(node.machine, SHUTDOWN_GRACE_MS);
+  writeState(state);
+  if (how !== "clean")
+    throw new StepError(`${step}: reboot`, [
+      how === "forced"
+        ? `the machine did not power off within ${SHUTDOWN_GRACE_MS / 1000} s and lost power`
+        : "the machine was not running",
+    ]);
+  progress(`  ${name}: shut down cleanly; booting`);
+  await bootNode(state, node);
+  await waitBooted(state, node, `${step}: reboot`);
+  progress(`  ${name}: booted, SSH answers`);
 }
 
 /** After a leave: the machine shuts down cleanly and goes, then its namespace; its log stays under left/. */

@@ -20,8 +20,9 @@ failed() {
 trap failed ERR
 rm -f "$READY_MARKER" "$FAILED_MARKER"
 
-# Packages are installed: their scripts may start services again from now on.
-rm -f "$POLICY_RC_D"
+# The install-time policy-rc.d stays: no package script starts, stops or restarts a service until
+# the node's first config-refresh holds the data packages and puts the policy that refuses only
+# the data units in its place (core/maintenance.ts); this script starts what it runs itself.
 
 step="applying sysctl settings"
 if systemd-detect-virt --quiet --container; then

@@ -329,6 +329,49 @@ drain_redis() {
   say "redis: $(master_by_majority "${ips[@]}") is the master"
 }
 
+# redis_offset IP: the master's replication offset (master_repl_offset).
+redis_offset() { redis_at "$1" INFO replication 2>/dev/null | tr -d '\r' | awk -F: '$1 == "master_repl_offset" { print $2 }'; }
+
+# replicas_caught_up IP OFFSET: every online replica of the master at IP has acknowledged OFFSET
+# (the master's INFO lists each with the offset it last acknowledged), and there is at least one.
+replicas_caught_up() {
+  redis_at "$1" INFO replication 2>/dev/null | tr -d '\r' |
+    awk -F'[:,=]' -v want="$2" '/^slave[0-9]+:/ { n++; for (i = 2; i < NF; i += 2) if ($i == "offset" && $(i + 1) + 0 < want + 0) behind++ }
+      END { exit !(n > 0 && behind == 0) }'
+}
+
+# drain_redis_paused: before this node's Redis restarts or goes down, the master moves off it without
+# losing an acknowledged write: writes paused on it (CLIENT PAUSE WRITE: a write waits, then meets
+# a replica and fails, never acknowledged and lost), every replica caught up to its offset, then
+# the Sentinel failover (which on its own would not wait for that). The pause is lifted once
+# another node is the master, or when the hand-off fails.
+drain_redis_paused() {
+  local ips offset
+  mapfile -t ips < <(live_member_ips)
+  ((${#ips[@]} > 1)) || return 0
+  wait_until 120 "every Sentinel to name one master, with no failover in progress" sentinels_settled "${ips[@]}"
+  if [ "$(master_by_majority "${ips[@]}")" != "$NODE_IP" ]; then
+    say "redis: $(master_by_majority "${ips[@]}") is the master; nothing to move"
+    return 0
+  fi
+  wait_until 120 "every Sentinel to know every replica and hear every other Sentinel" sentinels_armed "${ips[@]}"
+  [ "$(redis_at "$NODE_IP" CLIENT PAUSE 60000 WRITE)" = OK ] || die "redis: CLIENT PAUSE WRITE refused"
+  trap 'redis_at "$NODE_IP" CLIENT UNPAUSE >/dev/null 2>&1 || true' EXIT
+  offset=$(redis_offset "$NODE_IP")
+  wait_until 30 "every Redis replica to reach the master's offset $offset" replicas_caught_up "$NODE_IP" "$offset"
+  say "redis: writes paused at offset $offset, every replica caught up; asking the Sentinels to fail over"
+  redis_moved() {
+    local m
+    m=$(master_by_majority "${ips[@]}") && [ -n "$m" ] && [ "$m" != "$NODE_IP" ] && [ "$(redis_role "$m")" = master ]
+  }
+  sentinel_failover "$NODE_IP" || die "redis: the Sentinel refused the failover"
+  wait_until 60 "another node to be the Redis master" redis_moved
+  redis_at "$NODE_IP" CLIENT UNPAUSE >/dev/null 2>&1 || true
+  trap - EXIT
+  wait_until 120 "the Sentinels to settle after the failover" sentinels_settled "${ips[@]}"
+  say "redis: $(master_by_majority "${ips[@]}") is the master; no acknowledged write was left behind"
+}
+
 # settle_node: waits until this node is back in the cluster before the next one may go down: etcd
 # healthy, Patroni running and streaming (the leader is always "streaming"), a synchronous standby
 # again when synchronous mode is on, every Sentinel ready to fail over with this node, and Redis in

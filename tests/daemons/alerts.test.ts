@@ -15,6 +15,7 @@ import {
   BACKUP_METRICS,
   SCALE_STEP_PAUSE_SECONDS,
   TLS_METRICS,
+  UPDATES_METRICS,
   alertRules,
   alertThresholds,
   archivingDecision,
@@ -517,6 +518,53 @@ const CASES: Record<string, (c: Ctx) => Case> = {
     return {
       fire: { at, series: [[ser(TLS_METRICS.readable, labels), flat(0, N)]], alerts: [labels] },
       healthy: { at, series: [[ser(TLS_METRICS.readable, labels), flat(1, N)]] },
+    };
+  },
+  SecurityUpdateWaiting: ({ C, n, L, t }) => {
+    const interval = 60;
+    const at = 7200;
+    const N = at / interval + 2;
+    const pending = (node: string, pkg: string, security: string) =>
+      ser(
+        UPDATES_METRICS.pendingSince,
+        L("node", node, { package: pkg, installed: "1", candidate: "2", held: "1", security }),
+      );
+    return {
+      // A held security update first seen more than 7 days (and the rule's hour) before.
+      fire: {
+        at,
+        interval,
+        series: [[pending(n[0], "postgresql-17", "1"), flat(at - t.updateWait - 7200, N)]],
+        alerts: [{ cluster: C, node: n[0] }],
+      },
+      // Six days for a security update; a non-security one may wait for ever.
+      healthy: {
+        at,
+        interval,
+        series: [
+          [pending(n[0], "postgresql-17", "1"), flat(at - t.updateWait + 86400, N)],
+          [pending(n[1], "tzdata", "0"), flat(at - 10 * t.updateWait, N)],
+        ],
+      },
+    };
+  },
+  RebootWaiting: ({ n, L, t }) => {
+    const interval = 60;
+    const at = 7200;
+    const N = at / interval + 2;
+    const labels = L("node", n[1]);
+    return {
+      fire: {
+        at,
+        interval,
+        series: [[ser(UPDATES_METRICS.rebootRequiredSince, labels), flat(at - t.updateWait - 7200, N)]],
+        alerts: [labels],
+      },
+      healthy: {
+        at,
+        interval,
+        series: [[ser(UPDATES_METRICS.rebootRequiredSince, labels), flat(at - t.updateWait + 86400, N)]],
+      },
     };
   },
   TlsMetricsMissing: ({ n, L, t }) => {

@@ -42,7 +42,7 @@ describe("argument rules", () => {
       new UsageError("status needs --stack S: the stack whose cluster it acts on (dev, prod, ...)"),
     );
     expect(refusal(() => parseOpsArgs(["failover", "--stack", "prod"])).message).toBe(
-      'unknown verb "failover"; the verbs are status, switchover, restore, restore-redis, backup',
+      'unknown verb "failover"; the verbs are status, switchover, restore, restore-redis, backup, maintenance',
     );
     expect(refusal(() => parseOpsArgs(["status", "--stack", "prod", "--to", "x"])).message).toBe(
       "status does not take --to; it takes --stack, --local, --ssh-key, --json",
