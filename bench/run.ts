@@ -14,7 +14,7 @@
  * measures each profile's failovers and nothing else (into $TMPDIR/madbase-bench-failover.md
  * unless --out says otherwise); `--only cold-start [--runs 3] [--keep]` boots the default cluster
  * (prod, 3 nodes, norm) `--runs` times from the cached image and prints each time, the median and
- * the spread, each beside the machine's load.
+ * the spread, each beside the machine's load; `--only round-trips` the HAProxy hop's round trips.
  *
  * Runs on its own network id, subnet and root, so it never touches a developer's cluster.
  */
@@ -665,9 +665,26 @@ async function main(): Promise<void> {
     }
     return;
   }
+  if (values.only === "round-trips") {
+    // One fast cluster, the HAProxy hop's figures printed beside the load.
+    await down(LOC);
+    try {
+      await up({ ...LOC, profile: "fast", timeoutMs: 300_000 });
+      const pg = (await pgLatency())!;
+      const redis = (await redisLatency())!;
+      const load = os.loadavg()[0].toFixed(1);
+      console.log(
+        `PostgreSQL SELECT 1 at one client, median: 5433 (HAProxy, PgBouncer) ${pg.haproxyUs.toFixed(0)} µs / leader's 5432 ${pg.directUs.toFixed(0)} µs; ` +
+          `Redis GET: 6379 ${redis.haproxyUs.toFixed(0)} µs / master's 6380 ${redis.directUs.toFixed(0)} µs (load ${load} on ${os.cpus().length} cores)`,
+      );
+    } finally {
+      await down(LOC);
+    }
+    return;
+  }
   if (values.only !== undefined && values.only !== "failover") {
     if (values.only !== "pooling")
-      throw new Error(`--only: ${values.only} is not a figure set; use pooling, cold-start or failover`);
+      throw new Error(`--only: ${values.only} is not a figure set; use pooling, cold-start, round-trips or failover`);
     // One fast cluster, the pooling figures printed (RESULTS.md holds a whole run's figures only).
     await down(LOC);
     try {
