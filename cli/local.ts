@@ -7,6 +7,7 @@
  * default "mb") keep several clusters apart.
  */
 import * as fs from "node:fs";
+import * as path from "node:path";
 import { parseArgs } from "node:util";
 import {
   ClientUrls,
@@ -38,6 +39,7 @@ import { isRunning, machinePath } from "../local/machine";
 import { clusterVersions, nodeVersions } from "../local/versions";
 import { sshIdentity, sshInteractive } from "../local/ssh";
 import { scale } from "../local/scale";
+import { operatorTls } from "../local/tls";
 import { apply } from "../local/apply";
 
 const USAGE = `usage: npm run local -- <command> [options]
@@ -155,10 +157,21 @@ function parse(argv: string[]) {
 
 const log = (line: string) => console.log(line);
 
-/** The URLs as environment lines, named after the stack's outputs (databaseReadUrl: DATABASE_READ_URL). */
-function envLines(urls: ClientUrls): string {
+/**
+ * The URLs as environment lines, named after the stack's outputs (databaseReadUrl: DATABASE_READ_URL).
+ * Beside the TLS URL, how to use it: a rediss:// client verifies the server, and the cluster's CA
+ * is one no client knows (`redis-cli -u` alone fails with "certificate verify failed").
+ */
+function envLines(urls: ClientUrls, root: string): string {
+  const ca = path.relative(process.cwd(), operatorTls(root).caFile) || operatorTls(root).caFile;
   return Object.entries(urls)
-    .map(([output, url]) => `${output.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}=${url}`)
+    .flatMap(([output, url]) => {
+      const name = output.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase();
+      const line = `${name}=${url}`;
+      return output === "redisTlsUrl"
+        ? [line, `# verified with the cluster's CA: redis-cli --cacert ${ca} -u "$${name}" (ioredis: tls: { ca })`]
+        : [line];
+    })
     .join("\n");
 }
 
@@ -195,7 +208,7 @@ async function run(argv: string[], loc: Location): Promise<number> {
       console.log(
         `\nHealthy in ${result.seconds.toFixed(1)} s.\n\n${formatHealth(result.health)}\n\n${formatOverview(result.health)}\n`,
       );
-      console.log(envLines(urls));
+      console.log(envLines(urls, result.state.root));
       console.log(
         "\nAny node's address works the same (5433 leader, pooled; 5435 leader, direct; 5434 replicas, pooled; 6379 Redis master). " +
           "Stop with `npm run local -- down`.",
@@ -222,7 +235,7 @@ async function run(argv: string[], loc: Location): Promise<number> {
         });
         if (updates.length > 0) console.log(`\nupdates:\n${updates.join("\n")}`);
         console.log(health.healthy ? "\nhealthy" : `\ndegraded:\n  ${health.problems.join("\n  ")}`);
-        console.log(`\n${envLines(urls)}`);
+        console.log(`\n${envLines(urls, state.root)}`);
       }
       return health.healthy ? 0 : 1;
     }

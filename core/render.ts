@@ -163,6 +163,10 @@ function model(input: NodeRenderInput) {
     redisMinReplicasToWrite: redisMinReplicasToWrite(topology),
     redisMasterIp,
     redisReplicaOf: node.privateIp === redisMasterIp ? "" : redisMasterIp,
+    // Every other node's Redis replicates from the master: Sentinel is told so from the start
+    // rather than left to learn it from the master's INFO, which it reads only every 10 s (a
+    // fresh cluster could fail over only once its Sentinels knew the replicas).
+    sentinelKnownReplicas: topology.nodes.map((n) => n.privateIp).filter((ip) => ip !== redisMasterIp),
     etcdInitialClusterState: input.etcdInitialClusterState ?? "new",
     etcdInitialCluster: topology.etcdInitialCluster,
     checkTimeoutMs: Math.max(1000, interMs),

@@ -70,6 +70,18 @@ export function parseCloudInitResult(
   return { status: statusJson ? "running" : "not running", errors: [] };
 }
 
+/**
+ * True while the machine runs and its first boot has neither finished (no readiness marker) nor
+ * failed (cloud-init's result is not written yet): read from the host through /proc, no process
+ * started, so `waitHealthy` can ask it often and look at every daemon less often meanwhile.
+ */
+export function firstBootRunning(m: MachineRecord): boolean {
+  const init = initPid(m);
+  if (!init) return false;
+  const inside = (file: string) => path.join(`/proc/${init}/root`, file);
+  return !fs.existsSync(inside(SERVER.readyMarker)) && !fs.existsSync(inside("/run/cloud-init/result.json"));
+}
+
 export async function probeNode(m: MachineRecord): Promise<NodeProbe> {
   const init = initPid(m);
   const units = Object.fromEntries(SERVICES.map((s) => [s, { state: "unknown", pid: null }])) as NodeProbe["units"];

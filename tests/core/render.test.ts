@@ -183,7 +183,7 @@ describe("rendering", () => {
     expect(lines("patroni")).toEqual([
       "[Unit]",
       "Requires=madbase-volume.service",
-      "After=madbase-volume.service",
+      "After=madbase-volume.service etcd.service",
       "RequiresMountsFor=/var/lib/postgresql",
       "StartLimitIntervalSec=0",
       "[Service]",

@@ -294,16 +294,19 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
   it("on a founding node: mounts the volume, starts every daemon, waits for them, creates the stanza, starts the first backup, then writes the ready marker", () => {
     const b = boot(0);
     expect([b.code, b.failed]).toEqual([0, undefined]);
-    expect(b.calls).toContain("systemctl enable etcd patroni redis-server redis-sentinel");
+    expect(b.calls).toContain("systemctl enable --no-reload --quiet etcd patroni redis-server redis-sentinel");
+    // One reload of systemd for the whole boot: enabling a unit never reloads it (each used to).
+    expect(b.calls.filter((c) => c === "systemctl daemon-reload")).toHaveLength(1);
+    expect(b.calls.filter((c) => /^systemctl (enable|disable) /.test(c) && !c.includes("--no-reload"))).toEqual([]);
     // etcd reads the node's TLS key (root:ssl-cert 0640) through the group.
     expect(b.calls).toContain("usermod -a -G ssl-cert etcd");
     expect(b.calls).toContain("systemctl restart --no-block etcd patroni redis-server redis-sentinel");
     expect(b.calls).toContain(
-      "systemctl enable --now madbase-pg-backup-first.timer madbase-pg-backup-full.timer madbase-pg-backup-diff.timer madbase-redis-snapshot.timer madbase-pg-metrics.timer madbase-tls-metrics.timer",
+      "systemctl enable --no-reload --quiet --now madbase-pg-backup-first.timer madbase-pg-backup-full.timer madbase-pg-backup-diff.timer madbase-redis-snapshot.timer madbase-pg-metrics.timer madbase-tls-metrics.timer",
     );
     expectInOrder(b.calls.join("\n"), [
       // The metadata guard before anything else runs.
-      "systemctl enable --quiet nftables",
+      "systemctl enable --no-reload --quiet nftables",
       "systemctl reload-or-restart nftables",
       "nft list table inet madbase_guard",
       "madbase-mount-volume /var/lib/postgresql",
@@ -356,7 +359,7 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
     expect(b.output).toContain(
       "madbase-prod-4 joins a running cluster: node-join starts etcd, Patroni, Redis and Sentinel",
     );
-    expect(b.calls).toContain("systemctl disable --now etcd patroni redis-server redis-sentinel");
+    expect(b.calls).toContain("systemctl disable --no-reload --now etcd patroni redis-server redis-sentinel");
     expect(b.calls).toContain(
       "systemctl restart --no-block haproxy pgbouncer prometheus-node-exporter prometheus-postgres-exporter prometheus-redis-exporter prometheus-pgbouncer-exporter",
     );
@@ -375,7 +378,7 @@ describe("a new server's first boot (madbase-first-boot, with stand-ins for syst
     expect(b.output).toContain("no Hetzner volume attached");
     // Only the metadata guard, which comes first, was loaded.
     expect(b.calls.filter((c) => c.startsWith("systemctl"))).toEqual([
-      "systemctl enable --quiet nftables",
+      "systemctl enable --no-reload --quiet nftables",
       "systemctl reload-or-restart nftables",
     ]);
   });
