@@ -106,6 +106,9 @@ export function sshScript(
         if (buffers[stream] && opts.onLine) opts.onLine(buffers[stream], stream);
       resolve({ code, stdout, stderr });
     });
+    // An ssh that ends before reading its script (the node not answering yet) closes the pipe:
+    // its exit code says what happened, not the write's EPIPE.
+    child.stdin.on("error", () => undefined);
     child.stdin.end(script);
   });
 }

@@ -28,8 +28,15 @@ cmd_hold() {
     echo "madbase-updates: no data package is installed" >&2
     return 1
   }
-  apt-mark hold "${pkgs[@]}" >/dev/null
-  echo "held: ${pkgs[*]}"
+  # Says only what it newly held: a refresh that changes nothing reports nothing.
+  local already p new=()
+  already=$(apt-mark showhold)
+  for p in "${pkgs[@]}"; do
+    grep -qxF "$p" <<<"$already" || new+=("$p")
+  done
+  ((${#new[@]} > 0)) || return 0
+  apt-mark hold "${new[@]}" >/dev/null
+  echo "held: ${new[*]}"
 }
 
 cmd_held() { apt-mark showhold | sort; }
