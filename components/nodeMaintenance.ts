@@ -26,8 +26,13 @@ export interface NodeMaintenanceArgs {
  * One node's part of a rolling maintenance (core/maintenance.ts, core/sequence.ts's `maintain`):
  * one local command runs scripts/hetzner/maintain-server.sh, which runs node-maintain over SSH
  * and, when it asks for a reboot (leaderships moved off already), reboots the server cleanly,
- * waits for SSH on the new boot and runs node-settle. The trigger is the revision alone: the
- * scripts' text is ignored, so a changed template never rolls the cluster again by itself.
+ * waits for SSH on the new boot and runs node-settle.
+ *
+ * Only a new revision maintains the node again. Any change of the inputs is an update that runs
+ * the same script (`update`), which finds in its previous output (`addPreviousOutputInEnv`)
+ * whether this revision was carried out already, and then touches nothing. Not `ignoreChanges`
+ * on the environment: the engine would then keep the ignored values from the state even when the
+ * revision changes, and run a new revision with an old SSH key, old scripts and old secrets.
  */
 export class NodeMaintenance extends pulumi.ComponentResource {
   readonly command: local.Command;
@@ -38,6 +43,7 @@ export class NodeMaintenance extends pulumi.ComponentResource {
       name,
       {
         create: `bash ${MAINTAIN_SCRIPT}`,
+        update: `bash ${MAINTAIN_SCRIPT}`,
         dir: PROJECT_DIR,
         environment: {
           NODE_HOST: args.host,
@@ -45,11 +51,13 @@ export class NodeMaintenance extends pulumi.ComponentResource {
           MADBASE_SSH_KEY: pulumi.secret(args.privateKey),
           MAINTAIN_SCRIPT: args.maintain,
           SETTLE_SCRIPT: pulumi.secret(args.settle),
+          MAINTENANCE_REVISION: String(args.revision),
         },
         triggers: [args.revision],
-        addPreviousOutputInEnv: false,
+        // The script's one line of stdout, "maintenance revision N done", read back on an update.
+        addPreviousOutputInEnv: true,
       },
-      { parent: this, dependsOn: args.after, ignoreChanges: ["environment"] },
+      { parent: this, dependsOn: args.after },
     );
     this.registerOutputs({});
   }

@@ -11,13 +11,28 @@
 #   MADBASE_SSH_KEY  the private key Pulumi logs in with (secret; written to a 0600 temp file)
 #   MAINTAIN_SCRIPT  node-maintain, as one remote command
 #   SETTLE_SCRIPT    node-settle, as one remote command
+#   MAINTENANCE_REVISION  the stack's maintenanceRevision this run carries out
 # Optional: MADBASE_SSH (the ssh command, default ssh), MAINTAIN_BOOT_TIMEOUT (600), MAINTAIN_POLL_SECONDS (2).
+#
+# Its one line of stdout, "maintenance revision N done", is what Pulumi keeps of the run; Pulumi
+# hands it back as PULUMI_COMMAND_STDOUT when the command's inputs change. Only a new revision
+# maintains the node again: a changed key, address or script text (an update of this project, a
+# rotated secret) is taken for the next revision, and this run says so and touches nothing.
+# Progress goes to stderr.
 set -euo pipefail
 
 : "${NODE_HOST:?NODE_HOST is not set}"
 : "${MADBASE_SSH_KEY:?MADBASE_SSH_KEY is not set}"
 : "${MAINTAIN_SCRIPT:?MAINTAIN_SCRIPT is not set}"
 : "${SETTLE_SCRIPT:?SETTLE_SCRIPT is not set}"
+: "${MAINTENANCE_REVISION:?MAINTENANCE_REVISION is not set}"
+
+done_line="maintenance revision $MAINTENANCE_REVISION done"
+if [[ ${PULUMI_COMMAND_STDOUT:-} == "$done_line" ]]; then
+  printf '%s: revision %s was carried out already; nothing to do\n' "${NODE_NAME:-$NODE_HOST}" "$MAINTENANCE_REVISION" >&2
+  printf '%s\n' "$done_line"
+  exit 0
+fi
 
 boot_timeout="${MAINTAIN_BOOT_TIMEOUT:-600}"
 poll="${MAINTAIN_POLL_SECONDS:-2}"
@@ -25,7 +40,7 @@ read -r -a ssh_cmd <<<"${MADBASE_SSH:-ssh}"
 label="maintenance of ${NODE_NAME:-$NODE_HOST}"
 readonly REBOOT_MARK="madbase-maintain: reboot"
 
-say() { printf '%s: %s\n' "$label" "$*"; }
+say() { printf '%s: %s\n' "$label" "$*" >&2; }
 fail() {
   printf '%s: %s\n' "$label" "$*" >&2
   exit 1
@@ -45,9 +60,10 @@ on_node() {
 }
 
 say "node-maintain"
-on_node <<<"$MAINTAIN_SCRIPT" | tee "$tmp/out" || fail "node-maintain failed; the roll stops at ${NODE_NAME:-$NODE_HOST}"
+on_node <<<"$MAINTAIN_SCRIPT" | tee "$tmp/out" >&2 || fail "node-maintain failed; the roll stops at ${NODE_NAME:-$NODE_HOST}"
 if ! grep -q "^$REBOOT_MARK" "$tmp/out"; then
   say "done, no reboot"
+  printf '%s\n' "$done_line"
   exit 0
 fi
 
@@ -61,5 +77,6 @@ until now=$(on_node <<<"cat /proc/sys/kernel/random/boot_id" 2>/dev/null) && [[ 
   sleep "$poll"
 done
 say "booted again (boot $now); settling"
-on_node <<<"$SETTLE_SCRIPT" || fail "settle failed: the node rebooted but is not back in the cluster"
+on_node <<<"$SETTLE_SCRIPT" >&2 || fail "settle failed: the node rebooted but is not back in the cluster"
 say "done, rebooted"
+printf '%s\n' "$done_line"

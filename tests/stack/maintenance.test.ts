@@ -86,8 +86,14 @@ test("a new revision: core's maintain steps, node 3 to node 1, after the refresh
   for (const r of maintenance) {
     expect(r.type).toBe(LOCAL);
     expect(r.inputs.create).toBe("bash scripts/hetzner/maintain-server.sh");
+    // An update runs the same script, which acts only on a revision its previous output does not
+    // show done (tests/stack/maintain-script.test.ts); nothing is ignored, so a new revision runs
+    // with the current key and scripts.
+    expect(r.inputs.update).toBe(r.inputs.create);
+    expect(r.inputs.addPreviousOutputInEnv).toBe(true);
+    expect(r.inputs.environment.MAINTENANCE_REVISION).toBe("1");
     expect(r.inputs.triggers).toEqual([1]);
-    expect(r.options.ignoreChanges).toContain("environment");
+    expect(r.options.ignoreChanges).toEqual([]);
     // node-maintain carries no secret; its settle does (a secret environment value).
     expect(r.inputs.environment.MAINTAIN_SCRIPT).toContain(
       "# ================================================================ node-maintain",
