@@ -21,6 +21,7 @@
  * Pure: texts of files and scripts, and the rules that judge what nodes report.
  */
 import { RefusedError, UsageError } from "./errors";
+import { POSTGRES_MAJOR } from "./packages";
 import { NODE_EXPORTER_TEXTFILE_DIR, NodePaths } from "./paths";
 
 /**
@@ -39,7 +40,7 @@ import { NODE_EXPORTER_TEXTFILE_DIR, NodePaths } from "./paths";
  *    repository the others wrote.
  */
 export const DATA_SOURCES = [
-  "postgresql-17",
+  `postgresql-${POSTGRES_MAJOR}`,
   "postgresql-common",
   "patroni",
   "etcd",
@@ -69,7 +70,7 @@ export const DATA_UNITS = [
  * postmaster.pid), so a PostgreSQL restart is told apart from Patroni's.
  */
 export const DATA_DAEMONS = [
-  { daemon: "postgres", unit: "patroni", package: "postgresql-17", check: "mapped" },
+  { daemon: "postgres", unit: "patroni", package: `postgresql-${POSTGRES_MAJOR}`, check: "mapped" },
   { daemon: "patroni", unit: "patroni", package: "patroni", check: "installed" },
   { daemon: "etcd", unit: "etcd", package: "etcd-server", check: "mapped" },
   { daemon: "redis", unit: "redis-server", package: "redis-server", check: "mapped" },

@@ -310,16 +310,21 @@ drain_postgres() {
   say "patroni: $(patroni_leader "${ips[@]}") leads now"
 }
 
+# redis_master_here IP...: once the Sentinels at IPs agree on one master with no failover under way,
+# whether it is this node (when not, says which node is and returns 1: nothing to move).
+redis_master_here() {
+  wait_until 120 "every Sentinel to name one master, with no failover in progress" sentinels_settled "$@"
+  [ "$(master_by_majority "$@")" = "$NODE_IP" ] && return 0
+  say "redis: $(master_by_majority "$@") is the master; nothing to move"
+  return 1
+}
+
 # drain_redis: before this node goes down, the Redis master moves to another node (Sentinel fails over).
 drain_redis() {
   local ips
   mapfile -t ips < <(live_member_ips)
   ((${#ips[@]} > 1)) || return 0
-  wait_until 120 "every Sentinel to name one master, with no failover in progress" sentinels_settled "${ips[@]}"
-  if [ "$(master_by_majority "${ips[@]}")" != "$NODE_IP" ]; then
-    say "redis: $(master_by_majority "${ips[@]}") is the master; nothing to move"
-    return 0
-  fi
+  redis_master_here "${ips[@]}" || return 0
   say "redis: this node is the master; asking the Sentinels to fail over"
   redis_moved() {
     local m
@@ -349,11 +354,7 @@ drain_redis_paused() {
   local ips offset
   mapfile -t ips < <(live_member_ips)
   ((${#ips[@]} > 1)) || return 0
-  wait_until 120 "every Sentinel to name one master, with no failover in progress" sentinels_settled "${ips[@]}"
-  if [ "$(master_by_majority "${ips[@]}")" != "$NODE_IP" ]; then
-    say "redis: $(master_by_majority "${ips[@]}") is the master; nothing to move"
-    return 0
-  fi
+  redis_master_here "${ips[@]}" || return 0
   wait_until 120 "every Sentinel to know every replica and hear every other Sentinel" sentinels_armed "${ips[@]}"
   [ "$(redis_at "$NODE_IP" CLIENT PAUSE 60000 WRITE)" = OK ] || die "redis: CLIENT PAUSE WRITE refused"
   trap 'redis_at "$NODE_IP" CLIENT UNPAUSE >/dev/null 2>&1 || true' EXIT
